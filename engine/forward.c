@@ -1,0 +1,194 @@
+/*
+** forward.c — the batched inference forward pass with per-sequence KV caches.
+**
+** One call takes new tokens for several independent sequences. The
+** position-wise work (norms, projections, feed-forward, output head) runs on
+** all tokens at once as matrix-matrix products; attention runs per sequence
+** over that sequence's own cache, whose first n_prefix positions may hold a
+** prefix. A sequence's token at cache position p attends to positions 0..p.
+*/
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pf_work {
+  size_t cap;      /* floats in buf */
+  float *buf;
+  size_t icap;
+  int *ibuf;
+};
+
+pf_work *pf_work_new(void) { return calloc(1, sizeof(pf_work)); }
+void pf_work_free(pf_work *w) {
+  if (!w) return;
+  free(w->buf);
+  free(w->ibuf);
+  free(w);
+}
+static int work_reserve(pf_work *w, size_t nf, size_t ni) {
+  if (nf > w->cap) {
+    float *b = realloc(w->buf, nf * sizeof(float));
+    if (!b) return -1;
+    w->buf = b; w->cap = nf;
+  }
+  if (ni > w->icap) {
+    int *b = realloc(w->ibuf, ni * sizeof(int));
+    if (!b) return -1;
+    w->ibuf = b; w->icap = ni;
+  }
+  return 0;
+}
+
+pf_seq *pf_seq_new(const pf_model *m, int n_ctx, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  pf_seq *s = calloc(1, sizeof *s);
+  if (!s) { pf_seterr(err, PF_NOMEM, "out of memory"); return NULL; }
+  s->n_ctx = n_ctx;
+  s->n_layer = hp->n_layer;
+  s->kv_dim = hp->n_head_kv * hp->head_dim;
+  size_t n = (size_t)hp->n_layer * n_ctx * s->kv_dim;
+  s->k = malloc(n * sizeof(float));
+  s->v = malloc(n * sizeof(float));
+  if (!s->k || !s->v) {
+    pf_seq_free(s);
+    pf_seterr(err, PF_NOMEM, "out of memory for a KV cache of %d positions (%zu MB)", n_ctx, (2 * n * 4) >> 20);
+    return NULL;
+  }
+  return s;
+}
+
+void pf_seq_free(pf_seq *s) {
+  if (!s) return;
+  free(s->k);
+  free(s->v);
+  free(s);
+}
+
+void pf_seq_reset(pf_seq *s) { s->n_pos = s->n_prefix; }
+
+int pf_seq_set_prefix(pf_seq *s, const float *kv, int prefix_len, pf_err *err) {
+  if (prefix_len < 0 || prefix_len > s->n_ctx)
+    return pf_seterr(err, PF_TOOBIG, "prefix of %d positions does not fit a cache of %d", prefix_len, s->n_ctx);
+  size_t kvd = (size_t)s->kv_dim;
+  for (int l = 0; l < s->n_layer; l++) {
+    const float *src = kv + (size_t)l * 2 * prefix_len * kvd;
+    memcpy(s->k + (size_t)l * s->n_ctx * kvd, src, (size_t)prefix_len * kvd * sizeof(float));
+    memcpy(s->v + (size_t)l * s->n_ctx * kvd, src + (size_t)prefix_len * kvd, (size_t)prefix_len * kvd * sizeof(float));
+  }
+  s->n_prefix = prefix_len;
+  s->n_pos = prefix_len;
+  return PF_OK;
+}
+
+/* out (T, n_head*hd): attention of each new token over its own sequence. */
+static void attention(float *out, float *att, const float *q, pf_seq **seqs, const int *seq_of, const int *pos,
+                      int T, int layer, const pf_hparams *hp) {
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int t = 0; t < T; t++) {
+    const pf_seq *s = seqs[seq_of[t]];
+    const float *K = s->k + (size_t)layer * s->n_ctx * kvd;
+    const float *V = s->v + (size_t)layer * s->n_ctx * kvd;
+    int n = pos[t] + 1;
+    for (int h = 0; h < hp->n_head; h++) {
+      const float *qh = q + ((size_t)t * hp->n_head + h) * hd;
+      int kh = h / grp;
+      for (int j = 0; j < n; j++) {
+        const float *kj = K + (size_t)j * kvd + (size_t)kh * hd;
+        float dot = 0;
+        for (int i = 0; i < hd; i++) dot += qh[i] * kj[i];
+        att[j] = dot * scale;
+      }
+      pf_softmax(att, n);
+      float *o = out + ((size_t)t * hp->n_head + h) * hd;
+      memset(o, 0, sizeof(float) * (size_t)hd);
+      for (int j = 0; j < n; j++) {
+        const float *vj = V + (size_t)j * kvd + (size_t)kh * hd;
+        float a = att[j];
+        for (int i = 0; i < hd; i++) o[i] += a * vj[i];
+      }
+    }
+  }
+}
+
+int pf_gpt2_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
+                    float *logits, int all_logits, pf_err *err);
+
+int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
+               float *logits, int all_logits, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF)");
+  int T = 0;
+  for (int i = 0; i < n_seq; i++) {
+    if (n_tok[i] < 0 || seqs[i]->n_pos + n_tok[i] > seqs[i]->n_ctx)
+      return pf_seterr(err, PF_TOOBIG, "sequence %d: %d positions used + %d new tokens exceed its context of %d", i,
+                       seqs[i]->n_pos, n_tok[i], seqs[i]->n_ctx);
+    T += n_tok[i];
+  }
+  for (int t = 0; t < T; t++)
+    if (tokens[t] < 0 || tokens[t] >= hp->n_vocab)
+      return pf_seterr(err, PF_ERR, "token id %d is outside the vocabulary (0..%d)", tokens[t], hp->n_vocab - 1);
+  if (T == 0) return PF_OK;
+  if (hp->arch == PF_ARCH_GPT2) return pf_gpt2_forward(m, w, seqs, n_tok, n_seq, tokens, logits, all_logits, err);
+
+  int d = hp->n_embd, hd = hp->head_dim, kvd = hp->n_head_kv * hd, ff = hp->n_ff;
+  int max_ctx = 0;
+  for (int i = 0; i < n_seq; i++) if (seqs[i]->n_ctx > max_ctx) max_ctx = seqs[i]->n_ctx;
+  size_t need = (size_t)T * (4 * (size_t)d + 2 * (size_t)kvd + 2 * (size_t)ff) + (size_t)max_ctx;
+  if (work_reserve(w, need, 2 * (size_t)T))
+    return pf_seterr(err, PF_NOMEM, "out of memory for forward scratch (%zu MB)", need * 4 >> 20);
+  float *x = w->buf, *xb = x + (size_t)T * d, *q = xb + (size_t)T * d, *ao = q + (size_t)T * d;
+  float *k = ao + (size_t)T * d, *v = k + (size_t)T * kvd, *hb = v + (size_t)T * kvd, *hb2 = hb + (size_t)T * ff;
+  float *att = hb2 + (size_t)T * ff;
+  int *seq_of = w->ibuf, *pos = w->ibuf + T;
+  for (int i = 0, t = 0; i < n_seq; i++)
+    for (int j = 0; j < n_tok[i]; j++, t++) { seq_of[t] = i; pos[t] = seqs[i]->n_pos + j; }
+
+  for (int t = 0; t < T; t++) memcpy(x + (size_t)t * d, m->tok_embd + (size_t)tokens[t] * d, sizeof(float) * d);
+
+  for (int l = 0; l < hp->n_layer; l++) {
+    const pf_layer *L = &m->layers[l];
+    pf_rmsnorm(xb, x, L->attn_norm, T, d, hp->norm_eps);
+    pf_matmul(q, xb, L->wq, T, d, d);
+    pf_matmul(k, xb, L->wk, T, d, kvd);
+    pf_matmul(v, xb, L->wv, T, d, kvd);
+    pf_rope(q, pos, T, hp->n_head, hd, hp->rope_dim, hp->rope_base);
+    pf_rope(k, pos, T, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    for (int t = 0; t < T; t++) {
+      pf_seq *s = seqs[seq_of[t]];
+      size_t at = ((size_t)l * s->n_ctx + pos[t]) * kvd;
+      memcpy(s->k + at, k + (size_t)t * kvd, sizeof(float) * kvd);
+      memcpy(s->v + at, v + (size_t)t * kvd, sizeof(float) * kvd);
+    }
+    attention(ao, att, q, seqs, seq_of, pos, T, l, hp);
+    pf_matmul(xb, ao, L->wo, T, d, d);
+    for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];
+
+    pf_rmsnorm(xb, x, L->ffn_norm, T, d, hp->norm_eps);
+    pf_matmul(hb, xb, L->w_gate, T, d, ff);
+    pf_matmul(hb2, xb, L->w_up, T, d, ff);
+    for (size_t i = 0; i < (size_t)T * ff; i++) {
+      float g = hb[i];
+      hb[i] = g / (1.0f + expf(-g)) * hb2[i];   /* SwiGLU: silu(gate) * up */
+    }
+    pf_matmul(xb, hb, L->w_down, T, ff, d);
+    for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];
+  }
+
+  if (all_logits) {
+    pf_rmsnorm(xb, x, m->out_norm, T, d, hp->norm_eps);
+    pf_matmul(logits, xb, m->output, T, d, hp->n_vocab);
+  } else {
+    for (int i = 0, t = 0; i < n_seq; i++) {
+      t += n_tok[i];
+      if (n_tok[i] > 0) memcpy(xb + (size_t)i * d, x + (size_t)(t - 1) * d, sizeof(float) * d);
+      else memset(xb + (size_t)i * d, 0, sizeof(float) * d);
+    }
+    pf_rmsnorm(xb, xb, m->out_norm, n_seq, d, hp->norm_eps);
+    pf_matmul(logits, xb, m->output, n_seq, d, hp->n_vocab);
+  }
+  for (int i = 0; i < n_seq; i++) seqs[i]->n_pos += n_tok[i];
+  return PF_OK;
+}

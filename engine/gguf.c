@@ -1,0 +1,439 @@
+/*
+** gguf.c — a GGUF v2/v3 reader built for hostile files.
+**
+** Every read is bounded by the bytes left; counts, sizes and offsets use
+** checked arithmetic; string and array lengths are capped before anything is
+** allocated; tensor data must lie inside the file. Errors name the field, the
+** bad value, the limit and the byte offset.
+*/
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int pf_seterr(pf_err *err, int code, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    err->code = code;
+  }
+  return code;
+}
+
+const char *gguf_type_name(uint32_t t) {
+  static const char *names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32",
+                                "float32", "bool", "string", "array", "uint64",
+                                "int64", "float64"};
+  return t < GGUF_T_COUNT ? names[t] : "unknown";
+}
+
+const char *ggml_type_name(uint32_t t) {
+  switch (t) {
+    case GGML_F32: return "F32";
+    case GGML_F16: return "F16";
+    case GGML_Q4_0: return "Q4_0";
+    case GGML_Q4_1: return "Q4_1";
+    case GGML_Q5_0: return "Q5_0";
+    case GGML_Q5_1: return "Q5_1";
+    case GGML_Q8_0: return "Q8_0";
+    case GGML_Q8_1: return "Q8_1";
+    case GGML_Q2_K: return "Q2_K";
+    case GGML_Q3_K: return "Q3_K";
+    case GGML_Q4_K: return "Q4_K";
+    case GGML_Q5_K: return "Q5_K";
+    case GGML_Q6_K: return "Q6_K";
+    case GGML_Q8_K: return "Q8_K";
+    case GGML_BF16: return "BF16";
+    default: return NULL;
+  }
+}
+
+/* Byte size of n elements of a tensor type we can load. */
+int ggml_type_size(uint32_t t, uint64_t n, uint64_t *nbytes) {
+  switch (t) {
+    case GGML_F32: if (n > UINT64_MAX / 4) return 0; *nbytes = n * 4; return 1;
+    case GGML_F16:
+    case GGML_BF16: if (n > UINT64_MAX / 2) return 0; *nbytes = n * 2; return 1;
+    case GGML_Q8_0: if (n % 32) return 0; *nbytes = (n / 32) * 34; return 1;
+    default: return 0;
+  }
+}
+
+float pf_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (man == 0) bits = sign;
+    else { /* subnormal: normalise */
+      int e = -1;
+      do { e++; man <<= 1; } while (!(man & 0x400));
+      man &= 0x3ff;
+      bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
+    }
+  } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+  else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t pf_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, m = x & 0x7fffff;
+  if (e == 0xff) return (uint16_t)(sign | 0x7c00 | (m ? 0x200 : 0));
+  int exp = (int)e - 127 + 15;
+  if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+  if (exp <= 0) {
+    if (exp < -10) return (uint16_t)sign;
+    m |= 0x800000;
+    int shift = 14 - exp;
+    uint32_t half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t half = sign | ((uint32_t)exp << 10) | (m >> 13), rem = m & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;  /* may carry into exp: fine */
+  return (uint16_t)half;
+}
+
+int ggml_to_f32(uint32_t type, const uint8_t *src, float *dst, uint64_t n) {
+  uint64_t i;
+  switch (type) {
+    case GGML_F32: memcpy(dst, src, n * 4); return 1;
+    case GGML_F16:
+      for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); dst[i] = pf_f16_to_f32(h); }
+      return 1;
+    case GGML_BF16:
+      for (i = 0; i < n; i++) {
+        uint16_t h; memcpy(&h, src + 2 * i, 2);
+        uint32_t b = (uint32_t)h << 16; memcpy(&dst[i], &b, 4);
+      }
+      return 1;
+    case GGML_Q8_0:
+      for (i = 0; i < n / 32; i++) {
+        const uint8_t *blk = src + i * 34;
+        uint16_t h; memcpy(&h, blk, 2);
+        float d = pf_f16_to_f32(h);
+        for (int j = 0; j < 32; j++) dst[i * 32 + j] = d * (float)(int8_t)blk[2 + j];
+      }
+      return 1;
+    default: return 0;
+  }
+}
+
+/* ------------------------------------------------------ the bounded reader */
+
+typedef struct rd {
+  const uint8_t *b;
+  uint64_t size, off;
+  pf_err *err;
+} rd;
+
+static int rd_fail(rd *r, const char *what) {
+  return pf_seterr(r->err, PF_ERR, "GGUF file truncated: %s needs more bytes than the %llu left at offset %llu",
+                   what, (unsigned long long)(r->size - r->off), (unsigned long long)r->off);
+}
+static int rd_bytes(rd *r, void *out, uint64_t n, const char *what) {
+  if (n > r->size - r->off) return rd_fail(r, what);
+  memcpy(out, r->b + r->off, n);
+  r->off += n;
+  return PF_OK;
+}
+static int rd_u32(rd *r, uint32_t *v, const char *what) { return rd_bytes(r, v, 4, what); }
+static int rd_u64(rd *r, uint64_t *v, const char *what) { return rd_bytes(r, v, 8, what); }
+
+static int rd_str(rd *r, gguf_str *s, uint64_t cap, const char *what) {
+  uint64_t at = r->off, n = 0;
+  if (rd_u64(r, &n, what)) return PF_ERR;
+  if (n > cap)
+    return pf_seterr(r->err, PF_ERR, "GGUF %s length %llu exceeds the limit of %llu bytes (at offset %llu)",
+                     what, (unsigned long long)n, (unsigned long long)cap, (unsigned long long)at);
+  if (n > r->size - r->off)
+    return pf_seterr(r->err, PF_ERR, "GGUF %s length %llu exceeds the %llu bytes left in the file (at offset %llu)",
+                     what, (unsigned long long)n, (unsigned long long)(r->size - r->off), (unsigned long long)at);
+  s->p = (const char *)r->b + r->off;
+  s->n = n;
+  r->off += n;
+  return PF_OK;
+}
+
+static uint64_t scalar_size(uint32_t t) {
+  switch (t) {
+    case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
+    case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
+    case GGUF_T_UINT32: case GGUF_T_INT32: case GGUF_T_FLOAT32: return 4;
+    case GGUF_T_UINT64: case GGUF_T_INT64: case GGUF_T_FLOAT64: return 8;
+    default: return 0;
+  }
+}
+
+static int rd_scalar(rd *r, gguf_kv *kv, uint32_t t, const char *what) {
+  uint8_t buf[8];
+  uint64_t n = scalar_size(t);
+  if (rd_bytes(r, buf, n, what)) return PF_ERR;
+  switch (t) {
+    case GGUF_T_UINT8: kv->v.u = buf[0]; break;
+    case GGUF_T_INT8: kv->v.i = (int8_t)buf[0]; break;
+    case GGUF_T_BOOL:
+      if (buf[0] > 1)
+        return pf_seterr(r->err, PF_ERR, "GGUF %s: bool value %u is not 0 or 1 (at offset %llu)", what,
+                         buf[0], (unsigned long long)(r->off - 1));
+      kv->v.u = buf[0]; break;
+    case GGUF_T_UINT16: { uint16_t x; memcpy(&x, buf, 2); kv->v.u = x; break; }
+    case GGUF_T_INT16: { int16_t x; memcpy(&x, buf, 2); kv->v.i = x; break; }
+    case GGUF_T_UINT32: { uint32_t x; memcpy(&x, buf, 4); kv->v.u = x; break; }
+    case GGUF_T_INT32: { int32_t x; memcpy(&x, buf, 4); kv->v.i = x; break; }
+    case GGUF_T_FLOAT32: { float x; memcpy(&x, buf, 4); kv->v.f = x; break; }
+    case GGUF_T_UINT64: memcpy(&kv->v.u, buf, 8); break;
+    case GGUF_T_INT64: memcpy(&kv->v.i, buf, 8); break;
+    case GGUF_T_FLOAT64: memcpy(&kv->v.f, buf, 8); break;
+  }
+  return PF_OK;
+}
+
+static int key_name(char *out, size_t cap, gguf_str k) {
+  size_t n = k.n < cap - 1 ? (size_t)k.n : cap - 1;
+  memcpy(out, k.p, n);
+  out[n] = 0;
+  for (size_t i = 0; i < n; i++) if ((unsigned char)out[i] < 32) out[i] = '?';
+  return 0;
+}
+
+int gguf_str_eq(gguf_str s, const char *c) {
+  size_t n = strlen(c);
+  return s.n == n && memcmp(s.p, c, n) == 0;
+}
+
+static int read_kv(rd *r, gguf_kv *kv, uint64_t idx) {
+  char what[128], kn[80];
+  snprintf(what, sizeof what, "key #%llu", (unsigned long long)idx);
+  if (rd_str(r, &kv->key, GGUF_MAX_KEY, what)) return PF_ERR;
+  key_name(kn, sizeof kn, kv->key);
+  snprintf(what, sizeof what, "value type of key '%s'", kn);
+  uint64_t at = r->off;
+  if (rd_u32(r, &kv->type, what)) return PF_ERR;
+  if (kv->type >= GGUF_T_COUNT)
+    return pf_seterr(r->err, PF_ERR, "GGUF key '%s' has unknown value type %u (valid: 0..%d) at offset %llu",
+                     kn, kv->type, GGUF_T_COUNT - 1, (unsigned long long)at);
+  snprintf(what, sizeof what, "value of key '%s'", kn);
+  if (kv->type == GGUF_T_STRING) return rd_str(r, &kv->v.s, GGUF_MAX_STRING, what);
+  if (kv->type != GGUF_T_ARRAY) return rd_scalar(r, kv, kv->type, what);
+
+  at = r->off;
+  if (rd_u32(r, &kv->arr_type, what) || rd_u64(r, &kv->arr_n, what)) return PF_ERR;
+  if (kv->arr_type >= GGUF_T_COUNT || kv->arr_type == GGUF_T_ARRAY)
+    return pf_seterr(r->err, PF_ERR, "GGUF key '%s': array element type %u is not supported (at offset %llu)",
+                     kn, kv->arr_type, (unsigned long long)at);
+  if (kv->arr_n > GGUF_MAX_ARRAY)
+    return pf_seterr(r->err, PF_ERR, "GGUF key '%s': array of %llu elements exceeds the limit of %u (at offset %llu)",
+                     kn, (unsigned long long)kv->arr_n, GGUF_MAX_ARRAY, (unsigned long long)at);
+  kv->arr_off = r->off;
+  if (kv->arr_type == GGUF_T_STRING) {
+    /* each element is at least its 8-byte length */
+    if (kv->arr_n > (r->size - r->off) / 8)
+      return pf_seterr(r->err, PF_ERR, "GGUF key '%s': array of %llu strings cannot fit in the %llu bytes left (at offset %llu)",
+                       kn, (unsigned long long)kv->arr_n, (unsigned long long)(r->size - r->off),
+                       (unsigned long long)at);
+    for (uint64_t i = 0; i < kv->arr_n; i++) {
+      gguf_str s;
+      snprintf(what, sizeof what, "string #%llu of key '%s'", (unsigned long long)i, kn);
+      if (rd_str(r, &s, GGUF_MAX_STRING, what)) return PF_ERR;
+    }
+    return PF_OK;
+  }
+  uint64_t es = scalar_size(kv->arr_type);
+  if (kv->arr_n > (r->size - r->off) / es)
+    return pf_seterr(r->err, PF_ERR, "GGUF key '%s': array of %llu %s needs %llu bytes, only %llu left (at offset %llu)",
+                     kn, (unsigned long long)kv->arr_n, gguf_type_name(kv->arr_type),
+                     (unsigned long long)(kv->arr_n * es), (unsigned long long)(r->size - r->off),
+                     (unsigned long long)at);
+  if (kv->arr_type == GGUF_T_BOOL)
+    for (uint64_t i = 0; i < kv->arr_n; i++)
+      if (r->b[r->off + i] > 1)
+        return pf_seterr(r->err, PF_ERR, "GGUF key '%s': bool element %llu is %u, not 0 or 1", kn,
+                         (unsigned long long)i, r->b[r->off + i]);
+  r->off += kv->arr_n * es;
+  return PF_OK;
+}
+
+static int read_tensor_info(rd *r, gguf_tensor *t, uint64_t idx) {
+  char what[128], tn[80];
+  snprintf(what, sizeof what, "name of tensor #%llu", (unsigned long long)idx);
+  uint64_t at = r->off;
+  if (rd_str(r, &t->name, UINT64_MAX, what)) return PF_ERR;
+  key_name(tn, sizeof tn, t->name);
+  if (t->name.n >= GGUF_MAX_NAME)
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor #%llu name is %llu bytes; the limit is %d (at offset %llu)",
+                     (unsigned long long)idx, (unsigned long long)t->name.n, GGUF_MAX_NAME - 1,
+                     (unsigned long long)at);
+  snprintf(what, sizeof what, "tensor '%s' info", tn);
+  at = r->off;
+  if (rd_u32(r, &t->n_dims, what)) return PF_ERR;
+  if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS)
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' has %u dimensions (allowed: 1..%d) at offset %llu",
+                     tn, t->n_dims, GGUF_MAX_DIMS, (unsigned long long)at);
+  t->n_elem = 1;
+  for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+  for (uint32_t d = 0; d < t->n_dims; d++) {
+    at = r->off;
+    if (rd_u64(r, &t->ne[d], what)) return PF_ERR;
+    if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX)
+      return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' dimension %u is %llu (allowed: 1..%lld) at offset %llu",
+                       tn, d, (unsigned long long)t->ne[d], (long long)INT64_MAX, (unsigned long long)at);
+    if (t->n_elem > (uint64_t)INT64_MAX / t->ne[d])
+      return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': element count overflows (dimension %u = %llu)",
+                       tn, d, (unsigned long long)t->ne[d]);
+    t->n_elem *= t->ne[d];
+  }
+  at = r->off;
+  if (rd_u32(r, &t->type, what)) return PF_ERR;
+  if (!ggml_type_name(t->type))
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' has unknown type %u (at offset %llu)", tn, t->type,
+                     (unsigned long long)at);
+  if (!ggml_type_size(t->type, t->n_elem, &t->nbytes)) {
+    if (t->type == GGML_Q8_0)
+      return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': Q8_0 needs a multiple of 32 elements, has %llu",
+                       tn, (unsigned long long)t->n_elem);
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' has type %s, which is not supported (supported: F32, F16, BF16, Q8_0)",
+                     tn, ggml_type_name(t->type));
+  }
+  if (t->type == GGML_Q8_0 && t->ne[0] % 32)
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': Q8_0 rows of %llu elements are not a multiple of 32",
+                     tn, (unsigned long long)t->ne[0]);
+  return rd_u64(r, &t->offset, what);
+}
+
+int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {
+  rd r = {base, size, 0, err};
+  uint32_t magic;
+  memset(g, 0, sizeof *g);
+  g->base = base;
+  g->size = size;
+  if (size == 0) return pf_seterr(err, PF_ERR, "not a GGUF file: the file is empty");
+  if (size < 4 || (memcpy(&magic, base, 4), magic != 0x46554747u))
+    return pf_seterr(err, PF_ERR, "not a GGUF file: bad magic (expected \"GGUF\" at offset 0)");
+  r.off = 4;
+  if (rd_u32(&r, &g->version, "version")) return PF_ERR;
+  if (g->version < 2 || g->version > 3)
+    return pf_seterr(err, PF_ERR, "GGUF version %u is not supported (supported: 2, 3)", g->version);
+  if (rd_u64(&r, &g->n_tensors, "tensor count") || rd_u64(&r, &g->n_kv, "metadata count")) return PF_ERR;
+  if (g->n_tensors > GGUF_MAX_TENSORS || g->n_tensors > (size - r.off) / 24)
+    return pf_seterr(err, PF_ERR, "GGUF tensor count %llu is too large (limit %u, and each needs at least 24 bytes of the %llu left)",
+                     (unsigned long long)g->n_tensors, GGUF_MAX_TENSORS, (unsigned long long)(size - r.off));
+  if (g->n_kv > GGUF_MAX_KV || g->n_kv > (size - r.off) / 12)
+    return pf_seterr(err, PF_ERR, "GGUF metadata count %llu is too large (limit %u, and each needs at least 12 bytes of the %llu left)",
+                     (unsigned long long)g->n_kv, GGUF_MAX_KV, (unsigned long long)(size - r.off));
+
+  g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
+  g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
+  if (!g->kv || !g->tensors) { gguf_close(g); return pf_seterr(err, PF_NOMEM, "out of memory reading GGUF header"); }
+
+  for (uint64_t i = 0; i < g->n_kv; i++) {
+    if (read_kv(&r, &g->kv[i], i)) goto fail;
+    for (uint64_t j = 0; j < i; j++)
+      if (g->kv[j].key.n == g->kv[i].key.n && !memcmp(g->kv[j].key.p, g->kv[i].key.p, g->kv[i].key.n)) {
+        char kn[80];
+        key_name(kn, sizeof kn, g->kv[i].key);
+        pf_seterr(err, PF_ERR, "GGUF key '%s' appears twice (#%llu and #%llu)", kn, (unsigned long long)j,
+                  (unsigned long long)i);
+        goto fail;
+      }
+  }
+  g->alignment = 32;
+  const gguf_kv *al = gguf_find(g, "general.alignment");
+  if (al) {
+    if (al->type != GGUF_T_UINT32) {
+      pf_seterr(err, PF_ERR, "GGUF general.alignment has type %s, expected uint32", gguf_type_name(al->type));
+      goto fail;
+    }
+    if (al->v.u == 0 || (al->v.u & (al->v.u - 1)) || al->v.u > GGUF_MAX_ALIGN) {
+      pf_seterr(err, PF_ERR, "GGUF general.alignment is %llu; it must be a power of two from 1 to %u",
+                (unsigned long long)al->v.u, GGUF_MAX_ALIGN);
+      goto fail;
+    }
+    g->alignment = al->v.u;
+  }
+  for (uint64_t i = 0; i < g->n_tensors; i++) {
+    if (read_tensor_info(&r, &g->tensors[i], i)) goto fail;
+    for (uint64_t j = 0; j < i; j++)
+      if (g->tensors[j].name.n == g->tensors[i].name.n &&
+          !memcmp(g->tensors[j].name.p, g->tensors[i].name.p, g->tensors[i].name.n)) {
+        char tn[80];
+        key_name(tn, sizeof tn, g->tensors[i].name);
+        pf_seterr(err, PF_ERR, "GGUF tensor '%s' appears twice", tn);
+        goto fail;
+      }
+  }
+  /* the data section starts at the next multiple of the alignment */
+  uint64_t pad = (g->alignment - r.off % g->alignment) % g->alignment;
+  g->data_off = r.off + pad;
+  for (uint64_t i = 0; i < g->n_tensors; i++) {
+    gguf_tensor *t = &g->tensors[i];
+    char tn[80];
+    key_name(tn, sizeof tn, t->name);
+    if (t->offset % g->alignment) {
+      pf_seterr(err, PF_ERR, "GGUF tensor '%s' offset %llu is not a multiple of the alignment %llu", tn,
+                (unsigned long long)t->offset, (unsigned long long)g->alignment);
+      goto fail;
+    }
+    if (g->data_off > size || t->offset > size - g->data_off || t->nbytes > size - g->data_off - t->offset) {
+      pf_seterr(err, PF_ERR, "GGUF tensor '%s' data (offset %llu, %llu bytes) lies outside the file (data section starts at %llu, file is %llu bytes)",
+                tn, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+                (unsigned long long)g->data_off, (unsigned long long)size);
+      goto fail;
+    }
+    t->data = base + g->data_off + t->offset;
+  }
+  return PF_OK;
+fail:
+  free(g->kv); free(g->tensors);
+  g->kv = NULL; g->tensors = NULL;
+  return PF_ERR;
+}
+
+int gguf_open(gguf_file *g, const char *path, pf_err *err) {
+  memset(g, 0, sizeof *g);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return pf_seterr(err, PF_ERR, "cannot open '%s': %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) { int e = errno; close(fd); return pf_seterr(err, PF_ERR, "cannot stat '%s': %s", path, strerror(e)); }
+  if (!S_ISREG(st.st_mode)) { close(fd); return pf_seterr(err, PF_ERR, "'%s' is not a regular file", path); }
+  if (st.st_size == 0) { close(fd); return pf_seterr(err, PF_ERR, "'%s': not a GGUF file: the file is empty", path); }
+  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return pf_seterr(err, PF_ERR, "cannot map '%s': %s", path, strerror(errno));
+  pf_err e2;
+  if (gguf_parse(g, p, (uint64_t)st.st_size, &e2)) {
+    munmap(p, (size_t)st.st_size);
+    memset(g, 0, sizeof *g);
+    return pf_seterr(err, e2.code, "'%s': %s", path, e2.msg);
+  }
+  g->fd_mapped = 1;
+  return PF_OK;
+}
+
+void gguf_close(gguf_file *g) {
+  free(g->kv);
+  free(g->tensors);
+  if (g->fd_mapped && g->base) munmap((void *)g->base, (size_t)g->size);
+  memset(g, 0, sizeof *g);
+}
+
+const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
+  for (uint64_t i = 0; i < g->n_kv; i++) if (gguf_str_eq(g->kv[i].key, key)) return &g->kv[i];
+  return NULL;
+}
+
+const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name) {
+  for (uint64_t i = 0; i < g->n_tensors; i++) if (gguf_str_eq(g->tensors[i].name, name)) return &g->tensors[i];
+  return NULL;
+}

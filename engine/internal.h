@@ -1,0 +1,160 @@
+/*
+** internal.h — structures shared by the engine's source files. Not installed.
+*/
+#ifndef PF_INTERNAL_H
+#define PF_INTERNAL_H
+
+#include "prefix_engine.h"
+#include <stdint.h>
+#include <stddef.h>
+
+/* ------------------------------------------------------------------ GGUF */
+
+enum {
+  GGUF_T_UINT8 = 0, GGUF_T_INT8 = 1, GGUF_T_UINT16 = 2, GGUF_T_INT16 = 3,
+  GGUF_T_UINT32 = 4, GGUF_T_INT32 = 5, GGUF_T_FLOAT32 = 6, GGUF_T_BOOL = 7,
+  GGUF_T_STRING = 8, GGUF_T_ARRAY = 9, GGUF_T_UINT64 = 10, GGUF_T_INT64 = 11,
+  GGUF_T_FLOAT64 = 12, GGUF_T_COUNT = 13
+};
+
+/* ggml tensor types we know by number */
+enum {
+  GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6,
+  GGML_Q5_1 = 7, GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_Q2_K = 10, GGML_Q3_K = 11,
+  GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15,
+  GGML_BF16 = 30, GGML_TYPE_COUNT = 40
+};
+
+#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_NAME 64              /* tensor name bytes, as ggml */
+#define GGUF_MAX_KEY (64 * 1024)      /* key bytes */
+#define GGUF_MAX_STRING (64u << 20)   /* string value bytes */
+#define GGUF_MAX_ARRAY (1u << 28)     /* array elements */
+#define GGUF_MAX_TENSORS (1u << 20)
+#define GGUF_MAX_KV (1u << 20)
+#define GGUF_MAX_ALIGN (1u << 16)
+
+typedef struct gguf_str { const char *p; uint64_t n; } gguf_str; /* into the map */
+
+typedef struct gguf_kv {
+  gguf_str key;
+  uint32_t type;
+  union { uint64_t u; int64_t i; double f; gguf_str s; } v; /* scalars, strings */
+  uint32_t arr_type;   /* arrays: element type, count, and offset of first elem */
+  uint64_t arr_n;
+  uint64_t arr_off;
+} gguf_kv;
+
+typedef struct gguf_tensor {
+  gguf_str name;
+  uint32_t n_dims;
+  uint64_t ne[GGUF_MAX_DIMS];  /* ne[0] is the contiguous dimension */
+  uint32_t type;
+  uint64_t offset;             /* relative to the data section */
+  uint64_t n_elem;
+  uint64_t nbytes;
+  const uint8_t *data;
+} gguf_tensor;
+
+typedef struct gguf_file {
+  const uint8_t *base;
+  uint64_t size;
+  int fd_mapped;               /* 1 if base is an mmap we own */
+  uint32_t version;
+  uint64_t n_kv;
+  gguf_kv *kv;
+  uint64_t n_tensors;
+  gguf_tensor *tensors;
+  uint64_t alignment;
+  uint64_t data_off;
+} gguf_file;
+
+/* Parse a GGUF image already in memory (not owned). */
+int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err);
+/* mmap a file and parse it. */
+int gguf_open(gguf_file *g, const char *path, pf_err *err);
+void gguf_close(gguf_file *g);
+const gguf_kv *gguf_find(const gguf_file *g, const char *key);
+const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);
+int gguf_str_eq(gguf_str s, const char *c);
+const char *gguf_type_name(uint32_t t);
+const char *ggml_type_name(uint32_t t);
+/* bytes for n elements of ggml type t; 0 if unknown or not a block multiple */
+int ggml_type_size(uint32_t t, uint64_t n, uint64_t *nbytes);
+/* Convert n elements of a supported tensor type to f32. */
+int ggml_to_f32(uint32_t type, const uint8_t *src, float *dst, uint64_t n);
+float pf_f16_to_f32(uint16_t h);
+uint16_t pf_f32_to_f16(float f);
+
+/* --------------------------------------------------------------- tokenizer */
+
+enum { PF_TOK_NONE = 0, PF_TOK_SPM = 1, PF_TOK_BPE = 2 };
+enum { PF_TT_NORMAL = 1, PF_TT_UNKNOWN = 2, PF_TT_CONTROL = 3,
+       PF_TT_USER = 4, PF_TT_UNUSED = 5, PF_TT_BYTE = 6 };
+
+typedef struct pf_vocab {
+  int kind;               /* PF_TOK_* */
+  int n;                  /* tokens */
+  char **text;            /* token strings as in the file (NUL-terminated) */
+  int *len;
+  float *score;
+  int *type;
+  int bos, eos, unk;      /* -1 if none */
+  int add_bos;
+  int add_space_prefix;
+  int byte_tok[256];      /* SPM: id of <0xXX>, -1 if missing */
+  /* open-addressing hash: token text -> id */
+  int *hash;
+  uint32_t hash_cap;
+} pf_vocab;
+
+int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err);
+void pf_vocab_free(pf_vocab *v);
+int pf_vocab_find(const pf_vocab *v, const char *s, size_t n);
+int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n,
+                  int *cap, pf_err *err);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct pf_layer {
+  float *attn_norm;  /* (n_embd) */
+  float *wq;         /* (n_head*head_dim, n_embd) */
+  float *wk;         /* (kv_dim, n_embd) */
+  float *wv;         /* (kv_dim, n_embd) */
+  float *wo;         /* (n_embd, n_head*head_dim) */
+  float *ffn_norm;   /* (n_embd) */
+  float *w_gate;     /* (n_ff, n_embd) */
+  float *w_up;       /* (n_ff, n_embd) */
+  float *w_down;     /* (n_embd, n_ff) */
+} pf_layer;
+
+struct pf_model {
+  char *path;
+  gguf_file g;
+  pf_hparams hp;
+  pf_vocab vocab;
+  int has_weights;
+  float *tok_embd;     /* (n_vocab, n_embd) */
+  float *out_norm;     /* (n_embd) */
+  float *output;       /* (n_vocab, n_embd); may alias tok_embd */
+  pf_layer *layers;    /* (n_layer) */
+  void **owned;        /* converted tensors to free */
+  int n_owned, cap_owned;
+  uint64_t n_params;
+  uint64_t file_id[4];
+  char fingerprint[17];
+};
+
+/* hashing */
+uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
+
+/* ------------------------------------------------------------------- ops */
+
+/* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
+void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
+void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
+void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps);
+void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base);
+void pf_softmax(float *x, int n);
+
+#endif

@@ -1,0 +1,224 @@
+/*
+** model.c — hyperparameters and weights from a GGUF file, checked against the
+** architecture, and the model fingerprint.
+*/
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const pf_hparams *pf_model_hparams(const pf_model *m) { return &m->hp; }
+int pf_model_has_weights(const pf_model *m) { return m->has_weights; }
+uint64_t pf_model_n_params(const pf_model *m) { return m->n_params; }
+uint64_t pf_model_file_size(const pf_model *m) { return m->g.size; }
+const char *pf_model_fingerprint(const pf_model *m) { return m->fingerprint; }
+void pf_model_file_id(const pf_model *m, uint64_t id[4]) { memcpy(id, m->file_id, sizeof m->file_id); }
+
+const char *pf_model_arch_name(const pf_model *m) {
+  switch (m->hp.arch) {
+    case PF_ARCH_LLAMA: return "llama";
+    case PF_ARCH_GPT2: return "gpt2";
+    default: return "none";
+  }
+}
+
+void pf_model_free(pf_model *m) {
+  if (!m) return;
+  for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+  free(m->owned);
+  free(m->layers);
+  pf_vocab_free(&m->vocab);
+  gguf_close(&m->g);
+  free(m->path);
+  free(m);
+}
+
+/* Read an integer hyperparameter "<arch>.<key>" into [lo, hi]. */
+static int hp_int(const pf_model *m, const char *arch, const char *key, int required, int dflt, int lo, int hi,
+                  int *out, pf_err *err) {
+  char full[128];
+  snprintf(full, sizeof full, "%s.%s", arch, key);
+  const gguf_kv *kv = gguf_find(&m->g, full);
+  if (!kv) {
+    if (required) return pf_seterr(err, PF_ERR, "GGUF metadata %s is missing", full);
+    *out = dflt;
+    return PF_OK;
+  }
+  int64_t v;
+  switch (kv->type) {
+    case GGUF_T_UINT8: case GGUF_T_UINT16: case GGUF_T_UINT32: case GGUF_T_UINT64:
+      v = kv->v.u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)kv->v.u; break;
+    case GGUF_T_INT8: case GGUF_T_INT16: case GGUF_T_INT32: case GGUF_T_INT64: v = kv->v.i; break;
+    default: return pf_seterr(err, PF_ERR, "GGUF metadata %s has type %s, expected an integer", full, gguf_type_name(kv->type));
+  }
+  if (v < lo || v > hi)
+    return pf_seterr(err, PF_ERR, "GGUF metadata %s = %lld is out of range (allowed: %d..%d)", full, (long long)v, lo, hi);
+  *out = (int)v;
+  return PF_OK;
+}
+
+static int hp_float(const pf_model *m, const char *arch, const char *key, float dflt, float lo, float hi, float *out,
+                    pf_err *err) {
+  char full[128];
+  snprintf(full, sizeof full, "%s.%s", arch, key);
+  const gguf_kv *kv = gguf_find(&m->g, full);
+  if (!kv) { *out = dflt; return PF_OK; }
+  if (kv->type != GGUF_T_FLOAT32 && kv->type != GGUF_T_FLOAT64)
+    return pf_seterr(err, PF_ERR, "GGUF metadata %s has type %s, expected float32", full, gguf_type_name(kv->type));
+  if (!(kv->v.f >= lo && kv->v.f <= hi))
+    return pf_seterr(err, PF_ERR, "GGUF metadata %s = %g is out of range (allowed: %g..%g)", full, kv->v.f, lo, hi);
+  *out = (float)kv->v.f;
+  return PF_OK;
+}
+
+static int own(pf_model *m, void *p) {
+  if (m->n_owned == m->cap_owned) {
+    int nc = m->cap_owned ? m->cap_owned * 2 : 32;
+    void **n = realloc(m->owned, sizeof *n * (size_t)nc);
+    if (!n) return -1;
+    m->owned = n; m->cap_owned = nc;
+  }
+  m->owned[m->n_owned++] = p;
+  return 0;
+}
+
+/* Fetch a tensor as f32 with shape (ne0, ne1) — ne1 = 0 for a vector. */
+static int get_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, int required, float **out, pf_err *err) {
+  const gguf_tensor *t = gguf_find_tensor(&m->g, name);
+  *out = NULL;
+  if (!t) return required ? pf_seterr(err, PF_ERR, "GGUF tensor '%s' is missing", name) : PF_OK;
+  int nd = ne1 ? 2 : 1;
+  int ok = t->ne[0] == (uint64_t)ne0 && (nd == 1 ? t->ne[1] == 1 : t->ne[1] == (uint64_t)ne1) && t->ne[2] == 1 &&
+           t->ne[3] == 1;
+  if (!ok) {
+    if (nd == 1)
+      return pf_seterr(err, PF_ERR, "GGUF tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld] from the hyperparameters",
+                       name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)t->ne[2],
+                       (unsigned long long)t->ne[3], (long long)ne0);
+    return pf_seterr(err, PF_ERR, "GGUF tensor '%s' has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld] from the hyperparameters",
+                     name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)t->ne[2],
+                     (unsigned long long)t->ne[3], (long long)ne0, (long long)ne1);
+  }
+  if (t->type == GGML_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+    *out = (float *)t->data;   /* read-only mapping; the engine never writes weights */
+    return PF_OK;
+  }
+  float *f = malloc(sizeof(float) * (size_t)t->n_elem);
+  if (!f || own(m, f)) { free(f); return pf_seterr(err, PF_NOMEM, "out of memory converting tensor '%s' (%llu elements)", name, (unsigned long long)t->n_elem); }
+  ggml_to_f32(t->type, t->data, f, t->n_elem);
+  *out = f;
+  return PF_OK;
+}
+
+static int load_llama(pf_model *m, pf_err *err) {
+  pf_hparams *hp = &m->hp;
+  const char *a = "llama";
+  if (hp_int(m, a, "block_count", 1, 0, 1, 1024, &hp->n_layer, err) ||
+      hp_int(m, a, "embedding_length", 1, 0, 1, 1 << 16, &hp->n_embd, err) ||
+      hp_int(m, a, "feed_forward_length", 1, 0, 1, 1 << 20, &hp->n_ff, err) ||
+      hp_int(m, a, "attention.head_count", 1, 0, 1, 1 << 12, &hp->n_head, err) ||
+      hp_int(m, a, "attention.head_count_kv", 0, hp->n_head, 1, 1 << 12, &hp->n_head_kv, err) ||
+      hp_int(m, a, "context_length", 1, 0, 1, 1 << 24, &hp->n_ctx, err) ||
+      hp_float(m, a, "rope.freq_base", 10000.0f, 1.0f, 1e12f, &hp->rope_base, err) ||
+      hp_float(m, a, "attention.layer_norm_rms_epsilon", 1e-5f, 0.0f, 1.0f, &hp->norm_eps, err))
+    return PF_ERR;
+  if (hp->n_embd % hp->n_head)
+    return pf_seterr(err, PF_ERR, "GGUF llama.embedding_length %d is not a multiple of llama.attention.head_count %d",
+                     hp->n_embd, hp->n_head);
+  if (hp->n_head % hp->n_head_kv)
+    return pf_seterr(err, PF_ERR, "GGUF llama.attention.head_count %d is not a multiple of head_count_kv %d",
+                     hp->n_head, hp->n_head_kv);
+  hp->head_dim = hp->n_embd / hp->n_head;
+  if (hp_int(m, a, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim, &hp->rope_dim, err)) return PF_ERR;
+  if (hp->rope_dim % 2) return pf_seterr(err, PF_ERR, "GGUF llama.rope.dimension_count %d is odd", hp->rope_dim);
+  hp->n_vocab = m->vocab.n;
+
+  int64_t d = hp->n_embd, kvd = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff, V = hp->n_vocab;
+  if (get_tensor(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
+      get_tensor(m, "output_norm.weight", d, 0, 1, &m->out_norm, err) ||
+      get_tensor(m, "output.weight", d, V, 0, &m->output, err))
+    return PF_ERR;
+  if (!m->output) m->output = m->tok_embd;   /* tied embeddings */
+  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+  for (int l = 0; l < hp->n_layer; l++) {
+    pf_layer *L = &m->layers[l];
+    char nm[GGUF_MAX_NAME + 16];
+#define T(field, suffix, n0, n1)                                        \
+  snprintf(nm, sizeof nm, "blk.%d." suffix, l);                         \
+  if (get_tensor(m, nm, n0, n1, 1, &L->field, err)) return PF_ERR;
+    T(attn_norm, "attn_norm.weight", d, 0)
+    T(wq, "attn_q.weight", d, d)
+    T(wk, "attn_k.weight", d, kvd)
+    T(wv, "attn_v.weight", d, kvd)
+    T(wo, "attn_output.weight", d, d)
+    T(ffn_norm, "ffn_norm.weight", d, 0)
+    T(w_gate, "ffn_gate.weight", d, ff)
+    T(w_up, "ffn_up.weight", d, ff)
+    T(w_down, "ffn_down.weight", ff, d)
+#undef T
+  }
+  return PF_OK;
+}
+
+static void make_fingerprint(pf_model *m) {
+  uint64_t h = pf_hash64(&m->hp, sizeof m->hp, 1);
+  h = pf_hash64(pf_model_arch_name(m), strlen(pf_model_arch_name(m)), h);
+  for (uint64_t i = 0; i < m->g.n_tensors; i++) {
+    const gguf_tensor *t = &m->g.tensors[i];
+    h = pf_hash64(t->name.p, t->name.n, h);
+    h = pf_hash64(t->ne, sizeof t->ne, h ^ t->type);
+    h = pf_hash64(t->data, t->nbytes, h);
+  }
+  if (m->g.n_tensors == 0) {   /* vocab-only: the tokens identify it */
+    for (int i = 0; i < m->vocab.n; i++) h = pf_hash64(m->vocab.text[i], (size_t)m->vocab.len[i], h);
+  }
+  snprintf(m->fingerprint, sizeof m->fingerprint, "%016llx", (unsigned long long)h);
+}
+
+int pf_gpt2_load(pf_model *m, pf_err *err);
+
+pf_model *pf_model_load(const char *path, pf_err *err) {
+  pf_model *m = calloc(1, sizeof *m);
+  if (!m) { pf_seterr(err, PF_NOMEM, "out of memory"); return NULL; }
+  m->path = strdup(path);
+  if (!m->path) { pf_seterr(err, PF_NOMEM, "out of memory"); goto fail; }
+  if (gguf_open(&m->g, path, err)) goto fail;
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    m->file_id[0] = (uint64_t)st.st_dev;
+    m->file_id[1] = (uint64_t)st.st_ino;
+    m->file_id[2] = (uint64_t)st.st_size;
+    m->file_id[3] = (uint64_t)st.st_mtime;
+  }
+  pf_err e2;
+  const gguf_kv *arch = gguf_find(&m->g, "general.architecture");
+  if (!arch || arch->type != GGUF_T_STRING) {
+    pf_seterr(err, PF_ERR, "'%s': GGUF general.architecture is %s", path, arch ? "not a string" : "missing");
+    goto fail;
+  }
+  if (gguf_str_eq(arch->v.s, "llama")) m->hp.arch = PF_ARCH_LLAMA;
+  else if (gguf_str_eq(arch->v.s, "gpt2")) m->hp.arch = PF_ARCH_GPT2;
+  else {
+    pf_seterr(err, PF_ERR, "'%s': architecture '%.*s' is not supported (supported: llama, gpt2)", path,
+              (int)(arch->v.s.n < 40 ? arch->v.s.n : 40), arch->v.s.p);
+    goto fail;
+  }
+  if (pf_vocab_load(&m->vocab, &m->g, &e2)) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
+  for (uint64_t i = 0; i < m->g.n_tensors; i++) m->n_params += m->g.tensors[i].n_elem;
+  if (m->g.n_tensors > 0) {
+    int rc = m->hp.arch == PF_ARCH_LLAMA ? load_llama(m, &e2) : pf_gpt2_load(m, &e2);
+    if (rc) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
+    m->has_weights = 1;
+  } else {
+    m->hp.n_vocab = m->vocab.n;
+  }
+  make_fingerprint(m);
+  return m;
+fail:
+  pf_model_free(m);
+  return NULL;
+}

@@ -1,0 +1,192 @@
+/*
+** prefix_engine.h — the public API of the sqlite-prefix engine.
+**
+** A plain C11 library: GGUF loading, tokenizers, a batched transformer forward
+** pass with per-sequence KV caches (whose first positions may hold a prefix),
+** and a sampler. It knows nothing about SQLite; ext/ maps SQL onto it.
+**
+** Conventions
+**   - Every fallible function returns PF_OK (0) or an error code and, on error,
+**     fills a caller-owned pf_err with a message naming what was wrong and the
+**     limit. Nothing here calls abort() or exit().
+**   - Ownership: a pointer returned through an out-parameter belongs to the
+**     caller and is released with the matching pf_*_free() or free().
+**   - Index arithmetic on tensor sizes is done in size_t / int64_t.
+*/
+#ifndef PREFIX_ENGINE_H
+#define PREFIX_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PF_VERSION "0.1.0"
+
+enum {
+  PF_OK = 0,
+  PF_ERR = 1,        /* bad input, bad file, bad argument */
+  PF_NOMEM = 2,      /* an allocation failed */
+  PF_TOOBIG = 3,     /* a size over a documented limit */
+  PF_INTERRUPT = 4,  /* the cancel callback asked to stop */
+  PF_NOTFOUND = 5
+};
+
+#define PF_ERRMAX 512
+typedef struct pf_err {
+  int code;
+  char msg[PF_ERRMAX];
+} pf_err;
+
+/* Set err (if not NULL) and return code. printf-style. */
+int pf_seterr(pf_err *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Cancellation: called between units of work; non-zero means stop. */
+typedef int (*pf_cancel_fn)(void *arg);
+
+/* ------------------------------------------------------------------ model */
+
+enum { PF_ARCH_NONE = 0, PF_ARCH_LLAMA = 1, PF_ARCH_GPT2 = 2 };
+
+typedef struct pf_hparams {
+  int arch;        /* PF_ARCH_* */
+  int n_layer;
+  int n_embd;
+  int n_head;
+  int n_head_kv;
+  int head_dim;    /* n_embd / n_head */
+  int n_ff;
+  int n_vocab;
+  int n_ctx;       /* training context length from the file */
+  float norm_eps;
+  float rope_base; /* llama */
+  int rope_dim;    /* llama: rotated dims per head (== head_dim) */
+} pf_hparams;
+
+typedef struct pf_model pf_model;
+
+/* Load a GGUF file (mmap read-only). Returns NULL and fills err on failure.
+** A file with a tokenizer and no tensors loads as a vocab-only model. */
+pf_model *pf_model_load(const char *path, pf_err *err);
+void pf_model_free(pf_model *m);
+
+const pf_hparams *pf_model_hparams(const pf_model *m);
+const char *pf_model_arch_name(const pf_model *m);   /* "llama", "gpt2" */
+int pf_model_has_weights(const pf_model *m);
+uint64_t pf_model_n_params(const pf_model *m);
+uint64_t pf_model_file_size(const pf_model *m);
+/* 16 lowercase hex digits: a hash of the architecture, hyperparameters and
+** tensor data. Two files with the same weights have the same fingerprint. */
+const char *pf_model_fingerprint(const pf_model *m);
+/* Identity of the file on disk (device, inode, size, mtime), for sharing. */
+void pf_model_file_id(const pf_model *m, uint64_t id[4]);
+
+/* -------------------------------------------------------------- tokenizer */
+
+int pf_token_bos(const pf_model *m);   /* -1 if none */
+int pf_token_eos(const pf_model *m);
+int pf_add_bos(const pf_model *m);     /* does a prompt start with BOS? */
+
+/* Tokenize UTF-8 text. *ids is malloc'ed (caller frees). add_bos: 1 to put
+** BOS first (when the model has one). */
+int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_bos,
+                int **ids, int *n_ids, pf_err *err);
+
+/* Raw bytes of a token (byte-fallback tokens give their byte). Returns the
+** number of bytes written to buf (at most cap), or -1 for a bad id. */
+int pf_token_bytes(const pf_model *m, int id, char *buf, int cap);
+
+/* Decode ids to UTF-8 text (malloc'ed, NUL-terminated). Special tokens (BOS,
+** EOS, control) decode to nothing; a leading space that the tokenizer's
+** space prefix added after BOS is removed when strip_leading is set. Invalid
+** or incomplete UTF-8 becomes U+FFFD. */
+int pf_detokenize(const pf_model *m, const int *ids, int n_ids, int strip_leading,
+                  char **text, size_t *len, pf_err *err);
+
+/* ------------------------------------------------------- forward, caches */
+
+/* One sequence's KV cache. Positions 0..n_prefix-1 may hold a prefix. */
+typedef struct pf_seq {
+  int n_ctx;      /* capacity in positions */
+  int n_pos;      /* positions filled so far (prefix included) */
+  int n_prefix;   /* leading positions holding a prefix */
+  int n_layer, kv_dim;
+  float *k;       /* (n_layer, n_ctx, kv_dim) post-RoPE keys */
+  float *v;       /* (n_layer, n_ctx, kv_dim) values */
+} pf_seq;
+
+pf_seq *pf_seq_new(const pf_model *m, int n_ctx, pf_err *err);
+void pf_seq_free(pf_seq *s);
+/* Put a prefix into positions 0..prefix_len-1 and reset the sequence to it.
+** kv layout: (n_layer, 2, prefix_len, kv_dim) — keys then values per layer. */
+int pf_seq_set_prefix(pf_seq *s, const float *kv, int prefix_len, pf_err *err);
+void pf_seq_reset(pf_seq *s);   /* back to just the prefix */
+
+/* Kernel selection for tests: 1 = naive reference loops, 0 = BLAS/fast. */
+void pf_set_naive(int naive);
+int pf_get_naive(void);
+/* Threads used by the compute kernels (0 = the machine's cores). */
+void pf_set_threads(int n);
+int pf_get_threads(void);
+
+/* Scratch space for forward passes; grows as needed. */
+typedef struct pf_work pf_work;
+pf_work *pf_work_new(void);
+void pf_work_free(pf_work *w);
+
+/* Run the model on new tokens of n_seq sequences at once. Sequence i gets
+** n_tok[i] tokens (concatenated in `tokens`), placed at its next positions.
+** logits: if all_logits, (sum n_tok, n_vocab) rows in token order; else
+** (n_seq, n_vocab), one row per sequence for its last new token. */
+int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok,
+               int n_seq, const int *tokens, float *logits, int all_logits,
+               pf_err *err);
+
+/* ---------------------------------------------------------------- sampler */
+
+#define PF_MAX_STOPS 16
+typedef struct pf_sample_params {
+  int max_tokens;         /* default 128 */
+  float temperature;      /* 0 = greedy (default) */
+  int top_k;              /* 0 = off */
+  float top_p;            /* 1 = off */
+  float min_p;            /* 0 = off */
+  float repeat_penalty;   /* 1 = off */
+  int repeat_last_n;      /* window for repeat_penalty; default 64, -1 = all */
+  uint64_t seed;
+  int n_stop;
+  char *stop[PF_MAX_STOPS]; /* not owned by the params */
+} pf_sample_params;
+
+void pf_sample_params_default(pf_sample_params *p);
+
+typedef struct pf_sampler pf_sampler;
+pf_sampler *pf_sampler_new(const pf_sample_params *p, int n_vocab);
+void pf_sampler_free(pf_sampler *s);
+/* Pick the next token from logits (modified in place). history: the tokens
+** seen so far (for repeat_penalty). */
+int pf_sampler_sample(pf_sampler *s, float *logits, const int *history, int n_history);
+
+/* ------------------------------------------------------------- generation */
+
+enum { PF_FINISH_LENGTH = 0, PF_FINISH_STOP = 1, PF_FINISH_EOS = 2 };
+
+typedef struct pf_gen_result {
+  char *text;        /* malloc'ed continuation, UTF-8 */
+  size_t len;
+  int n_prompt;      /* prompt tokens (BOS included) */
+  int n_tokens;      /* generated tokens */
+  int finish;        /* PF_FINISH_* */
+} pf_gen_result;
+
+/* Generate a continuation of prompt. prefix (may be NULL): keys/values laid
+** out as for pf_seq_set_prefix, prefix_len positions. */
+int pf_generate(const pf_model *m, const float *prefix, int prefix_len,
+                const char *prompt, size_t prompt_len, const pf_sample_params *p,
+                pf_cancel_fn cancel, void *cancel_arg, pf_gen_result *out, pf_err *err);
+void pf_gen_result_clear(pf_gen_result *r);
+const char *pf_finish_name(int finish);
+
+#endif /* PREFIX_ENGINE_H */

@@ -1,0 +1,157 @@
+/*
+** tokenizer.c — the tokenizer entry points, dispatching on the vocabulary kind,
+** and UTF-8-safe decoding.
+*/
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int pf_bpe_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n, int *cap, pf_err *err);
+int pf_bpe_token_bytes(const pf_vocab *v, int id, char *buf, int cap);
+
+int pf_token_bos(const pf_model *m) { return m->vocab.bos; }
+int pf_token_eos(const pf_model *m) { return m->vocab.eos; }
+int pf_add_bos(const pf_model *m) { return m->vocab.add_bos; }
+
+int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_bos, int **ids, int *n_ids, pf_err *err) {
+  int *out = NULL, n = 0, cap = 0, rc;
+  *ids = NULL;
+  *n_ids = 0;
+  if (add_bos && m->vocab.bos >= 0) {
+    out = malloc(sizeof(int) * 64);
+    if (!out) return pf_seterr(err, PF_NOMEM, "out of memory tokenizing");
+    cap = 64;
+    out[n++] = m->vocab.bos;
+  }
+  if (m->vocab.kind == PF_TOK_SPM) rc = pf_spm_encode(&m->vocab, text, len, &out, &n, &cap, err);
+  else rc = pf_bpe_encode(&m->vocab, text, len, &out, &n, &cap, err);
+  if (rc) { free(out); return rc; }
+  if (!out) { out = malloc(sizeof(int)); if (!out) return pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); }
+  *ids = out;
+  *n_ids = n;
+  return PF_OK;
+}
+
+static int is_special(const pf_vocab *v, int id) {
+  return id == v->bos || id == v->eos || v->type[id] == PF_TT_CONTROL || v->type[id] == PF_TT_UNUSED;
+}
+
+int pf_token_bytes(const pf_model *m, int id, char *buf, int cap) {
+  const pf_vocab *v = &m->vocab;
+  if (id < 0 || id >= v->n) return -1;
+  if (v->kind == PF_TOK_BPE) return pf_bpe_token_bytes(v, id, buf, cap);
+  if (v->type[id] == PF_TT_BYTE) {
+    unsigned b = 0;
+    for (int i = 3; i < 5; i++) {
+      char c = v->text[id][i];
+      b = b * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 32) - 'a' + 10);
+    }
+    if (cap < 1) return 0;
+    buf[0] = (char)b;
+    return 1;
+  }
+  /* "▁" (E2 96 81) -> ' ' */
+  const char *t = v->text[id];
+  int o = 0;
+  for (int i = 0; i < v->len[id] && o < cap;) {
+    if (i + 2 < v->len[id] && (unsigned char)t[i] == 0xE2 && (unsigned char)t[i + 1] == 0x96 &&
+        (unsigned char)t[i + 2] == 0x81) { buf[o++] = ' '; i += 3; }
+    else buf[o++] = t[i++];
+  }
+  return o;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes available): 1..4, or 0 if
+** invalid, or -k if it is a valid but incomplete start needing more bytes. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  int need;
+  unsigned min;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) { need = 2; min = 0x80; }
+  else if (c >= 0xE0 && c <= 0xEF) { need = 3; min = 0x800; }
+  else if (c >= 0xF0 && c <= 0xF4) { need = 4; min = 0x10000; }
+  else return 0;
+  unsigned cp = c & (0x7F >> need);
+  for (int i = 1; i < need; i++) {
+    if ((size_t)i >= n) return -need;
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3F);
+    /* reject overlong / surrogate / >U+10FFFF early when possible */
+    if (i == 1) {
+      if (need == 3 && c == 0xE0 && s[1] < 0xA0) return 0;
+      if (need == 3 && c == 0xED && s[1] > 0x9F) return 0;
+      if (need == 4 && c == 0xF0 && s[1] < 0x90) return 0;
+      if (need == 4 && c == 0xF4 && s[1] > 0x8F) return 0;
+    }
+  }
+  return cp >= min ? need : 0;
+}
+
+/* Copy bytes to valid UTF-8: invalid bytes become U+FFFD. An incomplete
+** sequence at the very end becomes U+FFFD (tail_mode 0) or is dropped
+** (tail_mode 1, for text still being generated). Returns malloc'ed text. */
+char *pf_utf8_clean(const char *in, size_t n, int tail_mode, size_t *out_len) {
+  char *out = malloc(n * 3 + 1);
+  if (!out) return NULL;
+  size_t o = 0;
+  const unsigned char *s = (const unsigned char *)in;
+  for (size_t i = 0; i < n;) {
+    int k = utf8_valid(s + i, n - i);
+    if (k > 0) { memcpy(out + o, s + i, (size_t)k); o += (size_t)k; i += (size_t)k; continue; }
+    if (k < 0 && tail_mode == 1) break;       /* incomplete tail: hold back */
+    memcpy(out + o, "\xEF\xBF\xBD", 3);
+    o += 3;
+    i += k < 0 ? n - i : 1;
+  }
+  out[o] = 0;
+  if (out_len) *out_len = o;
+  return out;
+}
+
+/* Append the bytes of ids to a growing buffer. */
+int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len,
+                    pf_err *err) {
+  size_t cap = 64 + (size_t)n_ids * 8, o = 0;
+  char *b = malloc(cap);
+  if (!b) return pf_seterr(err, PF_NOMEM, "out of memory decoding %d tokens", n_ids);
+  int first = 1;
+  for (int i = 0; i < n_ids; i++) {
+    if (ids[i] < 0 || ids[i] >= m->vocab.n) {
+      free(b);
+      return pf_seterr(err, PF_ERR, "token id %d at index %d is outside the vocabulary (0..%d)", ids[i], i,
+                       m->vocab.n - 1);
+    }
+    if (is_special(&m->vocab, ids[i])) continue;
+    int need = m->vocab.len[ids[i]] + 8;
+    if (o + (size_t)need > cap) {
+      size_t nc = cap * 2 + (size_t)need;
+      char *nb = realloc(b, nc);
+      if (!nb) { free(b); return pf_seterr(err, PF_NOMEM, "out of memory decoding %d tokens", n_ids); }
+      b = nb; cap = nc;
+    }
+    int k = pf_token_bytes(m, ids[i], b + o, (int)(cap - o));
+    if (first && strip_leading && m->vocab.add_space_prefix && k > 0 && b[o] == ' ') {
+      memmove(b + o, b + o + 1, (size_t)k - 1);
+      k--;
+    }
+    first = 0;
+    o += (size_t)k;
+  }
+  *buf = b;
+  *len = o;
+  return PF_OK;
+}
+
+int pf_detokenize(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **text, size_t *len,
+                  pf_err *err) {
+  char *raw;
+  size_t n;
+  int rc = pf_ids_to_bytes(m, ids, n_ids, strip_leading, &raw, &n, err);
+  if (rc) return rc;
+  *text = pf_utf8_clean(raw, n, 0, len);
+  free(raw);
+  if (!*text) return pf_seterr(err, PF_NOMEM, "out of memory decoding %d tokens", n_ids);
+  return PF_OK;
+}

@@ -1,0 +1,296 @@
+/*
+** tokenizer_spm.c — vocabulary from GGUF metadata and the SentencePiece-style
+** BPE tokenizer of `tokenizer.ggml.model = llama`.
+**
+** Encoding: spaces become U+2581 "▁" (and one is put in front when
+** add_space_prefix is on), the text is split into UTF-8 characters, and the
+** adjacent pair whose concatenation is a token with the highest score is
+** merged, again and again (ties: leftmost first). What remains outside the
+** vocabulary falls back to byte tokens <0xXX>.
+*/
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t pf_hash64(const void *p, size_t n, uint64_t seed) {
+  /* 64-bit multiply-xorshift over 8-byte words; fast and well mixed. */
+  const uint8_t *b = p;
+  uint64_t h = seed ^ (0x9E3779B97F4A7C15ull * (n + 1));
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, b + i, 8);
+    w *= 0xBF58476D1CE4E5B9ull;
+    w ^= w >> 31;
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 29;
+  }
+  uint64_t w = 0;
+  memcpy(&w, b + i, n - i);
+  w *= 0xBF58476D1CE4E5B9ull;
+  h = (h ^ w ^ (n - i)) * 0x94D049BB133111EBull;
+  h ^= h >> 32;
+  h *= 0xD6E8FEB86659FD93ull;
+  h ^= h >> 32;
+  return h;
+}
+
+int pf_vocab_find(const pf_vocab *v, const char *s, size_t n) {
+  if (!v->hash) return -1;
+  uint32_t mask = v->hash_cap - 1, i = (uint32_t)pf_hash64(s, n, 7) & mask;
+  for (;;) {
+    int id = v->hash[i];
+    if (id < 0) return -1;
+    if ((size_t)v->len[id] == n && memcmp(v->text[id], s, n) == 0) return id;
+    i = (i + 1) & mask;
+  }
+}
+
+void pf_vocab_free(pf_vocab *v) {
+  if (v->text) for (int i = 0; i < v->n; i++) free(v->text[i]);
+  free(v->text); free(v->len); free(v->score); free(v->type); free(v->hash);
+  memset(v, 0, sizeof *v);
+}
+
+static int read_id(const gguf_file *g, const char *key, int n_vocab, int *out, pf_err *err) {
+  const gguf_kv *kv = gguf_find(g, key);
+  if (!kv) return PF_OK;
+  int64_t id;
+  if (kv->type == GGUF_T_UINT32 || kv->type == GGUF_T_UINT64 || kv->type == GGUF_T_UINT16 || kv->type == GGUF_T_UINT8)
+    id = kv->v.u > (uint64_t)INT32_MAX ? -1 : (int64_t)kv->v.u;
+  else if (kv->type == GGUF_T_INT32 || kv->type == GGUF_T_INT64 || kv->type == GGUF_T_INT16 || kv->type == GGUF_T_INT8)
+    id = kv->v.i;
+  else
+    return pf_seterr(err, PF_ERR, "GGUF %s has type %s, expected an integer", key, gguf_type_name(kv->type));
+  if (id == -1 || id == (int64_t)UINT32_MAX) { *out = -1; return PF_OK; } /* "none" */
+  if (id < 0 || id >= n_vocab)
+    return pf_seterr(err, PF_ERR, "GGUF %s = %lld is outside the vocabulary (0..%d)", key, (long long)id, n_vocab - 1);
+  *out = (int)id;
+  return PF_OK;
+}
+
+static int read_bool(const gguf_file *g, const char *key, int dflt) {
+  const gguf_kv *kv = gguf_find(g, key);
+  if (!kv || kv->type != GGUF_T_BOOL) return dflt;
+  return (int)kv->v.u;
+}
+
+int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
+  memset(v, 0, sizeof *v);
+  v->bos = v->eos = v->unk = -1;
+  for (int i = 0; i < 256; i++) v->byte_tok[i] = -1;
+  const gguf_kv *model = gguf_find(g, "tokenizer.ggml.model");
+  if (!model) return pf_seterr(err, PF_ERR, "GGUF has no tokenizer (tokenizer.ggml.model is missing)");
+  if (model->type != GGUF_T_STRING)
+    return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.model has type %s, expected string", gguf_type_name(model->type));
+  if (gguf_str_eq(model->v.s, "llama")) v->kind = PF_TOK_SPM;
+  else if (gguf_str_eq(model->v.s, "gpt2")) v->kind = PF_TOK_BPE;
+  else {
+    char nm[64];
+    snprintf(nm, sizeof nm, "%.*s", (int)(model->v.s.n < 40 ? model->v.s.n : 40), model->v.s.p);
+    return pf_seterr(err, PF_ERR, "tokenizer.ggml.model '%s' is not supported (supported: llama, gpt2)", nm);
+  }
+  const gguf_kv *toks = gguf_find(g, "tokenizer.ggml.tokens");
+  if (!toks) return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.tokens is missing");
+  if (toks->type != GGUF_T_ARRAY || toks->arr_type != GGUF_T_STRING)
+    return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.tokens must be an array of strings");
+  if (toks->arr_n == 0 || toks->arr_n > (1u << 24))
+    return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.tokens has %llu tokens (allowed: 1..%u)",
+                     (unsigned long long)toks->arr_n, 1u << 24);
+  int n = (int)toks->arr_n;
+  const gguf_kv *scores = gguf_find(g, "tokenizer.ggml.scores");
+  const gguf_kv *types = gguf_find(g, "tokenizer.ggml.token_type");
+  if (scores && (scores->type != GGUF_T_ARRAY || scores->arr_type != GGUF_T_FLOAT32 || scores->arr_n != toks->arr_n))
+    return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.scores must be %d float32 values", n);
+  if (types && (types->type != GGUF_T_ARRAY || types->arr_type != GGUF_T_INT32 || types->arr_n != toks->arr_n))
+    return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.token_type must be %d int32 values", n);
+
+  v->n = n;
+  v->text = calloc((size_t)n, sizeof *v->text);
+  v->len = calloc((size_t)n, sizeof *v->len);
+  v->score = calloc((size_t)n, sizeof *v->score);
+  v->type = calloc((size_t)n, sizeof *v->type);
+  v->hash_cap = 16;
+  while (v->hash_cap < (uint32_t)n * 2) v->hash_cap <<= 1;
+  v->hash = malloc(sizeof(int) * v->hash_cap);
+  if (!v->text || !v->len || !v->score || !v->type || !v->hash) goto nomem;
+  memset(v->hash, 0xff, sizeof(int) * v->hash_cap);
+
+  uint64_t off = toks->arr_off;
+  for (int i = 0; i < n; i++) {
+    uint64_t len;  /* bounds were checked by the parser */
+    memcpy(&len, g->base + off, 8);
+    off += 8;
+    v->text[i] = malloc(len + 1);
+    if (!v->text[i]) goto nomem;
+    memcpy(v->text[i], g->base + off, len);
+    v->text[i][len] = 0;
+    v->len[i] = (int)len;
+    off += len;
+    if (scores) memcpy(&v->score[i], g->base + scores->arr_off + 4 * (uint64_t)i, 4);
+    if (types) { int32_t t; memcpy(&t, g->base + types->arr_off + 4 * (uint64_t)i, 4); v->type[i] = t; }
+    else v->type[i] = PF_TT_NORMAL;
+    /* insert unless the same text is already there (first one wins) */
+    uint32_t mask = v->hash_cap - 1, h = (uint32_t)pf_hash64(v->text[i], len, 7) & mask;
+    for (;;) {
+      int id = v->hash[h];
+      if (id < 0) { v->hash[h] = i; break; }
+      if (v->len[id] == (int)len && !memcmp(v->text[id], v->text[i], len)) break;
+      h = (h + 1) & mask;
+    }
+    if (v->kind == PF_TOK_SPM && len == 6 && !memcmp(v->text[i], "<0x", 3) && v->text[i][5] == '>') {
+      unsigned b;
+      if (sscanf(v->text[i] + 3, "%2X", &b) == 1) {
+        if (v->byte_tok[b] < 0) v->byte_tok[b] = i;
+        if (!types) v->type[i] = PF_TT_BYTE;
+      }
+    }
+  }
+  if (read_id(g, "tokenizer.ggml.bos_token_id", n, &v->bos, err) ||
+      read_id(g, "tokenizer.ggml.eos_token_id", n, &v->eos, err) ||
+      read_id(g, "tokenizer.ggml.unknown_token_id", n, &v->unk, err))
+    goto fail;
+  if (v->kind == PF_TOK_SPM) {
+    if (v->bos < 0 && gguf_find(g, "tokenizer.ggml.bos_token_id") == NULL) v->bos = n > 1 ? 1 : -1;
+    if (v->eos < 0 && gguf_find(g, "tokenizer.ggml.eos_token_id") == NULL) v->eos = n > 2 ? 2 : -1;
+    if (v->unk < 0 && gguf_find(g, "tokenizer.ggml.unknown_token_id") == NULL) v->unk = 0;
+  }
+  /* GGUF convention: llama adds BOS unless told otherwise; gpt2 does not. */
+  v->add_bos = read_bool(g, "tokenizer.ggml.add_bos_token", v->kind == PF_TOK_SPM) && v->bos >= 0;
+  v->add_space_prefix = read_bool(g, "tokenizer.ggml.add_space_prefix", v->kind == PF_TOK_SPM);
+  return PF_OK;
+nomem:
+  pf_seterr(err, PF_NOMEM, "out of memory loading a vocabulary of %d tokens", n);
+fail:
+  pf_vocab_free(v);
+  return err ? err->code : PF_ERR;
+}
+
+/* ------------------------------------------------------------ SPM encode */
+
+typedef struct sym { int start, len, prev, next; } sym;
+typedef struct bigram { float score; int left, size; } bigram;
+
+static int bg_less(const bigram *a, const bigram *b) { /* a below b in the max-heap? */
+  if (a->score != b->score) return a->score < b->score;
+  return a->left > b->left;
+}
+typedef struct heap { bigram *a; int n, cap; } heap;
+static int heap_push(heap *h, bigram b) {
+  if (h->n == h->cap) {
+    int nc = h->cap ? h->cap * 2 : 64;
+    bigram *na = realloc(h->a, sizeof *na * (size_t)nc);
+    if (!na) return -1;
+    h->a = na; h->cap = nc;
+  }
+  int i = h->n++;
+  h->a[i] = b;
+  while (i > 0) {
+    int p = (i - 1) / 2;
+    if (!bg_less(&h->a[p], &h->a[i])) break;
+    bigram t = h->a[p]; h->a[p] = h->a[i]; h->a[i] = t;
+    i = p;
+  }
+  return 0;
+}
+static bigram heap_pop(heap *h) {
+  bigram top = h->a[0];
+  h->a[0] = h->a[--h->n];
+  int i = 0;
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, m = i;
+    if (l < h->n && bg_less(&h->a[m], &h->a[l])) m = l;
+    if (r < h->n && bg_less(&h->a[m], &h->a[r])) m = r;
+    if (m == i) break;
+    bigram t = h->a[m]; h->a[m] = h->a[i]; h->a[i] = t;
+    i = m;
+  }
+  return top;
+}
+
+static int utf8_len(unsigned char c) {
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) return 2;
+  if ((c & 0xF0) == 0xE0) return 3;
+  if ((c & 0xF8) == 0xF0) return 4;
+  return 1;
+}
+
+static int push_id(int **ids, int *n, int *cap, int id) {
+  if (*n == *cap) {
+    int nc = *cap ? *cap * 2 : 64;
+    int *na = realloc(*ids, sizeof(int) * (size_t)nc);
+    if (!na) return -1;
+    *ids = na; *cap = nc;
+  }
+  (*ids)[(*n)++] = id;
+  return 0;
+}
+
+static int try_bigram(const pf_vocab *v, const char *buf, const sym *s, int l, int r, heap *h) {
+  if (l < 0 || r < 0) return 0;
+  int id = pf_vocab_find(v, buf + s[l].start, (size_t)(s[l].len + s[r].len));
+  if (id < 0) return 0;
+  bigram b = {v->score[id], l, s[l].len + s[r].len};
+  return heap_push(h, b);
+}
+
+int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n, int *cap, pf_err *err) {
+  if (len == 0) return PF_OK;
+  if (len > (size_t)INT32_MAX / 4) return pf_seterr(err, PF_TOOBIG, "text of %zu bytes is too long to tokenize (limit %d)", len, INT32_MAX / 4);
+  /* normalise: optional leading space, spaces -> U+2581 (3 bytes) */
+  size_t spaces = v->add_space_prefix ? 1 : 0;
+  for (size_t i = 0; i < len; i++) spaces += text[i] == ' ';
+  size_t blen = len + 2 * spaces;
+  char *buf = malloc(blen + 1);
+  sym *s = malloc(sizeof *s * (blen + 1));
+  heap h = {0};
+  int rc = PF_OK;
+  if (!buf || !s) goto nomem;
+  size_t o = 0;
+  if (v->add_space_prefix) { memcpy(buf, "\xE2\x96\x81", 3); o = 3; }
+  for (size_t i = 0; i < len; i++) {
+    if (text[i] == ' ') { memcpy(buf + o, "\xE2\x96\x81", 3); o += 3; }
+    else buf[o++] = text[i];
+  }
+  int ns = 0;
+  for (size_t i = 0; i < o;) {
+    int l = utf8_len((unsigned char)buf[i]);
+    if ((size_t)l > o - i) l = (int)(o - i);
+    s[ns].start = (int)i; s[ns].len = l; s[ns].prev = ns - 1; s[ns].next = i + l < o ? ns + 1 : -1;
+    ns++;
+    i += l;
+  }
+  for (int i = 1; i < ns; i++) if (try_bigram(v, buf, s, i - 1, i, &h)) goto nomem;
+  while (h.n > 0) {
+    bigram b = heap_pop(&h);
+    sym *L = &s[b.left];
+    if (L->len == 0 || L->next < 0) continue;
+    sym *R = &s[L->next];
+    if (L->len + R->len != b.size) continue;   /* stale */
+    L->len += R->len;
+    R->len = 0;
+    L->next = R->next;
+    if (R->next >= 0) s[R->next].prev = b.left;
+    if (try_bigram(v, buf, s, L->prev, b.left, &h) || try_bigram(v, buf, s, b.left, L->next, &h)) goto nomem;
+  }
+  for (int i = 0; i != -1 && ns > 0; i = s[i].next) {
+    int id = pf_vocab_find(v, buf + s[i].start, (size_t)s[i].len);
+    if (id >= 0) { if (push_id(ids, n, cap, id)) goto nomem; continue; }
+    for (int j = 0; j < s[i].len; j++) {
+      int bt = v->byte_tok[(unsigned char)buf[s[i].start + j]];
+      if (bt < 0) bt = v->unk;
+      if (bt < 0) { rc = pf_seterr(err, PF_ERR, "cannot tokenize byte 0x%02X: no byte token and no unknown token",
+                                   (unsigned char)buf[s[i].start + j]); goto done; }
+      if (push_id(ids, n, cap, bt)) goto nomem;
+    }
+  }
+  goto done;
+nomem:
+  rc = pf_seterr(err, PF_NOMEM, "out of memory tokenizing %zu bytes", len);
+done:
+  free(buf); free(s); free(h.a);
+  return rc;
+}

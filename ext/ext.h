@@ -1,0 +1,81 @@
+/*
+** ext.h — shared declarations of the SQLite layer (ext/). The engine does the
+** work; these files map SQL values to engine calls and engine errors to SQL.
+*/
+#ifndef PFX_EXT_H
+#define PFX_EXT_H
+
+#include "sqlite3ext.h"
+#include "../engine/prefix_engine.h"
+
+#ifndef SQLITE_CORE
+extern const sqlite3_api_routines *sqlite3_api;
+#endif
+
+/* ---------------------------------------------------------- model registry */
+/* A process-wide registry: name -> loaded model, shared by all connections.
+** The same file (device, inode, size, mtime) loaded under two names shares
+** one pf_model. Lookups take a reference; release it when done. */
+typedef struct pfx_model pfx_model;   /* a refcounted loaded file */
+
+int pfx_registry_load(const char *name, const char *path, char **errmsg);
+int pfx_registry_unload(const char *name, char **errmsg);
+/* Find by name and take a reference; NULL and *errmsg (sqlite3_malloc'ed,
+** listing the loaded names) if unknown. */
+pfx_model *pfx_registry_get(const char *name, char **errmsg);
+void pfx_model_release(pfx_model *pm);
+const pf_model *pfx_model_engine(const pfx_model *pm);
+
+/* Snapshot of the registry for the prefix_models table. */
+typedef struct pfx_model_row {
+  char *name, *path;
+  pfx_model *pm;     /* a reference */
+} pfx_model_row;
+int pfx_registry_snapshot(pfx_model_row **rows, int *n);
+void pfx_registry_snapshot_free(pfx_model_row *rows, int n);
+
+/* ---------------------------------------------------------------- options */
+enum { PFX_OPT_INT, PFX_OPT_FLOAT, PFX_OPT_U64, PFX_OPT_BOOL, PFX_OPT_STR, PFX_OPT_STRLIST, PFX_OPT_ENUM };
+typedef struct pfx_opt {
+  const char *name;
+  int kind;
+  size_t off;           /* offset in the target struct */
+  double lo, hi;        /* allowed range (INT, FLOAT, U64) */
+  const char *choices;  /* ENUM: "a|b|c"; stored as the index (int) */
+  size_t count_off;     /* STRLIST: offset of the int count */
+  int max_count;        /* STRLIST: array capacity */
+} pfx_opt;
+
+/* Parse a JSON object of options into target using the table. Strings are
+** sqlite3_malloc'ed and recorded in *owned (free with pfx_opts_free).
+** Returns SQLITE_OK or an error code with *errmsg set (sqlite3_malloc'ed). */
+int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pfx_opt *table, int n_table,
+                      void *target, char ***owned, int *n_owned, char **errmsg);
+void pfx_opts_free(char **owned, int n_owned);
+int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_sample_params *p, char ***owned,
+                          int *n_owned, char **errmsg);
+
+/* --------------------------------------------------------------- interrupt */
+/* Works on SQLite 3.40 (no sqlite3_is_interrupted) and newer: stepping a tiny
+** prepared statement on the same connection returns SQLITE_INTERRUPT once
+** sqlite3_interrupt() has been called while our statement runs. */
+typedef struct pfx_cancel {
+  sqlite3 *db;
+  sqlite3_stmt *probe;
+} pfx_cancel;
+int pfx_cancel_init(pfx_cancel *c, sqlite3 *db);
+int pfx_cancel_check(void *arg);   /* pf_cancel_fn */
+void pfx_cancel_done(pfx_cancel *c);
+
+/* ---------------------------------------------------------------- helpers */
+/* Report an engine error on ctx: "fn: message", with NOMEM / TOOBIG mapped. */
+void pfx_result_err(sqlite3_context *ctx, const char *fn, const pf_err *e);
+/* Get the model named by argv[0] or report the error; NULL if reported. */
+pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v);
+/* Text argument required (non-NULL); NULL and an error if not. */
+const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v, int *len);
+
+int pfx_register_models(sqlite3 *db);
+int pfx_register_generate(sqlite3 *db);
+
+#endif

@@ -1,0 +1,90 @@
+/*
+** extension.c — entry point of the sqlite-prefix loadable extension.
+**
+**   .load dist/prefix
+**   SELECT prefix_version();
+**   SELECT prefix_model_load('m', '../shared/models/stories260K.gguf');
+**   SELECT prefix_generate('m', NULL, 'Once upon a time', '{"max_tokens": 40}');
+**
+** The same sources build as a loadable extension (default) and statically
+** with -DSQLITE_CORE, where the host calls sqlite3_prefix_init itself or
+** registers it with sqlite3_auto_extension().
+*/
+#include "ext.h"
+SQLITE_EXTENSION_INIT1
+
+#include <string.h>
+
+void pfx_result_err(sqlite3_context *ctx, const char *fn, const pf_err *e) {
+  if (e->code == PF_NOMEM) { sqlite3_result_error_nomem(ctx); return; }
+  char *m = sqlite3_mprintf("%s: %s", fn, e->msg);
+  if (m) { sqlite3_result_error(ctx, m, -1); sqlite3_free(m); }
+  else sqlite3_result_error_nomem(ctx);
+  if (e->code == PF_TOOBIG) sqlite3_result_error_code(ctx, SQLITE_TOOBIG);
+  else if (e->code == PF_INTERRUPT) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+}
+
+const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v, int *len) {
+  if (sqlite3_value_type(v) == SQLITE_NULL) {
+    char *m = sqlite3_mprintf("%s: %s must not be NULL", fn, what);
+    sqlite3_result_error(ctx, m ? m : fn, -1);
+    sqlite3_free(m);
+    return NULL;
+  }
+  const char *t = (const char *)sqlite3_value_text(v);
+  if (!t) { sqlite3_result_error_nomem(ctx); return NULL; }
+  if (len) *len = sqlite3_value_bytes(v);
+  return t;
+}
+
+pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v) {
+  const char *name = pfx_arg_text(ctx, fn, "model name", v, NULL);
+  if (!name) return NULL;
+  char *e = NULL;
+  pfx_model *pm = pfx_registry_get(name, &e);
+  if (!pm) {
+    char *m = sqlite3_mprintf("%s: %s", fn, e ? e : "unknown model");
+    sqlite3_result_error(ctx, m ? m : fn, -1);
+    sqlite3_free(m);
+    sqlite3_free(e);
+  }
+  return pm;
+}
+
+int pfx_cancel_init(pfx_cancel *c, sqlite3 *db) {
+  c->db = db;
+  c->probe = NULL;
+  return sqlite3_prepare_v2(db, "SELECT 1", -1, &c->probe, NULL);
+}
+
+int pfx_cancel_check(void *arg) {
+  pfx_cancel *c = arg;
+  if (!c || !c->probe) return 0;
+  int rc = sqlite3_step(c->probe);
+  sqlite3_reset(c->probe);
+  return rc == SQLITE_INTERRUPT;
+}
+
+void pfx_cancel_done(pfx_cancel *c) {
+  sqlite3_finalize(c->probe);
+  c->probe = NULL;
+}
+
+static void fn_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc; (void)argv;
+  sqlite3_result_text(ctx, PF_VERSION, -1, SQLITE_STATIC);
+}
+
+#ifdef _WIN32
+__declspec(dllexport)
+#endif
+int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+  SQLITE_EXTENSION_INIT2(pApi);
+  (void)pzErrMsg;
+  int rc = sqlite3_create_function_v2(db, "prefix_version", 0,
+                                      SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_version,
+                                      NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = pfx_register_models(db);
+  if (rc == SQLITE_OK) rc = pfx_register_generate(db);
+  return rc;
+}

@@ -1,0 +1,229 @@
+/*
+** prefix-mkmodel — write a GGUF model with random weights, for tests and
+** benchmarks. Real GGUF files: the engine loads them like any other.
+**
+**   prefix-mkmodel out.gguf --arch llama --layers 2 --embd 32 --heads 4 --heads-kv 2 --ff 48 --vocab 300
+**   prefix-mkmodel llama134m.gguf --layers 12 --embd 768 --heads 12 --ff 2048 --vocab 32000 --ctx 1024
+**   prefix-mkmodel tiny.gguf --vocab-from ../shared/models/stories260K.gguf --type q8_0
+**
+** Options: --arch llama|gpt2, --layers, --embd, --heads, --heads-kv, --ff,
+** --vocab, --ctx, --seed, --type f32|f16|bf16|q8_0, --scale (weight scale),
+** --tied (no output.weight), --vocab-only (tokenizer, no tensors),
+** --vocab-from FILE (copy a llama tokenizer from another GGUF).
+*/
+#include "internal.h"
+#include "gguf_write.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cfg {
+  const char *out, *arch, *vocab_from, *type;
+  int layers, embd, heads, heads_kv, ff, vocab, ctx, tied, vocab_only;
+  uint64_t seed;
+  float scale;
+} cfg;
+
+static uint64_t rng_state;
+static float frand(void) {  /* uniform in [-1, 1) */
+  rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+  return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static int type_of(const char *s) {
+  if (!strcmp(s, "f32")) return GGML_F32;
+  if (!strcmp(s, "f16")) return GGML_F16;
+  if (!strcmp(s, "bf16")) return GGML_BF16;
+  if (!strcmp(s, "q8_0")) return GGML_Q8_0;
+  return -1;
+}
+
+/* Encode n floats as type t into a malloc'ed buffer. */
+static void *encode(const float *x, uint64_t n, int t, size_t *nbytes) {
+  uint8_t *o;
+  if (t == GGML_F32) { o = malloc(n * 4); memcpy(o, x, n * 4); *nbytes = n * 4; return o; }
+  if (t == GGML_F16 || t == GGML_BF16) {
+    o = malloc(n * 2);
+    for (uint64_t i = 0; i < n; i++) {
+      uint16_t h;
+      if (t == GGML_F16) h = pf_f32_to_f16(x[i]);
+      else { uint32_t b; memcpy(&b, &x[i], 4); h = (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16); }
+      memcpy(o + 2 * i, &h, 2);
+    }
+    *nbytes = n * 2;
+    return o;
+  }
+  /* Q8_0: blocks of 32 with an f16 scale */
+  o = malloc(n / 32 * 34);
+  for (uint64_t b = 0; b < n / 32; b++) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+    float d = amax / 127.0f, id = d ? 1.0f / d : 0;
+    uint16_t h = pf_f32_to_f16(d);
+    memcpy(o + b * 34, &h, 2);
+    for (int j = 0; j < 32; j++) o[b * 34 + 2 + j] = (uint8_t)(int8_t)lrintf(x[b * 32 + j] * id);
+  }
+  *nbytes = n / 32 * 34;
+  return o;
+}
+
+static void tensor(gguf_builder *b, const cfg *c, const char *name, uint64_t ne0, uint64_t ne1, float scale,
+                   float offset) {
+  uint64_t ne[2] = {ne0, ne1}, n = ne0 * (ne1 ? ne1 : 1);
+  float *x = malloc(n * sizeof(float));
+  for (uint64_t i = 0; i < n; i++) x[i] = offset + scale * frand();
+  int t = ne1 && ne0 % 32 == 0 ? type_of(c->type) : GGML_F32;  /* vectors stay f32, as llama.cpp does */
+  if (!ne1 && t != GGML_F32) t = GGML_F32;
+  size_t nb;
+  void *data = encode(x, n, t, &nb);
+  gb_tensor(b, name, ne1 ? 2 : 1, ne, (uint32_t)t, data, nb);
+  free(data);
+  free(x);
+}
+
+static int write_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
+  if (c->vocab_from) {
+    gguf_file g;
+    pf_err e;
+    pf_vocab v;
+    if (gguf_open(&g, c->vocab_from, &e)) { fprintf(stderr, "%s\n", e.msg); return -1; }
+    if (pf_vocab_load(&v, &g, &e)) { fprintf(stderr, "%s\n", e.msg); gguf_close(&g); return -1; }
+    int32_t *types = malloc(sizeof(int32_t) * (size_t)v.n);
+    for (int i = 0; i < v.n; i++) types[i] = v.type[i];
+    gb_str(b, "tokenizer.ggml.model", v.kind == PF_TOK_SPM ? "llama" : "gpt2");
+    gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)v.text, v.n);
+    gb_arr_f32(b, "tokenizer.ggml.scores", v.score, v.n);
+    gb_arr_i32(b, "tokenizer.ggml.token_type", types, v.n);
+    if (v.bos >= 0) gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos);
+    if (v.eos >= 0) gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos);
+    if (v.unk >= 0) gb_u32(b, "tokenizer.ggml.unknown_token_id", (uint32_t)v.unk);
+    *n_vocab = v.n;
+    free(types);
+    pf_vocab_free(&v);
+    gguf_close(&g);
+    return 0;
+  }
+  /* synthetic SentencePiece-style vocabulary: specials, 256 bytes, then pieces */
+  int n = c->vocab;
+  if (n < 3 + 256 + 1) { fprintf(stderr, "--vocab must be at least %d\n", 3 + 256 + 1); return -1; }
+  char **tok = calloc((size_t)n, sizeof *tok);
+  float *score = calloc((size_t)n, sizeof *score);
+  int32_t *type = calloc((size_t)n, sizeof *type);
+  const char *sp[3] = {"<unk>", "<s>", "</s>"};
+  for (int i = 0; i < 3; i++) { tok[i] = strdup(sp[i]); type[i] = i == 0 ? PF_TT_UNKNOWN : PF_TT_CONTROL; }
+  for (int i = 0; i < 256; i++) { tok[3 + i] = malloc(8); snprintf(tok[3 + i], 8, "<0x%02X>", i); type[3 + i] = PF_TT_BYTE; }
+  int k = 259;
+  const char *letters = "etaoinshrdlcumwfgypbvkjxqz";
+  if (k < n) { tok[k] = strdup("\xE2\x96\x81"); score[k] = -1; type[k++] = PF_TT_NORMAL; }
+  for (int i = 0; letters[i] && k < n; i++) {
+    tok[k] = malloc(2); tok[k][0] = letters[i]; tok[k][1] = 0; score[k] = -2.0f - i; type[k++] = PF_TT_NORMAL;
+  }
+  for (int i = 0; letters[i] && k < n; i++) {
+    tok[k] = malloc(5); snprintf(tok[k], 5, "\xE2\x96\x81%c", letters[i]); score[k] = -30.0f - i; type[k++] = PF_TT_NORMAL;
+  }
+  for (int i = 0; k < n; i++) {
+    tok[k] = malloc(16); snprintf(tok[k], 16, "\xE2\x96\x81w%d", i); score[k] = -100.0f - i; type[k++] = PF_TT_NORMAL;
+  }
+  gb_str(b, "tokenizer.ggml.model", "llama");
+  gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)tok, n);
+  gb_arr_f32(b, "tokenizer.ggml.scores", score, n);
+  gb_arr_i32(b, "tokenizer.ggml.token_type", type, n);
+  gb_u32(b, "tokenizer.ggml.bos_token_id", 1);
+  gb_u32(b, "tokenizer.ggml.eos_token_id", 2);
+  gb_u32(b, "tokenizer.ggml.unknown_token_id", 0);
+  for (int i = 0; i < n; i++) free(tok[i]);
+  free(tok); free(score); free(type);
+  *n_vocab = n;
+  return 0;
+}
+
+static int write_llama(gguf_builder *b, const cfg *c, int V) {
+  int d = c->embd, hd = d / c->heads, kvd = c->heads_kv * hd;
+  gb_u32(b, "llama.context_length", (uint32_t)c->ctx);
+  gb_u32(b, "llama.embedding_length", (uint32_t)d);
+  gb_u32(b, "llama.block_count", (uint32_t)c->layers);
+  gb_u32(b, "llama.feed_forward_length", (uint32_t)c->ff);
+  gb_u32(b, "llama.attention.head_count", (uint32_t)c->heads);
+  gb_u32(b, "llama.attention.head_count_kv", (uint32_t)c->heads_kv);
+  gb_u32(b, "llama.rope.dimension_count", (uint32_t)hd);
+  gb_f32(b, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  gb_f32(b, "llama.rope.freq_base", 10000.0f);
+  if (c->vocab_only) return 0;
+  float s = c->scale;
+  tensor(b, c, "token_embd.weight", (uint64_t)d, (uint64_t)V, s, 0);
+  tensor(b, c, "output_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f);
+  if (!c->tied) tensor(b, c, "output.weight", (uint64_t)d, (uint64_t)V, s / sqrtf((float)d) * 4, 0);
+  for (int l = 0; l < c->layers; l++) {
+    char nm[64];
+#define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor(b, c, nm, n0, n1, sc, off);
+    float si = s / sqrtf((float)d), sf = s / sqrtf((float)c->ff);
+    W("attn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
+    W("attn_q.weight", (uint64_t)d, (uint64_t)d, si, 0)
+    W("attn_k.weight", (uint64_t)d, (uint64_t)kvd, si, 0)
+    W("attn_v.weight", (uint64_t)d, (uint64_t)kvd, si, 0)
+    W("attn_output.weight", (uint64_t)d, (uint64_t)d, si, 0)
+    W("ffn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
+    W("ffn_gate.weight", (uint64_t)d, (uint64_t)c->ff, si, 0)
+    W("ffn_up.weight", (uint64_t)d, (uint64_t)c->ff, si, 0)
+    W("ffn_down.weight", (uint64_t)c->ff, (uint64_t)d, sf, 0)
+#undef W
+  }
+  return 0;
+}
+
+int pf_mkmodel_gpt2(gguf_builder *b, int layers, int embd, int heads, int ff, int ctx, int V, int vocab_only);
+
+int main(int argc, char **argv) {
+  cfg c = {NULL, "llama", NULL, "f32", 2, 32, 4, 0, 64, 300, 256, 0, 0, 42, 1.0f};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (!strcmp(a, name) && v && (i++, 1))
+    if (ARG("--arch")) c.arch = v;
+    else if (ARG("--layers")) c.layers = atoi(v);
+    else if (ARG("--embd")) c.embd = atoi(v);
+    else if (ARG("--heads")) c.heads = atoi(v);
+    else if (ARG("--heads-kv")) c.heads_kv = atoi(v);
+    else if (ARG("--ff")) c.ff = atoi(v);
+    else if (ARG("--vocab")) c.vocab = atoi(v);
+    else if (ARG("--ctx")) c.ctx = atoi(v);
+    else if (ARG("--seed")) c.seed = strtoull(v, NULL, 10);
+    else if (ARG("--type")) c.type = v;
+    else if (ARG("--scale")) c.scale = (float)atof(v);
+    else if (ARG("--vocab-from")) c.vocab_from = v;
+    else if (!strcmp(a, "--tied")) c.tied = 1;
+    else if (!strcmp(a, "--vocab-only")) c.vocab_only = 1;
+    else if (a[0] != '-' && !c.out) c.out = a;
+    else { fprintf(stderr, "prefix-mkmodel: unknown or incomplete argument '%s'\n", a); return 2; }
+#undef ARG
+  }
+  if (!c.out) { fprintf(stderr, "usage: prefix-mkmodel OUT.gguf [--arch llama|gpt2] [--layers N] [--embd N] [--heads N] [--heads-kv N] [--ff N] [--vocab N] [--ctx N] [--seed S] [--type f32|f16|bf16|q8_0] [--tied] [--vocab-only] [--vocab-from FILE]\n"); return 2; }
+  if (!c.heads_kv) c.heads_kv = c.heads;
+  if (type_of(c.type) < 0) { fprintf(stderr, "prefix-mkmodel: --type must be f32, f16, bf16 or q8_0\n"); return 2; }
+  if (c.layers < 1 || c.embd < 2 || c.heads < 1 || c.embd % c.heads || c.heads % c.heads_kv || c.ff < 1 || c.ctx < 1) {
+    fprintf(stderr, "prefix-mkmodel: inconsistent shape (embd must divide by heads, heads by heads-kv)\n");
+    return 2;
+  }
+  rng_state = c.seed * 0x9E3779B97F4A7C15ull + 1;
+  gguf_builder *b = gb_new();
+  gb_str(b, "general.architecture", c.arch);
+  gb_str(b, "general.name", "prefix-mkmodel random weights");
+  int V = 0, rc;
+  if (!strcmp(c.arch, "llama")) {
+    if (write_vocab(b, &c, &V)) return 1;
+    rc = write_llama(b, &c, V);
+  } else if (!strcmp(c.arch, "gpt2")) {
+    rc = pf_mkmodel_gpt2(b, c.layers, c.embd, c.heads, c.ff, c.ctx, c.vocab, c.vocab_only);
+  } else { fprintf(stderr, "prefix-mkmodel: --arch must be llama or gpt2\n"); return 2; }
+  char err[256];
+  if (rc || gb_write(b, c.out, err, sizeof err)) { fprintf(stderr, "prefix-mkmodel: %s\n", rc ? "failed" : err); gb_free(b); return 1; }
+  gb_free(b);
+  return 0;
+}
+
+int pf_mkmodel_gpt2(gguf_builder *b, int layers, int embd, int heads, int ff, int ctx, int V, int vocab_only) {
+  (void)b; (void)layers; (void)embd; (void)heads; (void)ff; (void)ctx; (void)V; (void)vocab_only;
+  fprintf(stderr, "prefix-mkmodel: gpt2 is not supported yet\n");
+  return -1;
+}

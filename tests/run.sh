@@ -1,0 +1,71 @@
+#!/bin/sh
+# Run every test: the engine's C tests (dist/test_*) and the SQL tests
+# (tests/sql/*.test through the sqlite3 shell). Ends with "N passed, M failed".
+BUILD=${1:-dist}
+export PF_BUILD=$BUILD
+: "${PREFIX_MODEL_DIR:=../shared/models}"
+export PREFIX_MODEL_DIR
+pass=0
+fail=0
+log=$(mktemp)
+
+# Under a sanitizer build the shell must preload the runtime to load the .so.
+SHELL_ENV=""
+if [ "$BUILD" = "dist-san" ]; then
+  SHELL_ENV="LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=98"
+  export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
+fi
+
+for t in "$BUILD"/test_*; do
+  [ -x "$t" ] || continue
+  "$t" >"$log" 2>&1
+  rc=$?
+  p=$(grep -c '^PASS ' "$log")
+  f=$(grep -c '^FAIL ' "$log")
+  grep '^FAIL ' "$log"
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAIL $(basename "$t"): exited with $rc"; tail -20 "$log"; f=1
+  elif [ $rc -ne 0 ]; then
+    tail -5 "$log" | grep -v '^PASS' | grep -v '^FAIL'
+  fi
+  echo "$(basename "$t"): $p passed, $f failed"
+  pass=$((pass + p)); fail=$((fail + f))
+done
+
+# SQL tests. A .test file: a "-- setup" block, then cases
+#   -- test: name
+#   SQL ...
+#   -- expect
+#   exact output (stdout and stderr; "near line N" is removed from errors)
+tmp=$(mktemp -d)
+for file in tests/sql/*.test; do
+  rm -f "$tmp"/case_*
+  awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" '
+    function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); return s }
+    /^-- setup$/ { mode = "setup"; next }
+    /^-- test: / { n++; mode = "sql"; name = substr($0, 10); print name > (dir "/case_" n ".name");
+                   printf "%s", setup > (dir "/case_" n ".sql"); printf "" > (dir "/case_" n ".exp"); next }
+    /^-- expect$/ { mode = "exp"; next }
+    mode == "setup" { setup = setup sub_vars($0) "\n"; next }
+    mode == "sql" { print sub_vars($0) >> (dir "/case_" n ".sql"); next }
+    mode == "exp" { print sub_vars($0) >> (dir "/case_" n ".exp"); next }
+  ' "$file"
+  i=1
+  while [ -f "$tmp/case_$i.sql" ]; do
+    name="$(basename "$file" .test): $(cat "$tmp/case_$i.name")"
+    env $SHELL_ENV sqlite3 -batch :memory: <"$tmp/case_$i.sql" 2>&1 |
+      sed -e 's/^\(Parse\|Runtime\) error near line [0-9]*: /Error: /' -e 's/^Error: near line [0-9]*: /Error: /' >"$tmp/out"
+    if diff "$tmp/case_$i.exp" "$tmp/out" >"$tmp/diff" 2>&1; then
+      pass=$((pass + 1))
+    else
+      fail=$((fail + 1))
+      echo "FAIL $name"; sed 's/^/    /' "$tmp/diff" | head -20
+    fi
+    i=$((i + 1))
+  done
+done
+rm -rf "$tmp" "$log"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

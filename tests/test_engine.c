@@ -1,0 +1,209 @@
+/*
+** test_engine.c — the engine against the default model and its published
+** facts, and the fast paths against their references.
+*/
+#include "internal.h"
+#include "testlib.h"
+
+static const char *STORY =
+    ", there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. "
+    "She wanted to play with it, but it was too high.";
+
+static void test_tokenize(pf_model *m) {
+  pf_err e;
+  int *ids, n;
+  int rc = pf_tokenize(m, "Once upon a time", 16, 1, &ids, &n, &e);
+  int want[] = {1, 403, 407, 261, 378};
+  int ok = rc == 0 && n == 5;
+  for (int i = 0; ok && i < 5; i++) ok = ids[i] == want[i];
+  CHECK(ok, "tokenize 'Once upon a time' = [1,403,407,261,378]", "rc=%d n=%d", rc, n);
+  free(ids);
+
+  /* round trip through byte fallback and multi-byte characters */
+  const char *texts[] = {"Hello world", " two  spaces", "héllo wörld — 日本語 🙂", "tab\tand\nnewline", "",
+                         "\xC3\xA9\xE2\x82\xAC"};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    char *back; size_t bl;
+    rc = pf_tokenize(m, texts[i], strlen(texts[i]), 1, &ids, &n, &e);
+    rc = rc ? rc : pf_detokenize(m, ids, n, 1, &back, &bl, &e);
+    char name[128];
+    snprintf(name, sizeof name, "tokenize/detokenize round trip #%zu", i);
+    CHECK(rc == 0 && strcmp(back, texts[i]) == 0, name, "got '%s'", rc ? e.msg : back);
+    if (!rc) free(back);
+    free(ids);
+  }
+  /* decoding never cuts a character: a lone byte token of a 3-byte char */
+  int bad[] = {403, 3 + 0xE6};
+  char *t; size_t tl;
+  rc = pf_detokenize(m, bad, 2, 1, &t, &tl, &e);
+  CHECK(rc == 0 && strcmp(t, "Once\xEF\xBF\xBD") == 0, "incomplete UTF-8 decodes to U+FFFD", "got '%s'", rc ? e.msg : t);
+  if (!rc) free(t);
+  int oob[] = {5000};
+  rc = pf_detokenize(m, oob, 1, 1, &t, &tl, &e);
+  CHECK(rc != 0 && t_contains(e.msg, "token id 5000 at index 0 is outside the vocabulary (0..511)"),
+        "detokenize rejects an id outside the vocabulary", "rc=%d %s", rc, e.msg);
+}
+
+static void test_greedy(pf_model *m) {
+  pf_sample_params p;
+  pf_sample_params_default(&p);
+  p.max_tokens = 60;
+  pf_gen_result r;
+  pf_err e;
+  int rc = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &r, &e);
+  CHECK(rc == 0 && strncmp(r.text, STORY, strlen(STORY)) == 0, "greedy continuation matches the model card",
+        "got '%s'", rc ? e.msg : r.text);
+  CHECK(rc == 0 && r.n_tokens == 60 && r.finish == PF_FINISH_LENGTH && r.n_prompt == 5,
+        "generation counts tokens and reports length", "n=%d finish=%d", r.n_tokens, r.finish);
+  pf_gen_result_clear(&r);
+
+  /* stop string */
+  static char stop_lily[] = "Lily";
+  p.stop[0] = stop_lily;
+  p.n_stop = 1;
+  rc = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &r, &e);
+  CHECK(rc == 0 && strcmp(r.text, ", there was a little girl named ") == 0 && r.finish == PF_FINISH_STOP,
+        "stop string ends generation before it", "got '%s'", rc ? e.msg : r.text);
+  pf_gen_result_clear(&r);
+  p.n_stop = 0;
+
+  /* sampling: same seed, same text; another seed, other text */
+  p.temperature = 1.0f; p.top_p = 0.95f; p.seed = 7; p.max_tokens = 40;
+  pf_gen_result a, b, c;
+  int ra = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &a, &e);
+  int rb = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &b, &e);
+  p.seed = 8;
+  int rcc = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &c, &e);
+  CHECK(!ra && !rb && !rcc && !strcmp(a.text, b.text) && strcmp(a.text, c.text), "same seed same text, other seed other text",
+        "a='%s' c='%s'", a.text, c.text);
+  pf_gen_result_clear(&a); pf_gen_result_clear(&b); pf_gen_result_clear(&c);
+
+  /* top_k = 1 is greedy whatever the temperature */
+  p.top_k = 1; p.temperature = 5.0f; p.max_tokens = 20;
+  rc = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &r, &e);
+  CHECK(rc == 0 && strncmp(r.text, STORY, strlen(r.text)) == 0 && r.len > 20, "top_k 1 equals greedy", "got '%s'", r.text);
+  pf_gen_result_clear(&r);
+
+  /* context limit */
+  pf_sample_params_default(&p);
+  p.max_tokens = 2044;
+  rc = pf_generate(m, NULL, 0, "Once upon a time", 16, &p, NULL, NULL, &r, &e);
+  CHECK(rc == PF_TOOBIG && !strcmp(e.msg, "prompt (5 tokens) + max_tokens (2044) = 2049 exceeds the model's context of 2048"),
+        "prompt + max_tokens over the context is refused with both numbers", "rc=%d %s", rc, e.msg);
+}
+
+/* logits of a whole prompt at once vs one token at a time through the cache */
+static void test_kv_cache(pf_model *m, const char *label) {
+  const pf_hparams *hp = pf_model_hparams(m);
+  pf_err e;
+  int *ids, n;
+  const char *text = "Lily and Ben went to the park. They saw a dog and played with a ball.";
+  pf_tokenize(m, text, strlen(text), 1, &ids, &n, &e);
+  if (n > 40) n = 40;
+  if (hp->n_vocab < 512) for (int i = 0; i < n; i++) ids[i] %= hp->n_vocab;
+  size_t V = (size_t)hp->n_vocab;
+  float *full = malloc(sizeof(float) * V * n), *step = malloc(sizeof(float) * V * n);
+  int P = 3;
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, np = (size_t)hp->n_layer * 2 * P * kvd;
+  float *prefix = malloc(sizeof(float) * np);
+  for (size_t i = 0; i < np; i++) prefix[i] = t_frand();
+  for (int with_prefix = 0; with_prefix < 2; with_prefix++) {
+    pf_seq *s = pf_seq_new(m, 64, &e);
+    pf_work *w = pf_work_new();
+    if (with_prefix) pf_seq_set_prefix(s, prefix, P, &e);
+    int rc = pf_forward(m, w, &s, &n, 1, ids, full, 1, &e);
+    pf_seq_reset(s);
+    for (int t = 0; t < n && !rc; t++) {
+      int one = 1;
+      rc = pf_forward(m, w, &s, &one, 1, &ids[t], step + (size_t)t * V, 0, &e);
+    }
+    double d = t_maxdiff(full, step, V * n);
+    char name[160];
+    snprintf(name, sizeof name, "%s: KV-cache decoding = full recompute%s", label, with_prefix ? " (with prefix)" : "");
+    CHECK(rc == 0 && d < 1e-4, name, "max diff %g rc=%d", d, rc);
+
+    /* two sequences in one batch = each alone */
+    pf_seq *s2 = pf_seq_new(m, 64, &e);
+    pf_seq_reset(s);
+    int nt[2] = {n, n - 5};
+    int *both = malloc(sizeof(int) * (2 * n));
+    memcpy(both, ids, sizeof(int) * n);
+    memcpy(both + n, ids + 5, sizeof(int) * (n - 5));
+    float *bl = malloc(sizeof(float) * V * 2), *alone = malloc(sizeof(float) * V);
+    pf_seq *pair[2] = {s, s2};
+    rc = pf_forward(m, w, pair, nt, 2, both, bl, 0, &e);
+    pf_seq_reset(s2);
+    rc = rc ? rc : pf_forward(m, w, &s2, &nt[1], 1, ids + 5, alone, 0, &e);
+    d = t_maxdiff(bl + V, alone, V) + t_maxdiff(bl, full + (size_t)(n - 1) * V, V);
+    snprintf(name, sizeof name, "%s: a batch of two sequences = each alone%s", label, with_prefix ? " (with prefix)" : "");
+    CHECK(rc == 0 && d < 1e-4, name, "max diff %g", d);
+    free(both); free(bl); free(alone);
+    pf_seq_free(s2);
+
+    /* BLAS path = naive path */
+    pf_set_naive(1);
+    float *naive = malloc(sizeof(float) * V * n);
+    pf_seq_reset(s);
+    rc = pf_forward(m, w, &s, &n, 1, ids, naive, 1, &e);
+    pf_set_naive(0);
+    d = t_maxdiff(full, naive, V * n);
+    snprintf(name, sizeof name, "%s: BLAS forward = naive forward%s", label, with_prefix ? " (with prefix)" : "");
+    CHECK(rc == 0 && d < 1e-4, name, "max diff %g", d);
+    free(naive);
+    pf_seq_free(s);
+    pf_work_free(w);
+  }
+  free(prefix); free(full); free(step); free(ids);
+}
+
+static void test_kernels(void) {
+  int shapes[][3] = {{1, 64, 64}, {5, 64, 172}, {17, 33, 7}, {64, 128, 512}, {3, 1, 9}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    int T = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+    float *x = malloc(sizeof(float) * T * K), *w = malloc(sizeof(float) * N * K);
+    float *a = malloc(sizeof(float) * T * N), *b = malloc(sizeof(float) * T * N);
+    for (int i = 0; i < T * K; i++) x[i] = t_frand();
+    for (int i = 0; i < N * K; i++) w[i] = t_frand();
+    pf_matmul(a, x, w, T, K, N);
+    pf_matmul_naive(b, x, w, T, K, N);
+    char name[96];
+    snprintf(name, sizeof name, "matmul BLAS = naive (%dx%d · %dx%d)", T, K, K, N);
+    double d = t_maxdiff(a, b, (size_t)T * N);
+    CHECK(d < 1e-4 * sqrt(K), name, "max diff %g", d);
+    free(x); free(w); free(a); free(b);
+  }
+  /* f16 conversion: exact values and round trip */
+  float vals[] = {0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.960464477539063e-08f};
+  int ok = 1;
+  for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) ok &= pf_f16_to_f32(pf_f32_to_f16(vals[i])) == vals[i];
+  ok &= pf_f32_to_f16(1.0f) == 0x3C00 && pf_f16_to_f32(0xC000) == -2.0f;
+  CHECK(ok, "f16 conversion is exact on representable values", "");
+  /* Q8_0 dequantization of one block */
+  unsigned char blk[34];
+  uint16_t h = pf_f32_to_f16(0.5f);
+  memcpy(blk, &h, 2);
+  for (int j = 0; j < 32; j++) blk[2 + j] = (unsigned char)(signed char)(j - 16);
+  float out[32];
+  ggml_to_f32(GGML_Q8_0, blk, out, 32);
+  ok = 1;
+  for (int j = 0; j < 32; j++) ok &= out[j] == 0.5f * (j - 16);
+  CHECK(ok, "Q8_0 block dequantizes to scale * int8", "");
+}
+
+int main(void) {
+  pf_err e;
+  pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);
+  CHECK(m != NULL, "load stories260K.gguf", "%s", e.msg);
+  if (!m) return 1;
+  const pf_hparams *hp = pf_model_hparams(m);
+  CHECK(hp->n_layer == 5 && hp->n_embd == 64 && hp->n_head == 8 && hp->n_head_kv == 4 && hp->n_ff == 172 &&
+            hp->n_vocab == 512 && hp->head_dim == 8 && pf_model_n_params(m) == 292800,
+        "stories260K hyperparameters", "layers %d embd %d params %llu", hp->n_layer, hp->n_embd,
+        (unsigned long long)pf_model_n_params(m));
+  test_tokenize(m);
+  test_greedy(m);
+  test_kv_cache(m, "stories260K");
+  test_kernels();
+  pf_model_free(m);
+  return t_failed ? 1 : 0;
+}

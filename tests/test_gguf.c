@@ -1,0 +1,267 @@
+/*
+** test_gguf.c — hostile and malformed GGUF files: each is rejected with a
+** clear error (and, under the sanitizers, no report). Files are crafted byte by
+** byte so each case breaks exactly one field.
+*/
+#include "internal.h"
+#include "gguf_write.h"
+#include "testlib.h"
+
+#include <unistd.h>
+
+typedef struct bb { unsigned char *p; size_t n, cap; } bb;
+static void bput(bb *b, const void *p, size_t n) {
+  if (b->n + n > b->cap) { b->cap = (b->cap + n) * 2; b->p = realloc(b->p, b->cap); }
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+}
+static void u32(bb *b, uint32_t v) { bput(b, &v, 4); }
+static void u64(bb *b, uint64_t v) { bput(b, &v, 8); }
+static void str(bb *b, const char *s) { u64(b, strlen(s)); bput(b, s, strlen(s)); }
+
+static char tmpdir[256];
+static const char *tmp_path(const char *name) {
+  static char p[512];
+  snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+  return p;
+}
+static void write_file(const char *path, const void *p, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (n) fwrite(p, 1, n, f);
+  fclose(f);
+}
+
+/* Load bytes as a model; expect failure with msg containing want. */
+static void expect_reject(const char *name, const void *p, size_t n, const char *want) {
+  const char *path = tmp_path("case.gguf");
+  write_file(path, p, n);
+  pf_err e = {0};
+  pf_model *m = pf_model_load(path, &e);
+  CHECK(!m && t_contains(e.msg, want), name, "wanted '%s', got %s", want, m ? "a loaded model" : e.msg);
+  pf_model_free(m);
+}
+
+/* header + one kv + optional tensor infos, built by the caller after this */
+static void header(bb *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+  b->n = 0;
+  bput(b, "GGUF", 4);
+  u32(b, version);
+  u64(b, n_tensors);
+  u64(b, n_kv);
+}
+
+/* a tensor info record */
+static void tinfo(bb *b, const char *name, uint32_t nd, const uint64_t *ne, uint32_t type, uint64_t off) {
+  str(b, name);
+  u32(b, nd);
+  for (uint32_t i = 0; i < nd; i++) u64(b, ne[i]);
+  u32(b, type);
+  u64(b, off);
+}
+
+static void pad_to(bb *b, size_t align) { while (b->n % align) bput(b, "", 1); }
+
+int main(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/pf_gguf_XXXXXX");
+  if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+  bb b = {0};
+
+  expect_reject("empty file", "", 0, "not a GGUF file: the file is empty");
+  expect_reject("bad magic", "GGML\3\0\0\0", 8, "not a GGUF file: bad magic");
+  header(&b, 1, 0, 0);
+  expect_reject("version 1", b.p, b.n, "GGUF version 1 is not supported (supported: 2, 3)");
+  header(&b, 4, 0, 0);
+  expect_reject("future version", b.p, b.n, "GGUF version 4 is not supported (supported: 2, 3)");
+  header(&b, 3, 1ull << 40, 0);
+  expect_reject("huge tensor count", b.p, b.n, "GGUF tensor count 1099511627776 is too large");
+  header(&b, 3, 0, 1ull << 40);
+  expect_reject("huge kv count", b.p, b.n, "GGUF metadata count 1099511627776 is too large");
+
+  header(&b, 3, 0, 1);
+  u64(&b, 1ull << 40);
+  bput(&b, "abcd", 4);
+  expect_reject("huge key length", b.p, b.n, "GGUF key #0 length 1099511627776 exceeds the limit of 65536 bytes");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.name");
+  u32(&b, GGUF_T_STRING);
+  u64(&b, 1ull << 33);
+  bput(&b, "abcdefgh", 8);
+  expect_reject("huge string length", b.p, b.n, "value of key 'general.name' length 8589934592 exceeds the limit");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.name");
+  u32(&b, GGUF_T_STRING);
+  u64(&b, 100);
+  bput(&b, "short", 5);
+  expect_reject("string longer than the file", b.p, b.n, "length 100 exceeds the 5 bytes left in the file");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.x");
+  u32(&b, 13);
+  u32(&b, 0);
+  expect_reject("unknown value type", b.p, b.n, "GGUF key 'general.x' has unknown value type 13 (valid: 0..12)");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.x");
+  u32(&b, GGUF_T_ARRAY);
+  u32(&b, GGUF_T_UINT32);
+  u64(&b, 1ull << 27);
+  u32(&b, 1);
+  expect_reject("array longer than the file", b.p, b.n, "array of 134217728 uint32 needs 536870912 bytes, only 4 left");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.x");
+  u32(&b, GGUF_T_ARRAY);
+  u32(&b, GGUF_T_ARRAY);
+  u64(&b, 1);
+  expect_reject("nested array", b.p, b.n, "array element type 9 is not supported");
+
+  header(&b, 3, 0, 2);
+  str(&b, "general.a"); u32(&b, GGUF_T_UINT32); u32(&b, 1);
+  str(&b, "general.a"); u32(&b, GGUF_T_UINT32); u32(&b, 2);
+  expect_reject("duplicate key", b.p, b.n, "GGUF key 'general.a' appears twice (#0 and #1)");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.alignment"); u32(&b, GGUF_T_UINT32); u32(&b, 0);
+  expect_reject("alignment 0", b.p, b.n, "GGUF general.alignment is 0; it must be a power of two from 1 to 65536");
+  header(&b, 3, 0, 1);
+  str(&b, "general.alignment"); u32(&b, GGUF_T_UINT32); u32(&b, 13);
+  expect_reject("alignment 13", b.p, b.n, "GGUF general.alignment is 13; it must be a power of two");
+
+  header(&b, 3, 0, 1);
+  str(&b, "general.flag"); u32(&b, GGUF_T_BOOL); bput(&b, "\x07", 1);
+  expect_reject("bool that is neither 0 nor 1", b.p, b.n, "bool value 7 is not 0 or 1");
+
+  uint64_t ne1[] = {4};
+  char longname[80];
+  memset(longname, 'x', 70);
+  longname[70] = 0;
+  header(&b, 3, 1, 0);
+  tinfo(&b, longname, 1, ne1, GGML_F32, 0);
+  expect_reject("tensor name too long", b.p, b.n, "GGUF tensor #0 name is 70 bytes; the limit is 63");
+
+  uint64_t ne5[] = {1, 1, 1, 1, 1};
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 5, ne5, GGML_F32, 0);
+  expect_reject("5 dimensions", b.p, b.n, "GGUF tensor 't' has 5 dimensions (allowed: 1..4)");
+
+  uint64_t ne0[] = {4, 0};
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 2, ne0, GGML_F32, 0);
+  expect_reject("zero dimension", b.p, b.n, "GGUF tensor 't' dimension 1 is 0");
+
+  uint64_t nehuge[] = {1ull << 63};
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 1, nehuge, GGML_F32, 0);
+  expect_reject("huge dimension", b.p, b.n, "GGUF tensor 't' dimension 0 is 9223372036854775808");
+
+  uint64_t neov[] = {1ull << 32, 1ull << 32};
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 2, neov, GGML_F32, 0);
+  expect_reject("element-count overflow", b.p, b.n, "GGUF tensor 't': element count overflows");
+
+  uint64_t nebytes[] = {1ull << 62};
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 1, nebytes, GGML_F32, 0);
+  expect_reject("byte-count overflow", b.p, b.n, "GGUF tensor 't' has type F32, which is not supported");
+
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 1, ne1, 99, 0);
+  expect_reject("unknown tensor type", b.p, b.n, "GGUF tensor 't' has unknown type 99");
+
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 1, ne1, GGML_Q4_K, 0);
+  expect_reject("known but unsupported tensor type", b.p, b.n, "GGUF tensor 't' has type Q4_K, which is not supported");
+
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 1, ne1, GGML_F32, 1024);
+  pad_to(&b, 32);
+  bput(&b, "0123456789abcdef", 16);
+  expect_reject("tensor offset outside the file", b.p, b.n, "GGUF tensor 't' data (offset 1024, 16 bytes) lies outside the file");
+
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 1, ne1, GGML_F32, 8);
+  pad_to(&b, 32);
+  bput(&b, "0123456789abcdef0123456789abcdef", 32);
+  expect_reject("tensor offset not aligned", b.p, b.n, "GGUF tensor 't' offset 8 is not a multiple of the alignment 32");
+
+  header(&b, 3, 2, 0);
+  tinfo(&b, "t", 1, ne1, GGML_F32, 0);
+  tinfo(&b, "t", 1, ne1, GGML_F32, 0);
+  pad_to(&b, 32);
+  bput(&b, "0123456789abcdef", 16);
+  expect_reject("duplicate tensor name", b.p, b.n, "GGUF tensor 't' appears twice");
+
+  /* a real model truncated by one byte, and one with a tensor of the wrong shape */
+  FILE *f = fopen(t_model_path("stories260K.gguf"), "rb");
+  CHECK(f != NULL, "open stories260K.gguf", "%s", t_model_path("stories260K.gguf"));
+  if (f) {
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *all = malloc((size_t)n);
+    if (fread(all, 1, (size_t)n, f) != (size_t)n) n = 0;
+    fclose(f);
+    expect_reject("real model truncated by one byte", all, (size_t)n - 1,
+                  "GGUF tensor 'blk.4.ffn_norm.weight' data (offset 1170944, 256 bytes) lies outside the file");
+    expect_reject("real model cut inside the header", all, 5000, "GGUF file truncated: string #370 of key 'tokenizer.ggml.tokens' needs more bytes than the 4 left at offset 4996");
+    /* blk.0.attn_k.weight's second dim 32 -> 31 (shape check against hyperparameters) */
+    const char *key = "blk.0.attn_k.weight";
+    unsigned char *at = memmem(all, (size_t)n, key, strlen(key));
+    if (at) {
+      uint64_t v = 31;
+      memcpy(at + strlen(key) + 4 + 8, &v, 8);
+      expect_reject("tensor shape disagrees with the hyperparameters", all, (size_t)n,
+                    "GGUF tensor 'blk.0.attn_k.weight' has shape [64, 31, 1, 1], expected [64, 32] from the hyperparameters");
+    }
+    free(all);
+  }
+
+  /* a well-formed tiny model written by our writer, in every tensor type, loads and runs */
+  const char *types[] = {"f32", "f16", "bf16", "q8_0"};
+  for (int i = 0; i < 4; i++) {
+    char cmd[1024], name[96];
+    snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s --layers 2 --embd 64 --heads 4 --heads-kv 2 --ff 96 --vocab 320 --type %s",
+             getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", tmp_path("ok.gguf"), types[i]);
+    int rc = system(cmd);
+    pf_err e;
+    pf_model *m = rc == 0 ? pf_model_load(tmp_path("ok.gguf"), &e) : NULL;
+    snprintf(name, sizeof name, "random %s model from prefix-mkmodel loads", types[i]);
+    CHECK(m != NULL, name, "%s", rc ? "mkmodel failed" : e.msg);
+    if (m) {
+      pf_sample_params p;
+      pf_sample_params_default(&p);
+      p.max_tokens = 8;
+      pf_gen_result r;
+      rc = pf_generate(m, NULL, 0, "hello", 5, &p, NULL, NULL, &r, &e);
+      snprintf(name, sizeof name, "random %s model generates", types[i]);
+      CHECK(rc == 0 && r.n_tokens + (r.finish == PF_FINISH_EOS) >= 1, name, "%s", rc ? e.msg : "");
+      pf_gen_result_clear(&r);
+      pf_model_free(m);
+    }
+  }
+  /* vocab-only: tokenizes, refuses to generate */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s --vocab-only --vocab-from %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist",
+           tmp_path("vocab.gguf"), t_model_path("stories260K.gguf"));
+  pf_err e;
+  pf_model *m = system(cmd) == 0 ? pf_model_load(tmp_path("vocab.gguf"), &e) : NULL;
+  CHECK(m && !pf_model_has_weights(m), "vocab-only GGUF loads without weights", "%s", m ? "" : e.msg);
+  if (m) {
+    int *ids, n;
+    int rc = pf_tokenize(m, "Once upon a time", 16, 1, &ids, &n, &e);
+    CHECK(rc == 0 && n == 5 && ids[1] == 403, "vocab-only model tokenizes", "rc=%d n=%d", rc, n);
+    if (!rc) free(ids);
+    pf_sample_params p;
+    pf_sample_params_default(&p);
+    pf_gen_result r;
+    rc = pf_generate(m, NULL, 0, "x", 1, &p, NULL, NULL, &r, &e);
+    CHECK(rc && t_contains(e.msg, "the model has no weights (vocab-only GGUF)"), "vocab-only model refuses to generate", "%s", e.msg);
+    pf_model_free(m);
+  }
+  free(b.p);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  if (system(cmd)) {}
+  return t_failed ? 1 : 0;
+}
