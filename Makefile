@@ -11,6 +11,7 @@ CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -fPIC -pthread -D_GNU_SOURCE
 SAN     ?=
 LDLIBS  = -lopenblas -lutf8proc -lm -lpthread
+TEST_LDLIBS = -lsqlite3 $(LDLIBS)
 BUILD   ?= dist
 
 PREFIX_MODEL_DIR ?= ../shared/models
@@ -37,10 +38,10 @@ $(BUILD)/prefix.so: $(EXT_OBJ) $(ENGINE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/testlib.h $(BUILD)/libprefix_engine.a
-	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
 
 $(BUILD)/prefix-mkmodel: tests/mkmodel.c $(BUILD)/libprefix_engine.a
-	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
 
 deps:
 	@sh tests/deps.sh

@@ -1,0 +1,114 @@
+/*
+** test_sqlapi.c — the extension as an app that embeds SQLite uses it: loaded
+** with sqlite3_load_extension, from several threads and connections, and
+** interrupted with sqlite3_interrupt.
+*/
+#include "testlib.h"
+#include <pthread.h>
+#include <sqlite3.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static sqlite3 *open_db(void) {
+  sqlite3 *db;
+  char *err = NULL, so[512];
+  snprintf(so, sizeof so, "%s/prefix", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist");
+  sqlite3_open(":memory:", &db);
+  sqlite3_enable_load_extension(db, 1);
+  if (sqlite3_load_extension(db, so, NULL, &err) != SQLITE_OK) {
+    fprintf(stderr, "load_extension: %s\n", err);
+    sqlite3_free(err);
+  }
+  return db;
+}
+
+/* Run one statement returning one text value; returns rc, copies result or error. */
+static int run1(sqlite3 *db, const char *sql, char *out, size_t cap) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  if (rc) { snprintf(out, cap, "%s", sqlite3_errmsg(db)); return rc; }
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) { snprintf(out, cap, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "NULL"); rc = SQLITE_OK; }
+  else snprintf(out, cap, "%s", sqlite3_errmsg(db));
+  int rc2 = sqlite3_finalize(st);
+  return rc ? rc : rc2 == SQLITE_OK ? rc : rc2;
+}
+
+static void *interrupter(void *arg) {
+  usleep(300 * 1000);
+  sqlite3_interrupt((sqlite3 *)arg);
+  return NULL;
+}
+
+typedef struct job { char sql[512]; char out[4096]; int rc; } job;
+static void *worker(void *arg) {
+  job *j = arg;
+  sqlite3 *db = open_db();
+  j->rc = run1(db, j->sql, j->out, sizeof j->out);
+  sqlite3_close(db);
+  return NULL;
+}
+
+int main(void) {
+  char out[4096], sql[8192], model[512];
+  const char *build = getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist";
+  snprintf(model, sizeof model, "/tmp/pf_sqlapi_%d.gguf", (int)getpid());
+  snprintf(sql, sizeof sql, "%s/prefix-mkmodel %s --layers 4 --embd 256 --heads 8 --heads-kv 4 --ff 512 --vocab 512 --ctx 8192",
+           build, model);
+  CHECK(system(sql) == 0, "make a random model for long runs", "%s", sql);
+
+  sqlite3 *db = open_db();
+  snprintf(sql, sizeof sql, "SELECT prefix_model_load('big', '%s')", model);
+  int rc = run1(db, sql, out, sizeof out);
+  CHECK(rc == 0, "load the random model through the C API", "%s", out);
+  snprintf(sql, sizeof sql, "SELECT prefix_model_load('m', '%s')", t_model_path("stories260K.gguf"));
+  rc = run1(db, sql, out, sizeof out);
+
+  /* interrupt: a generation of 8000 tokens stops soon after sqlite3_interrupt */
+  pthread_t th;
+  pthread_create(&th, NULL, interrupter, db);
+  double t0 = now();
+  rc = run1(db, "SELECT prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 8000}')", out, sizeof out);
+  double dt = now() - t0;
+  pthread_join(th, NULL);
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && dt < 1.5,
+        "sqlite3_interrupt stops generation within a second", "rc=%d '%s' after %.2fs", rc, out, dt);
+  /* the connection works normally afterwards */
+  rc = run1(db, "SELECT prefix_tokenize('m', 'Once upon a time')", out, sizeof out);
+  CHECK(rc == 0 && !strcmp(out, "[1,403,407,261,378]"), "the connection works after an interrupt", "%s", out);
+
+  /* models are process-wide: other connections in other threads see them and
+     generate concurrently; results equal the single-threaded ones */
+  char ref[4096];
+  run1(db, "SELECT prefix_generate('m', NULL, 'Once upon a time', '{\"max_tokens\": 50}')", ref, sizeof ref);
+  job jobs[4];
+  pthread_t ths[4];
+  for (int i = 0; i < 4; i++) {
+    snprintf(jobs[i].sql, sizeof jobs[i].sql, "SELECT prefix_generate('m', NULL, 'Once upon a time', '{\"max_tokens\": 50}')");
+    pthread_create(&ths[i], NULL, worker, &jobs[i]);
+  }
+  int same = 1;
+  for (int i = 0; i < 4; i++) { pthread_join(ths[i], NULL); same &= jobs[i].rc == 0 && !strcmp(jobs[i].out, ref); }
+  CHECK(same, "four connections on four threads share the model and agree", "'%s' vs '%s'", jobs[0].out, ref);
+
+  /* unloading while another thread generates is safe: it finishes with its reference */
+  snprintf(jobs[0].sql, sizeof jobs[0].sql, "SELECT length(prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 400}'))");
+  pthread_create(&ths[0], NULL, worker, &jobs[0]);
+  usleep(50 * 1000);
+  rc = run1(db, "SELECT prefix_model_unload('big')", out, sizeof out);
+  pthread_join(ths[0], NULL);
+  CHECK(rc == 0 && jobs[0].rc == 0 && atoi(jobs[0].out) > 0, "unload during a generation in another connection is safe",
+        "unload rc=%d, worker rc=%d '%s'", rc, jobs[0].rc, jobs[0].out);
+  rc = run1(db, "SELECT prefix_generate('big', NULL, 'x')", out, sizeof out);
+  CHECK(rc != 0 && !strcmp(out, "prefix_generate: no model named 'big' is loaded (loaded: 'm')"),
+        "an unloaded model is gone for every connection", "%s", out);
+  sqlite3_close(db);
+  unlink(model);
+  return t_failed ? 1 : 0;
+}
