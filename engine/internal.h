@@ -158,3 +158,14 @@ void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope
 void pf_softmax(float *x, int n);
 
 #endif
+
+/* backward ops (ops.c); gradients accumulate */
+void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, int T, int n_in, int n_out);
+void pf_matmul_backward_weight(float *dw, const float *dout, const float *inp, int T, int n_in, int n_out);
+void pf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int T, int C, float eps);
+void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight, const float *rstd, int T,
+                         int C);
+void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base);
+void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n);
+void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+double pf_xent_forward_backward(float *dlogits, const float *logits, const int *targets, int n, int V, float scale);

@@ -81,3 +81,109 @@ void pf_softmax(float *x, int n) {
   for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
   for (int i = 0; i < n; i++) x[i] /= sum;
 }
+
+/* ------------------------------------------------------------ backward ops
+** Gradients accumulate (+=). Model weights are frozen: only input gradients
+** are computed for them; the prefix MLP uses pf_matmul_backward_weight. */
+
+/* dinp (T, n_in) += dout (T, n_out) · W (n_out, n_in).
+** In the forward pass this was: out = inp · W^T. */
+void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, int T, int n_in, int n_out) {
+  if (g_naive) {
+    for (size_t t = 0; t < (size_t)T; t++)
+      for (size_t i = 0; i < (size_t)n_in; i++) {
+        double acc = 0;
+        for (size_t o = 0; o < (size_t)n_out; o++) acc += (double)dout[t * n_out + o] * w[o * n_in + i];
+        dinp[t * n_in + i] += (float)acc;
+      }
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, n_in, n_out, 1.0f, dout, n_out, w, n_in, 1.0f, dinp, n_in);
+}
+
+/* dw (n_out, n_in) += dout^T (n_out, T) · inp (T, n_in). */
+void pf_matmul_backward_weight(float *dw, const float *dout, const float *inp, int T, int n_in, int n_out) {
+  if (g_naive) {
+    for (size_t o = 0; o < (size_t)n_out; o++)
+      for (size_t i = 0; i < (size_t)n_in; i++) {
+        double acc = 0;
+        for (size_t t = 0; t < (size_t)T; t++) acc += (double)dout[t * n_out + o] * inp[t * n_in + i];
+        dw[o * n_in + i] += (float)acc;
+      }
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, T, 1.0f, dout, n_out, inp, n_in, 1.0f, dw, n_in);
+}
+
+/* RMSNorm that keeps 1/rms per row for the backward pass. */
+void pf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int T, int C, float eps) {
+  for (size_t t = 0; t < (size_t)T; t++) {
+    const float *x = inp + t * C;
+    float ss = 0;
+    for (int i = 0; i < C; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / C + eps);
+    rstd[t] = r;
+    for (int i = 0; i < C; i++) out[t * C + i] = x[i] * r * weight[i];
+  }
+}
+
+/* In the forward pass this was: out[i] = inp[i] * rstd * weight[i].
+** dinp[i] += rstd * w[i] * dout[i] - inp[i] * rstd^3 / C * sum_j dout[j] w[j] inp[j] */
+void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight, const float *rstd, int T,
+                         int C) {
+  for (size_t t = 0; t < (size_t)T; t++) {
+    const float *x = inp + t * C, *dy = dout + t * C;
+    float r = rstd[t], dot = 0;
+    for (int i = 0; i < C; i++) dot += dy[i] * weight[i] * x[i];
+    float c = dot * r * r * r / C;
+    for (int i = 0; i < C; i++) dinp[t * C + i] += r * weight[i] * dy[i] - x[i] * c;
+  }
+}
+
+/* The rotation is orthogonal: its backward is the rotation by -theta. */
+void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < rope_dim / 2; i++) {
+      float theta = (float)pos[t] * powf(base, -2.0f * (float)i / (float)rope_dim);
+      float c = cosf(theta), s = sinf(theta);
+      for (int h = 0; h < n_head; h++) {
+        float *p = dx + ((size_t)t * n_head + h) * head_dim + 2 * i;
+        float a = p[0], b = p[1];
+        p[0] = a * c + b * s;
+        p[1] = -a * s + b * c;
+      }
+    }
+}
+
+/* h = silu(g) * u */
+void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
+  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+/* In the forward pass this was: h = g * sigmoid(g) * u. */
+void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float sg = 1.0f / (1.0f + expf(-g[i])), silu = g[i] * sg;
+    dg[i] += dh[i] * u[i] * (sg + silu * (1.0f - sg));
+    du[i] += dh[i] * silu;
+  }
+}
+
+/* Cross-entropy of logits (n, V) against targets; writes dlogits = scale *
+** (softmax - onehot) and returns the summed loss in nats (double). */
+double pf_xent_forward_backward(float *dlogits, const float *logits, const int *targets, int n, int V, float scale) {
+  double loss = 0;
+  for (size_t r = 0; r < (size_t)n; r++) {
+    const float *l = logits + r * V;
+    float mx = l[0];
+    for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += exp((double)l[i] - mx);
+    double lse = mx + log(sum);
+    loss += lse - l[targets[r]];
+    if (dlogits) {
+      for (int i = 0; i < V; i++) dlogits[r * V + i] = scale * (float)exp((double)l[i] - lse);
+      dlogits[r * V + targets[r]] -= scale;
+    }
+  }
+  return loss;
+}

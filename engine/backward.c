@@ -1,0 +1,316 @@
+/*
+** backward.c — the training forward pass (saving what backward needs) and the
+** backward pass from the loss to the prefix, through the frozen model.
+**
+** A batch is several sequences concatenated (T tokens). Every sequence sees
+** the same prefix: P key/value positions per layer (prefix mode) or E learned
+** input embeddings in place of its first E tokens (embedding mode). Token i of
+** a sequence sits at position P + i. The loss is the cross-entropy of the
+** next token at positions with a target (the completion), so logits are only
+** computed there. No weight gradients are computed: a step costs about two
+** forward passes.
+*/
+#include "internal.h"
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 64  /* logits rows computed at once */
+
+struct pf_tws {
+  size_t T_cap, att_cap;
+  int L, d, kvd, ff, V;
+  /* saved activations, per layer */
+  float *x_in;    /* (L, T, d) residual stream entering the layer */
+  float *rstd1;   /* (L, T) */
+  float *q;       /* (L, T, d) post-RoPE queries */
+  float *k, *v;   /* (L, T, kvd) post-RoPE keys, values */
+  float *att;     /* (L, att_n) softmax probabilities, per token and head over its keys */
+  float *x_mid;   /* (L, T, d) residual stream entering the feed-forward */
+  float *rstd2;   /* (L, T) */
+  float *g, *u;   /* (L, T, ff) gate and up projections */
+  float *x_fin;   /* (T, d) */
+  /* scratch */
+  float *xb, *ao, *hb, *dx, *dxb, *dq, *dk, *dv, *dh, *dg, *du;
+  float *logits, *dlogits, *xn, *dxn, *rstdc;
+  int *pos, *seq_of, *att_off, *tgt_row, *tgt_id;
+};
+
+static void tws_free_bufs(pf_tws *w) {
+  float **f[] = {&w->x_in, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->x_mid, &w->rstd2, &w->g, &w->u, &w->x_fin,
+                 &w->xb, &w->ao, &w->hb, &w->dx, &w->dxb, &w->dq, &w->dk, &w->dv, &w->dh, &w->dg, &w->du,
+                 &w->logits, &w->dlogits, &w->xn, &w->dxn, &w->rstdc};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
+  free(w->pos); free(w->seq_of); free(w->att_off); free(w->tgt_row); free(w->tgt_id);
+  memset(w, 0, sizeof *w);
+}
+
+void pf_tws_free(pf_tws *w) {
+  if (!w) return;
+  tws_free_bufs(w);
+  free(w);
+}
+
+pf_tws *pf_tws_new(void) { return calloc(1, sizeof(pf_tws)); }
+
+static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
+  const pf_hparams *hp = &m->hp;
+  size_t L = (size_t)hp->n_layer, d = (size_t)hp->n_embd, kvd = (size_t)hp->n_head_kv * hp->head_dim,
+         ff = (size_t)hp->n_ff, V = (size_t)hp->n_vocab;
+  if (T <= w->T_cap && att_n <= w->att_cap && w->L == (int)L && w->d == (int)d && w->ff == (int)ff && w->V == (int)V)
+    return 0;
+  size_t Tc = T > w->T_cap ? T : w->T_cap, Ac = att_n > w->att_cap ? att_n : w->att_cap;
+  tws_free_bufs(w);
+  w->T_cap = Tc; w->att_cap = Ac;
+  w->L = (int)L; w->d = (int)d; w->kvd = (int)kvd; w->ff = (int)ff; w->V = (int)V;
+#define A(p, n) if (!((p) = malloc(sizeof(*(p)) * ((size_t)(n) + 1)))) return -1;
+  A(w->x_in, L * Tc * d) A(w->rstd1, L * Tc) A(w->q, L * Tc * d) A(w->k, L * Tc * kvd) A(w->v, L * Tc * kvd)
+  A(w->att, L * Ac) A(w->x_mid, L * Tc * d) A(w->rstd2, L * Tc) A(w->g, L * Tc * ff) A(w->u, L * Tc * ff)
+  A(w->x_fin, Tc * d) A(w->xb, Tc * d) A(w->ao, Tc * d) A(w->hb, Tc * ff) A(w->dx, Tc * d) A(w->dxb, Tc * d)
+  A(w->dq, Tc * d) A(w->dk, Tc * kvd) A(w->dv, Tc * kvd) A(w->dh, Tc * ff) A(w->dg, Tc * ff) A(w->du, Tc * ff)
+  A(w->logits, CHUNK * V) A(w->dlogits, CHUNK * V) A(w->xn, CHUNK * d) A(w->dxn, CHUNK * d) A(w->rstdc, CHUNK)
+  A(w->pos, Tc) A(w->seq_of, Tc) A(w->att_off, Tc + 1) A(w->tgt_row, Tc) A(w->tgt_id, Tc)
+#undef A
+  return 0;
+}
+
+/* key/value row j of token t's attention: the prefix for j < P, else the
+** sequence's own tokens (seq_start is the sequence's first row). */
+#define KROW(j) ((j) < P ? pk + (size_t)(j) * kvd : k + ((size_t)seq_start + (j) - P) * kvd)
+#define VROW(j) ((j) < P ? pv + (size_t)(j) * kvd : v + ((size_t)seq_start + (j) - P) * kvd)
+
+static void attention_forward(float *ao, float *att, const float *q, const float *k, const float *v, const float *pk,
+                              const float *pv, int P, const int *seq_of, const int *pos, const int *att_off,
+                              const int *seq_start_of, int T, const pf_hparams *hp) {
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int t = 0; t < T; t++) {
+    int seq_start = seq_start_of[seq_of[t]], n = pos[t] + 1;
+    for (int h = 0; h < nh; h++) {
+      const float *qh = q + (size_t)t * nh * hd + (size_t)h * hd;
+      float *a = att + att_off[t] + (size_t)h * n;
+      int kh = h / grp;
+      float mx = -INFINITY;
+      for (int j = 0; j < n; j++) {
+        const float *kj = KROW(j) + (size_t)kh * hd;
+        float dot = 0;
+        for (int i = 0; i < hd; i++) dot += qh[i] * kj[i];
+        a[j] = dot * scale;
+        if (a[j] > mx) mx = a[j];
+      }
+      float sum = 0;
+      for (int j = 0; j < n; j++) { a[j] = expf(a[j] - mx); sum += a[j]; }
+      for (int j = 0; j < n; j++) a[j] /= sum;
+      float *o = ao + (size_t)t * nh * hd + (size_t)h * hd;
+      memset(o, 0, sizeof(float) * (size_t)hd);
+      for (int j = 0; j < n; j++) {
+        const float *vj = VROW(j) + (size_t)kh * hd;
+        for (int i = 0; i < hd; i++) o[i] += a[j] * vj[i];
+      }
+    }
+  }
+}
+
+/* In the forward pass this was: s_j = q·k_j * scale; a = softmax(s); o = sum_j a_j v_j. */
+static void attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, const float *dao,
+                               const float *att, const float *q, const float *k, const float *v, const float *pk,
+                               const float *pv, int P, const int *seq_of, const int *pos, const int *att_off,
+                               const int *seq_start_of, int T, const pf_hparams *hp, float *tmp) {
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int t = 0; t < T; t++) {
+    int seq_start = seq_start_of[seq_of[t]], n = pos[t] + 1;
+    for (int h = 0; h < nh; h++) {
+      const float *qh = q + (size_t)t * nh * hd + (size_t)h * hd, *a = att + att_off[t] + (size_t)h * n;
+      const float *doh = dao + (size_t)t * nh * hd + (size_t)h * hd;
+      float *dqh = dq + (size_t)t * nh * hd + (size_t)h * hd;
+      int kh = h / grp;
+      float dot_ada = 0;
+      for (int j = 0; j < n; j++) {   /* da_j = do · v_j; dv_j += a_j do */
+        const float *vj = VROW(j) + (size_t)kh * hd;
+        float *dvj = (j < P ? dpv + (size_t)j * kvd : dv + ((size_t)seq_start + j - P) * kvd) + (size_t)kh * hd;
+        float da = 0;
+        for (int i = 0; i < hd; i++) { da += doh[i] * vj[i]; }
+        if (j >= P || dpv)
+          for (int i = 0; i < hd; i++) dvj[i] += a[j] * doh[i];
+        tmp[j] = da;
+        dot_ada += a[j] * da;
+      }
+      for (int j = 0; j < n; j++) {   /* ds_j = a_j (da_j - sum a da) */
+        float ds = a[j] * (tmp[j] - dot_ada) * scale;
+        const float *kj = KROW(j) + (size_t)kh * hd;
+        for (int i = 0; i < hd; i++) dqh[i] += ds * kj[i];
+        if (j >= P || dpk) {
+          float *dkj = (j < P ? dpk + (size_t)j * kvd : dk + ((size_t)seq_start + j - P) * kvd) + (size_t)kh * hd;
+          for (int i = 0; i < hd; i++) dkj[i] += ds * qh[i];
+        }
+      }
+    }
+  }
+}
+
+int pf_train_gpt2_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                       int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
+
+int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                  int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
+  if (hp->arch == PF_ARCH_GPT2)
+    return pf_train_gpt2_step(m, w, b, pin, loss_scale, backward, loss_sum, n_tgt, cancel, carg, err);
+  int L = hp->n_layer, d = hp->n_embd, hd = hp->head_dim, kvd = hp->n_head_kv * hd, ff = hp->n_ff, V = hp->n_vocab;
+  int P = pin ? pin->P : 0, E = pin ? pin->E : 0, nh = hp->n_head;
+  size_t T = 0, att_n = 0;
+  int max_keys = 0;
+  for (int s = 0; s < b->n_seq; s++) {
+    T += (size_t)b->len[s];
+    for (int i = 0; i < b->len[s]; i++) att_n += (size_t)nh * (P + i + 1);
+    if (P + b->len[s] > max_keys) max_keys = P + b->len[s];
+  }
+  *loss_sum = 0;
+  *n_tgt = 0;
+  if (T == 0) return PF_OK;
+  if (tws_reserve(w, m, T + (size_t)b->n_seq + (size_t)max_keys, att_n))
+    return pf_seterr(err, PF_NOMEM, "out of memory for training activations (%zu tokens)", T);
+  int *seq_start_of = w->tgt_id + T;  /* n_seq ints after the T target ids (reserved above) */
+  size_t t = 0, att = 0;
+  int n_t = 0;
+  for (int s = 0; s < b->n_seq; s++) {
+    seq_start_of[s] = (int)t;
+    for (int i = 0; i < b->len[s]; i++, t++) {
+      w->pos[t] = P + i;
+      w->seq_of[t] = s;
+      w->att_off[t] = (int)att;
+      att += (size_t)nh * (P + i + 1);
+      if (b->targets[t] >= 0) {
+        if (b->targets[t] >= V) return pf_seterr(err, PF_ERR, "target id %d outside the vocabulary", b->targets[t]);
+        w->tgt_row[n_t] = (int)t;
+        w->tgt_id[n_t++] = b->targets[t];
+      }
+      int tok = b->tokens[t];
+      if (i >= E && (tok < 0 || tok >= V)) return pf_seterr(err, PF_ERR, "token id %d outside the vocabulary", tok);
+    }
+  }
+  const int *pos = w->pos, *seq_of = w->seq_of, *att_off = w->att_off;
+  float *x = w->x_fin;  /* the running residual stream; ends as x_fin */
+  for (int s = 0; s < b->n_seq; s++)
+    for (int i = 0; i < b->len[s]; i++) {
+      size_t r = (size_t)seq_start_of[s] + i;
+      const float *src = i < E ? pin->embd + (size_t)i * d : m->tok_embd + (size_t)b->tokens[r] * d;
+      memcpy(x + r * d, src, sizeof(float) * d);
+    }
+  int iT = (int)T;
+  for (int l = 0; l < L; l++) {
+    if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
+    const pf_layer *Ly = &m->layers[l];
+    float *x_in = w->x_in + (size_t)l * T * d, *q = w->q + (size_t)l * T * d;
+    float *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd, *x_mid = w->x_mid + (size_t)l * T * d;
+    float *g = w->g + (size_t)l * T * ff, *u = w->u + (size_t)l * T * ff;
+    const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
+    memcpy(x_in, x, sizeof(float) * T * d);
+    pf_rmsnorm_forward(w->xb, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, iT, d, hp->norm_eps);
+    pf_matmul(q, w->xb, Ly->wq, iT, d, d);
+    pf_matmul(k, w->xb, Ly->wk, iT, d, kvd);
+    pf_matmul(v, w->xb, Ly->wv, iT, d, kvd);
+    pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
+    pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    attention_forward(w->ao, w->att + (size_t)l * w->att_cap, q, k, v, pk, pv, P, seq_of, pos, att_off, seq_start_of,
+                      iT, hp);
+    pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
+    for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
+    memcpy(x_mid, x, sizeof(float) * T * d);
+    pf_rmsnorm_forward(w->xb, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, iT, d, hp->norm_eps);
+    pf_matmul(g, w->xb, Ly->w_gate, iT, d, ff);
+    pf_matmul(u, w->xb, Ly->w_up, iT, d, ff);
+    pf_swiglu_forward(w->hb, g, u, T * ff);
+    pf_matmul(w->xb, w->hb, Ly->w_down, iT, ff, d);
+    for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
+  }
+
+  /* loss at target rows, in chunks; backward into dx at those rows */
+  if (backward) memset(w->dx, 0, sizeof(float) * T * d);
+  double loss = 0;
+  for (int c0 = 0; c0 < n_t; c0 += CHUNK) {
+    int nc = n_t - c0 < CHUNK ? n_t - c0 : CHUNK;
+    for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
+    pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);
+    pf_matmul(w->logits, w->xn, m->output, nc, d, V);
+    loss += pf_xent_forward_backward(backward ? w->dlogits : NULL, w->logits, w->tgt_id + c0, nc, V, loss_scale);
+    if (!backward) continue;
+    /* w->dxn holds the rows' inputs; use xn as the gradient buffer */
+    memset(w->xn, 0, sizeof(float) * (size_t)nc * d);
+    pf_matmul_backward_input(w->xn, w->dlogits, m->output, nc, d, V);
+    for (int r = 0; r < nc; r++)
+      pf_rmsnorm_backward(w->dx + (size_t)w->tgt_row[c0 + r] * d, w->xn + (size_t)r * d, w->dxn + (size_t)r * d,
+                          m->out_norm, w->rstdc + r, 1, d);
+  }
+  *loss_sum = loss;
+  *n_tgt = n_t;
+  if (!backward) return PF_OK;
+
+  float *dx = w->dx;
+  for (int l = L - 1; l >= 0; l--) {
+    if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
+    const pf_layer *Ly = &m->layers[l];
+    float *x_in = w->x_in + (size_t)l * T * d, *q = w->q + (size_t)l * T * d;
+    float *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd, *x_mid = w->x_mid + (size_t)l * T * d;
+    float *g = w->g + (size_t)l * T * ff, *u = w->u + (size_t)l * T * ff;
+    const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
+    float *dpk = P && pin->dkv ? pin->dkv + (size_t)l * 2 * P * kvd : NULL, *dpv = dpk ? dpk + (size_t)P * kvd : NULL;
+    /* feed-forward: in the forward pass this was x += swiglu(xb·Wg^T, xb·Wu^T)·Wd^T, xb = rmsnorm(x_mid) */
+    memset(w->dh, 0, sizeof(float) * T * ff);
+    pf_matmul_backward_input(w->dh, dx, Ly->w_down, iT, ff, d);
+    memset(w->dg, 0, sizeof(float) * T * ff);
+    memset(w->du, 0, sizeof(float) * T * ff);
+    pf_swiglu_backward(w->dg, w->du, w->dh, g, u, T * ff);
+    memset(w->dxb, 0, sizeof(float) * T * d);
+    pf_matmul_backward_input(w->dxb, w->dg, Ly->w_gate, iT, d, ff);
+    pf_matmul_backward_input(w->dxb, w->du, Ly->w_up, iT, d, ff);
+    pf_rmsnorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->rstd2 + (size_t)l * T, iT, d);
+    /* attention: in the forward pass this was x_mid = x_in + attn(rope(xb·Wq^T), rope(xb·Wk^T), xb·Wv^T)·Wo^T */
+    memset(w->ao, 0, sizeof(float) * T * d);   /* ao is dao here */
+    pf_matmul_backward_input(w->ao, dx, Ly->wo, iT, d, d);
+    memset(w->dq, 0, sizeof(float) * T * d);
+    memset(w->dk, 0, sizeof(float) * T * kvd);
+    memset(w->dv, 0, sizeof(float) * T * kvd);
+    attention_backward(w->dq, w->dk, w->dv, dpk, dpv, w->ao, w->att + (size_t)l * w->att_cap, q, k, v, pk, pv, P, seq_of,
+                       pos, att_off, seq_start_of, iT, hp, w->hb);
+    pf_rope_backward(w->dq, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
+    pf_rope_backward(w->dk, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    memset(w->dxb, 0, sizeof(float) * T * d);
+    pf_matmul_backward_input(w->dxb, w->dq, Ly->wq, iT, d, d);
+    pf_matmul_backward_input(w->dxb, w->dk, Ly->wk, iT, d, kvd);
+    pf_matmul_backward_input(w->dxb, w->dv, Ly->wv, iT, d, kvd);
+    pf_rmsnorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->rstd1 + (size_t)l * T, iT, d);
+  }
+  if (E && pin->dembd)
+    for (int s = 0; s < b->n_seq; s++)
+      for (int i = 0; i < E && i < b->len[s]; i++) {
+        const float *src = dx + ((size_t)seq_start_of[s] + i) * d;
+        float *dst = pin->dembd + (size_t)i * d;
+        for (int j = 0; j < d; j++) dst[j] += src[j];
+      }
+  return PF_OK;
+}
+
+/* Logits at every row (for tests): runs the training forward without loss. */
+int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float *logits,
+                    pf_err *err) {
+  double ls;
+  int nt;
+  int rc = pf_train_step(m, w, b, pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
+  if (rc) return rc;
+  size_t T = 0;
+  for (int s = 0; s < b->n_seq; s++) T += (size_t)b->len[s];
+  const pf_hparams *hp = &m->hp;
+  int d = hp->n_embd;
+  for (size_t t = 0; t < T; t++) {
+    const float *src = m->hp.arch == PF_ARCH_GPT2 ? NULL : w->x_fin + t * d;
+    if (!src) return pf_seterr(err, PF_ERR, "pf_train_logits: llama only");
+    pf_rmsnorm(w->xn, src, m->out_norm, 1, d, hp->norm_eps);
+    pf_matmul(logits + t * hp->n_vocab, w->xn, m->output, 1, d, hp->n_vocab);
+  }
+  return PF_OK;
+}

@@ -1,0 +1,136 @@
+/*
+** train.h — prefix-tuning inside the engine: the training step (backward.c),
+** the prefix parameters and BLOB format (prefix.c), and the training loop
+** (train.c). Part of the engine's public API; no SQLite here.
+*/
+#ifndef PF_TRAIN_H
+#define PF_TRAIN_H
+#include "prefix_engine.h"
+
+/* ------------------------------------------------------ one training step */
+
+/* A batch: n_seq sequences concatenated. targets[t] is the id expected after
+** token t, or -1 where there is no loss (the prompt). */
+typedef struct pf_tbatch {
+  int n_seq;
+  const int *len;
+  const int *tokens;
+  const int *targets;
+} pf_tbatch;
+
+/* What every sequence of the batch sees in front of it. */
+typedef struct pf_prefix_in {
+  int P;              /* prefix mode: key/value positions per layer (0: none) */
+  const float *kv;    /* (n_layer, 2, P, kv_dim) */
+  float *dkv;         /* its gradient (accumulated), or NULL */
+  int E;              /* embedding mode: the first E tokens of each sequence are learned embeddings */
+  const float *embd;  /* (E, n_embd) */
+  float *dembd;       /* its gradient (accumulated), or NULL */
+} pf_prefix_in;
+
+typedef struct pf_tws pf_tws;   /* training workspace: saved activations */
+pf_tws *pf_tws_new(void);
+void pf_tws_free(pf_tws *w);
+
+/* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
+** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
+int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                  int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
+/* Logits (T, n_vocab) at every row, through the training forward (tests). */
+int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float *logits,
+                    pf_err *err);
+
+/* ------------------------------------------------------ prefix parameters */
+
+enum { PF_MODE_PREFIX = 0, PF_MODE_EMBEDDING = 1 };
+enum { PF_SCHED_LINEAR = 0, PF_SCHED_CONSTANT = 1 };
+enum { PF_DTYPE_F32 = 0, PF_DTYPE_F16 = 1 };
+
+typedef struct pf_train_params {
+  int prefix_len;      /* virtual tokens; default 10 */
+  int mode;            /* PF_MODE_* */
+  int mid_dim;         /* reparameterization MLP width; 0 = learn keys/values directly */
+  const char *init_text; /* NULL = random */
+  float lr;
+  float weight_decay;
+  int warmup_steps;
+  int lr_schedule;     /* PF_SCHED_* */
+  float grad_clip;     /* 0 = off */
+  int batch_size;
+  int epochs;          /* 0 = unset */
+  int max_steps;       /* 0 = unset */
+  uint64_t seed;
+  int max_seq_len;
+  int threads;         /* 0 = machine's cores */
+  float val_fraction;
+  int eval_every;      /* steps between validations; 0 = once per epoch */
+  int patience;        /* evaluations without improvement before stopping; 0 = off */
+  int dtype;           /* PF_DTYPE_* of the BLOB payload */
+  int progress;        /* draw a progress bar on stderr */
+} pf_train_params;
+
+void pf_train_params_default(pf_train_params *p);
+
+/* The learnable parameters of a prefix and their gradients and moments. */
+typedef struct pf_pparams pf_pparams;
+
+/* A training pair. */
+typedef struct pf_example {
+  const char *prompt;
+  size_t prompt_len;
+  const char *completion;
+  size_t completion_len;
+} pf_example;
+
+/* Progress, as reported to the callback after every step. */
+typedef struct pf_progress {
+  int step, total_steps, epoch, epochs;
+  double train_loss;       /* mean nats/token of the last step */
+  double val_loss;         /* last validation, NAN before the first */
+  double best_val_loss;
+  double tokens_per_s;
+  double elapsed_s, eta_s;
+  int done;
+} pf_progress;
+typedef void (*pf_progress_fn)(void *arg, const pf_progress *p);
+
+/* Train a prefix. val may be NULL (then val_fraction of train is held out
+** when > 0). On success *blob is a malloc'ed BLOB (see docs/prefix-format.md). */
+int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
+             const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
+             uint8_t **blob, size_t *blob_len, pf_err *err);
+
+/* Tokenize a pair as training sees it: BOS + prompt, then the completion
+** (no space prefix, so generation reproduces it exactly) and EOS. Returns
+** tokens and the index of the first completion token. */
+int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int **ids,
+                   int *n, int *n_prompt, pf_err *err);
+
+/* Mean negative log-likelihood of the completion given the prompt (and a
+** prefix, kv may be NULL). */
+int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *prompt, size_t plen,
+             const char *completion, size_t clen, double *nll, int *n_tokens, pf_err *err);
+
+/* ------------------------------------------------------------ BLOB format */
+
+typedef struct pf_prefix {
+  uint32_t version;
+  char fingerprint[17];
+  int arch, n_layer, n_head_kv, head_dim, prefix_len, dtype;
+  uint32_t positions;    /* 0: prefix at positions 0..P-1, prompt from P */
+  char *meta;            /* training metadata JSON (malloc'ed, NUL-terminated) */
+  size_t meta_len;
+  float *kv;             /* (n_layer, 2, prefix_len, kv_dim), decoded to f32 */
+} pf_prefix;
+
+int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
+                     size_t *len, pf_err *err);
+/* Decode and verify (magic, version, lengths, checksum, finite values). */
+int pf_prefix_decode(const uint8_t *blob, size_t len, pf_prefix *out, pf_err *err);
+/* Check that a decoded prefix fits the model (fingerprint and shapes). */
+int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err);
+void pf_prefix_clear(pf_prefix *p);
+/* prefix_info JSON (malloc'ed). */
+char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len);
+
+#endif
