@@ -314,3 +314,26 @@ int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_p
   }
   return PF_OK;
 }
+
+/* The keys/values that E learned input embeddings leave at cache positions
+** 0..E-1: what an embedding-mode prefix looks like to generation. */
+int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float *kv, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  int *tok = calloc((size_t)E, sizeof(int)), *tgt = malloc(sizeof(int) * (size_t)E);
+  if (!tok || !tgt) { free(tok); free(tgt); return pf_seterr(err, PF_NOMEM, "out of memory"); }
+  for (int i = 0; i < E; i++) tgt[i] = -1;
+  pf_tbatch b = {1, &E, tok, tgt};
+  pf_prefix_in pin = {0, NULL, NULL, E, embd, NULL};
+  double ls;
+  int nt, rc = pf_train_step(m, w, &b, &pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
+  if (!rc) {
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    for (int l = 0; l < hp->n_layer; l++) {
+      memcpy(kv + (size_t)l * 2 * E * kvd, w->k + (size_t)l * E * kvd, sizeof(float) * E * kvd);
+      memcpy(kv + ((size_t)l * 2 + 1) * E * kvd, w->v + (size_t)l * E * kvd, sizeof(float) * E * kvd);
+    }
+  }
+  free(tok);
+  free(tgt);
+  return rc;
+}

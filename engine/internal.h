@@ -111,8 +111,11 @@ typedef struct pf_vocab {
 int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err);
 void pf_vocab_free(pf_vocab *v);
 int pf_vocab_find(const pf_vocab *v, const char *s, size_t n);
-int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n,
+int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_prefix, int **ids, int *n,
                   int *cap, pf_err *err);
+/* tokenize with control over the SentencePiece space prefix (tokenizer.c) */
+int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int add_bos, int space_prefix, int **ids,
+                   int *n_ids, pf_err *err);
 
 /* ------------------------------------------------------------------ model */
 

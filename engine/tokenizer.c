@@ -15,6 +15,11 @@ int pf_token_eos(const pf_model *m) { return m->vocab.eos; }
 int pf_add_bos(const pf_model *m) { return m->vocab.add_bos; }
 
 int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_bos, int **ids, int *n_ids, pf_err *err) {
+  return pf_tokenize_ex(m, text, len, add_bos, m->vocab.add_space_prefix, ids, n_ids, err);
+}
+
+int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int add_bos, int space_prefix, int **ids,
+                   int *n_ids, pf_err *err) {
   int *out = NULL, n = 0, cap = 0, rc;
   *ids = NULL;
   *n_ids = 0;
@@ -24,7 +29,7 @@ int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_bos, in
     cap = 64;
     out[n++] = m->vocab.bos;
   }
-  if (m->vocab.kind == PF_TOK_SPM) rc = pf_spm_encode(&m->vocab, text, len, &out, &n, &cap, err);
+  if (m->vocab.kind == PF_TOK_SPM) rc = pf_spm_encode(&m->vocab, text, len, space_prefix, &out, &n, &cap, err);
   else rc = pf_bpe_encode(&m->vocab, text, len, &out, &n, &cap, err);
   if (rc) { free(out); return rc; }
   if (!out) { out = malloc(sizeof(int)); if (!out) return pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); }

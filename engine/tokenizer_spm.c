@@ -237,11 +237,12 @@ static int try_bigram(const pf_vocab *v, const char *buf, const sym *s, int l, i
   return heap_push(h, b);
 }
 
-int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n, int *cap, pf_err *err) {
+int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_prefix, int **ids, int *n, int *cap,
+                  pf_err *err) {
   if (len == 0) return PF_OK;
   if (len > (size_t)INT32_MAX / 4) return pf_seterr(err, PF_TOOBIG, "text of %zu bytes is too long to tokenize (limit %d)", len, INT32_MAX / 4);
   /* normalise: optional leading space, spaces -> U+2581 (3 bytes) */
-  size_t spaces = v->add_space_prefix ? 1 : 0;
+  size_t spaces = space_prefix ? 1 : 0;
   for (size_t i = 0; i < len; i++) spaces += text[i] == ' ';
   size_t blen = len + 2 * spaces;
   char *buf = malloc(blen + 1);
@@ -250,7 +251,7 @@ int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int **ids, in
   int rc = PF_OK;
   if (!buf || !s) goto nomem;
   size_t o = 0;
-  if (v->add_space_prefix) { memcpy(buf, "\xE2\x96\x81", 3); o = 3; }
+  if (space_prefix) { memcpy(buf, "\xE2\x96\x81", 3); o = 3; }
   for (size_t i = 0; i < len; i++) {
     if (text[i] == ' ') { memcpy(buf + o, "\xE2\x96\x81", 3); o += 3; }
     else buf[o++] = text[i];

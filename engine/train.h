@@ -51,13 +51,13 @@ typedef struct pf_train_params {
   int mode;            /* PF_MODE_* */
   int mid_dim;         /* reparameterization MLP width; 0 = learn keys/values directly */
   const char *init_text; /* NULL = random */
-  float lr;
+  float lr;            /* 0 = default for the mode (pf_train_default_lr) */
   float weight_decay;
   int warmup_steps;
   int lr_schedule;     /* PF_SCHED_* */
   float grad_clip;     /* 0 = off */
   int batch_size;
-  int epochs;          /* 0 = unset */
+  int epochs;          /* 0 = unset: at least 3 epochs and 800 steps */
   int max_steps;       /* 0 = unset */
   uint64_t seed;
   int max_seq_len;
@@ -67,9 +67,11 @@ typedef struct pf_train_params {
   int patience;        /* evaluations without improvement before stopping; 0 = off */
   int dtype;           /* PF_DTYPE_* of the BLOB payload */
   int progress;        /* draw a progress bar on stderr */
+  int add_eos;         /* append EOS to every completion (default 1) */
 } pf_train_params;
 
 void pf_train_params_default(pf_train_params *p);
+float pf_train_default_lr(const pf_train_params *p);
 
 /* The learnable parameters of a prefix and their gradients and moments. */
 typedef struct pf_pparams pf_pparams;
@@ -103,13 +105,13 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
 /* Tokenize a pair as training sees it: BOS + prompt, then the completion
 ** (no space prefix, so generation reproduces it exactly) and EOS. Returns
 ** tokens and the index of the first completion token. */
-int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int **ids,
-                   int *n, int *n_prompt, pf_err *err);
+int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int add_eos,
+                   int **ids, int *n, int *n_prompt, pf_err *err);
 
 /* Mean negative log-likelihood of the completion given the prompt (and a
 ** prefix, kv may be NULL). */
 int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *prompt, size_t plen,
-             const char *completion, size_t clen, double *nll, int *n_tokens, pf_err *err);
+             const char *completion, size_t clen, int add_eos, double *nll, int *n_tokens, pf_err *err);
 
 /* ------------------------------------------------------------ BLOB format */
 
@@ -134,3 +136,22 @@ void pf_prefix_clear(pf_prefix *p);
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len);
 
 #endif
+
+/* ---------------------------------------------- internals, for the tests */
+pf_pparams *pf_pparams_new(const pf_model *m, int mode, int P, int mid, pf_err *err);
+void pf_pparams_free(pf_pparams *pp);
+int pf_pparams_init(pf_pparams *pp, uint64_t seed, const float *init_kv, const float *init_emb, float emb_std,
+                    pf_err *err);
+void pf_pparams_forward(pf_pparams *pp);
+void pf_pparams_backward(pf_pparams *pp);
+void pf_pparams_zero_grad(pf_pparams *pp);
+double pf_pparams_grad_norm(const pf_pparams *pp);
+void pf_adamw(pf_pparams *pp, float lr, float beta1, float beta2, float eps, float wd, int t, float gscale);
+float *pf_pparams_kv(pf_pparams *pp);
+float *pf_pparams_dkv(pf_pparams *pp);
+float *pf_pparams_emb(pf_pparams *pp);
+float *pf_pparams_demb(pf_pparams *pp);
+float *pf_pparams_data(pf_pparams *pp);
+float *pf_pparams_grad(pf_pparams *pp);
+size_t pf_pparams_count(const pf_pparams *pp);
+int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float *kv, pf_err *err);

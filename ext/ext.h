@@ -77,5 +77,6 @@ const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what,
 
 int pfx_register_models(sqlite3 *db);
 int pfx_register_generate(sqlite3 *db);
+int pfx_register_train(sqlite3 *db);
 
 #endif

@@ -86,5 +86,6 @@ int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines
                                       NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = pfx_register_models(db);
   if (rc == SQLITE_OK) rc = pfx_register_generate(db);
+  if (rc == SQLITE_OK) rc = pfx_register_train(db);
   return rc;
 }

@@ -2,6 +2,7 @@
 ** fn_generate.c — text generation.
 **
 **   SELECT prefix_generate('m', NULL, 'Once upon a time');
+**   SELECT prefix_generate('m', (SELECT blob FROM prefixes WHERE customer = 7), 'Q: hours?');
 **   SELECT prefix_generate('m', NULL, 'Once upon a time',
 **                          '{"max_tokens": 40, "temperature": 0.8, "top_p": 0.9, "seed": 7, "stop": ["."]}');
 **
@@ -13,6 +14,10 @@
 SQLITE_EXTENSION_INIT3
 
 #include <string.h>
+#include "../engine/train.h"
+
+int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const pfx_model *pm, const char *model_name,
+                   pf_prefix *out);
 
 static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_generate";
@@ -24,13 +29,11 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   pfx_cancel cancel = {0};
   pf_gen_result res = {0};
   pf_sample_params p;
+  pf_prefix pre = {0};
   int plen;
   const char *prompt = pfx_arg_text(ctx, fn, "prompt", argv[2], &plen);
   if (!prompt) goto done;
-  if (sqlite3_value_type(argv[1]) != SQLITE_NULL) {
-    sqlite3_result_error(ctx, "prefix_generate: prefix must be NULL (prefix BLOBs come with prefix_train)", -1);
-    goto done;
-  }
+  if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &pre)) goto done;
   int rc = pfx_parse_gen_options(db, fn, argc > 3 ? argv[3] : NULL, &p, &owned, &n_owned, &emsg);
   if (rc) {
     if (emsg) sqlite3_result_error(ctx, emsg, -1);
@@ -39,13 +42,14 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   pfx_cancel_init(&cancel, db);
   pf_err e;
-  if (pf_generate(pfx_model_engine(pm), NULL, 0, prompt, (size_t)plen, &p, pfx_cancel_check, &cancel, &res, &e)) {
+  if (pf_generate(pfx_model_engine(pm), pre.kv, pre.prefix_len, prompt, (size_t)plen, &p, pfx_cancel_check, &cancel, &res, &e)) {
     pfx_result_err(ctx, fn, &e);
     goto done;
   }
   sqlite3_result_text64(ctx, res.text, res.len, SQLITE_TRANSIENT, SQLITE_UTF8);
 done:
   pf_gen_result_clear(&res);
+  pf_prefix_clear(&pre);
   pfx_cancel_done(&cancel);
   pfx_opts_free(owned, n_owned);
   sqlite3_free(emsg);

@@ -9,7 +9,8 @@
 ** Options: --arch llama|gpt2, --layers, --embd, --heads, --heads-kv, --ff,
 ** --vocab, --ctx, --seed, --type f32|f16|bf16|q8_0, --scale (weight scale),
 ** --tied (no output.weight), --vocab-only (tokenizer, no tensors),
-** --vocab-from FILE (copy a llama tokenizer from another GGUF).
+** --vocab-from FILE (copy a llama tokenizer from another GGUF),
+** --poison (a NaN weight, for testing how training reports divergence).
 */
 #include "internal.h"
 #include "gguf_write.h"
@@ -27,6 +28,7 @@ typedef struct cfg {
 } cfg;
 
 static uint64_t rng_state;
+static int g_poison; /* --poison: a NaN in blk.0.attn_q.weight, to test divergence handling */
 static float frand(void) {  /* uniform in [-1, 1) */
   rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
   return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
@@ -74,6 +76,7 @@ static void tensor(gguf_builder *b, const cfg *c, const char *name, uint64_t ne0
   uint64_t ne[2] = {ne0, ne1}, n = ne0 * (ne1 ? ne1 : 1);
   float *x = malloc(n * sizeof(float));
   for (uint64_t i = 0; i < n; i++) x[i] = offset + scale * frand();
+  if (g_poison && !strcmp(name, "blk.0.attn_q.weight")) x[0] = NAN;
   int t = ne1 && ne0 % 32 == 0 ? type_of(c->type) : GGML_F32;  /* vectors stay f32, as llama.cpp does */
   if (!ne1 && t != GGML_F32) t = GGML_F32;
   size_t nb;
@@ -194,6 +197,7 @@ int main(int argc, char **argv) {
     else if (ARG("--vocab-from")) c.vocab_from = v;
     else if (!strcmp(a, "--tied")) c.tied = 1;
     else if (!strcmp(a, "--vocab-only")) c.vocab_only = 1;
+    else if (!strcmp(a, "--poison")) g_poison = 1;
     else if (a[0] != '-' && !c.out) c.out = a;
     else { fprintf(stderr, "prefix-mkmodel: unknown or incomplete argument '%s'\n", a); return 2; }
 #undef ARG

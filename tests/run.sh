@@ -40,10 +40,11 @@ done
 #   -- expect
 #   exact output (stdout and stderr; "near line N" is removed from errors)
 tmp=$(mktemp -d)
+work=$(mktemp -d)   # $TMP in the tests: a folder for files they make
 for file in tests/sql/*.test; do
   rm -f "$tmp"/case_*
-  awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" '
-    function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); return s }
+  awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" -v work="$work" '
+    function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); gsub(/\$TMP/, work, s); return s }
     /^-- setup$/ { mode = "setup"; next }
     /^-- test: / { n++; mode = "sql"; name = substr($0, 10); print name > (dir "/case_" n ".name");
                    printf "%s", setup > (dir "/case_" n ".sql"); printf "" > (dir "/case_" n ".exp"); next }
@@ -66,6 +67,12 @@ for file in tests/sql/*.test; do
     i=$((i + 1))
   done
 done
-rm -rf "$tmp" "$log"
+# Every SQL function and module the extension registers has a SQL test.
+names=$(printf '.load %s/prefix\nSELECT DISTINCT name FROM pragma_function_list WHERE name LIKE '"'"'prefix%%'"'"' UNION SELECT name FROM pragma_module_list WHERE name LIKE '"'"'prefix%%'"'"';\n' "$BUILD" |
+        env $SHELL_ENV sqlite3 -batch :memory: 2>&1)
+for n in $names; do
+  if grep -q "$n" tests/sql/*.test; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $n has no SQL test"; fi
+done
+rm -rf "$tmp" "$work" "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -210,6 +210,57 @@ static void whole_model(const char *label, const char *mk_args) {
   pf_model_free(m);
 }
 
+/* the reparameterization MLP: gradients of the loss through kv = MLP(P') to every MLP parameter */
+static void reparam(const char *mk_args) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", model_path, mk_args);
+  if (system(cmd)) { CHECK(0, "reparam model", "mkmodel failed"); return; }
+  pf_err e;
+  pf_model *m = pf_model_load(model_path, &e);
+  const pf_hparams *hp = pf_model_hparams(m);
+  int P = 2, V = hp->n_vocab;
+  pf_pparams *pp = pf_pparams_new(m, PF_MODE_PREFIX, P, 6, &e);
+  pf_pparams_init(pp, 3, NULL, NULL, 1.0f, &e);
+  int len[1] = {6}, tokens[6], targets[6];
+  for (int i = 0; i < 6; i++) tokens[i] = 3 + (int)((t_frand() + 1) * 0.5f * (V - 4));
+  for (int i = 0; i < 6; i++) targets[i] = i >= 2 ? tokens[(i + 1) % 6] : -1;
+  pf_tbatch b = {1, len, tokens, targets};
+  pf_tws *w = pf_tws_new();
+  pf_prefix_in pin = {P, pf_pparams_kv(pp), pf_pparams_dkv(pp), 0, NULL, NULL};
+  double ls; int nt;
+  pf_pparams_zero_grad(pp);
+  pf_pparams_forward(pp);
+  pf_train_step(m, w, &b, &pin, 1.0f, 1, &ls, &nt, NULL, NULL, &e);
+  pf_pparams_backward(pp);
+  size_t n = pf_pparams_count(pp);
+  float *par = pf_pparams_data(pp), *gr = pf_pparams_grad(pp);
+  enum { NCHK = 40 };
+  double an[NCHK], num[NCHK];
+  pf_prefix_in pe = pin;
+  pe.dkv = NULL;
+  for (int c = 0; c < NCHK; c++) {
+    size_t i = (size_t)c * (n / NCHK) + (size_t)c % 5;   /* spread over P', W1, b1, W2, b2 */
+    float keep = par[i], h = 1e-2f;
+    par[i] = keep + h; pf_pparams_forward(pp); double lp = batch_loss(m, w, &b, &pe);
+    par[i] = keep - h; pf_pparams_forward(pp); double lm = batch_loss(m, w, &b, &pe);
+    par[i] = keep;
+    an[c] = gr[i]; num[c] = (lp - lm) / (2 * h);
+  }
+  grad_report("gradcheck whole model w.r.t. the reparameterization MLP (P', W1, b1, W2, b2)", an, num, NCHK, 2e-2);
+  /* AdamW moves every parameter against its gradient on the first step */
+  float *before = malloc(sizeof(float) * n);
+  memcpy(before, par, sizeof(float) * n);
+  pf_adamw(pp, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1, 1.0f);
+  int ok = 1;
+  for (size_t i = 0; i < n; i++)
+    if (gr[i] != 0 && !((par[i] - before[i]) * gr[i] < 0 && fabsf(par[i] - before[i] - (gr[i] > 0 ? -1e-3f : 1e-3f)) < 1e-5f)) ok = 0;
+  CHECK(ok, "AdamW first step moves each parameter by lr against its gradient", "");
+  free(before);
+  pf_tws_free(w);
+  pf_pparams_free(pp);
+  pf_model_free(m);
+}
+
 int main(void) {
   snprintf(model_path, sizeof model_path, "/tmp/pf_grad_%d.gguf", (int)getpid());
   op_rmsnorm();
@@ -219,6 +270,7 @@ int main(void) {
   op_matmul();
   whole_model("llama, 2 layers, GQA 4/2 heads", "--layers 2 --embd 32 --heads 4 --heads-kv 2 --ff 48 --vocab 300 --scale 1.5");
   whole_model("llama, 3 layers, MQA 4/1 heads", "--layers 3 --embd 16 --heads 4 --heads-kv 1 --ff 24 --vocab 280 --scale 1.5 --seed 5");
+  reparam("--layers 2 --embd 16 --heads 4 --heads-kv 2 --ff 24 --vocab 280 --scale 1.5 --seed 9");
   unlink(model_path);
   return t_failed ? 1 : 0;
 }

@@ -1,0 +1,348 @@
+/*
+** prefix.c — the prefix's learnable parameters, the reparameterization MLP,
+** AdamW, and the prefix BLOB (docs/prefix-format.md).
+**
+** Parameters, gradients and AdamW moments live in one flat buffer each, with
+** named views into them, so the optimizer is one loop.
+**
+**   mode prefix, mid_dim > 0:  kv = base + MLP(P'),  P' (P, n_embd),
+**       MLP = Linear(n_embd, mid) -> tanh -> Linear(mid, n_layer*2*kv_dim)
+**   mode prefix, mid_dim = 0:  kv = the table itself (n_layer, 2, P, kv_dim)
+**   mode embedding:            E (P, n_embd) learned input embeddings
+** `base` is a constant: the model's own keys/values for init_text (zeros
+** otherwise), so the MLP starts near them.
+*/
+#include "internal.h"
+#include "train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ----------------------------------------------------------- parameters */
+
+typedef struct pf_pparams {
+  int mode, P, mid, d, L, kvd;
+  size_t out_dim;          /* n_layer * 2 * kv_dim */
+  size_t n;                /* learnable floats */
+  float *params, *grads, *m1, *m2;
+  /* views into params (and the same offsets in grads) */
+  size_t o_emb, o_w1, o_b1, o_w2, o_b2, o_kv;
+  float *base;             /* (L, 2, P, kvd) constant offset or NULL */
+  /* scratch */
+  float *h;                /* (P, mid) tanh activations */
+  float *out, *dout;       /* (P, out_dim) MLP output and its gradient */
+  float *dh;               /* (P, mid) */
+  float *kv, *dkv;         /* (L, 2, P, kvd) */
+} pf_pparams;
+
+void pf_pparams_free(pf_pparams *pp) {
+  if (!pp) return;
+  free(pp->params); free(pp->grads); free(pp->m1); free(pp->m2); free(pp->base);
+  free(pp->h); free(pp->out); free(pp->dout); free(pp->dh); free(pp->kv); free(pp->dkv);
+  free(pp);
+}
+
+size_t pf_pparams_count(const pf_pparams *pp) { return pp->n; }
+float *pf_pparams_kv(pf_pparams *pp) { return pp->kv; }
+float *pf_pparams_dkv(pf_pparams *pp) { return pp->dkv; }
+float *pf_pparams_emb(pf_pparams *pp) { return pp->params + pp->o_emb; }
+float *pf_pparams_demb(pf_pparams *pp) { return pp->grads + pp->o_emb; }
+float *pf_pparams_data(pf_pparams *pp) { return pp->params; }
+float *pf_pparams_grad(pf_pparams *pp) { return pp->grads; }
+
+pf_pparams *pf_pparams_new(const pf_model *m, int mode, int P, int mid, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  pf_pparams *pp = calloc(1, sizeof *pp);
+  if (!pp) { pf_seterr(err, PF_NOMEM, "out of memory"); return NULL; }
+  pp->mode = mode; pp->P = P; pp->mid = mode == PF_MODE_PREFIX ? mid : 0;
+  pp->d = hp->n_embd; pp->L = hp->n_layer; pp->kvd = hp->n_head_kv * hp->head_dim;
+  pp->out_dim = (size_t)pp->L * 2 * pp->kvd;
+  size_t Pd = (size_t)P * pp->d, kvn = (size_t)P * pp->out_dim, o = 0;
+  if (mode == PF_MODE_EMBEDDING) { pp->o_emb = o; o += Pd; }
+  else if (pp->mid > 0) {
+    pp->o_emb = o; o += Pd;
+    pp->o_w1 = o; o += (size_t)pp->mid * pp->d;
+    pp->o_b1 = o; o += (size_t)pp->mid;
+    pp->o_w2 = o; o += pp->out_dim * pp->mid;
+    pp->o_b2 = o; o += pp->out_dim;
+  } else { pp->o_kv = o; o += kvn; }
+  pp->n = o;
+  pp->params = calloc(o, sizeof(float));
+  pp->grads = calloc(o, sizeof(float));
+  pp->m1 = calloc(o, sizeof(float));
+  pp->m2 = calloc(o, sizeof(float));
+  pp->kv = calloc(kvn, sizeof(float));
+  pp->dkv = calloc(kvn, sizeof(float));
+  int ok = pp->params && pp->grads && pp->m1 && pp->m2 && pp->kv && pp->dkv;
+  if (ok && pp->mid > 0) {
+    pp->h = calloc((size_t)P * pp->mid, sizeof(float));
+    pp->dh = calloc((size_t)P * pp->mid, sizeof(float));
+    pp->out = calloc(kvn, sizeof(float));
+    pp->dout = calloc(kvn, sizeof(float));
+    ok = pp->h && pp->dh && pp->out && pp->dout;
+  }
+  if (!ok) {
+    pf_pparams_free(pp);
+    pf_seterr(err, PF_NOMEM, "out of memory for prefix parameters (%zu floats)", o);
+    return NULL;
+  }
+  return pp;
+}
+
+/* Random numbers: splitmix64 + Box-Muller, deterministic per seed. */
+typedef struct prng { uint64_t s; int have; double spare; } prng;
+static uint64_t pr_next(prng *r) {
+  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static double pr_unif(prng *r) { return ((pr_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static double pr_normal(prng *r) {
+  if (r->have) { r->have = 0; return r->spare; }
+  double u = pr_unif(r), v = pr_unif(r), rad = sqrt(-2.0 * log(u));
+  r->spare = rad * sin(6.283185307179586 * v);
+  r->have = 1;
+  return rad * cos(6.283185307179586 * v);
+}
+
+/* Initialise. init_kv: (L,2,P,kvd) keys/values of a real text (or NULL);
+** init_emb: (P, d) embeddings to start from (or NULL); emb_std: scale of the
+** model's token embeddings (for random embedding-mode init). */
+int pf_pparams_init(pf_pparams *pp, uint64_t seed, const float *init_kv, const float *init_emb, float emb_std,
+                    pf_err *err) {
+  prng r = {seed * 0xD1B54A32D192ED03ull + 0x1234567, 0, 0};
+  size_t Pd = (size_t)pp->P * pp->d, kvn = (size_t)pp->P * pp->out_dim;
+  float *p = pp->params;
+  if (pp->mode == PF_MODE_EMBEDDING) {
+    for (size_t i = 0; i < Pd; i++) p[pp->o_emb + i] = init_emb ? init_emb[i] : (float)(emb_std * pr_normal(&r));
+    return PF_OK;
+  }
+  if (pp->mid == 0) {
+    for (size_t i = 0; i < kvn; i++) p[pp->o_kv + i] = init_kv ? init_kv[i] : (float)pr_normal(&r);
+    return PF_OK;
+  }
+  /* as PyTorch: Embedding ~ N(0,1); Linear ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+  for (size_t i = 0; i < Pd; i++) p[pp->o_emb + i] = (float)pr_normal(&r);
+  double a1 = 1.0 / sqrt((double)pp->d), a2 = 1.0 / sqrt((double)pp->mid);
+  for (size_t i = 0; i < (size_t)pp->mid * pp->d; i++) p[pp->o_w1 + i] = (float)(a1 * (2 * pr_unif(&r) - 1));
+  for (size_t i = 0; i < (size_t)pp->mid; i++) p[pp->o_b1 + i] = (float)(a1 * (2 * pr_unif(&r) - 1));
+  for (size_t i = 0; i < pp->out_dim * pp->mid; i++) p[pp->o_w2 + i] = (float)(a2 * (2 * pr_unif(&r) - 1));
+  for (size_t i = 0; i < pp->out_dim; i++) p[pp->o_b2 + i] = (float)(a2 * (2 * pr_unif(&r) - 1));
+  if (init_kv) {
+    pp->base = malloc(kvn * sizeof(float));
+    if (!pp->base) return pf_seterr(err, PF_NOMEM, "out of memory");
+    memcpy(pp->base, init_kv, kvn * sizeof(float));
+  }
+  return PF_OK;
+}
+
+/* (P, L, 2, kvd) <-> (L, 2, P, kvd) */
+static size_t kv_index(const pf_pparams *pp, int p, size_t j) {
+  size_t lk = j / (size_t)pp->kvd, c = j % (size_t)pp->kvd;   /* lk = layer*2 + k/v */
+  return (lk * pp->P + (size_t)p) * pp->kvd + c;
+}
+
+/* Compute kv from the parameters (prefix mode). */
+void pf_pparams_forward(pf_pparams *pp) {
+  size_t kvn = (size_t)pp->P * pp->out_dim;
+  if (pp->mode == PF_MODE_EMBEDDING) return;
+  if (pp->mid == 0) { memcpy(pp->kv, pp->params + pp->o_kv, kvn * sizeof(float)); return; }
+  const float *emb = pp->params + pp->o_emb, *w1 = pp->params + pp->o_w1, *b1 = pp->params + pp->o_b1;
+  const float *w2 = pp->params + pp->o_w2, *b2 = pp->params + pp->o_b2;
+  pf_matmul(pp->h, emb, w1, pp->P, pp->d, pp->mid);
+  for (int p = 0; p < pp->P; p++)
+    for (int i = 0; i < pp->mid; i++) pp->h[(size_t)p * pp->mid + i] = tanhf(pp->h[(size_t)p * pp->mid + i] + b1[i]);
+  pf_matmul(pp->out, pp->h, w2, pp->P, pp->mid, (int)pp->out_dim);
+  for (int p = 0; p < pp->P; p++)
+    for (size_t j = 0; j < pp->out_dim; j++) {
+      size_t at = kv_index(pp, p, j);
+      pp->kv[at] = pp->out[(size_t)p * pp->out_dim + j] + b2[j] + (pp->base ? pp->base[at] : 0.0f);
+    }
+}
+
+/* From dkv to the parameters' gradients (prefix mode). In the forward pass
+** this was: kv = base + tanh(P'·W1^T + b1)·W2^T + b2. */
+void pf_pparams_backward(pf_pparams *pp) {
+  size_t kvn = (size_t)pp->P * pp->out_dim;
+  if (pp->mode == PF_MODE_EMBEDDING) return;
+  if (pp->mid == 0) {
+    for (size_t i = 0; i < kvn; i++) pp->grads[pp->o_kv + i] += pp->dkv[i];
+    return;
+  }
+  float *g = pp->grads;
+  const float *emb = pp->params + pp->o_emb, *w1 = pp->params + pp->o_w1, *w2 = pp->params + pp->o_w2;
+  for (int p = 0; p < pp->P; p++)
+    for (size_t j = 0; j < pp->out_dim; j++) pp->dout[(size_t)p * pp->out_dim + j] = pp->dkv[kv_index(pp, p, j)];
+  for (int p = 0; p < pp->P; p++)
+    for (size_t j = 0; j < pp->out_dim; j++) g[pp->o_b2 + j] += pp->dout[(size_t)p * pp->out_dim + j];
+  pf_matmul_backward_weight(g + pp->o_w2, pp->dout, pp->h, pp->P, pp->mid, (int)pp->out_dim);
+  memset(pp->dh, 0, sizeof(float) * (size_t)pp->P * pp->mid);
+  pf_matmul_backward_input(pp->dh, pp->dout, w2, pp->P, pp->mid, (int)pp->out_dim);
+  for (size_t i = 0; i < (size_t)pp->P * pp->mid; i++) pp->dh[i] *= 1.0f - pp->h[i] * pp->h[i];  /* tanh' */
+  for (int p = 0; p < pp->P; p++)
+    for (int i = 0; i < pp->mid; i++) g[pp->o_b1 + i] += pp->dh[(size_t)p * pp->mid + i];
+  pf_matmul_backward_weight(g + pp->o_w1, pp->dh, emb, pp->P, pp->d, pp->mid);
+  pf_matmul_backward_input(g + pp->o_emb, pp->dh, w1, pp->P, pp->d, pp->mid);
+}
+
+void pf_pparams_zero_grad(pf_pparams *pp) {
+  memset(pp->grads, 0, pp->n * sizeof(float));
+  memset(pp->dkv, 0, (size_t)pp->P * pp->out_dim * sizeof(float));
+}
+
+/* Global L2 norm of the gradients (double accumulation). */
+double pf_pparams_grad_norm(const pf_pparams *pp) {
+  double s = 0;
+  for (size_t i = 0; i < pp->n; i++) s += (double)pp->grads[i] * pp->grads[i];
+  return sqrt(s);
+}
+
+/* AdamW (decoupled weight decay), step t >= 1; gradients scaled by gscale. */
+void pf_adamw(pf_pparams *pp, float lr, float beta1, float beta2, float eps, float wd, int t, float gscale) {
+  double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
+  for (size_t i = 0; i < pp->n; i++) {
+    float g = pp->grads[i] * gscale;
+    pp->m1[i] = beta1 * pp->m1[i] + (1 - beta1) * g;
+    pp->m2[i] = beta2 * pp->m2[i] + (1 - beta2) * g * g;
+    double mh = pp->m1[i] / bc1, vh = pp->m2[i] / bc2;
+    pp->params[i] -= (float)(lr * (mh / (sqrt(vh) + eps) + wd * pp->params[i]));
+  }
+}
+
+/* ------------------------------------------------------------------ BLOB */
+
+#define BLOB_MAGIC "SQPF"
+#define BLOB_VERSION 1u
+#define BLOB_HEADER 64u
+#define BLOB_MAX_META (16u << 20)
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
+                     size_t *len, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  size_t n = (size_t)hp->n_layer * 2 * prefix_len * hp->n_head_kv * hp->head_dim;
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(kv[i])) return pf_seterr(err, PF_ERR, "the prefix holds a non-finite value at index %zu", i);
+  size_t es = dtype == PF_DTYPE_F16 ? 2 : 4, ml = meta ? strlen(meta) : 0, pl = n * es;
+  if (ml > BLOB_MAX_META) return pf_seterr(err, PF_TOOBIG, "training metadata of %zu bytes exceeds %u", ml, BLOB_MAX_META);
+  size_t total = BLOB_HEADER + ml + pl + 8;
+  uint8_t *b = malloc(total);
+  if (!b) return pf_seterr(err, PF_NOMEM, "out of memory for a prefix BLOB of %zu bytes", total);
+  memset(b, 0, BLOB_HEADER);
+  memcpy(b, BLOB_MAGIC, 4);
+  put32(b + 4, BLOB_VERSION);
+  memcpy(b + 8, pf_model_fingerprint(m), 16);
+  put32(b + 24, (uint32_t)hp->arch);
+  put32(b + 28, (uint32_t)hp->n_layer);
+  put32(b + 32, (uint32_t)hp->n_head_kv);
+  put32(b + 36, (uint32_t)hp->head_dim);
+  put32(b + 40, (uint32_t)prefix_len);
+  put32(b + 44, (uint32_t)dtype);
+  put32(b + 48, 0);  /* positions: prefix at 0..P-1, prompt from P */
+  put32(b + 52, (uint32_t)ml);
+  put64(b + 56, pl);
+  if (ml) memcpy(b + BLOB_HEADER, meta, ml);
+  uint8_t *pay = b + BLOB_HEADER + ml;
+  if (dtype == PF_DTYPE_F16) {
+    for (size_t i = 0; i < n; i++) {
+      uint16_t h = pf_f32_to_f16(kv[i]);
+      if ((h & 0x7c00) == 0x7c00) { free(b); return pf_seterr(err, PF_ERR, "prefix value %g at index %zu does not fit f16 (|x| > 65504); use dtype f32", kv[i], i); }
+      memcpy(pay + 2 * i, &h, 2);
+    }
+  } else memcpy(pay, kv, pl);
+  put64(b + total - 8, pf_hash64(b, total - 8, 0x53515046));
+  *blob = b;
+  *len = total;
+  return PF_OK;
+}
+
+void pf_prefix_clear(pf_prefix *p) {
+  free(p->meta);
+  free(p->kv);
+  memset(p, 0, sizeof *p);
+}
+
+int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) {
+  memset(out, 0, sizeof *out);
+  if (len < 4 || memcmp(b, BLOB_MAGIC, 4) != 0)
+    return pf_seterr(err, PF_ERR, "not a prefix BLOB (bad magic; expected \"SQPF\", %zu bytes)", len);
+  if (len < BLOB_HEADER + 8)
+    return pf_seterr(err, PF_ERR, "prefix BLOB is truncated: %zu bytes, the header alone needs %u", len, BLOB_HEADER + 8);
+  uint32_t ver = get32(b + 4);
+  if (ver != BLOB_VERSION) return pf_seterr(err, PF_ERR, "prefix BLOB format version %u is not supported (supported: 1)", ver);
+  uint32_t L = get32(b + 28), H = get32(b + 32), D = get32(b + 36), P = get32(b + 40), dt = get32(b + 44),
+           pos = get32(b + 48), ml = get32(b + 52);
+  uint64_t pl = get64(b + 56);
+  if (L < 1 || L > 1024 || H < 1 || H > 4096 || D < 1 || D > 4096 || P < 1 || P > 65536)
+    return pf_seterr(err, PF_ERR, "prefix BLOB has impossible shape: n_layer %u, n_head_kv %u, head_dim %u, prefix_len %u", L, H, D, P);
+  if (dt > 1) return pf_seterr(err, PF_ERR, "prefix BLOB dtype %u is not supported (0 = f32, 1 = f16)", dt);
+  if (pos != 0) return pf_seterr(err, PF_ERR, "prefix BLOB position convention %u is not supported (0)", pos);
+  if (ml > BLOB_MAX_META) return pf_seterr(err, PF_ERR, "prefix BLOB metadata length %u exceeds %u", ml, BLOB_MAX_META);
+  uint64_t n = (uint64_t)L * 2 * P * H * D, want = n * (dt ? 2 : 4);
+  if (pl != want) return pf_seterr(err, PF_ERR, "prefix BLOB payload is %llu bytes; its shape needs %llu", (unsigned long long)pl, (unsigned long long)want);
+  uint64_t total = BLOB_HEADER + (uint64_t)ml + pl + 8;
+  if (total != len)
+    return pf_seterr(err, PF_ERR, "prefix BLOB is %s: %zu bytes, its header says %llu", len < total ? "truncated" : "too long",
+                     len, (unsigned long long)total);
+  if (get64(b + len - 8) != pf_hash64(b, len - 8, 0x53515046))
+    return pf_seterr(err, PF_ERR, "prefix BLOB is damaged (checksum mismatch)");
+  out->version = ver;
+  memcpy(out->fingerprint, b + 8, 16);
+  out->fingerprint[16] = 0;
+  out->arch = (int)get32(b + 24);
+  out->n_layer = (int)L; out->n_head_kv = (int)H; out->head_dim = (int)D; out->prefix_len = (int)P;
+  out->dtype = (int)dt; out->positions = pos;
+  out->meta = malloc((size_t)ml + 1);
+  out->kv = malloc(sizeof(float) * (size_t)n);
+  if (!out->meta || !out->kv) { pf_prefix_clear(out); return pf_seterr(err, PF_NOMEM, "out of memory decoding a prefix"); }
+  memcpy(out->meta, b + BLOB_HEADER, ml);
+  out->meta[ml] = 0;
+  out->meta_len = ml;
+  const uint8_t *pay = b + BLOB_HEADER + ml;
+  if (dt) for (uint64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, pay + 2 * i, 2); out->kv[i] = pf_f16_to_f32(h); }
+  else memcpy(out->kv, pay, (size_t)pl);
+  for (uint64_t i = 0; i < n; i++)
+    if (!isfinite(out->kv[i])) { pf_prefix_clear(out); return pf_seterr(err, PF_ERR, "prefix BLOB holds a non-finite value at index %llu", (unsigned long long)i); }
+  return PF_OK;
+}
+
+int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
+    return pf_seterr(err, PF_ERR, "the prefix was trained on a model with fingerprint %s, this model's fingerprint is %s",
+                     p->fingerprint, pf_model_fingerprint(m));
+  if (p->n_layer != hp->n_layer || p->n_head_kv != hp->n_head_kv || p->head_dim != hp->head_dim)
+    return pf_seterr(err, PF_ERR, "the prefix's shape (%d layers, %d kv heads of %d) does not match the model's (%d, %d, %d)",
+                     p->n_layer, p->n_head_kv, p->head_dim, hp->n_layer, hp->n_head_kv, hp->head_dim);
+  return PF_OK;
+}
+
+char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len) {
+  const char *arch = p->arch == PF_ARCH_LLAMA ? "llama" : p->arch == PF_ARCH_GPT2 ? "gpt2" : "unknown";
+  size_t cap = p->meta_len + 1024;
+  char *s = malloc(cap);
+  if (!s) return NULL;
+  int n = snprintf(s, cap,
+                   "{\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_head_kv\":%d,"
+                   "\"head_dim\":%d,\"prefix_len\":%d,\"dtype\":\"%s\",\"positions\":\"prefix at 0..%d, prompt from %d\","
+                   "\"bytes\":%zu",
+                   p->version, p->fingerprint, arch, p->n_layer, p->n_head_kv, p->head_dim, p->prefix_len,
+                   p->dtype ? "f16" : "f32", p->prefix_len - 1, p->prefix_len, blob_len);
+  /* merge the metadata object's members */
+  const char *m = p->meta;
+  while (*m == ' ' || *m == '\n') m++;
+  if (*m == '{') {
+    m++;
+    while (*m == ' ' || *m == '\n') m++;
+    if (*m && *m != '}') n += snprintf(s + n, cap - (size_t)n, ",%s", m);
+    else n += snprintf(s + n, cap - (size_t)n, "}");
+  } else n += snprintf(s + n, cap - (size_t)n, "}");
+  return s;
+}

@@ -1,0 +1,517 @@
+/*
+** train.c — the prefix-tuning loop.
+**
+**   tokenize pairs (prompt is context, completion + EOS is the target)
+**   split off validation rows (val_fraction or a given set)
+**   for each step: kv = reparam(params); loss, dkv = step(batch, kv);
+**                  dparams = reparam_backward(dkv); clip; AdamW; schedule
+**   validate every eval_every steps (default: once per epoch); keep the best
+**   prefix by validation loss; stop after `patience` evaluations without
+**   improvement; encode the best (or last) keys/values as a BLOB.
+**
+** Same rows, options, seed and thread count give the same bytes.
+*/
+#include "internal.h"
+#include "train.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+
+
+void pf_train_params_default(pf_train_params *p) {
+  memset(p, 0, sizeof *p);
+  p->prefix_len = 10;
+  p->mode = PF_MODE_PREFIX;
+  p->mid_dim = 512;
+  p->lr = 0;             /* 0: by mode, see pf_train_default_lr */
+  p->weight_decay = 0.0f;
+  p->warmup_steps = 0;
+  p->lr_schedule = PF_SCHED_LINEAR;
+  p->grad_clip = 1.0f;
+  p->batch_size = 8;
+  p->seed = 42;
+  p->max_seq_len = 256;
+  p->dtype = PF_DTYPE_F32;
+  p->add_eos = 1;
+}
+
+/* ------------------------------------------------------------- strings */
+
+typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
+static void sb_printf(sbuf *s, const char *fmt, ...) {
+  if (s->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(s->p ? s->p + s->n : NULL, s->p ? s->cap - s->n : 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) { s->oom = 1; return; }
+    if (s->p && (size_t)k < s->cap - s->n) { s->n += (size_t)k; return; }
+    size_t nc = (s->cap + (size_t)k + 1) * 2;
+    char *np = realloc(s->p, nc);
+    if (!np) { s->oom = 1; return; }
+    s->p = np; s->cap = nc;
+  }
+}
+static void sb_json_str(sbuf *s, const char *t) {
+  sb_printf(s, "\"");
+  for (; t && *t; t++) {
+    unsigned char c = (unsigned char)*t;
+    if (c == '"' || c == '\\') sb_printf(s, "\\%c", c);
+    else if (c < 0x20) sb_printf(s, "\\u%04x", c);
+    else sb_printf(s, "%c", c);
+  }
+  sb_printf(s, "\"");
+}
+
+/* ------------------------------------------------------------ pairs */
+
+int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int add_eos,
+                   int **ids, int *n, int *n_prompt, pf_err *err) {
+  int *a = NULL, na = 0, *c = NULL, nc = 0, rc;
+  *ids = NULL;
+  if ((rc = pf_tokenize(m, prompt, plen, m->vocab.add_bos, &a, &na, err))) return rc;
+  if ((rc = pf_tokenize_ex(m, completion, clen, 0, 0, &c, &nc, err))) { free(a); return rc; }
+  int eos = add_eos && m->vocab.eos >= 0;
+  int *all = malloc(sizeof(int) * (size_t)(na + nc + eos + 1));
+  if (!all) { free(a); free(c); return pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); }
+  memcpy(all, a, sizeof(int) * (size_t)na);
+  memcpy(all + na, c, sizeof(int) * (size_t)nc);
+  if (eos) all[na + nc] = m->vocab.eos;
+  free(a);
+  free(c);
+  *ids = all;
+  *n = na + nc + eos;
+  *n_prompt = na;
+  return PF_OK;
+}
+
+typedef struct tseq { int *tok; int *tgt; int len; int n_tgt; } tseq;
+
+/* Build one training sequence: E placeholder slots (embedding mode), the
+** pair's tokens, and next-token targets on the completion. */
+static int make_seq(const pf_model *m, const pf_example *ex, int row, int E, int max_len, int add_eos, tseq *s,
+                    int *truncated, pf_err *err) {
+  int *ids, n, np, rc;
+  if ((rc = pf_pair_tokens(m, ex->prompt, ex->prompt_len, ex->completion, ex->completion_len, add_eos, &ids, &n, &np,
+                           err))) {
+    char msg[PF_ERRMAX];
+    snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+    return pf_seterr(err, rc, "row %d: %s", row, msg);
+  }
+  if (np >= max_len) {
+    free(ids);
+    return pf_seterr(err, PF_TOOBIG, "row %d: the prompt is %d tokens; max_seq_len is %d (raise max_seq_len or shorten the prompt)",
+                     row, np, max_len);
+  }
+  if (n > max_len) { n = max_len; (*truncated)++; }
+  s->len = E + n;
+  s->tok = malloc(sizeof(int) * (size_t)s->len);
+  s->tgt = malloc(sizeof(int) * (size_t)s->len);
+  if (!s->tok || !s->tgt) { free(ids); return pf_seterr(err, PF_NOMEM, "out of memory"); }
+  s->n_tgt = 0;
+  for (int i = 0; i < s->len; i++) {
+    int j = i - E;   /* index into ids */
+    s->tok[i] = j < 0 ? 0 : ids[j];
+    s->tgt[i] = j >= 0 && j + 1 < n && j + 1 >= np ? ids[j + 1] : -1;
+    s->n_tgt += s->tgt[i] >= 0;
+  }
+  free(ids);
+  return PF_OK;
+}
+
+static void free_seqs(tseq *s, int n) {
+  if (!s) return;
+  for (int i = 0; i < n; i++) { free(s[i].tok); free(s[i].tgt); }
+  free(s);
+}
+
+/* Build a batch from sequences idx[0..n). Buffers are caller's, big enough. */
+static void gather(const tseq *seqs, const int *idx, int n, int *len, int *tok, int *tgt, pf_tbatch *b) {
+  int o = 0;
+  for (int i = 0; i < n; i++) {
+    const tseq *s = &seqs[idx[i]];
+    len[i] = s->len;
+    memcpy(tok + o, s->tok, sizeof(int) * (size_t)s->len);
+    memcpy(tgt + o, s->tgt, sizeof(int) * (size_t)s->len);
+    o += s->len;
+  }
+  b->n_seq = n;
+  b->len = len;
+  b->tokens = tok;
+  b->targets = tgt;
+}
+
+
+/* the model's own keys/values for the first P tokens of text */
+static int text_kv(const pf_model *m, const char *text, int P, float *kv, float *emb, pf_err *err) {
+  int *ids, n, rc;
+  if ((rc = pf_tokenize(m, text, strlen(text), m->vocab.add_bos, &ids, &n, err))) return rc;
+  if (n < P) {
+    free(ids);
+    return pf_seterr(err, PF_ERR, "init_text is %d tokens; it needs at least prefix_len (%d)", n, P);
+  }
+  const pf_hparams *hp = &m->hp;
+  if (emb)
+    for (int p = 0; p < P; p++) memcpy(emb + (size_t)p * hp->n_embd, m->tok_embd + (size_t)ids[p] * hp->n_embd, sizeof(float) * hp->n_embd);
+  if (kv) {
+    pf_seq *s = pf_seq_new(m, P, err);
+    pf_work *w = pf_work_new();
+    float *lg = malloc(sizeof(float) * hp->n_vocab);
+    rc = !s || !w || !lg ? pf_seterr(err, PF_NOMEM, "out of memory") : pf_forward(m, w, &s, &P, 1, ids, lg, 0, err);
+    if (!rc) {
+      size_t kvd = (size_t)s->kv_dim;
+      for (int l = 0; l < hp->n_layer; l++) {
+        memcpy(kv + (size_t)l * 2 * P * kvd, s->k + (size_t)l * s->n_ctx * kvd, sizeof(float) * P * kvd);
+        memcpy(kv + ((size_t)l * 2 + 1) * P * kvd, s->v + (size_t)l * s->n_ctx * kvd, sizeof(float) * P * kvd);
+      }
+    }
+    free(lg);
+    pf_work_free(w);
+    pf_seq_free(s);
+  }
+  free(ids);
+  return rc;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* shuffle with a seeded generator */
+static uint64_t mix(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static void shuffle(int *a, int n, uint64_t *s) {
+  for (int i = n - 1; i > 0; i--) {
+    int j = (int)(mix(s) % (uint64_t)(i + 1)), t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
+static void draw_bar(const pf_progress *pr) {
+  int width = 24, fill = pr->total_steps ? (int)((double)pr->step * width / pr->total_steps) : 0;
+  char bar[32];
+  for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+  bar[width] = 0;
+  char val[32] = "";
+  if (!isnan(pr->val_loss)) snprintf(val, sizeof val, " val %.4f", pr->val_loss);
+  fprintf(stderr, "\rprefix_train [%s] step %d/%d epoch %d loss %.4f%s %.0f tok/s eta %.0fs   ", bar, pr->step,
+          pr->total_steps, pr->epoch, pr->train_loss, val, pr->tokens_per_s, pr->eta_s);
+  if (pr->done) fprintf(stderr, "\n");
+  fflush(stderr);
+}
+
+/* validation loss over a set of sequences (mean nats per target token) */
+static int eval_loss(const pf_model *m, pf_tws *w, const tseq *seqs, int n, int bs, const pf_prefix_in *pin,
+                     int *len, int *tok, int *tgt, int *idx, double *out, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  double sum = 0;
+  long cnt = 0;
+  for (int i = 0; i < n; i += bs) {
+    int k = n - i < bs ? n - i : bs;
+    for (int j = 0; j < k; j++) idx[j] = i + j;
+    pf_tbatch b;
+    gather(seqs, idx, k, len, tok, tgt, &b);
+    double ls;
+    int nt, rc = pf_train_step(m, w, &b, pin, 1.0f, 0, &ls, &nt, cancel, carg, err);
+    if (rc) return rc;
+    sum += ls;
+    cnt += nt;
+  }
+  *out = cnt ? sum / (double)cnt : NAN;
+  return PF_OK;
+}
+
+/* Default learning rates, found by experiment (docs/training.md): the
+** reparameterization MLP wants a small one, a directly learned table or
+** learned embeddings a large one. */
+float pf_train_default_lr(const pf_train_params *p) {
+  return p->mode == PF_MODE_PREFIX && p->mid_dim > 0 ? 3e-3f : 1e-1f;
+}
+
+static const char *mode_name(int m) { return m == PF_MODE_EMBEDDING ? "embedding" : "prefix"; }
+
+int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
+             const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
+             uint8_t **blob, size_t *blob_len, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  int rc = PF_OK, P = p->prefix_len, E = p->mode == PF_MODE_EMBEDDING ? P : 0, KP = E ? 0 : P;
+  tseq *tr = NULL, *va = NULL;
+  int n_tr = 0, n_va = 0, truncated = 0;
+  pf_pparams *pp = NULL;
+  pf_tws *w = NULL;
+  float *best_kv = NULL, *init_kv = NULL, *init_emb = NULL;
+  int *len = NULL, *tok = NULL, *tgt = NULL, *order = NULL, *idx = NULL;
+  sbuf hist = {0}, vhist = {0}, meta = {0};
+  *blob = NULL;
+  *blob_len = 0;
+
+  if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
+  if (n_train <= 0) return pf_seterr(err, PF_ERR, "no training rows (the query returned no rows)");
+  if (P < 1) return pf_seterr(err, PF_ERR, "prefix_len must be at least 1");
+  if (P + p->max_seq_len > hp->n_ctx)
+    return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) + max_seq_len (%d) = %d exceeds the model's context of %d", P,
+                     p->max_seq_len, P + p->max_seq_len, hp->n_ctx);
+  if (p->epochs > 0 && p->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
+  if (val && p->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
+  if (p->threads > 0) pf_set_threads(p->threads);
+
+  /* tokenize; rows are numbered from 1 as the user counts them */
+  int n_all = n_train;
+  tseq *all = calloc((size_t)n_all, sizeof *all);
+  if (!all) return pf_seterr(err, PF_NOMEM, "out of memory");
+  for (int i = 0; i < n_all; i++)
+    if ((rc = make_seq(m, &train[i], i + 1, E, p->max_seq_len, p->add_eos, &all[i], &truncated, err))) { free_seqs(all, n_all); return rc; }
+  if (val) {
+    va = calloc((size_t)(n_val ? n_val : 1), sizeof *va);
+    if (!va) { free_seqs(all, n_all); return pf_seterr(err, PF_NOMEM, "out of memory"); }
+    n_va = n_val;
+    for (int i = 0; i < n_val; i++)
+      if ((rc = make_seq(m, &val[i], i + 1, E, p->max_seq_len, p->add_eos, &va[i], &truncated, err))) {
+        char msg[PF_ERRMAX];
+        snprintf(msg, sizeof msg, "validation %.400s", err ? err->msg : "");
+        pf_seterr(err, rc, "%s", msg);
+        goto done_early;
+      }
+    tr = all;
+    n_tr = n_all;
+  } else if (p->val_fraction > 0) {
+    int nv = (int)lround(p->val_fraction * n_all);
+    if (nv < 1) nv = 1;
+    if (nv >= n_all) {
+      rc = pf_seterr(err, PF_ERR, "val_fraction %g of %d rows leaves no training rows", p->val_fraction, n_all);
+      goto done_early;
+    }
+    int *perm = malloc(sizeof(int) * (size_t)n_all);
+    tr = calloc((size_t)(n_all - nv), sizeof *tr);
+    va = calloc((size_t)nv, sizeof *va);
+    if (!perm || !tr || !va) { free(perm); rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done_early; }
+    for (int i = 0; i < n_all; i++) perm[i] = i;
+    uint64_t s = p->seed ^ 0x5EEDull;
+    shuffle(perm, n_all, &s);
+    for (int i = 0; i < n_all; i++) {
+      if (i < nv) va[n_va++] = all[perm[i]];
+      else tr[n_tr++] = all[perm[i]];
+    }
+    free(perm);
+    free(all);  /* the sequences moved into tr/va */
+    all = NULL;
+  } else {
+    tr = all;
+    n_tr = n_all;
+  }
+  all = NULL;
+
+  long tgt_total = 0;
+  int max_len = 0;
+  for (int i = 0; i < n_tr; i++) { tgt_total += tr[i].n_tgt; if (tr[i].len > max_len) max_len = tr[i].len; }
+  for (int i = 0; i < n_va; i++) if (va[i].len > max_len) max_len = va[i].len;
+  if (tgt_total == 0) { rc = pf_seterr(err, PF_ERR, "the training rows have no completion tokens to learn"); goto done; }
+
+  int bs = p->batch_size < n_tr ? p->batch_size : n_tr;
+  int steps_per_epoch = (n_tr + bs - 1) / bs;
+  /* default length: at least 3 epochs and at least 800 steps (docs/training.md) */
+  int auto_epochs = 3;
+  if (auto_epochs * steps_per_epoch < 800) auto_epochs = (800 + steps_per_epoch - 1) / steps_per_epoch;
+  int total = p->max_steps > 0 ? p->max_steps : (p->epochs > 0 ? p->epochs : auto_epochs) * steps_per_epoch;
+  float base_lr = p->lr > 0 ? p->lr : pf_train_default_lr(p);
+  int eval_every = p->eval_every > 0 ? p->eval_every : steps_per_epoch;
+  int n_epochs = (total + steps_per_epoch - 1) / steps_per_epoch;
+
+  pp = pf_pparams_new(m, p->mode, P, p->mid_dim, err);
+  w = pf_tws_new();
+  size_t kvn = (size_t)hp->n_layer * 2 * P * hp->n_head_kv * hp->head_dim;
+  best_kv = malloc(sizeof(float) * kvn);
+  int cap_b = bs > 1 ? bs : 1;
+  len = malloc(sizeof(int) * (size_t)cap_b);
+  tok = malloc(sizeof(int) * (size_t)cap_b * max_len);
+  tgt = malloc(sizeof(int) * (size_t)cap_b * max_len);
+  order = malloc(sizeof(int) * (size_t)n_tr);
+  idx = malloc(sizeof(int) * (size_t)cap_b);
+  if (!pp || !w || !best_kv || !len || !tok || !tgt || !order || !idx) {
+    if (pp) rc = pf_seterr(err, PF_NOMEM, "out of memory for training");
+    else rc = err ? err->code : PF_NOMEM;
+    goto done;
+  }
+  /* initialisation */
+  float emb_std = 0;
+  {
+    double s2 = 0;
+    size_t ne = (size_t)hp->n_vocab * hp->n_embd;
+    for (size_t i = 0; i < ne; i++) s2 += (double)m->tok_embd[i] * m->tok_embd[i];
+    emb_std = (float)sqrt(s2 / (double)ne);
+  }
+  if (p->init_text) {
+    init_kv = malloc(sizeof(float) * kvn);
+    init_emb = malloc(sizeof(float) * (size_t)P * hp->n_embd);
+    if (!init_kv || !init_emb) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
+    if ((rc = text_kv(m, p->init_text, P, E ? NULL : init_kv, E ? init_emb : NULL, err))) goto done;
+  }
+  if ((rc = pf_pparams_init(pp, p->seed, E ? NULL : init_kv, E ? init_emb : NULL, emb_std, err))) goto done;
+
+  pf_prefix_in pin = {KP, pf_pparams_kv(pp), pf_pparams_dkv(pp), E, E ? pf_pparams_emb(pp) : NULL,
+                      E ? pf_pparams_demb(pp) : NULL};
+  pf_prefix_in pin_eval = pin;
+  pin_eval.dkv = NULL;
+  pin_eval.dembd = NULL;
+
+  double best = INFINITY, last_val = NAN, t0 = now_s(), win_loss = 0;
+  long tokens_done = 0, win_tok = 0;
+  int best_step = 0, bad_evals = 0, step = 0, have_best = 0, log_every = total / 50 > 0 ? total / 50 : 1;
+  double last_train = NAN, last_draw = -1;
+  uint64_t rs = p->seed * 0x2545F4914F6CDD1Dull + 7;
+  for (int i = 0; i < n_tr; i++) order[i] = i;
+  sb_printf(&hist, "[");
+  sb_printf(&vhist, "[");
+  int pos_in_epoch = steps_per_epoch, epoch = 0, stopped_early = 0;
+  while (step < total) {
+    if (pos_in_epoch == steps_per_epoch) { shuffle(order, n_tr, &rs); pos_in_epoch = 0; epoch++; }
+    int k = n_tr - pos_in_epoch * bs < bs ? n_tr - pos_in_epoch * bs : bs;
+    pf_tbatch b;
+    gather(tr, order + pos_in_epoch * bs, k, len, tok, tgt, &b);
+    pos_in_epoch++;
+    step++;
+    int nt = 0;
+    for (int i = 0; i < k; i++) nt += tr[order[(pos_in_epoch - 1) * bs + i]].n_tgt;
+    pf_pparams_zero_grad(pp);
+    pf_pparams_forward(pp);
+    double ls;
+    int n_t;
+    if ((rc = pf_train_step(m, w, &b, &pin, nt ? 1.0f / (float)nt : 0.0f, 1, &ls, &n_t, cancel, carg, err))) goto done;
+    pf_pparams_backward(pp);
+    double loss = n_t ? ls / n_t : 0, gn = pf_pparams_grad_norm(pp);
+    if (!isfinite(loss) || !isfinite(gn)) {
+      rc = pf_seterr(err, PF_ERR, "training diverged at step %d: %s is %s (try a lower lr)", step,
+                     isfinite(loss) ? "the gradient norm" : "the loss", isnan(isfinite(loss) ? gn : loss) ? "NaN" : "infinite");
+      goto done;
+    }
+    float gscale = p->grad_clip > 0 && gn > p->grad_clip ? (float)(p->grad_clip / gn) : 1.0f;
+    double lr = base_lr;
+    if (p->warmup_steps > 0 && step <= p->warmup_steps) lr = base_lr * step / (double)p->warmup_steps;
+    else if (p->lr_schedule == PF_SCHED_LINEAR) {
+      int span = total - p->warmup_steps;
+      lr = span > 0 ? base_lr * (double)(total - step + 1) / span : base_lr;
+    }
+    pf_adamw(pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, step, gscale);
+    tokens_done += 0;
+    for (int i = 0; i < k; i++) tokens_done += len[i];
+    win_loss += ls;
+    win_tok += n_t;
+    last_train = loss;
+    if (step % log_every == 0 || step == total) {
+      sb_printf(&hist, "%s[%d,%.5g]", hist.n > 1 ? "," : "", step, win_tok ? win_loss / win_tok : 0.0);
+      win_loss = 0;
+      win_tok = 0;
+    }
+    /* validation */
+    int is_eval = n_va > 0 && (step % eval_every == 0 || step == total);
+    if (is_eval) {
+      pf_pparams_forward(pp);
+      double vl;
+      if ((rc = eval_loss(m, w, va, n_va, bs, &pin_eval, len, tok, tgt, idx, &vl, cancel, carg, err))) goto done;
+      last_val = vl;
+      sb_printf(&vhist, "%s[%d,%.5g]", vhist.n > 1 ? "," : "", step, vl);
+      if (vl < best) {
+        best = vl;
+        best_step = step;
+        bad_evals = 0;
+        have_best = 1;
+        if (E) { if ((rc = pf_embd_to_kv(m, w, E, pf_pparams_emb(pp), best_kv, err))) goto done; }
+        else memcpy(best_kv, pf_pparams_kv(pp), sizeof(float) * kvn);
+      } else if (p->patience > 0 && ++bad_evals >= p->patience) {
+        stopped_early = 1;
+      }
+    }
+    if (progress || p->progress) {
+      double el = now_s() - t0;
+      pf_progress pr = {step, total, epoch, n_epochs, loss, last_val, best, el > 0 ? tokens_done / el : 0, el,
+                        step ? el * (total - step) / step : 0, step == total || stopped_early};
+      if (progress) progress(parg, &pr);
+      if (p->progress && (pr.done || el - last_draw >= 0.1)) { draw_bar(&pr); last_draw = el; }
+    }
+    if (stopped_early) break;
+  }
+  if (!have_best) {   /* no validation: the last prefix */
+    pf_pparams_forward(pp);
+    if (E) { if ((rc = pf_embd_to_kv(m, w, E, pf_pparams_emb(pp), best_kv, err))) goto done; }
+    else memcpy(best_kv, pf_pparams_kv(pp), sizeof(float) * kvn);
+  }
+  sb_printf(&hist, "]");
+  sb_printf(&vhist, "]");
+
+  /* metadata: everything that shaped the prefix, nothing that varies between runs */
+  sb_printf(&meta, "{\"options\":{\"prefix_len\":%d,\"mode\":\"%s\",\"mid_dim\":%d,\"init_text\":", P, mode_name(p->mode),
+            p->mode == PF_MODE_PREFIX ? p->mid_dim : 0);
+  if (p->init_text) sb_json_str(&meta, p->init_text);
+  else sb_printf(&meta, "null");
+  sb_printf(&meta, ",\"lr\":%.6g,\"weight_decay\":%.6g,\"warmup_steps\":%d,\"lr_schedule\":\"%s\",\"grad_clip\":%.6g,"
+                   "\"batch_size\":%d,\"epochs\":%d,\"max_steps\":%d,\"seed\":%llu,\"max_seq_len\":%d,\"val_fraction\":%.6g,"
+                   "\"eval_every\":%d,\"patience\":%d,\"dtype\":\"%s\",\"add_eos\":%s},",
+            base_lr, p->weight_decay, p->warmup_steps, p->lr_schedule == PF_SCHED_LINEAR ? "linear" : "constant", p->grad_clip,
+            p->batch_size, p->max_steps > 0 ? 0 : (p->epochs > 0 ? p->epochs : auto_epochs), p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, eval_every,
+            p->patience, p->dtype == PF_DTYPE_F16 ? "f16" : "f32", p->add_eos ? "true" : "false");
+  sb_printf(&meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,\"steps\":%d,\"epochs_run\":%.3g,"
+                   "\"stopped_early\":%s,\"final_train_loss\":%.6g,",
+            n_tr, n_va, truncated, tgt_total, step, (double)step / steps_per_epoch, stopped_early ? "true" : "false",
+            last_train);
+  if (have_best) sb_printf(&meta, "\"best_val_loss\":%.6g,\"best_step\":%d,", best, best_step);
+  else sb_printf(&meta, "\"best_val_loss\":null,\"best_step\":null,");
+  sb_printf(&meta, "\"loss_history\":%s,\"val_history\":%s}", hist.p ? hist.p : "[]", vhist.p ? vhist.p : "[]");
+  if (meta.oom || hist.oom || vhist.oom) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
+  rc = pf_prefix_encode(m, best_kv, P, p->dtype, meta.p, blob, blob_len, err);
+  goto done;
+
+done_early:
+  free_seqs(all, n_all);
+  all = NULL;
+  free_seqs(va, n_va);
+  return rc;
+done:
+  free_seqs(tr, n_tr);
+  free_seqs(va, n_va);
+  pf_pparams_free(pp);
+  pf_tws_free(w);
+  free(best_kv); free(init_kv); free(init_emb);
+  free(len); free(tok); free(tgt); free(order); free(idx);
+  free(hist.p); free(vhist.p); free(meta.p);
+  return rc;
+}
+
+int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *prompt, size_t plen,
+             const char *completion, size_t clen, int add_eos, double *nll, int *n_tokens, pf_err *err) {
+  pf_example ex = {prompt, plen, completion, clen};
+  tseq s = {0};
+  int tr = 0, rc;
+  const pf_hparams *hp = &m->hp;
+  *nll = NAN;
+  *n_tokens = 0;
+  if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot score");
+  if ((rc = make_seq(m, &ex, 1, 0, hp->n_ctx - prefix_len, add_eos, &s, &tr, err))) {
+    char msg[PF_ERRMAX];
+    snprintf(msg, sizeof msg, "%s", err->msg + (strncmp(err->msg, "row 1: ", 7) ? 0 : 7));
+    return pf_seterr(err, rc, "%s", msg);
+  }
+  if (tr) { free(s.tok); free(s.tgt); return pf_seterr(err, PF_TOOBIG, "prompt + completion exceed the model's context of %d (with a prefix of %d)", hp->n_ctx, prefix_len); }
+  pf_tws *w = pf_tws_new();
+  pf_prefix_in pin = {kv ? prefix_len : 0, kv, NULL, 0, NULL, NULL};
+  pf_tbatch b = {1, &s.len, s.tok, s.tgt};
+  double ls = 0;
+  int nt = 0;
+  rc = w ? pf_train_step(m, w, &b, &pin, 1.0f, 0, &ls, &nt, NULL, NULL, err) : pf_seterr(err, PF_NOMEM, "out of memory");
+  if (!rc) { *nll = nt ? ls / nt : 0; *n_tokens = nt; }
+  pf_tws_free(w);
+  free(s.tok);
+  free(s.tgt);
+  return rc;
+}

@@ -1,0 +1,399 @@
+/*
+** fn_train.c — training prefixes from table rows, scoring, and inspecting BLOBs.
+**
+**   -- one prefix from a query returning (prompt, completion)
+**   SELECT prefix_train('m', 'SELECT prompt, completion FROM pairs WHERE customer = 7',
+**                       '{"epochs": 20, "val_fraction": 0.1}');
+**   -- one prefix per customer in a single statement
+**   SELECT customer, prefix_train_agg('m', prompt, completion) FROM pairs GROUP BY customer;
+**   -- evaluate on held-out rows
+**   SELECT prefix_score('m', blob, prompt, completion) FROM heldout;
+**   SELECT prefix_info(blob);
+**
+** prefix_train and prefix_train_agg run statements and long computations:
+** SQLITE_DIRECTONLY. They write nothing: the statement that stores the BLOB
+** does, so an error or an interrupt leaves the database as it was. A plain
+** SELECT prefix_train(...) holds no write lock while it trains.
+*/
+#include "ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../engine/train.h"
+
+sqlite3_int64 pfx_job_start(const char *model);
+void pfx_job_progress(void *arg, const pf_progress *pr);
+void pfx_job_finish(sqlite3_int64 id, const char *status, const char *error);
+
+/* ------------------------------------------------------------- options */
+
+typedef struct train_opts {
+  pf_train_params p;
+  char *val_query;
+} train_opts;
+
+#define TO(f) offsetof(train_opts, p.f)
+static const pfx_opt train_table[] = {
+    {"prefix_len", PFX_OPT_INT, TO(prefix_len), 1, 4096, 0, 0, 0},
+    {"mode", PFX_OPT_ENUM, TO(mode), 0, 0, "prefix|embedding", 0, 0},
+    {"mid_dim", PFX_OPT_INT, TO(mid_dim), 0, 65536, 0, 0, 0},
+    {"init_text", PFX_OPT_STR, TO(init_text), 0, 0, 0, 0, 0},
+    {"lr", PFX_OPT_FLOAT, TO(lr), 1e-9, 10, 0, 0, 0},
+    {"weight_decay", PFX_OPT_FLOAT, TO(weight_decay), 0, 10, 0, 0, 0},
+    {"warmup_steps", PFX_OPT_INT, TO(warmup_steps), 0, 1e9, 0, 0, 0},
+    {"lr_schedule", PFX_OPT_ENUM, TO(lr_schedule), 0, 0, "linear|constant", 0, 0},
+    {"grad_clip", PFX_OPT_FLOAT, TO(grad_clip), 0, 1e9, 0, 0, 0},
+    {"batch_size", PFX_OPT_INT, TO(batch_size), 1, 4096, 0, 0, 0},
+    {"epochs", PFX_OPT_INT, TO(epochs), 1, 1e6, 0, 0, 0},
+    {"max_steps", PFX_OPT_INT, TO(max_steps), 1, 1e9, 0, 0, 0},
+    {"seed", PFX_OPT_U64, TO(seed), 0, 9007199254740992.0, 0, 0, 0},
+    {"max_seq_len", PFX_OPT_INT, TO(max_seq_len), 2, 1 << 20, 0, 0, 0},
+    {"threads", PFX_OPT_INT, TO(threads), 0, 1024, 0, 0, 0},
+    {"val_fraction", PFX_OPT_FLOAT, TO(val_fraction), 0, 0.9, 0, 0, 0},
+    {"val_query", PFX_OPT_STR, offsetof(train_opts, val_query), 0, 0, 0, 0, 0},
+    {"eval_every", PFX_OPT_INT, TO(eval_every), 0, 1e9, 0, 0, 0},
+    {"patience", PFX_OPT_INT, TO(patience), 0, 1e6, 0, 0, 0},
+    {"dtype", PFX_OPT_ENUM, TO(dtype), 0, 0, "f32|f16", 0, 0},
+    {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0},
+    {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0},
+};
+
+typedef struct score_opts { int add_eos; } score_opts;
+static const pfx_opt score_table[] = {
+    {"add_eos", PFX_OPT_BOOL, offsetof(score_opts, add_eos), 0, 0, 0, 0, 0},
+};
+
+static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, train_opts *o, char ***owned, int *n_owned,
+                            char **errmsg) {
+  memset(o, 0, sizeof *o);
+  pf_train_params_default(&o->p);
+  int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
+                             n_owned, errmsg);
+  if (rc == SQLITE_OK && o->p.threads == 0) {
+    const char *env = getenv("PREFIX_THREADS");
+    if (env && atoi(env) > 0) o->p.threads = atoi(env);
+  }
+  return rc;
+}
+
+/* ---------------------------------------------------------------- rows */
+
+typedef struct rows {
+  pf_example *ex;
+  int n, cap;
+} rows;
+
+static void rows_free(rows *r) {
+  for (int i = 0; i < r->n; i++) {
+    sqlite3_free((void *)r->ex[i].prompt);
+    sqlite3_free((void *)r->ex[i].completion);
+  }
+  sqlite3_free(r->ex);
+  memset(r, 0, sizeof *r);
+}
+
+/* Add a pair (copied). Returns SQLITE_OK, SQLITE_NOMEM, or SQLITE_ERROR with *errmsg. */
+static int rows_add(rows *r, const char *fn, sqlite3_value *prompt, sqlite3_value *completion, char **errmsg) {
+  if (sqlite3_value_type(prompt) == SQLITE_NULL || sqlite3_value_type(completion) == SQLITE_NULL) {
+    *errmsg = sqlite3_mprintf("%s: row %d: %s is NULL", fn, r->n + 1,
+                              sqlite3_value_type(prompt) == SQLITE_NULL ? "prompt" : "completion");
+    return SQLITE_ERROR;
+  }
+  if (r->n == r->cap) {
+    int nc = r->cap ? r->cap * 2 : 64;
+    pf_example *ne = sqlite3_realloc64(r->ex, sizeof *ne * (sqlite3_uint64)nc);
+    if (!ne) return SQLITE_NOMEM;
+    r->ex = ne;
+    r->cap = nc;
+  }
+  const char *p = (const char *)sqlite3_value_text(prompt);
+  int pl = sqlite3_value_bytes(prompt);
+  const char *c = (const char *)sqlite3_value_text(completion);
+  int cl = sqlite3_value_bytes(completion);
+  char *pc = p ? sqlite3_malloc(pl + 1) : NULL, *cc = c ? sqlite3_malloc(cl + 1) : NULL;
+  if (!pc || !cc) { sqlite3_free(pc); sqlite3_free(cc); return SQLITE_NOMEM; }
+  memcpy(pc, p, (size_t)pl + 1);
+  memcpy(cc, c, (size_t)cl + 1);
+  pf_example *e = &r->ex[r->n++];
+  e->prompt = pc; e->prompt_len = (size_t)pl;
+  e->completion = cc; e->completion_len = (size_t)cl;
+  return SQLITE_OK;
+}
+
+/* Run a query returning (prompt, completion) rows. */
+static int rows_from_query(sqlite3 *db, const char *fn, const char *what, const char *sql, rows *r, char **errmsg) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  if (rc != SQLITE_OK) {
+    *errmsg = sqlite3_mprintf("%s: %s: %s", fn, what, sqlite3_errmsg(db));
+    return rc == SQLITE_NOMEM ? rc : SQLITE_ERROR;
+  }
+  if (!st) { *errmsg = sqlite3_mprintf("%s: %s is empty", fn, what); return SQLITE_ERROR; }
+  if (sqlite3_column_count(st) < 2) {
+    *errmsg = sqlite3_mprintf("%s: %s must return two columns (prompt, completion), it returns %d", fn, what,
+                              sqlite3_column_count(st));
+    sqlite3_finalize(st);
+    return SQLITE_ERROR;
+  }
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = rows_add(r, fn, sqlite3_column_value(st, 0), sqlite3_column_value(st, 1), errmsg);
+    if (rc) break;
+  }
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  else if (rc != SQLITE_OK && rc != SQLITE_NOMEM && !*errmsg)
+    *errmsg = sqlite3_mprintf("%s: %s: %s", fn, what, sqlite3_errmsg(db));
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* --------------------------------------------------------- the training */
+
+/* Train on rows and set the result (BLOB or error) on ctx. */
+static void train_and_result(sqlite3_context *ctx, const char *fn, pfx_model *pm, const char *model_name, rows *tr,
+                             rows *va, train_opts *o) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  pfx_cancel cancel = {0};
+  pfx_cancel_init(&cancel, db);
+  sqlite3_int64 job = pfx_job_start(model_name);
+  uint8_t *blob = NULL;
+  size_t len = 0;
+  pf_err e;
+  int rc = pf_train(pfx_model_engine(pm), tr->ex, tr->n, va ? va->ex : NULL, va ? va->n : 0, &o->p, pfx_job_progress,
+                    &job, pfx_cancel_check, &cancel, &blob, &len, &e);
+  pfx_cancel_done(&cancel);
+  if (rc) {
+    if (o->p.progress) fprintf(stderr, "\n");
+    pfx_job_finish(job, rc == PF_INTERRUPT ? "interrupted" : "failed", e.msg);
+    pfx_result_err(ctx, fn, &e);
+    return;
+  }
+  pfx_job_finish(job, "done", NULL);
+  sqlite3_result_blob64(ctx, blob, len, free);
+}
+
+static void fn_train(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "prefix_train";
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
+  if (!pm) return;
+  rows tr = {0}, va = {0};
+  char **owned = NULL, *emsg = NULL;
+  int n_owned = 0, rc;
+  train_opts o;
+  const char *query = pfx_arg_text(ctx, fn, "query", argv[1], NULL);
+  if (!query) goto done;
+  rc = parse_train_opts(db, fn, argc > 2 ? argv[2] : NULL, &o, &owned, &n_owned, &emsg);
+  if (!rc) rc = rows_from_query(db, fn, "query", query, &tr, &emsg);
+  if (!rc && o.val_query) rc = rows_from_query(db, fn, "val_query", o.val_query, &va, &emsg);
+  if (rc) {
+    if (emsg) sqlite3_result_error(ctx, emsg, -1);
+    else sqlite3_result_error_nomem(ctx);
+    goto done;
+  }
+  train_and_result(ctx, fn, pm, (const char *)sqlite3_value_text(argv[0]), &tr, o.val_query ? &va : NULL, &o);
+done:
+  rows_free(&tr);
+  rows_free(&va);
+  pfx_opts_free(owned, n_owned);
+  sqlite3_free(emsg);
+  pfx_model_release(pm);
+}
+
+/* prefix_train_agg: rows arrive one by one; training happens in xFinal. */
+typedef struct agg {
+  rows r;
+  char *model;
+  char *options;
+  int failed;
+} agg;
+
+static void agg_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "prefix_train_agg";
+  agg *a = sqlite3_aggregate_context(ctx, sizeof *a);
+  if (!a) { sqlite3_result_error_nomem(ctx); return; }
+  if (a->failed) return;
+  if (!a->model) {
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+      sqlite3_result_error(ctx, "prefix_train_agg: model name must not be NULL", -1);
+      a->failed = 1;
+      return;
+    }
+    a->model = sqlite3_mprintf("%s", (const char *)sqlite3_value_text(argv[0]));
+    if (argc > 3 && sqlite3_value_type(argv[3]) != SQLITE_NULL)
+      a->options = sqlite3_mprintf("%s", (const char *)sqlite3_value_text(argv[3]));
+    if (!a->model || (argc > 3 && sqlite3_value_type(argv[3]) != SQLITE_NULL && !a->options)) {
+      sqlite3_result_error_nomem(ctx);
+      a->failed = 1;
+      return;
+    }
+  }
+  char *emsg = NULL;
+  int rc = rows_add(&a->r, fn, argv[1], argv[2], &emsg);
+  if (rc) {
+    a->failed = 1;
+    if (emsg) sqlite3_result_error(ctx, emsg, -1);
+    else sqlite3_result_error_nomem(ctx);
+    sqlite3_free(emsg);
+  }
+}
+
+static void agg_final(sqlite3_context *ctx) {
+  const char *fn = "prefix_train_agg";
+  agg *a = sqlite3_aggregate_context(ctx, 0);
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char **owned = NULL, *emsg = NULL;
+  int n_owned = 0;
+  sqlite3_value *optv = NULL;
+  pfx_model *pm = NULL;
+  rows va = {0};
+  train_opts o;
+  if (!a || !a->model) {
+    sqlite3_result_error(ctx, "prefix_train_agg: no training rows (the group is empty)", -1);
+    return;
+  }
+  if (a->failed) goto done;
+  char *e2 = NULL;
+  pm = pfx_registry_get(a->model, &e2);
+  if (!pm) {
+    char *m = sqlite3_mprintf("%s: %s", fn, e2 ? e2 : "unknown model");
+    sqlite3_result_error(ctx, m ? m : fn, -1);
+    sqlite3_free(m);
+    sqlite3_free(e2);
+    goto done;
+  }
+  if (a->options) {
+    sqlite3_stmt *st = NULL;   /* turn the saved text back into a value for the parser */
+    if (sqlite3_prepare_v2(db, "SELECT ?1", -1, &st, NULL) == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, a->options, -1, SQLITE_STATIC);
+      if (sqlite3_step(st) == SQLITE_ROW) optv = sqlite3_value_dup(sqlite3_column_value(st, 0));
+    }
+    sqlite3_finalize(st);
+    if (!optv) { sqlite3_result_error_nomem(ctx); goto done; }
+  }
+  int rc = parse_train_opts(db, fn, optv, &o, &owned, &n_owned, &emsg);
+  if (!rc && o.val_query) rc = rows_from_query(db, fn, "val_query", o.val_query, &va, &emsg);
+  if (rc) {
+    if (emsg) sqlite3_result_error(ctx, emsg, -1);
+    else sqlite3_result_error_nomem(ctx);
+    goto done;
+  }
+  train_and_result(ctx, fn, pm, a->model, &a->r, o.val_query ? &va : NULL, &o);
+done:
+  sqlite3_value_free(optv);
+  rows_free(&va);
+  pfx_opts_free(owned, n_owned);
+  sqlite3_free(emsg);
+  pfx_model_release(pm);
+  rows_free(&a->r);
+  sqlite3_free(a->model);
+  sqlite3_free(a->options);
+}
+
+/* ----------------------------------------------------- prefix arguments */
+
+int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const pfx_model *pm, const char *model_name,
+                   pf_prefix *out) {
+  memset(out, 0, sizeof *out);
+  if (sqlite3_value_type(v) == SQLITE_NULL) return 0;
+  if (sqlite3_value_type(v) != SQLITE_BLOB) {
+    char *m = sqlite3_mprintf("%s: prefix must be a BLOB from prefix_train (or NULL), got %s", fn,
+                              sqlite3_value_type(v) == SQLITE_TEXT ? "text" : "a number");
+    sqlite3_result_error(ctx, m ? m : fn, -1);
+    sqlite3_free(m);
+    return -1;
+  }
+  pf_err e;
+  const uint8_t *b = sqlite3_value_blob(v);
+  size_t n = (size_t)sqlite3_value_bytes(v);
+  if (pf_prefix_decode(b, n, out, &e)) { pfx_result_err(ctx, fn, &e); return -1; }
+  const pf_model *m = pfx_model_engine(pm);
+  if (strcmp(out->fingerprint, pf_model_fingerprint(m)) != 0) {
+    char *msg = sqlite3_mprintf("%s: the prefix was trained on a model with fingerprint %s; model '%s' has fingerprint %s", fn,
+                                out->fingerprint, model_name, pf_model_fingerprint(m));
+    sqlite3_result_error(ctx, msg ? msg : fn, -1);
+    sqlite3_free(msg);
+    pf_prefix_clear(out);
+    return -1;
+  }
+  if (pf_prefix_check_model(out, m, &e)) { pfx_result_err(ctx, fn, &e); pf_prefix_clear(out); return -1; }
+  return 0;
+}
+
+static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "prefix_score";
+  pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
+  if (!pm) return;
+  pf_prefix pre;
+  int pl, cl;
+  const char *prompt, *completion;
+  if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &pre)) goto done;
+  if (!(prompt = pfx_arg_text(ctx, fn, "prompt", argv[2], &pl))) goto done;
+  if (!(completion = pfx_arg_text(ctx, fn, "completion", argv[3], &cl))) goto done;
+  double nll;
+  int n;
+  pf_err e;
+  score_opts so = {1};
+  char **owned = NULL, *emsg = NULL;
+  int n_owned = 0;
+  if (pfx_parse_options(sqlite3_context_db_handle(ctx), fn, argc > 4 ? argv[4] : NULL, score_table, 1, &so, &owned,
+                        &n_owned, &emsg)) {
+    if (emsg) sqlite3_result_error(ctx, emsg, -1);
+    else sqlite3_result_error_nomem(ctx);
+    sqlite3_free(emsg);
+    pfx_opts_free(owned, n_owned);
+    goto done;
+  }
+  pfx_opts_free(owned, n_owned);
+  if (pf_score(pfx_model_engine(pm), pre.kv, pre.prefix_len, prompt, (size_t)pl, completion, (size_t)cl, so.add_eos,
+               &nll, &n, &e)) {
+    pfx_result_err(ctx, fn, &e);
+    goto done;
+  }
+  char *json = sqlite3_mprintf("{\"nll\":%.6f,\"tokens\":%d,\"ppl\":%.4f}", nll, n, exp(nll));
+  if (json) sqlite3_result_text(ctx, json, -1, sqlite3_free);
+  else sqlite3_result_error_nomem(ctx);
+done:
+  pf_prefix_clear(&pre);
+  pfx_model_release(pm);
+}
+
+static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
+    sqlite3_result_error(ctx, "prefix_info: the argument must be a prefix BLOB", -1);
+    return;
+  }
+  pf_prefix p;
+  pf_err e;
+  size_t n = (size_t)sqlite3_value_bytes(argv[0]);
+  if (pf_prefix_decode(sqlite3_value_blob(argv[0]), n, &p, &e)) { pfx_result_err(ctx, "prefix_info", &e); return; }
+  char *json = pf_prefix_info_json(&p, n);
+  pf_prefix_clear(&p);
+  if (!json) { sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_text(ctx, json, -1, free);
+}
+
+int pfx_register_jobs(sqlite3 *db);
+
+int pfx_register_train(sqlite3 *db) {
+  int rc = SQLITE_OK;
+  static const struct { const char *name; int n_arg; int flags; void (*fn)(sqlite3_context *, int, sqlite3_value **); } fns[] = {
+      {"prefix_train", 2, SQLITE_DIRECTONLY, fn_train},
+      {"prefix_train", 3, SQLITE_DIRECTONLY, fn_train},
+      {"prefix_score", 4, 0, fn_score},
+      {"prefix_score", 5, 0, fn_score},
+      {"prefix_info", 1, SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, fn_info},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0] && rc == SQLITE_OK; i++)
+    rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].n_arg, SQLITE_UTF8 | fns[i].flags, NULL, fns[i].fn, NULL,
+                                    NULL, NULL);
+  for (int n = 3; n <= 4 && rc == SQLITE_OK; n++)
+    rc = sqlite3_create_function_v2(db, "prefix_train_agg", n, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, NULL, agg_step,
+                                    agg_final, NULL);
+  if (rc == SQLITE_OK) rc = pfx_register_jobs(db);
+  return rc;
+}
