@@ -48,6 +48,7 @@ deps:
 
 demo: deps all
 	sed 's|\.\./shared/models/|$(PREFIX_MODEL_DIR)/|g' examples/quickstart.sql | sqlite3 :memory:
+	sed 's|\.\./shared/models/|$(PREFIX_MODEL_DIR)/|g' examples/customers.sql | sqlite3 :memory:
 
 test: deps all $(TEST_BINS)
 	@sh tests/run.sh $(BUILD)

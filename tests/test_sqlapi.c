@@ -55,6 +55,13 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+typedef struct train_job { sqlite3 *db; char sql[512]; char out[4096]; int rc; } train_job;
+static void *train_worker(void *arg) {
+  train_job *j = arg;
+  j->rc = run1(j->db, j->sql, j->out, sizeof j->out);
+  return NULL;
+}
+
 int main(void) {
   char out[4096], sql[8192], model[512];
   const char *build = getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist";
@@ -108,6 +115,51 @@ int main(void) {
   rc = run1(db, "SELECT prefix_generate('big', NULL, 'x')", out, sizeof out);
   CHECK(rc != 0 && !strcmp(out, "prefix_generate: no model named 'big' is loaded (loaded: 'm')"),
         "an unloaded model is gone for every connection", "%s", out);
+  /* ---- training: interrupt ---- */
+  pthread_create(&th, NULL, interrupter, db);
+  t0 = now();
+  rc = run1(db, "SELECT prefix_train('m', 'SELECT ''Q: a question about the story'', '' A: an answer about it''',"
+                " '{\"max_steps\": 100000}')", out, sizeof out);
+  dt = now() - t0;
+  pthread_join(th, NULL);
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_train: interrupted") && dt < 1.5,
+        "sqlite3_interrupt stops training within a second", "rc=%d '%s' after %.2fs", rc, out, dt);
+  rc = run1(db, "SELECT status || ' ' || (step > 0) FROM prefix_jobs ORDER BY id DESC LIMIT 1", out, sizeof out);
+  CHECK(rc == 0 && !strcmp(out, "interrupted 1"), "the interrupted job is listed as interrupted", "%s", out);
+
+  /* ---- training: no write lock held, progress visible from another connection ---- */
+  char dbpath[256];
+  snprintf(dbpath, sizeof dbpath, "/tmp/pf_sqlapi_%d.db", (int)getpid());
+  unlink(dbpath);
+  sqlite3 *w;
+  sqlite3_open(dbpath, &w);
+  sqlite3_busy_timeout(w, 0);
+  sqlite3_exec(w, "CREATE TABLE pairs(prompt TEXT, completion TEXT);"
+               "INSERT INTO pairs VALUES ('Q: What does Lily have?', ' A: Lily has a red ball.'),"
+               "('Q: What does Tom have?', ' A: Tom has a big dog.'), ('Q: Who is Sue?', ' A: Sue is a cat.');",
+               NULL, NULL, NULL);
+  train_job tj;
+  tj.db = open_db();   /* a second connection on the same file, with the extension */
+  snprintf(sql, sizeof sql, "ATTACH '%s' AS f", dbpath);
+  sqlite3_exec(tj.db, sql, NULL, NULL, NULL);
+  snprintf(tj.sql, sizeof tj.sql,
+           "SELECT length(prefix_train('m', 'SELECT prompt, completion FROM f.pairs', '{\"max_steps\": 1500}'))");
+  pthread_create(&th, NULL, train_worker, &tj);
+  usleep(400 * 1000);
+  char *em = NULL;
+  int wrc = sqlite3_exec(w, "INSERT INTO pairs VALUES ('Q: new', ' A: row')", NULL, NULL, &em);
+  sqlite3_free(em);
+  char prog[256];
+  int prc = run1(db, "SELECT status || ' ' || (step > 0) || ' ' || (total_steps = 1500) || ' ' || (train_loss > 0) "
+                     "FROM prefix_jobs ORDER BY id DESC LIMIT 1", prog, sizeof prog);
+  pthread_join(th, NULL);
+  CHECK(wrc == SQLITE_OK, "another connection writes to the database while training runs", "rc=%d", wrc);
+  CHECK(prc == 0 && !strcmp(prog, "running 1 1 1"), "another connection watches training progress in prefix_jobs",
+        "'%s'", prog);
+  CHECK(tj.rc == 0 && atoi(tj.out) > 0, "the training finishes and returns a BLOB", "rc=%d %s", tj.rc, tj.out);
+  sqlite3_close(tj.db);
+  sqlite3_close(w);
+  unlink(dbpath);
   sqlite3_close(db);
   unlink(model);
   return t_failed ? 1 : 0;
