@@ -22,7 +22,7 @@ EXT_SRC    = $(wildcard ext/*.c)
 ENGINE_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC))
 EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
-TOOLS      = $(BUILD)/prefix-mkmodel
+TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
 
 .PHONY: all deps demo test test-c test-sql bench clean sanitize
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
@@ -41,6 +41,9 @@ $(BUILD)/test_%: tests/test_%.c tests/testlib.h $(BUILD)/libprefix_engine.a
 	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
 
 $(BUILD)/prefix-mkmodel: tests/mkmodel.c $(BUILD)/libprefix_engine.a
+	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
+
+$(BUILD)/prefix-bench: tests/bench.c $(BUILD)/libprefix_engine.a
 	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
 
 deps:
