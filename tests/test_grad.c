@@ -10,16 +10,18 @@
 
 #include <unistd.h>
 
-/* compare analytic vs numeric gradients; report the worst relative error */
+/* compare analytic vs numeric gradients: |a - n| <= 5e-4 + tol * max(|a|, |n|) everywhere
+** (float32 central differences carry ~1e-4 of absolute noise); report the worst ratio */
 static void grad_report(const char *name, const double *an, const double *num, int n, double tol) {
   double worst = 0;
-  int at = -1;
+  int at = -1, nonzero = 0;
   for (int i = 0; i < n; i++) {
-    double e = fabs(an[i] - num[i]) / (fabs(an[i]) + fabs(num[i]) + 1e-4);
+    double bound = 5e-4 + tol * fmax(fabs(an[i]), fabs(num[i])), e = fabs(an[i] - num[i]) / bound;
     if (e > worst || e != e) { worst = e; at = i; }
+    nonzero += fabs(an[i]) > 1e-3;
   }
-  CHECK(worst < tol, name, "worst relative error %.3g at %d (analytic %.6g, numeric %.6g)", worst, at,
-        at >= 0 ? an[at] : 0, at >= 0 ? num[at] : 0);
+  CHECK(worst < 1.0 && nonzero >= n / 4, name, "worst error %.3g of the bound at %d (analytic %.6g, numeric %.6g), %d of %d non-zero",
+        worst, at, at >= 0 ? an[at] : 0, at >= 0 ? num[at] : 0, nonzero, n);
 }
 
 /* ---- single ops: L = sum(r * f(x)) with random r ---- */
@@ -163,7 +165,7 @@ static void whole_model(const char *label, const char *mk_args) {
   enum { NCHK = 48 };
   double an[NCHK], num[NCHK];
   for (int c = 0; c < NCHK; c++) {
-    size_t i = (size_t)c * (nkv / NCHK) + (size_t)c % 7;
+    size_t i = ((size_t)c * nkv / NCHK + (size_t)c % 3) % nkv;
     float keep = kv[i], h = 1e-2f;
     kv[i] = keep + h; double lp = batch_loss(m, w, &b, &pin);
     kv[i] = keep - h; double lm = batch_loss(m, w, &b, &pin);
@@ -239,7 +241,7 @@ static void reparam(const char *mk_args) {
   pf_prefix_in pe = pin;
   pe.dkv = NULL;
   for (int c = 0; c < NCHK; c++) {
-    size_t i = (size_t)c * (n / NCHK) + (size_t)c % 5;   /* spread over P', W1, b1, W2, b2 */
+    size_t i = ((size_t)c * n / NCHK + (size_t)c % 5) % n;   /* spread over P', W1, b1, W2, b2 */
     float keep = par[i], h = 1e-2f;
     par[i] = keep + h; pf_pparams_forward(pp); double lp = batch_loss(m, w, &b, &pe);
     par[i] = keep - h; pf_pparams_forward(pp); double lm = batch_loss(m, w, &b, &pe);
