@@ -4,7 +4,8 @@
 BUILD=${1:-dist}
 export PF_BUILD=$BUILD
 : "${PREFIX_MODEL_DIR:=../shared/models}"
-export PREFIX_MODEL_DIR
+: "${PREFIX_DATA_DIR:=../shared/data}"
+export PREFIX_MODEL_DIR PREFIX_DATA_DIR
 pass=0
 fail=0
 log=$(mktemp)
@@ -43,8 +44,8 @@ tmp=$(mktemp -d)
 work=$(mktemp -d)   # $TMP in the tests: a folder for files they make
 for file in tests/sql/*.test; do
   rm -f "$tmp"/case_*
-  awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" -v work="$work" '
-    function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); gsub(/\$TMP/, work, s); return s }
+  awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" -v work="$work" -v data="$PREFIX_DATA_DIR" '
+    function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); gsub(/\$TMP/, work, s); gsub(/\$DATA/, data, s); return s }
     /^-- setup$/ { mode = "setup"; next }
     /^-- test: / { n++; mode = "sql"; name = substr($0, 10); print name > (dir "/case_" n ".name");
                    printf "%s", setup > (dir "/case_" n ".sql"); printf "" > (dir "/case_" n ".exp"); next }
