@@ -106,11 +106,30 @@ typedef struct pf_vocab {
   /* open-addressing hash: token text -> id */
   int *hash;
   uint32_t hash_cap;
+  /* byte-level BPE (gpt2) */
+  int byte_id[256];       /* the single-character token of each byte */
+  char **bytes;           /* each token's raw bytes (the byte<->unicode mapping undone) */
+  int *nbytes;
+  uint64_t *mkey;         /* merges: hash of (left id, right id) -> rank, result */
+  int *mrank, *mres;
+  uint32_t mcap;
+  int n_merges;
+  int *special;           /* ids matched verbatim in text (control and user-defined tokens) */
+  int n_special;
 } pf_vocab;
 
 int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err);
+
+/* symbols being merged (a linked list over a byte buffer) */
+typedef struct pf_sym { int start, len, prev, next, id; } pf_sym;
+/* Can a and b merge? Fill the pair's score (higher merges first) and the merged id. */
+typedef int (*pf_pair_fn)(const pf_vocab *v, const char *buf, const pf_sym *a, const pf_sym *b, float *score, int *id);
+int pf_merge_symbols(const pf_vocab *v, const char *buf, pf_sym *s, int ns, pf_pair_fn pair);
+int pf_push_id(int **ids, int *n, int *cap, int id);
 void pf_vocab_free(pf_vocab *v);
 int pf_vocab_find(const pf_vocab *v, const char *s, size_t n);
+int pf_bpe_load(pf_vocab *v, const gguf_file *g, pf_err *err);
+void pf_bpe_free(pf_vocab *v);
 int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_prefix, int **ids, int *n,
                   int *cap, pf_err *err);
 /* tokenize with control over the SentencePiece space prefix (tokenizer.c) */

@@ -38,7 +38,12 @@ int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int add_bos,
   return PF_OK;
 }
 
+/* Tokens that decode to nothing. SentencePiece-style vocabularies hide their
+** control tokens (<s>, </s>) as sentencepiece does; byte-level BPE decodes its
+** special tokens to their text (<|endoftext|>), as GPT-2's tokenizer does,
+** so that decode(encode(text)) == text. */
 static int is_special(const pf_vocab *v, int id) {
+  if (v->kind == PF_TOK_BPE) return v->type[id] == PF_TT_UNUSED;
   return id == v->bos || id == v->eos || v->type[id] == PF_TT_CONTROL || v->type[id] == PF_TT_UNUSED;
 }
 

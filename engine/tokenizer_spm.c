@@ -49,6 +49,7 @@ int pf_vocab_find(const pf_vocab *v, const char *s, size_t n) {
 }
 
 void pf_vocab_free(pf_vocab *v) {
+  pf_bpe_free(v);
   if (v->text) for (int i = 0; i < v->n; i++) free(v->text[i]);
   free(v->text); free(v->len); free(v->score); free(v->type); free(v->hash);
   memset(v, 0, sizeof *v);
@@ -160,6 +161,7 @@ int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
   /* GGUF convention: llama adds BOS unless told otherwise; gpt2 does not. */
   v->add_bos = read_bool(g, "tokenizer.ggml.add_bos_token", v->kind == PF_TOK_SPM) && v->bos >= 0;
   v->add_space_prefix = read_bool(g, "tokenizer.ggml.add_space_prefix", v->kind == PF_TOK_SPM);
+  if (v->kind == PF_TOK_BPE && pf_bpe_load(v, g, err)) goto fail;
   return PF_OK;
 nomem:
   pf_seterr(err, PF_NOMEM, "out of memory loading a vocabulary of %d tokens", n);
@@ -168,9 +170,8 @@ fail:
   return err ? err->code : PF_ERR;
 }
 
-/* ------------------------------------------------------------ SPM encode */
+/* ------------------------------------------------ merging (SPM and BPE) */
 
-typedef struct sym { int start, len, prev, next; } sym;
 typedef struct bigram { float score; int left, size; } bigram;
 
 static int bg_less(const bigram *a, const bigram *b) { /* a below b in the max-heap? */
@@ -210,15 +211,44 @@ static bigram heap_pop(heap *h) {
   return top;
 }
 
-static int utf8_len(unsigned char c) {
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) return 2;
-  if ((c & 0xF0) == 0xE0) return 3;
-  if ((c & 0xF8) == 0xF0) return 4;
-  return 1;
+static int try_bigram(const pf_vocab *v, const char *buf, const pf_sym *s, int l, int r, pf_pair_fn pair, heap *h) {
+  if (l < 0 || r < 0) return 0;
+  float score;
+  int id;
+  if (!pair(v, buf, &s[l], &s[r], &score, &id)) return 0;
+  bigram b = {score, l, s[l].len + s[r].len};
+  return heap_push(h, b);
 }
 
-static int push_id(int **ids, int *n, int *cap, int id) {
+/* Merge adjacent symbols, best pair first (highest score; ties: leftmost),
+** until no pair merges. The linked list s[0..ns) is updated in place. */
+int pf_merge_symbols(const pf_vocab *v, const char *buf, pf_sym *s, int ns, pf_pair_fn pair) {
+  heap h = {0};
+  for (int i = 1; i < ns; i++) if (try_bigram(v, buf, s, i - 1, i, pair, &h)) goto nomem;
+  while (h.n > 0) {
+    bigram b = heap_pop(&h);
+    pf_sym *L = &s[b.left];
+    if (L->len == 0 || L->next < 0) continue;
+    pf_sym *R = &s[L->next];
+    if (L->len + R->len != b.size) continue;   /* stale */
+    float score;
+    int id;
+    pair(v, buf, L, R, &score, &id);
+    L->len += R->len;
+    L->id = id;
+    R->len = 0;
+    L->next = R->next;
+    if (R->next >= 0) s[R->next].prev = b.left;
+    if (try_bigram(v, buf, s, L->prev, b.left, pair, &h) || try_bigram(v, buf, s, b.left, L->next, pair, &h)) goto nomem;
+  }
+  free(h.a);
+  return 0;
+nomem:
+  free(h.a);
+  return -1;
+}
+
+int pf_push_id(int **ids, int *n, int *cap, int id) {
   if (*n == *cap) {
     int nc = *cap ? *cap * 2 : 64;
     int *na = realloc(*ids, sizeof(int) * (size_t)nc);
@@ -229,12 +259,22 @@ static int push_id(int **ids, int *n, int *cap, int id) {
   return 0;
 }
 
-static int try_bigram(const pf_vocab *v, const char *buf, const sym *s, int l, int r, heap *h) {
-  if (l < 0 || r < 0) return 0;
-  int id = pf_vocab_find(v, buf + s[l].start, (size_t)(s[l].len + s[r].len));
-  if (id < 0) return 0;
-  bigram b = {v->score[id], l, s[l].len + s[r].len};
-  return heap_push(h, b);
+/* ------------------------------------------------------------ SPM encode */
+
+static int utf8_len(unsigned char c) {
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) return 2;
+  if ((c & 0xF0) == 0xE0) return 3;
+  if ((c & 0xF8) == 0xF0) return 4;
+  return 1;
+}
+
+/* SPM: two pieces merge when their concatenation is a token; its score ranks them. */
+static int spm_pair(const pf_vocab *v, const char *buf, const pf_sym *a, const pf_sym *b, float *score, int *id) {
+  *id = pf_vocab_find(v, buf + a->start, (size_t)(a->len + b->len));
+  if (*id < 0) return 0;
+  *score = v->score[*id];
+  return 1;
 }
 
 int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_prefix, int **ids, int *n, int *cap,
@@ -246,8 +286,7 @@ int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_pre
   for (size_t i = 0; i < len; i++) spaces += text[i] == ' ';
   size_t blen = len + 2 * spaces;
   char *buf = malloc(blen + 1);
-  sym *s = malloc(sizeof *s * (blen + 1));
-  heap h = {0};
+  pf_sym *s = malloc(sizeof *s * (blen + 1));
   int rc = PF_OK;
   if (!buf || !s) goto nomem;
   size_t o = 0;
@@ -260,38 +299,26 @@ int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_pre
   for (size_t i = 0; i < o;) {
     int l = utf8_len((unsigned char)buf[i]);
     if ((size_t)l > o - i) l = (int)(o - i);
-    s[ns].start = (int)i; s[ns].len = l; s[ns].prev = ns - 1; s[ns].next = i + l < o ? ns + 1 : -1;
+    s[ns].start = (int)i; s[ns].len = l; s[ns].prev = ns - 1; s[ns].next = i + l < o ? ns + 1 : -1; s[ns].id = -1;
     ns++;
     i += l;
   }
-  for (int i = 1; i < ns; i++) if (try_bigram(v, buf, s, i - 1, i, &h)) goto nomem;
-  while (h.n > 0) {
-    bigram b = heap_pop(&h);
-    sym *L = &s[b.left];
-    if (L->len == 0 || L->next < 0) continue;
-    sym *R = &s[L->next];
-    if (L->len + R->len != b.size) continue;   /* stale */
-    L->len += R->len;
-    R->len = 0;
-    L->next = R->next;
-    if (R->next >= 0) s[R->next].prev = b.left;
-    if (try_bigram(v, buf, s, L->prev, b.left, &h) || try_bigram(v, buf, s, b.left, L->next, &h)) goto nomem;
-  }
+  if (pf_merge_symbols(v, buf, s, ns, spm_pair)) goto nomem;
   for (int i = 0; i != -1 && ns > 0; i = s[i].next) {
     int id = pf_vocab_find(v, buf + s[i].start, (size_t)s[i].len);
-    if (id >= 0) { if (push_id(ids, n, cap, id)) goto nomem; continue; }
+    if (id >= 0) { if (pf_push_id(ids, n, cap, id)) goto nomem; continue; }
     for (int j = 0; j < s[i].len; j++) {
       int bt = v->byte_tok[(unsigned char)buf[s[i].start + j]];
       if (bt < 0) bt = v->unk;
       if (bt < 0) { rc = pf_seterr(err, PF_ERR, "cannot tokenize byte 0x%02X: no byte token and no unknown token",
                                    (unsigned char)buf[s[i].start + j]); goto done; }
-      if (push_id(ids, n, cap, bt)) goto nomem;
+      if (pf_push_id(ids, n, cap, bt)) goto nomem;
     }
   }
   goto done;
 nomem:
   rc = pf_seterr(err, PF_NOMEM, "out of memory tokenizing %zu bytes", len);
 done:
-  free(buf); free(s); free(h.a);
+  free(buf); free(s);
   return rc;
 }
