@@ -8,7 +8,8 @@
 ** a sequence sits at position P + i. The loss is the cross-entropy of the
 ** next token at positions with a target (the completion), so logits are only
 ** computed there. No weight gradients are computed: a step costs about two
-** forward passes.
+** forward passes. Llama and GPT-2 share the loop; their layers differ in the
+** norm, the projections, RoPE and the feed-forward.
 */
 #include "internal.h"
 #include "train.h"
@@ -32,6 +33,9 @@ struct pf_tws {
   float *rstd2;   /* (L, T) */
   float *g, *u;   /* (L, T, ff) gate and up projections */
   float *x_fin;   /* (T, d) */
+  float *mean1, *mean2; /* (L, T) gpt2 LayerNorm means (rstd1/rstd2 hold 1/std) */
+  float *qkv;     /* (T, 3d) gpt2 fused projection scratch, and its gradient */
+  float *meanc;   /* (CHUNK) */
   /* scratch */
   float *xb, *ao, *hb, *dx, *dxb, *dq, *dk, *dv, *dh, *dg, *du;
   float *logits, *dlogits, *xn, *dxn, *rstdc;
@@ -40,6 +44,7 @@ struct pf_tws {
 
 static void tws_free_bufs(pf_tws *w) {
   float **f[] = {&w->x_in, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->x_mid, &w->rstd2, &w->g, &w->u, &w->x_fin,
+                 &w->mean1, &w->mean2, &w->qkv, &w->meanc,
                  &w->xb, &w->ao, &w->hb, &w->dx, &w->dxb, &w->dq, &w->dk, &w->dv, &w->dh, &w->dg, &w->du,
                  &w->logits, &w->dlogits, &w->xn, &w->dxn, &w->rstdc};
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
@@ -68,7 +73,7 @@ static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
 #define A(p, n) if (!((p) = malloc(sizeof(*(p)) * ((size_t)(n) + 1)))) return -1;
   A(w->x_in, L * Tc * d) A(w->rstd1, L * Tc) A(w->q, L * Tc * d) A(w->k, L * Tc * kvd) A(w->v, L * Tc * kvd)
   A(w->att, L * Ac) A(w->x_mid, L * Tc * d) A(w->rstd2, L * Tc) A(w->g, L * Tc * ff) A(w->u, L * Tc * ff)
-  A(w->x_fin, Tc * d) A(w->xb, Tc * d) A(w->ao, Tc * d) A(w->hb, Tc * ff) A(w->dx, Tc * d) A(w->dxb, Tc * d)
+  A(w->x_fin, Tc * d) A(w->mean1, L * Tc) A(w->mean2, L * Tc) A(w->qkv, Tc * 3 * d) A(w->meanc, CHUNK) A(w->xb, Tc * d) A(w->ao, Tc * d) A(w->hb, Tc * ff) A(w->dx, Tc * d) A(w->dxb, Tc * d)
   A(w->dq, Tc * d) A(w->dk, Tc * kvd) A(w->dv, Tc * kvd) A(w->dh, Tc * ff) A(w->dg, Tc * ff) A(w->du, Tc * ff)
   A(w->logits, CHUNK * V) A(w->dlogits, CHUNK * V) A(w->xn, CHUNK * d) A(w->dxn, CHUNK * d) A(w->rstdc, CHUNK)
   A(w->pos, Tc) A(w->seq_of, Tc) A(w->att_off, Tc + 1) A(w->tgt_row, Tc) A(w->tgt_id, Tc)
@@ -151,15 +156,11 @@ static void attention_backward(float *dq, float *dk, float *dv, float *dpk, floa
   }
 }
 
-int pf_train_gpt2_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
-                       int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
-
 int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
                   int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
-  if (hp->arch == PF_ARCH_GPT2)
-    return pf_train_gpt2_step(m, w, b, pin, loss_scale, backward, loss_sum, n_tgt, cancel, carg, err);
+  int gpt2 = hp->arch == PF_ARCH_GPT2;
   int L = hp->n_layer, d = hp->n_embd, hd = hp->head_dim, kvd = hp->n_head_kv * hd, ff = hp->n_ff, V = hp->n_vocab;
   int P = pin ? pin->P : 0, E = pin ? pin->E : 0, nh = hp->n_head;
   size_t T = 0, att_n = 0;
@@ -172,6 +173,9 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
   *loss_sum = 0;
   *n_tgt = 0;
   if (T == 0) return PF_OK;
+  if (gpt2 && max_keys > hp->n_ctx)
+    return pf_seterr(err, PF_TOOBIG, "prefix (%d) + sequence (%d) exceed the model's %d learned positions", P, max_keys - P,
+                     hp->n_ctx);
   if (tws_reserve(w, m, T + (size_t)b->n_seq + (size_t)max_keys, att_n))
     return pf_seterr(err, PF_NOMEM, "out of memory for training activations (%zu tokens)", T);
   int *seq_start_of = w->tgt_id + T;  /* n_seq ints after the T target ids (reserved above) */
@@ -200,6 +204,8 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
       size_t r = (size_t)seq_start_of[s] + i;
       const float *src = i < E ? pin->embd + (size_t)i * d : m->tok_embd + (size_t)b->tokens[r] * d;
       memcpy(x + r * d, src, sizeof(float) * d);
+      if (gpt2)
+        for (int j = 0; j < d; j++) x[r * d + j] += m->pos_embd[(size_t)(P + i) * d + j];
     }
   int iT = (int)T;
   for (int l = 0; l < L; l++) {
@@ -210,22 +216,44 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     float *g = w->g + (size_t)l * T * ff, *u = w->u + (size_t)l * T * ff;
     const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
     memcpy(x_in, x, sizeof(float) * T * d);
-    pf_rmsnorm_forward(w->xb, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, iT, d, hp->norm_eps);
-    pf_matmul(q, w->xb, Ly->wq, iT, d, d);
-    pf_matmul(k, w->xb, Ly->wk, iT, d, kvd);
-    pf_matmul(v, w->xb, Ly->wv, iT, d, kvd);
-    pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
-    pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    if (gpt2) {
+      pf_layernorm_forward(w->xb, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, Ly->attn_norm_b,
+                           iT, d, hp->norm_eps);
+      pf_matmul(w->qkv, w->xb, Ly->wqkv, iT, d, 3 * d);
+      pf_add_bias(w->qkv, Ly->bqkv, iT, 3 * d);
+      for (size_t r = 0; r < T; r++) {
+        memcpy(q + r * d, w->qkv + r * 3 * d, sizeof(float) * d);
+        memcpy(k + r * kvd, w->qkv + r * 3 * d + d, sizeof(float) * d);
+        memcpy(v + r * kvd, w->qkv + r * 3 * d + 2 * d, sizeof(float) * d);
+      }
+    } else {
+      pf_rmsnorm_forward(w->xb, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, iT, d, hp->norm_eps);
+      pf_matmul(q, w->xb, Ly->wq, iT, d, d);
+      pf_matmul(k, w->xb, Ly->wk, iT, d, kvd);
+      pf_matmul(v, w->xb, Ly->wv, iT, d, kvd);
+      pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
+      pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    }
     attention_forward(w->ao, w->att + (size_t)l * w->att_cap, q, k, v, pk, pv, P, seq_of, pos, att_off, seq_start_of,
                       iT, hp);
     pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
+    if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
     for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
     memcpy(x_mid, x, sizeof(float) * T * d);
-    pf_rmsnorm_forward(w->xb, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, iT, d, hp->norm_eps);
-    pf_matmul(g, w->xb, Ly->w_gate, iT, d, ff);
-    pf_matmul(u, w->xb, Ly->w_up, iT, d, ff);
-    pf_swiglu_forward(w->hb, g, u, T * ff);
+    if (gpt2) {   /* g holds the pre-GELU activations */
+      pf_layernorm_forward(w->xb, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, Ly->ffn_norm_b, iT,
+                           d, hp->norm_eps);
+      pf_matmul(g, w->xb, Ly->w_up, iT, d, ff);
+      pf_add_bias(g, Ly->b_up, iT, ff);
+      pf_gelu_forward(w->hb, g, T * ff);
+    } else {
+      pf_rmsnorm_forward(w->xb, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, iT, d, hp->norm_eps);
+      pf_matmul(g, w->xb, Ly->w_gate, iT, d, ff);
+      pf_matmul(u, w->xb, Ly->w_up, iT, d, ff);
+      pf_swiglu_forward(w->hb, g, u, T * ff);
+    }
     pf_matmul(w->xb, w->hb, Ly->w_down, iT, ff, d);
+    if (gpt2) pf_add_bias(w->xb, Ly->b_down, iT, d);
     for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
   }
 
@@ -235,16 +263,21 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
   for (int c0 = 0; c0 < n_t; c0 += CHUNK) {
     int nc = n_t - c0 < CHUNK ? n_t - c0 : CHUNK;
     for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
-    pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);
+    if (gpt2) pf_layernorm_forward(w->xn, w->meanc, w->rstdc, w->dxn, m->out_norm, m->out_norm_b, nc, d, hp->norm_eps);
+    else pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);
     pf_matmul(w->logits, w->xn, m->output, nc, d, V);
     loss += pf_xent_forward_backward(backward ? w->dlogits : NULL, w->logits, w->tgt_id + c0, nc, V, loss_scale);
     if (!backward) continue;
     /* w->dxn holds the rows' inputs; use xn as the gradient buffer */
     memset(w->xn, 0, sizeof(float) * (size_t)nc * d);
     pf_matmul_backward_input(w->xn, w->dlogits, m->output, nc, d, V);
-    for (int r = 0; r < nc; r++)
-      pf_rmsnorm_backward(w->dx + (size_t)w->tgt_row[c0 + r] * d, w->xn + (size_t)r * d, w->dxn + (size_t)r * d,
-                          m->out_norm, w->rstdc + r, 1, d);
+    for (int r = 0; r < nc; r++) {
+      float *dst = w->dx + (size_t)w->tgt_row[c0 + r] * d;
+      if (gpt2)
+        pf_layernorm_backward(dst, w->xn + (size_t)r * d, w->dxn + (size_t)r * d, m->out_norm, w->meanc + r, w->rstdc + r,
+                              1, d);
+      else pf_rmsnorm_backward(dst, w->xn + (size_t)r * d, w->dxn + (size_t)r * d, m->out_norm, w->rstdc + r, 1, d);
+    }
   }
   *loss_sum = loss;
   *n_tgt = n_t;
@@ -259,17 +292,27 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     float *g = w->g + (size_t)l * T * ff, *u = w->u + (size_t)l * T * ff;
     const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
     float *dpk = P && pin->dkv ? pin->dkv + (size_t)l * 2 * P * kvd : NULL, *dpv = dpk ? dpk + (size_t)P * kvd : NULL;
-    /* feed-forward: in the forward pass this was x += swiglu(xb·Wg^T, xb·Wu^T)·Wd^T, xb = rmsnorm(x_mid) */
+    /* feed-forward. In the forward pass this was
+    **   llama: x += swiglu(xb·Wg^T, xb·Wu^T)·Wd^T,      xb = rmsnorm(x_mid)
+    **   gpt2:  x += gelu(xb·Wu^T + bu)·Wd^T + bd,       xb = layernorm(x_mid) */
     memset(w->dh, 0, sizeof(float) * T * ff);
     pf_matmul_backward_input(w->dh, dx, Ly->w_down, iT, ff, d);
     memset(w->dg, 0, sizeof(float) * T * ff);
-    memset(w->du, 0, sizeof(float) * T * ff);
-    pf_swiglu_backward(w->dg, w->du, w->dh, g, u, T * ff);
     memset(w->dxb, 0, sizeof(float) * T * d);
-    pf_matmul_backward_input(w->dxb, w->dg, Ly->w_gate, iT, d, ff);
-    pf_matmul_backward_input(w->dxb, w->du, Ly->w_up, iT, d, ff);
-    pf_rmsnorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->rstd2 + (size_t)l * T, iT, d);
-    /* attention: in the forward pass this was x_mid = x_in + attn(rope(xb·Wq^T), rope(xb·Wk^T), xb·Wv^T)·Wo^T */
+    if (gpt2) {
+      pf_gelu_backward(w->dg, g, w->dh, T * ff);
+      pf_matmul_backward_input(w->dxb, w->dg, Ly->w_up, iT, d, ff);
+      pf_layernorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, iT, d);
+    } else {
+      memset(w->du, 0, sizeof(float) * T * ff);
+      pf_swiglu_backward(w->dg, w->du, w->dh, g, u, T * ff);
+      pf_matmul_backward_input(w->dxb, w->dg, Ly->w_gate, iT, d, ff);
+      pf_matmul_backward_input(w->dxb, w->du, Ly->w_up, iT, d, ff);
+      pf_rmsnorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->rstd2 + (size_t)l * T, iT, d);
+    }
+    /* attention. In the forward pass this was x_mid = x_in + attn(q, k, v)·Wo^T (+ bo), with
+    **   llama: q, k = rope(xb·Wq^T), rope(xb·Wk^T), v = xb·Wv^T,  xb = rmsnorm(x_in)
+    **   gpt2:  [q k v] = xb·Wqkv^T + bqkv,                        xb = layernorm(x_in) */
     memset(w->ao, 0, sizeof(float) * T * d);   /* ao is dao here */
     pf_matmul_backward_input(w->ao, dx, Ly->wo, iT, d, d);
     memset(w->dq, 0, sizeof(float) * T * d);
@@ -277,13 +320,23 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     memset(w->dv, 0, sizeof(float) * T * kvd);
     attention_backward(w->dq, w->dk, w->dv, dpk, dpv, w->ao, w->att + (size_t)l * w->att_cap, q, k, v, pk, pv, P, seq_of,
                        pos, att_off, seq_start_of, iT, hp, w->hb);
-    pf_rope_backward(w->dq, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
-    pf_rope_backward(w->dk, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     memset(w->dxb, 0, sizeof(float) * T * d);
-    pf_matmul_backward_input(w->dxb, w->dq, Ly->wq, iT, d, d);
-    pf_matmul_backward_input(w->dxb, w->dk, Ly->wk, iT, d, kvd);
-    pf_matmul_backward_input(w->dxb, w->dv, Ly->wv, iT, d, kvd);
-    pf_rmsnorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->rstd1 + (size_t)l * T, iT, d);
+    if (gpt2) {
+      for (size_t r = 0; r < T; r++) {
+        memcpy(w->qkv + r * 3 * d, w->dq + r * d, sizeof(float) * d);
+        memcpy(w->qkv + r * 3 * d + d, w->dk + r * kvd, sizeof(float) * d);
+        memcpy(w->qkv + r * 3 * d + 2 * d, w->dv + r * kvd, sizeof(float) * d);
+      }
+      pf_matmul_backward_input(w->dxb, w->qkv, Ly->wqkv, iT, d, 3 * d);
+      pf_layernorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, iT, d);
+    } else {
+      pf_rope_backward(w->dq, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
+      pf_rope_backward(w->dk, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+      pf_matmul_backward_input(w->dxb, w->dq, Ly->wq, iT, d, d);
+      pf_matmul_backward_input(w->dxb, w->dk, Ly->wk, iT, d, kvd);
+      pf_matmul_backward_input(w->dxb, w->dv, Ly->wv, iT, d, kvd);
+      pf_rmsnorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->rstd1 + (size_t)l * T, iT, d);
+    }
   }
   if (E && pin->dembd)
     for (int s = 0; s < b->n_seq; s++)
@@ -307,9 +360,9 @@ int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_p
   const pf_hparams *hp = &m->hp;
   int d = hp->n_embd;
   for (size_t t = 0; t < T; t++) {
-    const float *src = m->hp.arch == PF_ARCH_GPT2 ? NULL : w->x_fin + t * d;
-    if (!src) return pf_seterr(err, PF_ERR, "pf_train_logits: llama only");
-    pf_rmsnorm(w->xn, src, m->out_norm, 1, d, hp->norm_eps);
+    const float *src = w->x_fin + t * d;
+    if (hp->arch == PF_ARCH_GPT2) pf_layernorm_forward(w->xn, NULL, NULL, src, m->out_norm, m->out_norm_b, 1, d, hp->norm_eps);
+    else pf_rmsnorm(w->xn, src, m->out_norm, 1, d, hp->norm_eps);
     pf_matmul(logits + t * hp->n_vocab, w->xn, m->output, 1, d, hp->n_vocab);
   }
   return PF_OK;

@@ -113,49 +113,63 @@ static void attention(float *out, float *att, const float *q, pf_seq **seqs, con
   }
 }
 
-int pf_gpt2_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
-                    float *logits, int all_logits, pf_err *err);
-
 int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
                float *logits, int all_logits, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF)");
-  int T = 0;
+  int T = 0, gpt2 = hp->arch == PF_ARCH_GPT2;
   for (int i = 0; i < n_seq; i++) {
     if (n_tok[i] < 0 || seqs[i]->n_pos + n_tok[i] > seqs[i]->n_ctx)
       return pf_seterr(err, PF_TOOBIG, "sequence %d: %d positions used + %d new tokens exceed its context of %d", i,
                        seqs[i]->n_pos, n_tok[i], seqs[i]->n_ctx);
+    if (gpt2 && seqs[i]->n_pos + n_tok[i] > hp->n_ctx)
+      return pf_seterr(err, PF_TOOBIG, "sequence %d: position %d is past the model's %d learned positions", i,
+                       seqs[i]->n_pos + n_tok[i] - 1, hp->n_ctx);
     T += n_tok[i];
   }
   for (int t = 0; t < T; t++)
     if (tokens[t] < 0 || tokens[t] >= hp->n_vocab)
       return pf_seterr(err, PF_ERR, "token id %d is outside the vocabulary (0..%d)", tokens[t], hp->n_vocab - 1);
   if (T == 0) return PF_OK;
-  if (hp->arch == PF_ARCH_GPT2) return pf_gpt2_forward(m, w, seqs, n_tok, n_seq, tokens, logits, all_logits, err);
 
   int d = hp->n_embd, hd = hp->head_dim, kvd = hp->n_head_kv * hd, ff = hp->n_ff;
   int max_ctx = 0;
   for (int i = 0; i < n_seq; i++) if (seqs[i]->n_ctx > max_ctx) max_ctx = seqs[i]->n_ctx;
-  size_t need = (size_t)T * (4 * (size_t)d + 2 * (size_t)kvd + 2 * (size_t)ff) + (size_t)max_ctx;
+  size_t need = (size_t)T * (4 * (size_t)d + 2 * (size_t)kvd + 2 * (size_t)ff + 3 * (size_t)d) + (size_t)max_ctx;
   if (work_reserve(w, need, 2 * (size_t)T))
     return pf_seterr(err, PF_NOMEM, "out of memory for forward scratch (%zu MB)", need * 4 >> 20);
   float *x = w->buf, *xb = x + (size_t)T * d, *q = xb + (size_t)T * d, *ao = q + (size_t)T * d;
   float *k = ao + (size_t)T * d, *v = k + (size_t)T * kvd, *hb = v + (size_t)T * kvd, *hb2 = hb + (size_t)T * ff;
-  float *att = hb2 + (size_t)T * ff;
+  float *qkv = hb2 + (size_t)T * ff, *att = qkv + (size_t)T * 3 * d;
   int *seq_of = w->ibuf, *pos = w->ibuf + T;
   for (int i = 0, t = 0; i < n_seq; i++)
     for (int j = 0; j < n_tok[i]; j++, t++) { seq_of[t] = i; pos[t] = seqs[i]->n_pos + j; }
 
-  for (int t = 0; t < T; t++) memcpy(x + (size_t)t * d, m->tok_embd + (size_t)tokens[t] * d, sizeof(float) * d);
+  for (int t = 0; t < T; t++) {
+    memcpy(x + (size_t)t * d, m->tok_embd + (size_t)tokens[t] * d, sizeof(float) * d);
+    if (gpt2)   /* learned positions: the prompt after a prefix of P starts at position P */
+      for (int i = 0; i < d; i++) x[(size_t)t * d + i] += m->pos_embd[(size_t)pos[t] * d + i];
+  }
 
   for (int l = 0; l < hp->n_layer; l++) {
     const pf_layer *L = &m->layers[l];
-    pf_rmsnorm(xb, x, L->attn_norm, T, d, hp->norm_eps);
-    pf_matmul(q, xb, L->wq, T, d, d);
-    pf_matmul(k, xb, L->wk, T, d, kvd);
-    pf_matmul(v, xb, L->wv, T, d, kvd);
-    pf_rope(q, pos, T, hp->n_head, hd, hp->rope_dim, hp->rope_base);
-    pf_rope(k, pos, T, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    if (gpt2) {
+      pf_layernorm_forward(xb, NULL, NULL, x, L->attn_norm, L->attn_norm_b, T, d, hp->norm_eps);
+      pf_matmul(qkv, xb, L->wqkv, T, d, 3 * d);
+      pf_add_bias(qkv, L->bqkv, T, 3 * d);
+      for (int t = 0; t < T; t++) {
+        memcpy(q + (size_t)t * d, qkv + (size_t)t * 3 * d, sizeof(float) * d);
+        memcpy(k + (size_t)t * kvd, qkv + (size_t)t * 3 * d + d, sizeof(float) * d);
+        memcpy(v + (size_t)t * kvd, qkv + (size_t)t * 3 * d + 2 * d, sizeof(float) * d);
+      }
+    } else {
+      pf_rmsnorm(xb, x, L->attn_norm, T, d, hp->norm_eps);
+      pf_matmul(q, xb, L->wq, T, d, d);
+      pf_matmul(k, xb, L->wk, T, d, kvd);
+      pf_matmul(v, xb, L->wv, T, d, kvd);
+      pf_rope(q, pos, T, hp->n_head, hd, hp->rope_dim, hp->rope_base);
+      pf_rope(k, pos, T, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
+    }
     for (int t = 0; t < T; t++) {
       pf_seq *s = seqs[seq_of[t]];
       size_t at = ((size_t)l * s->n_ctx + pos[t]) * kvd;
@@ -164,31 +178,37 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     }
     attention(ao, att, q, seqs, seq_of, pos, T, l, hp);
     pf_matmul(xb, ao, L->wo, T, d, d);
+    if (gpt2) pf_add_bias(xb, L->bo, T, d);
     for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];
 
-    pf_rmsnorm(xb, x, L->ffn_norm, T, d, hp->norm_eps);
-    pf_matmul(hb, xb, L->w_gate, T, d, ff);
-    pf_matmul(hb2, xb, L->w_up, T, d, ff);
-    for (size_t i = 0; i < (size_t)T * ff; i++) {
-      float g = hb[i];
-      hb[i] = g / (1.0f + expf(-g)) * hb2[i];   /* SwiGLU: silu(gate) * up */
+    if (gpt2) {
+      pf_layernorm_forward(xb, NULL, NULL, x, L->ffn_norm, L->ffn_norm_b, T, d, hp->norm_eps);
+      pf_matmul(hb, xb, L->w_up, T, d, ff);
+      pf_add_bias(hb, L->b_up, T, ff);
+      pf_gelu_forward(hb, hb, (size_t)T * ff);
+    } else {
+      pf_rmsnorm(xb, x, L->ffn_norm, T, d, hp->norm_eps);
+      pf_matmul(hb, xb, L->w_gate, T, d, ff);
+      pf_matmul(hb2, xb, L->w_up, T, d, ff);
+      pf_swiglu_forward(hb, hb, hb2, (size_t)T * ff);   /* silu(gate) * up */
     }
     pf_matmul(xb, hb, L->w_down, T, ff, d);
+    if (gpt2) pf_add_bias(xb, L->b_down, T, d);
     for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];
   }
 
-  if (all_logits) {
-    pf_rmsnorm(xb, x, m->out_norm, T, d, hp->norm_eps);
-    pf_matmul(logits, xb, m->output, T, d, hp->n_vocab);
-  } else {
+  /* rows whose logits are wanted: all, or each sequence's last */
+  int R = all_logits ? T : n_seq;
+  if (all_logits) memcpy(xb, x, sizeof(float) * (size_t)T * d);
+  else
     for (int i = 0, t = 0; i < n_seq; i++) {
       t += n_tok[i];
       if (n_tok[i] > 0) memcpy(xb + (size_t)i * d, x + (size_t)(t - 1) * d, sizeof(float) * d);
       else memset(xb + (size_t)i * d, 0, sizeof(float) * d);
     }
-    pf_rmsnorm(xb, xb, m->out_norm, n_seq, d, hp->norm_eps);
-    pf_matmul(logits, xb, m->output, n_seq, d, hp->n_vocab);
-  }
+  if (gpt2) pf_layernorm_forward(xb, NULL, NULL, xb, m->out_norm, m->out_norm_b, R, d, hp->norm_eps);
+  else pf_rmsnorm(xb, xb, m->out_norm, R, d, hp->norm_eps);
+  pf_matmul(logits, xb, m->output, R, d, hp->n_vocab);
   for (int i = 0; i < n_seq; i++) seqs[i]->n_pos += n_tok[i];
   return PF_OK;
 }

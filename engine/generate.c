@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-char *pf_utf8_clean(const char *in, size_t n, int tail_mode, size_t *out_len);
-
 const char *pf_finish_name(int finish) {
   switch (finish) {
     case PF_FINISH_STOP: return "stop";

@@ -148,6 +148,14 @@ typedef struct pf_layer {
   float *w_gate;     /* (n_ff, n_embd) */
   float *w_up;       /* (n_ff, n_embd) */
   float *w_down;     /* (n_embd, n_ff) */
+  /* gpt2 (wo, w_up, w_down above are shared) */
+  float *attn_norm_b; /* (n_embd) */
+  float *wqkv;       /* (3*n_embd, n_embd): q, k, v stacked */
+  float *bqkv;       /* (3*n_embd) */
+  float *bo;         /* (n_embd) */
+  float *ffn_norm_b; /* (n_embd) */
+  float *b_up;       /* (n_ff) */
+  float *b_down;     /* (n_embd) */
 } pf_layer;
 
 struct pf_model {
@@ -158,6 +166,8 @@ struct pf_model {
   int has_weights;
   float *tok_embd;     /* (n_vocab, n_embd) */
   float *out_norm;     /* (n_embd) */
+  float *out_norm_b;   /* (n_embd) gpt2 */
+  float *pos_embd;     /* (n_ctx, n_embd) gpt2 learned positions */
   float *output;       /* (n_vocab, n_embd); may alias tok_embd */
   pf_layer *layers;    /* (n_layer) */
   void **owned;        /* converted tensors to free */
@@ -166,6 +176,10 @@ struct pf_model {
   uint64_t file_id[4];
   char fingerprint[17];
 };
+
+/* decoding helpers (tokenizer.c) */
+int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len, pf_err *err);
+char *pf_utf8_clean(const char *in, size_t n, int tail_mode, size_t *out_len);
 
 /* hashing */
 uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
@@ -191,3 +205,10 @@ void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim
 void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n);
 void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 double pf_xent_forward_backward(float *dlogits, const float *logits, const int *targets, int n, int V, float scale);
+void pf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int T,
+                          int C, float eps);
+void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *w, const float *mean,
+                           const float *rstd, int T, int C);
+void pf_gelu_forward(float *out, const float *inp, size_t n);
+void pf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void pf_add_bias(float *out, const float *b, int T, int C);

@@ -164,6 +164,55 @@ static int load_llama(pf_model *m, pf_err *err) {
   return PF_OK;
 }
 
+static int load_gpt2(pf_model *m, pf_err *err) {
+  pf_hparams *hp = &m->hp;
+  const char *a = "gpt2";
+  if (hp_int(m, a, "block_count", 1, 0, 1, 1024, &hp->n_layer, err) ||
+      hp_int(m, a, "embedding_length", 1, 0, 1, 1 << 16, &hp->n_embd, err) ||
+      hp_int(m, a, "feed_forward_length", 1, 0, 1, 1 << 20, &hp->n_ff, err) ||
+      hp_int(m, a, "attention.head_count", 1, 0, 1, 1 << 12, &hp->n_head, err) ||
+      hp_int(m, a, "context_length", 1, 0, 1, 1 << 24, &hp->n_ctx, err) ||
+      hp_float(m, a, "attention.layer_norm_epsilon", 1e-5f, 0.0f, 1.0f, &hp->norm_eps, err))
+    return PF_ERR;
+  if (hp->n_embd % hp->n_head)
+    return pf_seterr(err, PF_ERR, "GGUF gpt2.embedding_length %d is not a multiple of gpt2.attention.head_count %d",
+                     hp->n_embd, hp->n_head);
+  hp->n_head_kv = hp->n_head;
+  hp->head_dim = hp->n_embd / hp->n_head;
+  hp->n_vocab = m->vocab.n;
+  int64_t d = hp->n_embd, ff = hp->n_ff, V = hp->n_vocab;
+  if (get_tensor(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
+      get_tensor(m, "position_embd.weight", d, hp->n_ctx, 1, &m->pos_embd, err) ||
+      get_tensor(m, "output_norm.weight", d, 0, 1, &m->out_norm, err) ||
+      get_tensor(m, "output_norm.bias", d, 0, 1, &m->out_norm_b, err) ||
+      get_tensor(m, "output.weight", d, V, 0, &m->output, err))
+    return PF_ERR;
+  if (!m->output) m->output = m->tok_embd;   /* tied embeddings */
+  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+  for (int l = 0; l < hp->n_layer; l++) {
+    pf_layer *L = &m->layers[l];
+    char nm[GGUF_MAX_NAME + 16];
+#define T(field, suffix, n0, n1)                                        \
+  snprintf(nm, sizeof nm, "blk.%d." suffix, l);                         \
+  if (get_tensor(m, nm, n0, n1, 1, &L->field, err)) return PF_ERR;
+    T(attn_norm, "attn_norm.weight", d, 0)
+    T(attn_norm_b, "attn_norm.bias", d, 0)
+    T(wqkv, "attn_qkv.weight", d, 3 * d)
+    T(bqkv, "attn_qkv.bias", 3 * d, 0)
+    T(wo, "attn_output.weight", d, d)
+    T(bo, "attn_output.bias", d, 0)
+    T(ffn_norm, "ffn_norm.weight", d, 0)
+    T(ffn_norm_b, "ffn_norm.bias", d, 0)
+    T(w_up, "ffn_up.weight", d, ff)
+    T(b_up, "ffn_up.bias", ff, 0)
+    T(w_down, "ffn_down.weight", ff, d)
+    T(b_down, "ffn_down.bias", d, 0)
+#undef T
+  }
+  return PF_OK;
+}
+
 static void make_fingerprint(pf_model *m) {
   uint64_t h = pf_hash64(&m->hp, sizeof m->hp, 1);
   h = pf_hash64(pf_model_arch_name(m), strlen(pf_model_arch_name(m)), h);
@@ -178,8 +227,6 @@ static void make_fingerprint(pf_model *m) {
   }
   snprintf(m->fingerprint, sizeof m->fingerprint, "%016llx", (unsigned long long)h);
 }
-
-int pf_gpt2_load(pf_model *m, pf_err *err);
 
 pf_model *pf_model_load(const char *path, pf_err *err) {
   pf_model *m = calloc(1, sizeof *m);
@@ -210,7 +257,7 @@ pf_model *pf_model_load(const char *path, pf_err *err) {
   if (pf_vocab_load(&m->vocab, &m->g, &e2)) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
   for (uint64_t i = 0; i < m->g.n_tensors; i++) m->n_params += m->g.tensors[i].n_elem;
   if (m->g.n_tensors > 0) {
-    int rc = m->hp.arch == PF_ARCH_LLAMA ? load_llama(m, &e2) : pf_gpt2_load(m, &e2);
+    int rc = m->hp.arch == PF_ARCH_LLAMA ? load_llama(m, &e2) : load_gpt2(m, &e2);
     if (rc) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
     m->has_weights = 1;
   } else {

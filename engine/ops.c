@@ -237,3 +237,63 @@ double pf_xent_forward_backward(float *dlogits, const float *logits, const int *
   }
   return loss;
 }
+
+/* ------------------------------------------------------- GPT-2 building blocks */
+
+/* LayerNorm with bias, keeping mean and 1/std per row for the backward pass. */
+void pf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int T,
+                          int C, float eps) {
+  for (size_t t = 0; t < (size_t)T; t++) {
+    const float *x = inp + t * C;
+    float m = 0, v = 0;
+    for (int i = 0; i < C; i++) m += x[i];
+    m /= C;
+    for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+    float r = 1.0f / sqrtf(v / C + eps);
+    if (mean) mean[t] = m;
+    if (rstd) rstd[t] = r;
+    for (int i = 0; i < C; i++) out[t * C + i] = (x[i] - m) * r * w[i] + b[i];
+  }
+}
+
+/* In the forward pass this was: out = (x - mean) * rstd * w + b.
+** dinp += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w. */
+void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *w, const float *mean,
+                           const float *rstd, int T, int C) {
+  for (size_t t = 0; t < (size_t)T; t++) {
+    const float *x = inp + t * C, *dy = dout + t * C;
+    float m = mean[t], r = rstd[t], sg = 0, sgx = 0;
+    for (int i = 0; i < C; i++) {
+      float g = dy[i] * w[i], xh = (x[i] - m) * r;
+      sg += g;
+      sgx += g * xh;
+    }
+    sg /= C;
+    sgx /= C;
+    for (int i = 0; i < C; i++) {
+      float xh = (x[i] - m) * r;
+      dinp[t * C + i] += r * (dy[i] * w[i] - sg - xh * sgx);
+    }
+  }
+}
+
+#define GELU_K 0.7978845608028654f   /* sqrt(2/pi) */
+/* GELU, tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))) */
+void pf_gelu_forward(float *out, const float *inp, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+  }
+}
+void pf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float x = inp[i], u = GELU_K * (x + 0.044715f * x * x * x), t = tanhf(u);
+    float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    dinp[i] += dout[i] * d;
+  }
+}
+
+void pf_add_bias(float *out, const float *b, int T, int C) {
+  for (size_t t = 0; t < (size_t)T; t++)
+    for (int i = 0; i < C; i++) out[t * C + i] += b[i];
+}

@@ -35,7 +35,7 @@ void pf_train_params_default(pf_train_params *p) {
   p->grad_clip = 1.0f;
   p->batch_size = 8;
   p->seed = 42;
-  p->max_seq_len = 256;
+  p->max_seq_len = 0;   /* 0: min(256, the model's context - prefix_len) */
   p->dtype = PF_DTYPE_F32;
   p->add_eos = 1;
 }
@@ -260,6 +260,10 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
   if (n_train <= 0) return pf_seterr(err, PF_ERR, "no training rows (the query returned no rows)");
   if (P < 1) return pf_seterr(err, PF_ERR, "prefix_len must be at least 1");
+  if (P >= hp->n_ctx) return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) leaves no room in the model's context of %d", P, hp->n_ctx);
+  pf_train_params pd = *p;   /* the parameters with defaults resolved */
+  if (pd.max_seq_len == 0) pd.max_seq_len = hp->n_ctx - P < 256 ? hp->n_ctx - P : 256;
+  p = &pd;
   if (P + p->max_seq_len > hp->n_ctx)
     return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) + max_seq_len (%d) = %d exceeds the model's context of %d", P,
                      p->max_seq_len, P + p->max_seq_len, hp->n_ctx);

@@ -60,7 +60,7 @@ typedef struct pf_train_params {
   int epochs;          /* 0 = unset: at least 3 epochs and 800 steps */
   int max_steps;       /* 0 = unset */
   uint64_t seed;
-  int max_seq_len;
+  int max_seq_len;     /* 0 = min(256, n_ctx - prefix_len) */
   int threads;         /* 0 = machine's cores */
   float val_fraction;
   int eval_every;      /* steps between validations; 0 = once per epoch */

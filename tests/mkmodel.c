@@ -5,11 +5,14 @@
 **   prefix-mkmodel out.gguf --arch llama --layers 2 --embd 32 --heads 4 --heads-kv 2 --ff 48 --vocab 300
 **   prefix-mkmodel llama134m.gguf --layers 12 --embd 768 --heads 12 --ff 2048 --vocab 32000 --ctx 1024
 **   prefix-mkmodel tiny.gguf --vocab-from ../shared/models/stories260K.gguf --type q8_0
+**   prefix-mkmodel gpt2-small.gguf --arch gpt2 --layers 12 --embd 768 --heads 12 --ff 3072 --ctx 1024 \
+**       --vocab-from ../shared/data/gpt2/gpt2-vocab-only.gguf
+**   prefix-mkmodel gpt2-tiny.gguf --arch gpt2 --layers 2 --embd 32 --heads 4 --ff 64 --vocab 400
 **
 ** Options: --arch llama|gpt2, --layers, --embd, --heads, --heads-kv, --ff,
 ** --vocab, --ctx, --seed, --type f32|f16|bf16|q8_0, --scale (weight scale),
-** --tied (no output.weight), --vocab-only (tokenizer, no tensors),
-** --vocab-from FILE (copy a llama tokenizer from another GGUF),
+** --tied (llama: no output.weight; gpt2 is tied unless --untied), --vocab-only (tokenizer, no tensors),
+** --vocab-from FILE (copy the tokenizer of another GGUF: llama, or gpt2 with its merges),
 ** --poison (a NaN weight, for testing how training reports divergence).
 */
 #include "internal.h"
@@ -22,7 +25,7 @@
 
 typedef struct cfg {
   const char *out, *arch, *vocab_from, *type;
-  int layers, embd, heads, heads_kv, ff, vocab, ctx, tied, vocab_only;
+  int layers, embd, heads, heads_kv, ff, vocab, ctx, tied, vocab_only, untied;
   uint64_t seed;
   float scale;
 } cfg;
@@ -176,10 +179,127 @@ static int write_llama(gguf_builder *b, const cfg *c, int V) {
   return 0;
 }
 
-int pf_mkmodel_gpt2(gguf_builder *b, int layers, int embd, int heads, int ff, int ctx, int V, int vocab_only);
+
+/* GPT-2's byte -> code point mapping, as UTF-8 */
+static void byte_char(int byte, char *out) {
+  int cp = byte, n = 0;
+  if (!((byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || (byte >= 174 && byte <= 255))) {
+    for (int x = 0; x < byte; x++)
+      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
+    cp = 256 + n;
+  }
+  if (cp < 0x80) { out[0] = (char)cp; out[1] = 0; }
+  else { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); out[2] = 0; }
+}
+
+/* A byte-level BPE vocabulary: copied from a GGUF (--vocab-from), or made:
+** the 256 byte tokens, merges of frequent English pairs, <|endoftext|> last. */
+static int write_bpe_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
+  if (c->vocab_from) {
+    gguf_file g;
+    pf_err e;
+    pf_vocab v;
+    if (gguf_open(&g, c->vocab_from, &e)) { fprintf(stderr, "%s\n", e.msg); return -1; }
+    if (pf_vocab_load(&v, &g, &e)) { fprintf(stderr, "%s\n", e.msg); gguf_close(&g); return -1; }
+    if (v.kind != PF_TOK_BPE) { fprintf(stderr, "prefix-mkmodel: --vocab-from for gpt2 needs a gpt2 tokenizer\n"); return -1; }
+    const gguf_kv *mg = gguf_find(&g, "tokenizer.ggml.merges");
+    char **merges = malloc(sizeof(char *) * mg->arr_n);
+    uint64_t off = mg->arr_off;
+    for (uint64_t i = 0; i < mg->arr_n; i++) {
+      uint64_t n;
+      memcpy(&n, g.base + off, 8);
+      merges[i] = malloc(n + 1);
+      memcpy(merges[i], g.base + off + 8, n);
+      merges[i][n] = 0;
+      off += 8 + n;
+    }
+    int32_t *types = malloc(sizeof(int32_t) * (size_t)v.n);
+    for (int i = 0; i < v.n; i++) types[i] = v.type[i];
+    gb_str(b, "tokenizer.ggml.model", "gpt2");
+    gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)v.text, v.n);
+    gb_arr_i32(b, "tokenizer.ggml.token_type", types, v.n);
+    gb_arr_str(b, "tokenizer.ggml.merges", (const char *const *)merges, (int)mg->arr_n);
+    if (v.bos >= 0) gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos);
+    if (v.eos >= 0) gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos);
+    *n_vocab = v.n;
+    for (uint64_t i = 0; i < mg->arr_n; i++) free(merges[i]);
+    free(merges); free(types);
+    pf_vocab_free(&v);
+    gguf_close(&g);
+    return 0;
+  }
+  int n = c->vocab;
+  if (n < 257 + 1) { fprintf(stderr, "--vocab must be at least 258 for gpt2\n"); return -1; }
+  char **tok = calloc((size_t)n, sizeof *tok), **merges = calloc((size_t)n, sizeof *merges);
+  int32_t *type = calloc((size_t)n, sizeof *type);
+  for (int i = 0; i < 256; i++) { tok[i] = malloc(4); byte_char(i, tok[i]); type[i] = PF_TT_NORMAL; }
+  const char *first = " etaoinshrdlcumwfgypbvk", *second = "etaoinshrdlcumwfgypbvk .,";
+  int k = 256, nm = 0;
+  for (int i = 0; first[i] && k < n - 1; i++)
+    for (int j = 0; second[j] && k < n - 1; j++) {
+      char a[4], bb[4];
+      byte_char((unsigned char)first[i], a);
+      byte_char((unsigned char)second[j], bb);
+      tok[k] = malloc(16);
+      snprintf(tok[k], 16, "%s%s", a, bb);
+      merges[nm] = malloc(16);
+      snprintf(merges[nm], 16, "%s %s", a, bb);
+      type[k++] = PF_TT_NORMAL;
+      nm++;
+    }
+  while (k < n - 1) { tok[k] = malloc(24); snprintf(tok[k], 24, "unused%d", k); type[k++] = PF_TT_NORMAL; }
+  tok[k] = strdup("<|endoftext|>");
+  type[k] = PF_TT_CONTROL;
+  gb_str(b, "tokenizer.ggml.model", "gpt2");
+  gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)tok, n);
+  gb_arr_i32(b, "tokenizer.ggml.token_type", type, n);
+  gb_arr_str(b, "tokenizer.ggml.merges", (const char *const *)merges, nm);
+  gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)k);
+  gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)k);
+  for (int i = 0; i < n; i++) free(tok[i]);
+  for (int i = 0; i < nm; i++) free(merges[i]);
+  free(tok); free(merges); free(type);
+  *n_vocab = n;
+  return 0;
+}
+
+static int write_gpt2(gguf_builder *b, const cfg *c, int V) {
+  int d = c->embd, ff = c->ff;
+  gb_u32(b, "gpt2.context_length", (uint32_t)c->ctx);
+  gb_u32(b, "gpt2.embedding_length", (uint32_t)d);
+  gb_u32(b, "gpt2.block_count", (uint32_t)c->layers);
+  gb_u32(b, "gpt2.feed_forward_length", (uint32_t)ff);
+  gb_u32(b, "gpt2.attention.head_count", (uint32_t)c->heads);
+  gb_f32(b, "gpt2.attention.layer_norm_epsilon", 1e-5f);
+  if (c->vocab_only) return 0;
+  float s = c->scale, si = s / sqrtf((float)d), sf = s / sqrtf((float)ff);
+  tensor(b, c, "token_embd.weight", (uint64_t)d, (uint64_t)V, 0.5f * s, 0);
+  tensor(b, c, "position_embd.weight", (uint64_t)d, (uint64_t)c->ctx, 0.2f * s, 0);
+  for (int l = 0; l < c->layers; l++) {
+    char nm[64];
+#define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor(b, c, nm, n0, n1, sc, off);
+    W("attn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
+    W("attn_norm.bias", (uint64_t)d, 0, 0.1f, 0)
+    W("attn_qkv.weight", (uint64_t)d, (uint64_t)(3 * d), si, 0)
+    W("attn_qkv.bias", (uint64_t)(3 * d), 0, 0.1f, 0)
+    W("attn_output.weight", (uint64_t)d, (uint64_t)d, si, 0)
+    W("attn_output.bias", (uint64_t)d, 0, 0.1f, 0)
+    W("ffn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
+    W("ffn_norm.bias", (uint64_t)d, 0, 0.1f, 0)
+    W("ffn_up.weight", (uint64_t)d, (uint64_t)ff, si, 0)
+    W("ffn_up.bias", (uint64_t)ff, 0, 0.1f, 0)
+    W("ffn_down.weight", (uint64_t)ff, (uint64_t)d, sf, 0)
+    W("ffn_down.bias", (uint64_t)d, 0, 0.1f, 0)
+#undef W
+  }
+  tensor(b, c, "output_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f);
+  tensor(b, c, "output_norm.bias", (uint64_t)d, 0, 0.1f, 0);
+  if (c->untied) tensor(b, c, "output.weight", (uint64_t)d, (uint64_t)V, si, 0);
+  return 0;
+}
 
 int main(int argc, char **argv) {
-  cfg c = {NULL, "llama", NULL, "f32", 2, 32, 4, 0, 64, 300, 256, 0, 0, 42, 1.0f};
+  cfg c = {NULL, "llama", NULL, "f32", 2, 32, 4, 0, 64, 300, 256, 0, 0, 0, 42, 1.0f};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define ARG(name) (!strcmp(a, name) && v && (i++, 1))
@@ -196,6 +316,7 @@ int main(int argc, char **argv) {
     else if (ARG("--scale")) c.scale = (float)atof(v);
     else if (ARG("--vocab-from")) c.vocab_from = v;
     else if (!strcmp(a, "--tied")) c.tied = 1;
+    else if (!strcmp(a, "--untied")) c.untied = 1;
     else if (!strcmp(a, "--vocab-only")) c.vocab_only = 1;
     else if (!strcmp(a, "--poison")) g_poison = 1;
     else if (a[0] != '-' && !c.out) c.out = a;
@@ -218,7 +339,8 @@ int main(int argc, char **argv) {
     if (write_vocab(b, &c, &V)) return 1;
     rc = write_llama(b, &c, V);
   } else if (!strcmp(c.arch, "gpt2")) {
-    rc = pf_mkmodel_gpt2(b, c.layers, c.embd, c.heads, c.ff, c.ctx, c.vocab, c.vocab_only);
+    if (write_bpe_vocab(b, &c, &V)) return 1;
+    rc = write_gpt2(b, &c, V);
   } else { fprintf(stderr, "prefix-mkmodel: --arch must be llama or gpt2\n"); return 2; }
   char err[256];
   if (rc || gb_write(b, c.out, err, sizeof err)) { fprintf(stderr, "prefix-mkmodel: %s\n", rc ? "failed" : err); gb_free(b); return 1; }
@@ -226,8 +348,3 @@ int main(int argc, char **argv) {
   return 0;
 }
 
-int pf_mkmodel_gpt2(gguf_builder *b, int layers, int embd, int heads, int ff, int ctx, int V, int vocab_only) {
-  (void)b; (void)layers; (void)embd; (void)heads; (void)ff; (void)ctx; (void)V; (void)vocab_only;
-  fprintf(stderr, "prefix-mkmodel: gpt2 is not supported yet\n");
-  return -1;
-}

@@ -82,6 +82,40 @@ static void op_swiglu(void) {
   grad_report("gradcheck op: swiglu", an, num, 2 * N, 1e-2);
 }
 
+static void op_layernorm(void) {
+  enum { T = 3, C = 8 };
+  float x[T * C], w[C], bb[C], r[T * C], out[T * C], mean[T], rstd[T], dx[T * C] = {0};
+  for (int i = 0; i < T * C; i++) { x[i] = 2 * t_frand(); r[i] = t_frand(); }
+  for (int i = 0; i < C; i++) { w[i] = 1 + 0.3f * t_frand(); bb[i] = 0.2f * t_frand(); }
+  pf_layernorm_forward(out, mean, rstd, x, w, bb, T, C, 1e-5f);
+  pf_layernorm_backward(dx, r, x, w, mean, rstd, T, C);
+  double an[T * C], num[T * C];
+  for (int i = 0; i < T * C; i++) {
+    float keep = x[i], h = 1e-3f;
+    x[i] = keep + h; pf_layernorm_forward(out, NULL, NULL, x, w, bb, T, C, 1e-5f); double lp = dotr(out, r, T * C);
+    x[i] = keep - h; pf_layernorm_forward(out, NULL, NULL, x, w, bb, T, C, 1e-5f); double lm = dotr(out, r, T * C);
+    x[i] = keep;
+    an[i] = dx[i]; num[i] = (lp - lm) / (2 * h);
+  }
+  grad_report("gradcheck op: layernorm", an, num, T * C, 1e-2);
+}
+
+static void op_gelu(void) {
+  enum { N = 32 };
+  float x[N], r[N], y[N], dx[N] = {0};
+  for (int i = 0; i < N; i++) { x[i] = 4 * t_frand(); r[i] = t_frand(); }
+  pf_gelu_backward(dx, x, r, N);
+  double an[N], num[N];
+  for (int i = 0; i < N; i++) {
+    float keep = x[i], h = 1e-3f;
+    x[i] = keep + h; pf_gelu_forward(y, x, N); double lp = dotr(y, r, N);
+    x[i] = keep - h; pf_gelu_forward(y, x, N); double lm = dotr(y, r, N);
+    x[i] = keep;
+    an[i] = dx[i]; num[i] = (lp - lm) / (2 * h);
+  }
+  grad_report("gradcheck op: gelu (tanh approximation)", an, num, N, 1e-2);
+}
+
 static void op_xent(void) {
   enum { R = 3, V = 11 };
   float l[R * V], dl[R * V];
@@ -270,8 +304,12 @@ int main(void) {
   op_swiglu();
   op_xent();
   op_matmul();
+  op_layernorm();
+  op_gelu();
   whole_model("llama, 2 layers, GQA 4/2 heads", "--layers 2 --embd 32 --heads 4 --heads-kv 2 --ff 48 --vocab 300 --scale 1.5");
   whole_model("llama, 3 layers, MQA 4/1 heads", "--layers 3 --embd 16 --heads 4 --heads-kv 1 --ff 24 --vocab 280 --scale 1.5 --seed 5");
+  whole_model("gpt2, 2 layers, 4 heads", "--arch gpt2 --layers 2 --embd 32 --heads 4 --ff 48 --vocab 300 --ctx 64 --scale 1.5");
+  whole_model("gpt2, 3 layers, 2 heads, untied", "--arch gpt2 --layers 3 --embd 16 --heads 2 --ff 24 --vocab 280 --ctx 32 --untied --scale 1.5 --seed 8");
   reparam("--layers 2 --embd 16 --heads 4 --heads-kv 2 --ff 24 --vocab 280 --scale 1.5 --seed 9");
   unlink(model_path);
   return t_failed ? 1 : 0;
