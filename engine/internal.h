@@ -186,6 +186,20 @@ uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
 
 /* ------------------------------------------------------------------- ops */
 
+/* thread pool (pool.c): run fn(ctx, i) for i in [0, n) on the compute threads */
+typedef void (*pf_task_fn)(void *ctx, int i);
+void pf_parallel_for(int n, pf_task_fn fn, void *ctx);
+
+/* kernel choice (kernels.c) */
+enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_AVX2, PF_KERNEL_AVX512 };
+int pf_set_kernel(int kind);          /* returns the kind in effect (a kind the CPU lacks falls back) */
+int pf_get_kernel(void);
+const char *pf_kernel_name(int kind);
+/* out[T, c0:c1] = inp (T, n_in) · W[c0:c1]^T, W (n_out, n_in), ldc = n_out (one slice) */
+void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T, int n_in, int n_out, int c0, int c1);
+/* dinp[T, c0:c1] += dout (T, n_out) · W[:, c0:c1], W (n_out, n_in), ldc = n_in (one slice) */
+void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, int T, int n_in, int n_out, int c0, int c1);
+
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);

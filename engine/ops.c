@@ -6,7 +6,6 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,7 +17,7 @@ void pf_set_naive(int naive) { g_naive = naive; }
 int pf_get_naive(void) { return g_naive; }
 
 /* OpenBLAS runs single-threaded (its thread wake-ups cost more than the
-** small products here); large products are split across our own threads. */
+** small products here); products are split across our own pool (pool.c). */
 void pf_set_threads(int n) {
   if (n <= 0) {
     long c = sysconf(_SC_NPROCESSORS_ONLN);
@@ -32,46 +31,31 @@ int pf_get_threads(void) {
   return g_threads;
 }
 
-/* One slice of a product, run on a thread. */
-enum { MM_FWD, MM_BWD_IN };
+/* A product split into column slices, one task each, run on the pool. */
 typedef struct mm_job {
-  int kind, T, n_in, n_out, c0, c1;
+  int kind, nn, T, n_in, n_out, ncol, nslice, align;
   float *out;
   const float *a, *w;
 } mm_job;
 
-static void mm_slice(const mm_job *j) {
-  int n = j->c1 - j->c0;
-  if (n <= 0) return;
-  if (j->kind == MM_FWD)   /* out[:, c0:c1] = inp · W[c0:c1]^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->T, n, j->n_in, 1.0f, j->a, j->n_in,
-                j->w + (size_t)j->c0 * j->n_in, j->n_in, 0.0f, j->out + j->c0, j->n_out);
-  else                     /* dinp[:, c0:c1] += dout · W[:, c0:c1] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->T, n, j->n_out, 1.0f, j->a, j->n_out, j->w + j->c0,
-                j->n_in, 1.0f, j->out + j->c0, j->n_in);
+static void mm_task(void *arg, int i) {
+  const mm_job *j = arg;
+  int per = (j->ncol + j->nslice - 1) / j->nslice;
+  per = (per + j->align - 1) / j->align * j->align;
+  int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
+  if (j->nn) pf_kernel_nn_acc(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
+  else pf_kernel_nt(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
 }
-static void *mm_thread(void *arg) { mm_slice(arg); return NULL; }
 
-/* Split columns [0, ncol) over the threads when the product is big enough. */
-static void mm_run(mm_job base, int ncol) {
-  int nt = pf_get_threads();
-  double flops = 2.0 * base.T * base.n_in * base.n_out;
-  if (nt > 16) nt = 16;
-  if (nt <= 1 || flops < 4e6 || ncol < 2 * nt) { base.c0 = 0; base.c1 = ncol; mm_slice(&base); return; }
-  mm_job jobs[16];
-  pthread_t th[16];
-  int started[16] = {0};
-  for (int i = 0; i < nt; i++) {
-    jobs[i] = base;
-    jobs[i].c0 = (int)((long)ncol * i / nt);
-    jobs[i].c1 = (int)((long)ncol * (i + 1) / nt);
-    if (i > 0) started[i] = pthread_create(&th[i], NULL, mm_thread, &jobs[i]) == 0;
-  }
-  mm_slice(&jobs[0]);
-  for (int i = 1; i < nt; i++) {
-    if (started[i]) pthread_join(th[i], NULL);
-    else mm_slice(&jobs[i]);   /* could not start a thread: do it here */
-  }
+static void mm_run(int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out) {
+  int nt = pf_get_threads(), ncol = nn ? n_in : n_out, align = nn ? 32 : 4;
+  double flops = 2.0 * T * n_in * n_out;
+  int nslice = flops < 2e5 ? 1 : nt;   /* small products: not worth waking anyone */
+  if (nslice > (ncol + align - 1) / align) nslice = (ncol + align - 1) / align;
+  if (nslice < 1) nslice = 1;
+  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w};
+  if (nslice == 1) mm_task(&j, 0);
+  else pf_parallel_for(nslice, mm_task, &j);
 }
 
 /* out (T, n_out) = inp (T, n_in) · W^T; W is (n_out, n_in) row-major. */
@@ -86,14 +70,8 @@ void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_
 }
 
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
-  if (g_naive) { pf_matmul_naive(out, inp, w, T, n_in, n_out); return; }
-  pf_get_threads();
-  if (T == 1 && (double)n_in * n_out < 2e6) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, w, n_in, inp, 1, 0.0f, out, 1);
-    return;
-  }
-  mm_job j = {MM_FWD, T, n_in, n_out, 0, 0, out, inp, w};
-  mm_run(j, n_out);
+  if (g_naive || pf_get_kernel() == PF_KERNEL_NAIVE) { pf_matmul_naive(out, inp, w, T, n_in, n_out); return; }
+  mm_run(0, out, inp, w, T, n_in, n_out);
 }
 
 /* out = inp / rms(inp) * weight, per row of C. */
@@ -137,7 +115,7 @@ void pf_softmax(float *x, int n) {
 /* dinp (T, n_in) += dout (T, n_out) · W (n_out, n_in).
 ** In the forward pass this was: out = inp · W^T. */
 void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, int T, int n_in, int n_out) {
-  if (g_naive) {
+  if (g_naive || pf_get_kernel() == PF_KERNEL_NAIVE) {
     for (size_t t = 0; t < (size_t)T; t++)
       for (size_t i = 0; i < (size_t)n_in; i++) {
         double acc = 0;
@@ -146,8 +124,7 @@ void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, in
       }
     return;
   }
-  mm_job j = {MM_BWD_IN, T, n_in, n_out, 0, 0, dinp, dout, w};
-  mm_run(j, n_in);
+  mm_run(1, dinp, dout, w, T, n_in, n_out);
 }
 
 /* dw (n_out, n_in) += dout^T (n_out, T) · inp (T, n_in). */

@@ -1,0 +1,275 @@
+/*
+** kernels.c — f32 matrix kernels with AVX-512 and AVX2 FMA, chosen at run
+** time from what the CPU has (PREFIX_KERNEL=naive|blas|avx2|avx512 forces
+** one). They work on the engine's row-major layouts directly, no packing:
+**
+**   NT  out (T, N) = A (T, K) · W (N, K)^T      forward projections, logits
+**       tiles of 4 rows of A × 4 rows of W, each output a dot product along K
+**       held in a vector accumulator and reduced once at the end
+**   NN  dA (T, K) += dY (T, N) · W (N, K)        backward to the input
+**       tiles of 6 (4) rows × 32 (16) columns, outer products over N
+**
+** Callers split the output columns into slices, one per task (ops.c).
+** The naive loops in ops.c are the reference; tests check every kernel
+** against them on odd shapes.
+*/
+#include "internal.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- AVX-512 */
+
+#define T512 __attribute__((target("avx512f,fma")))
+
+/* one output element block: rows a[0..mr) × rows w[0..nr), mr, nr <= 4 */
+T512 static void nt_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw, int K, int mr, int nr) {
+  __m512 acc[4][4];
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+  int k = 0;
+  if (mr == 4 && nr == 4) {
+    for (; k + 16 <= K; k += 16) {
+      __m512 a0 = _mm512_loadu_ps(a + k), a1 = _mm512_loadu_ps(a + lda + k), a2 = _mm512_loadu_ps(a + 2 * lda + k),
+             a3 = _mm512_loadu_ps(a + 3 * lda + k);
+      __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + ldw + k), w2 = _mm512_loadu_ps(w + 2 * ldw + k),
+             w3 = _mm512_loadu_ps(w + 3 * ldw + k);
+      acc[0][0] = _mm512_fmadd_ps(a0, w0, acc[0][0]); acc[0][1] = _mm512_fmadd_ps(a0, w1, acc[0][1]);
+      acc[0][2] = _mm512_fmadd_ps(a0, w2, acc[0][2]); acc[0][3] = _mm512_fmadd_ps(a0, w3, acc[0][3]);
+      acc[1][0] = _mm512_fmadd_ps(a1, w0, acc[1][0]); acc[1][1] = _mm512_fmadd_ps(a1, w1, acc[1][1]);
+      acc[1][2] = _mm512_fmadd_ps(a1, w2, acc[1][2]); acc[1][3] = _mm512_fmadd_ps(a1, w3, acc[1][3]);
+      acc[2][0] = _mm512_fmadd_ps(a2, w0, acc[2][0]); acc[2][1] = _mm512_fmadd_ps(a2, w1, acc[2][1]);
+      acc[2][2] = _mm512_fmadd_ps(a2, w2, acc[2][2]); acc[2][3] = _mm512_fmadd_ps(a2, w3, acc[2][3]);
+      acc[3][0] = _mm512_fmadd_ps(a3, w0, acc[3][0]); acc[3][1] = _mm512_fmadd_ps(a3, w1, acc[3][1]);
+      acc[3][2] = _mm512_fmadd_ps(a3, w2, acc[3][2]); acc[3][3] = _mm512_fmadd_ps(a3, w3, acc[3][3]);
+    }
+  } else if (mr == 1) {   /* a single row (decode): 4 rows of W at a time */
+    for (; k + 16 <= K; k += 16) {
+      __m512 a0 = _mm512_loadu_ps(a + k);
+      for (int j = 0; j < nr; j++) acc[0][j] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(w + j * ldw + k), acc[0][j]);
+    }
+  } else {
+    for (; k + 16 <= K; k += 16)
+      for (int i = 0; i < mr; i++) {
+        __m512 ai = _mm512_loadu_ps(a + i * lda + k);
+        for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(ai, _mm512_loadu_ps(w + j * ldw + k), acc[i][j]);
+      }
+  }
+  if (k < K) {   /* the last K % 16 with masked loads */
+    __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+    for (int i = 0; i < mr; i++) {
+      __m512 ai = _mm512_maskz_loadu_ps(m, a + i * lda + k);
+      for (int j = 0; j < nr; j++) acc[i][j] = _mm512_fmadd_ps(ai, _mm512_maskz_loadu_ps(m, w + j * ldw + k), acc[i][j]);
+    }
+  }
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < nr; j++) c[i * ldc + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+T512 static void nt_avx512(float *out, const float *A, const float *W, int T, int K, int N, int c0, int c1) {
+  /* rows of A in blocks that stay in L2 while 4 rows of W sit in L1 */
+  int tb = K > 0 ? (int)(((size_t)256 * 1024) / ((size_t)K * 4)) : T;
+  if (tb < 4) tb = 4;
+  for (int t0 = 0; t0 < T; t0 += tb) {
+    int t1 = t0 + tb < T ? t0 + tb : T;
+    for (int n = c0; n < c1; n += 4) {
+      int nr = c1 - n < 4 ? c1 - n : 4;
+      for (int t = t0; t < t1; t += 4) {
+        int mr = t1 - t < 4 ? t1 - t : 4;
+        nt_tile512(out + (size_t)t * N + n, N, A + (size_t)t * K, K, W + (size_t)n * K, K, K, mr, nr);
+      }
+    }
+  }
+}
+
+/* dA[t0:t0+mr, k0:k0+32] += dY[rows, :] · W[:, k0:k0+32] (masked to kw columns) */
+T512 static void nn_tile512(float *c, int ldc, const float *dy, int ldy, const float *w, int ldw, int N, int mr, int kw) {
+  __m512 acc[6][2];
+  for (int i = 0; i < 6; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  __mmask16 m0 = kw >= 16 ? 0xFFFF : (__mmask16)((1u << kw) - 1);
+  __mmask16 m1 = kw >= 32 ? 0xFFFF : kw <= 16 ? 0 : (__mmask16)((1u << (kw - 16)) - 1);
+  if (mr == 6 && kw == 32) {
+    for (int n = 0; n < N; n++) {
+      __m512 w0 = _mm512_loadu_ps(w + (size_t)n * ldw), w1 = _mm512_loadu_ps(w + (size_t)n * ldw + 16);
+      __m512 b;
+      b = _mm512_set1_ps(dy[n]); acc[0][0] = _mm512_fmadd_ps(b, w0, acc[0][0]); acc[0][1] = _mm512_fmadd_ps(b, w1, acc[0][1]);
+      b = _mm512_set1_ps(dy[ldy + n]); acc[1][0] = _mm512_fmadd_ps(b, w0, acc[1][0]); acc[1][1] = _mm512_fmadd_ps(b, w1, acc[1][1]);
+      b = _mm512_set1_ps(dy[2 * ldy + n]); acc[2][0] = _mm512_fmadd_ps(b, w0, acc[2][0]); acc[2][1] = _mm512_fmadd_ps(b, w1, acc[2][1]);
+      b = _mm512_set1_ps(dy[3 * ldy + n]); acc[3][0] = _mm512_fmadd_ps(b, w0, acc[3][0]); acc[3][1] = _mm512_fmadd_ps(b, w1, acc[3][1]);
+      b = _mm512_set1_ps(dy[4 * ldy + n]); acc[4][0] = _mm512_fmadd_ps(b, w0, acc[4][0]); acc[4][1] = _mm512_fmadd_ps(b, w1, acc[4][1]);
+      b = _mm512_set1_ps(dy[5 * ldy + n]); acc[5][0] = _mm512_fmadd_ps(b, w0, acc[5][0]); acc[5][1] = _mm512_fmadd_ps(b, w1, acc[5][1]);
+    }
+  } else {
+    for (int n = 0; n < N; n++) {
+      __m512 w0 = _mm512_maskz_loadu_ps(m0, w + (size_t)n * ldw), w1 = _mm512_maskz_loadu_ps(m1, w + (size_t)n * ldw + 16);
+      for (int i = 0; i < mr; i++) {
+        __m512 b = _mm512_set1_ps(dy[(size_t)i * ldy + n]);
+        acc[i][0] = _mm512_fmadd_ps(b, w0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(b, w1, acc[i][1]);
+      }
+    }
+  }
+  for (int i = 0; i < mr; i++) {
+    float *ci = c + (size_t)i * ldc;
+    _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc[i][0]));
+    if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), acc[i][1]));
+  }
+}
+
+T512 static void nn_avx512(float *dA, const float *dY, const float *W, int T, int K, int N, int c0, int c1) {
+  for (int k = c0; k < c1; k += 32) {
+    int kw = c1 - k < 32 ? c1 - k : 32;
+    for (int t = 0; t < T; t += 6) {
+      int mr = T - t < 6 ? T - t : 6;
+      nn_tile512(dA + (size_t)t * K + k, K, dY + (size_t)t * N, N, W + k, K, N, mr, kw);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- AVX2 */
+
+#define T256 __attribute__((target("avx2,fma")))
+
+T256 static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+T256 static void nt_tile256(float *c, int ldc, const float *a, int lda, const float *w, int ldw, int K, int mr, int nr) {
+  __m256 acc[4][2];
+  for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  int k = 0;
+  if (mr == 4 && nr == 2) {
+    for (; k + 8 <= K; k += 8) {
+      __m256 w0 = _mm256_loadu_ps(w + k), w1 = _mm256_loadu_ps(w + ldw + k);
+      __m256 a0 = _mm256_loadu_ps(a + k), a1 = _mm256_loadu_ps(a + lda + k);
+      acc[0][0] = _mm256_fmadd_ps(a0, w0, acc[0][0]); acc[0][1] = _mm256_fmadd_ps(a0, w1, acc[0][1]);
+      acc[1][0] = _mm256_fmadd_ps(a1, w0, acc[1][0]); acc[1][1] = _mm256_fmadd_ps(a1, w1, acc[1][1]);
+      __m256 a2 = _mm256_loadu_ps(a + 2 * lda + k), a3 = _mm256_loadu_ps(a + 3 * lda + k);
+      acc[2][0] = _mm256_fmadd_ps(a2, w0, acc[2][0]); acc[2][1] = _mm256_fmadd_ps(a2, w1, acc[2][1]);
+      acc[3][0] = _mm256_fmadd_ps(a3, w0, acc[3][0]); acc[3][1] = _mm256_fmadd_ps(a3, w1, acc[3][1]);
+    }
+  } else {
+    for (; k + 8 <= K; k += 8)
+      for (int i = 0; i < mr; i++) {
+        __m256 ai = _mm256_loadu_ps(a + i * lda + k);
+        for (int j = 0; j < nr; j++) acc[i][j] = _mm256_fmadd_ps(ai, _mm256_loadu_ps(w + j * ldw + k), acc[i][j]);
+      }
+  }
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < nr; j++) {
+      float s = hsum256(acc[i][j]);
+      for (int kk = k; kk < K; kk++) s += a[i * lda + kk] * w[j * ldw + kk];
+      c[i * ldc + j] = s;
+    }
+}
+
+T256 static void nt_avx2(float *out, const float *A, const float *W, int T, int K, int N, int c0, int c1) {
+  int tb = K > 0 ? (int)(((size_t)256 * 1024) / ((size_t)K * 4)) : T;
+  if (tb < 4) tb = 4;
+  for (int t0 = 0; t0 < T; t0 += tb) {
+    int t1 = t0 + tb < T ? t0 + tb : T;
+    for (int n = c0; n < c1; n += 2) {
+      int nr = c1 - n < 2 ? c1 - n : 2;
+      for (int t = t0; t < t1; t += 4) {
+        int mr = t1 - t < 4 ? t1 - t : 4;
+        nt_tile256(out + (size_t)t * N + n, N, A + (size_t)t * K, K, W + (size_t)n * K, K, K, mr, nr);
+      }
+    }
+  }
+}
+
+T256 static void nn_tile256(float *c, int ldc, const float *dy, int ldy, const float *w, int ldw, int N, int mr, int kw) {
+  __m256 acc[4][2];
+  for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  if (kw == 16) {
+    for (int n = 0; n < N; n++) {
+      __m256 w0 = _mm256_loadu_ps(w + (size_t)n * ldw), w1 = _mm256_loadu_ps(w + (size_t)n * ldw + 8);
+      for (int i = 0; i < mr; i++) {
+        __m256 b = _mm256_set1_ps(dy[(size_t)i * ldy + n]);
+        acc[i][0] = _mm256_fmadd_ps(b, w0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(b, w1, acc[i][1]);
+      }
+    }
+    for (int i = 0; i < mr; i++) {
+      float *ci = c + (size_t)i * ldc;
+      _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
+      _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
+    }
+    return;
+  }
+  for (int i = 0; i < mr; i++)   /* ragged edge: plain loops */
+    for (int kk = 0; kk < kw; kk++) {
+      float s = 0;
+      for (int n = 0; n < N; n++) s += dy[(size_t)i * ldy + n] * w[(size_t)n * ldw + kk];
+      c[(size_t)i * ldc + kk] += s;
+    }
+}
+
+T256 static void nn_avx2(float *dA, const float *dY, const float *W, int T, int K, int N, int c0, int c1) {
+  for (int k = c0; k < c1; k += 16) {
+    int kw = c1 - k < 16 ? c1 - k : 16;
+    for (int t = 0; t < T; t += 4) {
+      int mr = T - t < 4 ? T - t : 4;
+      nn_tile256(dA + (size_t)t * K + k, K, dY + (size_t)t * N, N, W + k, K, N, mr, kw);
+    }
+  }
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, int K, int N, int c0, int c1) {
+  if (c1 <= c0) return;
+  switch (kind) {
+    case PF_KERNEL_AVX512: nt_avx512(out, A, W, T, K, N, c0, c1); return;
+    case PF_KERNEL_AVX2: nt_avx2(out, A, W, T, K, N, c0, c1); return;
+    default:
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, A, K, W + (size_t)c0 * K, K, 0.0f,
+                  out + c0, N);
+  }
+}
+
+void pf_kernel_nn_acc(int kind, float *dA, const float *dY, const float *W, int T, int K, int N, int c0, int c1) {
+  if (c1 <= c0) return;
+  switch (kind) {
+    case PF_KERNEL_AVX512: nn_avx512(dA, dY, W, T, K, N, c0, c1); return;
+    case PF_KERNEL_AVX2: nn_avx2(dA, dY, W, T, K, N, c0, c1); return;
+    default:
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, c1 - c0, N, 1.0f, dY, N, W + c0, K, 1.0f, dA + c0, K);
+  }
+}
+
+static int g_kernel = -1;
+
+static int cpu_has(int kind) {
+  __builtin_cpu_init();
+  if (kind == PF_KERNEL_AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  if (kind == PF_KERNEL_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return 1;
+}
+
+const char *pf_kernel_name(int kind) {
+  static const char *n[] = {"auto", "naive", "blas", "avx2", "avx512"};
+  return kind >= 0 && kind <= PF_KERNEL_AVX512 ? n[kind] : "?";
+}
+
+int pf_set_kernel(int kind) {
+  if (kind == PF_KERNEL_AUTO) {
+    const char *env = getenv("PREFIX_KERNEL");
+    kind = cpu_has(PF_KERNEL_AVX512) ? PF_KERNEL_AVX512 : cpu_has(PF_KERNEL_AVX2) ? PF_KERNEL_AVX2 : PF_KERNEL_BLAS;
+    for (int k = PF_KERNEL_NAIVE; env && k <= PF_KERNEL_AVX512; k++)
+      if (!strcmp(env, pf_kernel_name(k)) && cpu_has(k)) kind = k;
+  }
+  if (!cpu_has(kind)) kind = cpu_has(PF_KERNEL_AVX2) ? PF_KERNEL_AVX2 : PF_KERNEL_BLAS;
+  g_kernel = kind;
+  return kind;
+}
+
+int pf_get_kernel(void) {
+  if (g_kernel < 0) pf_set_kernel(PF_KERNEL_AUTO);
+  return g_kernel;
+}

@@ -1,0 +1,107 @@
+/*
+** pool.c — a small persistent thread pool for the compute kernels.
+**
+** pf_parallel_for(n, fn, ctx) runs fn(ctx, 0..n-1) on the calling thread and
+** up to pf_get_threads()-1 workers, and returns when all are done. Workers spin
+** briefly for the next job (decode issues hundreds of small jobs per token),
+** then sleep on a condition variable. One job runs at a time: a caller that
+** finds the pool busy (another connection's statement) runs its job inline.
+** The workers are joined when the library is unloaded.
+*/
+#include "internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define MAX_WORKERS 63
+
+static pthread_mutex_t g_pool_mu = PTHREAD_MUTEX_INITIALIZER;   /* one job at a time */
+static pthread_mutex_t g_wake_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
+static pthread_t g_thr[MAX_WORKERS];
+static int g_nthr;                      /* workers started */
+static atomic_int g_gen;                /* job generation */
+static atomic_int g_next;               /* next task index */
+static atomic_int g_active;             /* workers still inside the current job */
+static int g_ntasks, g_want;            /* tasks in the job, workers wanted */
+static pf_task_fn g_fn;
+static void *g_ctx;
+static atomic_int g_quit;
+
+static void run_tasks(void) {
+  for (;;) {
+    int i = atomic_fetch_add(&g_next, 1);
+    if (i >= g_ntasks) break;
+    g_fn(g_ctx, i);
+  }
+}
+
+static void *worker(void *arg) {
+  int id = (int)(intptr_t)arg, seen = 0;
+  for (;;) {
+    int gen;
+    for (int spin = 0;; spin++) {   /* spin, then sleep */
+      gen = atomic_load(&g_gen);
+      if (gen != seen) break;
+      if (spin > 20000) {
+        pthread_mutex_lock(&g_wake_mu);
+        while ((gen = atomic_load(&g_gen)) == seen) pthread_cond_wait(&g_wake, &g_wake_mu);
+        pthread_mutex_unlock(&g_wake_mu);
+        break;
+      }
+      if (spin > 1000) sched_yield();
+    }
+    seen = gen;
+    if (atomic_load(&g_quit)) return NULL;
+    if (id < g_want) run_tasks();
+    atomic_fetch_sub(&g_active, 1);
+  }
+  return NULL;
+}
+
+void pf_parallel_for(int n, pf_task_fn fn, void *ctx) {
+  int want = pf_get_threads() - 1;
+  if (want > MAX_WORKERS) want = MAX_WORKERS;
+  if (want > n - 1) want = n - 1;
+  if (want <= 0 || pthread_mutex_trylock(&g_pool_mu) != 0) {
+    for (int i = 0; i < n; i++) fn(ctx, i);
+    return;
+  }
+  while (g_nthr < want) {
+    if (pthread_create(&g_thr[g_nthr], NULL, worker, (void *)(intptr_t)g_nthr) != 0) break;
+    g_nthr++;
+  }
+  if (want > g_nthr) want = g_nthr;
+  g_fn = fn;
+  g_ctx = ctx;
+  g_ntasks = n;
+  g_want = want;
+  atomic_store(&g_next, 0);
+  atomic_store(&g_active, g_nthr);
+  pthread_mutex_lock(&g_wake_mu);
+  atomic_fetch_add(&g_gen, 1);
+  pthread_cond_broadcast(&g_wake);
+  pthread_mutex_unlock(&g_wake_mu);
+  run_tasks();
+  for (int spin = 0; atomic_load(&g_active) > 0; spin++)
+    if (spin > 1000) sched_yield();
+  pthread_mutex_unlock(&g_pool_mu);
+}
+
+/* When the library is unloaded (the extension's last connection closed, or
+** the process exits), stop the workers before their code goes away. */
+__attribute__((destructor)) static void pool_stop(void) {
+  pthread_mutex_lock(&g_pool_mu);
+  if (g_nthr > 0) {
+    atomic_store(&g_quit, 1);
+    pthread_mutex_lock(&g_wake_mu);
+    atomic_fetch_add(&g_gen, 1);
+    pthread_cond_broadcast(&g_wake);
+    pthread_mutex_unlock(&g_wake_mu);
+    for (int i = 0; i < g_nthr; i++) pthread_join(g_thr[i], NULL);
+    g_nthr = 0;
+  }
+  pthread_mutex_unlock(&g_pool_mu);
+}
