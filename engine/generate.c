@@ -1,7 +1,13 @@
 /*
-** generate.c — prompt in, continuation out: tokenize, prefill the prompt
-** after the prefix in one batched forward pass, then decode one token at a
-** time from the KV cache until EOS, a stop string, or max_tokens.
+** generate.c — prompts in, continuations out.
+**
+** pf_generate_batch decodes many sequences together: each row has its own
+** prefix (or none), prompt and KV cache. All prompts are prefilled in one
+** batched forward pass; then every step runs one forward pass over the last
+** token of every unfinished row, so the weights are read once per step for
+** all of them. Rows finish on EOS, a stop string or max_tokens, and leave the
+** batch. pf_generate is the same code with one row, so a row's greedy text
+** does not depend on what it was batched with.
 */
 #include "internal.h"
 
@@ -38,77 +44,162 @@ static long find_stop(const pf_sample_params *p, const char *buf, size_t len, si
   return best;
 }
 
-int pf_generate(const pf_model *m, const float *prefix, int prefix_len, const char *prompt, size_t prompt_len,
-                const pf_sample_params *p, pf_cancel_fn cancel, void *cancel_arg, pf_gen_result *out, pf_err *err) {
+/* one row in flight */
+typedef struct row {
+  pf_batch_item *it;
+  pf_seq *seq;
+  pf_sampler *smp;
+  int *ids, n_ids, n_prompt;
+  char *raw;
+  size_t raw_len, raw_cap;
+  int done;
+} row;
+
+static void row_free(row *r) {
+  pf_seq_free(r->seq);
+  pf_sampler_free(r->smp);
+  free(r->ids);
+  free(r->raw);
+}
+
+/* Append token bytes; check stop strings. Returns 1 if the row finished. */
+static int row_append(const pf_model *m, const pf_sample_params *p, row *r, int tok, pf_err *err) {
+  char piece[256];
+  int k = pf_token_bytes(m, tok, piece, sizeof piece);
+  if (k < 0 || (m->vocab.kind == PF_TOK_SPM && m->vocab.type[tok] == PF_TT_CONTROL)) k = 0;
+  if (r->raw_len + (size_t)k + 1 > r->raw_cap) {
+    size_t nc = r->raw_cap * 2 + (size_t)k + 64;
+    char *nr = realloc(r->raw, nc);
+    if (!nr) return pf_seterr(err, PF_NOMEM, "out of memory during generation"), -1;
+    r->raw = nr;
+    r->raw_cap = nc;
+  }
+  memcpy(r->raw + r->raw_len, piece, (size_t)k);
+  size_t old = r->raw_len;
+  r->raw_len += (size_t)k;
+  long at = find_stop(p, r->raw, r->raw_len, old);
+  if (at >= 0) { r->raw_len = (size_t)at; r->it->res.finish = PF_FINISH_STOP; return 1; }
+  return 0;
+}
+
+/* Decode rows [0, n) together (n <= the batch size). */
+static int run_batch(const pf_model *m, row *rows, int n, const pf_sample_params *p, pf_cancel_fn cancel, void *carg,
+                     pf_err *err) {
   const pf_hparams *hp = &m->hp;
-  int *ids = NULL, n_ids = 0, rc = PF_OK;
-  pf_seq *seq = NULL;
-  pf_work *w = NULL;
-  pf_sampler *smp = NULL;
-  float *logits = NULL;
-  char *raw = NULL;
-  size_t raw_len = 0, raw_cap = 0;
-  memset(out, 0, sizeof *out);
+  int rc = PF_OK;
+  pf_work *w = pf_work_new();
+  pf_seq **seqs = malloc(sizeof(pf_seq *) * (size_t)n);
+  int *ntok = malloc(sizeof(int) * (size_t)n), *toks = NULL, *act = malloc(sizeof(int) * (size_t)n);
+  float *logits = malloc(sizeof(float) * (size_t)n * hp->n_vocab);
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += (size_t)rows[i].n_prompt;
+  toks = malloc(sizeof(int) * (total + (size_t)n));
+  if (!w || !seqs || !ntok || !act || !logits || !toks) { rc = pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n); goto done; }
+
+  /* prefill every prompt in one pass (rows with max_tokens 0 take no part) */
+  int na = 0;
+  size_t o = 0;
+  for (int i = 0; i < n; i++) {
+    if (rows[i].done) continue;
+    seqs[na] = rows[i].seq;
+    ntok[na] = rows[i].n_prompt;
+    memcpy(toks + o, rows[i].ids, sizeof(int) * (size_t)rows[i].n_prompt);
+    o += (size_t)rows[i].n_prompt;
+    act[na++] = i;
+  }
+  if (na && (rc = pf_forward(m, w, seqs, ntok, na, toks, logits, 0, err))) goto done;
+  while (na > 0) {
+    if (cancel && cancel(carg)) { rc = pf_seterr(err, PF_INTERRUPT, "interrupted"); goto done; }
+    int nn = 0;
+    for (int a = 0; a < na; a++) {
+      row *r = &rows[act[a]];
+      float *lg = logits + (size_t)a * hp->n_vocab;
+      int tok = pf_sampler_sample(r->smp, lg, r->ids, r->n_ids);
+      int fin = 0;
+      if (tok == m->vocab.eos) { r->it->res.finish = PF_FINISH_EOS; fin = 1; }
+      else {
+        r->ids[r->n_ids++] = tok;
+        r->it->res.n_tokens++;
+        int s = row_append(m, p, r, tok, err);
+        if (s < 0) { rc = PF_NOMEM; goto done; }
+        fin = s || r->it->res.n_tokens == p->max_tokens;
+      }
+      if (fin) { r->done = 1; continue; }
+      act[nn] = act[a];
+      seqs[nn] = r->seq;
+      ntok[nn] = 1;
+      toks[nn] = tok;
+      nn++;
+    }
+    na = nn;
+    if (na && (rc = pf_forward(m, w, seqs, ntok, na, toks, logits, 0, err))) goto done;
+  }
+done:
+  free(seqs); free(ntok); free(toks); free(act); free(logits);
+  pf_work_free(w);
+  return rc;
+}
+
+int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_batch, const pf_sample_params *p,
+                      pf_cancel_fn cancel, void *carg, int *bad_item, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  if (bad_item) *bad_item = -1;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it can tokenize but not generate");
   if (p->max_tokens < 0) return pf_seterr(err, PF_ERR, "max_tokens must be >= 0, got %d", p->max_tokens);
-  if ((rc = pf_tokenize(m, prompt, prompt_len, m->vocab.add_bos, &ids, &n_ids, err))) return rc;
-  if (n_ids == 0) { free(ids); return pf_seterr(err, PF_ERR, "the prompt is empty and the model adds no BOS token"); }
-  long need = (long)prefix_len + n_ids + p->max_tokens;
-  if (need > hp->n_ctx) {
-    if (prefix_len > 0)
-      rc = pf_seterr(err, PF_TOOBIG, "prefix (%d positions) + prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
-                     prefix_len, n_ids, p->max_tokens, need, hp->n_ctx);
-    else
-      rc = pf_seterr(err, PF_TOOBIG, "prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
-                     n_ids, p->max_tokens, need, hp->n_ctx);
-    goto done;
-  }
-  out->n_prompt = n_ids;
-  if (!(seq = pf_seq_new(m, (int)need, err))) { rc = err ? err->code : PF_NOMEM; goto done; }
-  if (prefix_len > 0 && (rc = pf_seq_set_prefix(seq, prefix, prefix_len, err))) goto done;
-  w = pf_work_new();
-  smp = pf_sampler_new(p, hp->n_vocab);
-  logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
-  int *hist = realloc(ids, sizeof(int) * (size_t)(n_ids + p->max_tokens + 1));
-  if (!w || !smp || !logits || !hist) { rc = pf_seterr(err, PF_NOMEM, "out of memory starting generation"); goto done; }
-  ids = hist;
-  out->finish = PF_FINISH_LENGTH;
-  if (p->max_tokens == 0) goto finish;
-  if ((rc = pf_forward(m, w, &seq, &n_ids, 1, ids, logits, 0, err))) goto done;
-  int n_hist = n_ids;
-  for (int i = 0; i < p->max_tokens; i++) {
-    if (cancel && cancel(cancel_arg)) { rc = pf_seterr(err, PF_INTERRUPT, "interrupted"); goto done; }
-    int tok = pf_sampler_sample(smp, logits, ids, n_hist);
-    if (tok == m->vocab.eos) { out->finish = PF_FINISH_EOS; break; }
-    ids[n_hist++] = tok;
-    out->n_tokens++;
-    char piece[256];
-    int k = pf_token_bytes(m, tok, piece, sizeof piece);
-    if (k < 0) k = 0;
-    if (m->vocab.type[tok] == PF_TT_CONTROL) k = 0;
-    if (raw_len + (size_t)k + 1 > raw_cap) {
-      size_t nc = raw_cap * 2 + (size_t)k + 64;
-      char *nr = realloc(raw, nc);
-      if (!nr) { rc = pf_seterr(err, PF_NOMEM, "out of memory during generation"); goto done; }
-      raw = nr; raw_cap = nc;
+  if (max_batch < 1) max_batch = 1;
+  for (int i = 0; i < n; i++) memset(&items[i].res, 0, sizeof items[i].res);
+  row *rows = calloc((size_t)(max_batch < n ? max_batch : n) + 1, sizeof *rows);
+  if (!rows) return pf_seterr(err, PF_NOMEM, "out of memory");
+  int rc = PF_OK;
+  for (int b0 = 0; b0 < n && !rc; b0 += max_batch) {
+    int nb = n - b0 < max_batch ? n - b0 : max_batch;
+    memset(rows, 0, sizeof *rows * (size_t)nb);
+    int i;
+    for (i = 0; i < nb; i++) {
+      pf_batch_item *it = &items[b0 + i];
+      row *r = &rows[i];
+      r->it = it;
+      if ((rc = pf_tokenize(m, it->prompt, it->prompt_len, m->vocab.add_bos, &r->ids, &r->n_ids, err))) break;
+      if (r->n_ids == 0) { rc = pf_seterr(err, PF_ERR, "the prompt is empty and the model adds no BOS token"); break; }
+      long need = (long)it->prefix_len + r->n_ids + p->max_tokens;
+      if (need > hp->n_ctx) {
+        if (it->prefix_len > 0)
+          rc = pf_seterr(err, PF_TOOBIG, "prefix (%d positions) + prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
+                         it->prefix_len, r->n_ids, p->max_tokens, need, hp->n_ctx);
+        else
+          rc = pf_seterr(err, PF_TOOBIG, "prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
+                         r->n_ids, p->max_tokens, need, hp->n_ctx);
+        break;
+      }
+      r->n_prompt = r->n_ids;
+      it->res.n_prompt = r->n_ids;
+      it->res.finish = PF_FINISH_LENGTH;
+      int *grown = realloc(r->ids, sizeof(int) * (size_t)(r->n_ids + p->max_tokens + 1));
+      r->seq = pf_seq_new(m, (int)need, err);
+      r->smp = pf_sampler_new(p, hp->n_vocab);
+      if (!grown || !r->seq || !r->smp) { if (grown) r->ids = grown; rc = pf_seterr(err, PF_NOMEM, "out of memory starting generation"); break; }
+      r->ids = grown;
+      if (it->prefix_len > 0 && (rc = pf_seq_set_prefix(r->seq, it->prefix, it->prefix_len, err))) break;
+      r->done = p->max_tokens == 0;
     }
-    memcpy(raw + raw_len, piece, (size_t)k);
-    size_t old = raw_len;
-    raw_len += (size_t)k;
-    long at = find_stop(p, raw, raw_len, old);
-    if (at >= 0) { raw_len = (size_t)at; out->finish = PF_FINISH_STOP; break; }
-    if (i + 1 == p->max_tokens) break;
-    int one = 1;
-    if ((rc = pf_forward(m, w, &seq, &one, 1, &tok, logits, 0, err))) goto done;
+    if (rc && bad_item) *bad_item = b0 + i;   /* the row that could not start */
+    if (!rc) rc = run_batch(m, rows, nb, p, cancel, carg, err);
+    for (i = 0; i < nb && !rc; i++) {
+      row *r = &rows[i];
+      r->it->res.text = pf_utf8_clean(r->raw ? r->raw : "", r->raw_len, 1, &r->it->res.len);
+      if (!r->it->res.text) rc = pf_seterr(err, PF_NOMEM, "out of memory during generation");
+    }
+    for (i = 0; i < nb; i++) row_free(&rows[i]);
   }
-finish:
-  out->text = pf_utf8_clean(raw ? raw : "", raw_len, 1, &out->len);
-  if (!out->text) rc = pf_seterr(err, PF_NOMEM, "out of memory during generation");
-done:
-  if (rc) pf_gen_result_clear(out);
-  free(ids); free(logits); free(raw);
-  pf_seq_free(seq);
-  pf_work_free(w);
-  pf_sampler_free(smp);
+  free(rows);
+  if (rc) for (int i = 0; i < n; i++) pf_gen_result_clear(&items[i].res);
+  return rc;
+}
+
+int pf_generate(const pf_model *m, const float *prefix, int prefix_len, const char *prompt, size_t prompt_len,
+                const pf_sample_params *p, pf_cancel_fn cancel, void *cancel_arg, pf_gen_result *out, pf_err *err) {
+  pf_batch_item it = {prefix, prefix_len, prompt, prompt_len, {0}};
+  int rc = pf_generate_batch(m, &it, 1, 1, p, cancel, cancel_arg, NULL, err);
+  *out = it.res;
   return rc;
 }

@@ -187,6 +187,19 @@ int pf_generate(const pf_model *m, const float *prefix, int prefix_len,
                 const char *prompt, size_t prompt_len, const pf_sample_params *p,
                 pf_cancel_fn cancel, void *cancel_arg, pf_gen_result *out, pf_err *err);
 void pf_gen_result_clear(pf_gen_result *r);
+
+/* Many rows at once, each with its own prefix (or none) and prompt, decoded
+** together max_batch at a time. Results go to items[i].res. On error,
+** *bad_item (if not NULL) is the row that could not start, or -1. */
+typedef struct pf_batch_item {
+  const float *prefix;
+  int prefix_len;
+  const char *prompt;
+  size_t prompt_len;
+  pf_gen_result res;
+} pf_batch_item;
+int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_batch, const pf_sample_params *p,
+                      pf_cancel_fn cancel, void *cancel_arg, int *bad_item, pf_err *err);
 const char *pf_finish_name(int finish);
 
 #endif /* PREFIX_ENGINE_H */

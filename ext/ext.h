@@ -34,6 +34,20 @@ typedef struct pfx_model_row {
 int pfx_registry_snapshot(pfx_model_row **rows, int *n);
 void pfx_registry_snapshot_free(pfx_model_row *rows, int n);
 
+/* ------------------------------------------------------ prefix BLOB cache */
+typedef struct pfx_prefix_ref pfx_prefix_ref;   /* a decoded prefix, refcounted */
+struct pf_prefix;
+int pfx_prefix_decode_cached(const unsigned char *blob, size_t len, pfx_prefix_ref **out, pf_err *err);
+const struct pf_prefix *pfx_prefix_get(const pfx_prefix_ref *r);
+void pfx_prefix_release(pfx_prefix_ref *r);
+/* Read a prefix argument (NULL = none): decoded through the cache and checked
+** against the model. Returns 0 (with *out NULL for no prefix) or -1 after
+** setting the error on ctx. */
+int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const pfx_model *pm, const char *model_name,
+                   pfx_prefix_ref **out);
+/* The same check without a context: returns an error message (sqlite3_malloc'ed) or NULL. */
+char *pfx_check_prefix(const struct pf_prefix *p, const pfx_model *pm, const char *model_name);
+
 /* ---------------------------------------------------------------- options */
 enum { PFX_OPT_INT, PFX_OPT_FLOAT, PFX_OPT_U64, PFX_OPT_BOOL, PFX_OPT_STR, PFX_OPT_STRLIST, PFX_OPT_ENUM };
 typedef struct pfx_opt {
@@ -54,6 +68,9 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
 void pfx_opts_free(char **owned, int n_owned);
 int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_sample_params *p, char ***owned,
                           int *n_owned, char **errmsg);
+typedef struct pfx_batch_opts { pf_sample_params p; int batch_size; } pfx_batch_opts;
+int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_batch_opts *o, char ***owned,
+                            int *n_owned, char **errmsg);
 
 /* --------------------------------------------------------------- interrupt */
 /* Works on SQLite 3.40 (no sqlite3_is_interrupted) and newer: stepping a tiny
@@ -78,5 +95,7 @@ const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what,
 int pfx_register_models(sqlite3 *db);
 int pfx_register_generate(sqlite3 *db);
 int pfx_register_train(sqlite3 *db);
+int pfx_register_batch(sqlite3 *db);
+int pfx_register_cache(sqlite3 *db);
 
 #endif

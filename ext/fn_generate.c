@@ -16,8 +16,6 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 #include "../engine/train.h"
 
-int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const pfx_model *pm, const char *model_name,
-                   pf_prefix *out);
 
 static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_generate";
@@ -29,11 +27,12 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   pfx_cancel cancel = {0};
   pf_gen_result res = {0};
   pf_sample_params p;
-  pf_prefix pre = {0};
+  pfx_prefix_ref *ref = NULL;
   int plen;
   const char *prompt = pfx_arg_text(ctx, fn, "prompt", argv[2], &plen);
   if (!prompt) goto done;
-  if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &pre)) goto done;
+  if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &ref)) goto done;
+  const pf_prefix *pre = ref ? pfx_prefix_get(ref) : NULL;
   int rc = pfx_parse_gen_options(db, fn, argc > 3 ? argv[3] : NULL, &p, &owned, &n_owned, &emsg);
   if (rc) {
     if (emsg) sqlite3_result_error(ctx, emsg, -1);
@@ -42,14 +41,14 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   pfx_cancel_init(&cancel, db);
   pf_err e;
-  if (pf_generate(pfx_model_engine(pm), pre.kv, pre.prefix_len, prompt, (size_t)plen, &p, pfx_cancel_check, &cancel, &res, &e)) {
+  if (pf_generate(pfx_model_engine(pm), pre ? pre->kv : NULL, pre ? pre->prefix_len : 0, prompt, (size_t)plen, &p, pfx_cancel_check, &cancel, &res, &e)) {
     pfx_result_err(ctx, fn, &e);
     goto done;
   }
   sqlite3_result_text64(ctx, res.text, res.len, SQLITE_TRANSIENT, SQLITE_UTF8);
 done:
   pf_gen_result_clear(&res);
-  pf_prefix_clear(&pre);
+  pfx_prefix_release(ref);
   pfx_cancel_done(&cancel);
   pfx_opts_free(owned, n_owned);
   sqlite3_free(emsg);

@@ -295,9 +295,19 @@ done:
 
 /* ----------------------------------------------------- prefix arguments */
 
+char *pfx_check_prefix(const pf_prefix *p, const pfx_model *pm, const char *model_name) {
+  const pf_model *m = pfx_model_engine(pm);
+  if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
+    return sqlite3_mprintf("the prefix was trained on a model with fingerprint %s; model '%s' has fingerprint %s",
+                           p->fingerprint, model_name, pf_model_fingerprint(m));
+  pf_err e;
+  if (pf_prefix_check_model(p, m, &e)) return sqlite3_mprintf("%s", e.msg);
+  return NULL;
+}
+
 int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const pfx_model *pm, const char *model_name,
-                   pf_prefix *out) {
-  memset(out, 0, sizeof *out);
+                   pfx_prefix_ref **out) {
+  *out = NULL;
   if (sqlite3_value_type(v) == SQLITE_NULL) return 0;
   if (sqlite3_value_type(v) != SQLITE_BLOB) {
     char *m = sqlite3_mprintf("%s: prefix must be a BLOB from prefix_train (or NULL), got %s", fn,
@@ -307,19 +317,20 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
     return -1;
   }
   pf_err e;
-  const uint8_t *b = sqlite3_value_blob(v);
-  size_t n = (size_t)sqlite3_value_bytes(v);
-  if (pf_prefix_decode(b, n, out, &e)) { pfx_result_err(ctx, fn, &e); return -1; }
-  const pf_model *m = pfx_model_engine(pm);
-  if (strcmp(out->fingerprint, pf_model_fingerprint(m)) != 0) {
-    char *msg = sqlite3_mprintf("%s: the prefix was trained on a model with fingerprint %s; model '%s' has fingerprint %s", fn,
-                                out->fingerprint, model_name, pf_model_fingerprint(m));
-    sqlite3_result_error(ctx, msg ? msg : fn, -1);
-    sqlite3_free(msg);
-    pf_prefix_clear(out);
+  if (pfx_prefix_decode_cached(sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v), out, &e)) {
+    pfx_result_err(ctx, fn, &e);
     return -1;
   }
-  if (pf_prefix_check_model(out, m, &e)) { pfx_result_err(ctx, fn, &e); pf_prefix_clear(out); return -1; }
+  char *bad = pfx_check_prefix(pfx_prefix_get(*out), pm, model_name);
+  if (bad) {
+    char *m = sqlite3_mprintf("%s: %s", fn, bad);
+    sqlite3_result_error(ctx, m ? m : fn, -1);
+    sqlite3_free(m);
+    sqlite3_free(bad);
+    pfx_prefix_release(*out);
+    *out = NULL;
+    return -1;
+  }
   return 0;
 }
 
@@ -327,10 +338,11 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_score";
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
   if (!pm) return;
-  pf_prefix pre;
+  pfx_prefix_ref *ref = NULL;
   int pl, cl;
   const char *prompt, *completion;
-  if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &pre)) goto done;
+  if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &ref)) goto done;
+  const pf_prefix *pre = ref ? pfx_prefix_get(ref) : NULL;
   if (!(prompt = pfx_arg_text(ctx, fn, "prompt", argv[2], &pl))) goto done;
   if (!(completion = pfx_arg_text(ctx, fn, "completion", argv[3], &cl))) goto done;
   double nll;
@@ -348,7 +360,8 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     goto done;
   }
   pfx_opts_free(owned, n_owned);
-  if (pf_score(pfx_model_engine(pm), pre.kv, pre.prefix_len, prompt, (size_t)pl, completion, (size_t)cl, so.add_eos,
+  if (pf_score(pfx_model_engine(pm), pre ? pre->kv : NULL, pre ? pre->prefix_len : 0, prompt, (size_t)pl, completion,
+               (size_t)cl, so.add_eos,
                &nll, &n, &e)) {
     pfx_result_err(ctx, fn, &e);
     goto done;
@@ -357,7 +370,7 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (json) sqlite3_result_text(ctx, json, -1, sqlite3_free);
   else sqlite3_result_error_nomem(ctx);
 done:
-  pf_prefix_clear(&pre);
+  pfx_prefix_release(ref);
   pfx_model_release(pm);
 }
 

@@ -238,3 +238,17 @@ int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_s
   return pfx_parse_options(db, fn, json, gen_opts, (int)(sizeof gen_opts / sizeof gen_opts[0]), p, owned, n_owned,
                            errmsg);
 }
+
+/* prefix_generate_batch: the generation options plus batch_size. */
+#define BO(f) offsetof(pfx_batch_opts, f)
+int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_batch_opts *o, char ***owned,
+                            int *n_owned, char **errmsg) {
+  enum { NG = (int)(sizeof gen_opts / sizeof gen_opts[0]) };
+  pfx_opt table[NG + 1];
+  memcpy(table, gen_opts, sizeof gen_opts);   /* p is the struct's first member: same offsets */
+  pfx_opt bs = {"batch_size", PFX_OPT_INT, BO(batch_size), 1, 4096, 0, 0, 0};
+  table[NG] = bs;
+  pf_sample_params_default(&o->p);
+  o->batch_size = 16;
+  return pfx_parse_options(db, fn, json, table, NG + 1, o, owned, n_owned, errmsg);
+}

@@ -105,7 +105,12 @@ static void bench_model(const char *path) {
 int main(int argc, char **argv) {
   int i = 1;
   if (argc > 2 && !strcmp(argv[1], "--threads")) { pf_set_threads(atoi(argv[2])); i = 3; }
-  printf("threads %d, sgemm 1024^3 through the engine: %.1f GFLOP/s\n", pf_get_threads(), sgemm_gflops());
+  int auto_k = pf_get_kernel();
+  printf("threads %d; matmul 1024x1024x1024 through the engine:", pf_get_threads());
+  for (int k = PF_KERNEL_BLAS; k <= PF_KERNEL_AVX512; k++)
+    if (pf_set_kernel(k) == k) printf(" %s %.1f GFLOP/s;", pf_kernel_name(k), sgemm_gflops());
+  pf_set_kernel(auto_k);
+  printf(" in use: %s\n", pf_kernel_name(auto_k));
   printf("%-28s %10s %12s %12s %14s %10s\n", "model", "params", "prefill t/s", "decode t/s", "train t/s", "peak MB");
   for (; i < argc; i++) bench_model(argv[i]);
   return 0;

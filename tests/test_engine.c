@@ -157,21 +157,47 @@ static void test_kv_cache(pf_model *m, const char *label) {
 }
 
 static void test_kernels(void) {
-  int shapes[][3] = {{1, 64, 64}, {5, 64, 172}, {17, 33, 7}, {64, 128, 512}, {3, 1, 9}};
-  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-    int T = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-    float *x = malloc(sizeof(float) * T * K), *w = malloc(sizeof(float) * N * K);
-    float *a = malloc(sizeof(float) * T * N), *b = malloc(sizeof(float) * T * N);
-    for (int i = 0; i < T * K; i++) x[i] = t_frand();
-    for (int i = 0; i < N * K; i++) w[i] = t_frand();
-    pf_matmul(a, x, w, T, K, N);
-    pf_matmul_naive(b, x, w, T, K, N);
-    char name[96];
-    snprintf(name, sizeof name, "matmul BLAS = naive (%dx%d · %dx%d)", T, K, K, N);
-    double d = t_maxdiff(a, b, (size_t)T * N);
-    CHECK(d < 1e-4 * sqrt(K), name, "max diff %g", d);
-    free(x); free(w); free(a); free(b);
+  int shapes[][3] = {{1, 64, 64}, {5, 64, 172}, {17, 33, 7}, {64, 128, 512}, {3, 1, 9}, {1, 768, 2051}, {13, 100, 37},
+                     {130, 256, 96}};
+  int kinds[] = {PF_KERNEL_BLAS, PF_KERNEL_AVX2, PF_KERNEL_AVX512};
+  for (int threads = 1; threads <= 2; threads++) {
+    pf_set_threads(threads);
+    for (size_t kk = 0; kk < 3; kk++) {
+      if (pf_set_kernel(kinds[kk]) != kinds[kk]) { printf("# kernel %s: not on this CPU\n", pf_kernel_name(kinds[kk])); continue; }
+      int ok_nt = 1, ok_nn = 1;
+      double worst = 0;
+      for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int T = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = malloc(sizeof(float) * T * K), *w = malloc(sizeof(float) * N * K);
+        float *a = malloc(sizeof(float) * T * N), *b = malloc(sizeof(float) * T * N);
+        float *dy = malloc(sizeof(float) * T * N), *da = malloc(sizeof(float) * T * K), *db = malloc(sizeof(float) * T * K);
+        for (int i = 0; i < T * K; i++) { x[i] = t_frand(); da[i] = db[i] = t_frand(); }
+        for (int i = 0; i < N * K; i++) w[i] = t_frand();
+        for (int i = 0; i < T * N; i++) dy[i] = t_frand();
+        pf_matmul(a, x, w, T, K, N);
+        pf_matmul_naive(b, x, w, T, K, N);
+        double d = t_maxdiff(a, b, (size_t)T * N);
+        if (d > 1e-4 * sqrt(K)) ok_nt = 0;
+        if (d > worst) worst = d;
+        pf_matmul_backward_input(da, dy, w, T, K, N);   /* accumulates */
+        pf_set_naive(1);
+        pf_matmul_backward_input(db, dy, w, T, K, N);
+        pf_set_naive(0);
+        d = t_maxdiff(da, db, (size_t)T * K);
+        if (d > 1e-4 * sqrt(N)) ok_nn = 0;
+        free(x); free(w); free(a); free(b); free(dy); free(da); free(db);
+      }
+      char name[128];
+      snprintf(name, sizeof name, "kernel %s, %d thread%s: X·W^T = naive on 8 shapes", pf_kernel_name(kinds[kk]), threads,
+               threads > 1 ? "s" : "");
+      CHECK(ok_nt, name, "max diff %g", worst);
+      snprintf(name, sizeof name, "kernel %s, %d thread%s: dX += dY·W = naive on 8 shapes", pf_kernel_name(kinds[kk]),
+               threads, threads > 1 ? "s" : "");
+      CHECK(ok_nn, name, "");
+    }
   }
+  pf_set_kernel(PF_KERNEL_AUTO);
+  pf_set_threads(0);
   /* f16 conversion: exact values and round trip */
   float vals[] = {0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.960464477539063e-08f};
   int ok = 1;

@@ -1,0 +1,118 @@
+/*
+** prefix_cache.c — decoded prefix BLOBs, cached by a hash of their bytes.
+**
+** Decoding a BLOB means verifying its checksum, checking every value and
+** converting f16 to f32. Rows that reuse a customer's prefix (a JOIN against
+** the prefixes table, or prefix_generate_batch) decode it once: the process
+** keeps the 64 most recently used decoded prefixes. Entries are immutable
+** and reference-counted, so a statement keeps its prefix while others evict.
+*/
+#include "ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../engine/train.h"
+
+#define CACHE_SLOTS 64
+
+struct pfx_prefix_ref {
+  pf_prefix p;
+  uint64_t key;
+  size_t len;
+  int refs;
+  uint64_t used;
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pfx_prefix_ref *g_slot[CACHE_SLOTS];
+static uint64_t g_clock;
+static uint64_t g_hits, g_misses;
+
+static void unref_locked(pfx_prefix_ref *r) {
+  if (--r->refs == 0) {
+    pf_prefix_clear(&r->p);
+    free(r);
+  }
+}
+
+void pfx_prefix_release(pfx_prefix_ref *r) {
+  if (!r) return;
+  pthread_mutex_lock(&g_mu);
+  unref_locked(r);
+  pthread_mutex_unlock(&g_mu);
+}
+
+const pf_prefix *pfx_prefix_get(const pfx_prefix_ref *r) { return &r->p; }
+
+void pfx_prefix_cache_stats(uint64_t *hits, uint64_t *misses) {
+  pthread_mutex_lock(&g_mu);
+  *hits = g_hits;
+  *misses = g_misses;
+  pthread_mutex_unlock(&g_mu);
+}
+
+/* prefix_cache_stats(): {"entries": n, "hits": h, "misses": m} */
+static void fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc; (void)argv;
+  int n = 0;
+  pthread_mutex_lock(&g_mu);
+  for (int i = 0; i < CACHE_SLOTS; i++) n += g_slot[i] != NULL;
+  char *j = sqlite3_mprintf("{\"entries\":%d,\"hits\":%llu,\"misses\":%llu}", n, (unsigned long long)g_hits,
+                            (unsigned long long)g_misses);
+  pthread_mutex_unlock(&g_mu);
+  if (j) sqlite3_result_text(ctx, j, -1, sqlite3_free);
+  else sqlite3_result_error_nomem(ctx);
+}
+
+int pfx_register_cache(sqlite3 *db) {
+  return sqlite3_create_function_v2(db, "prefix_cache_stats", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_cache_stats,
+                                    NULL, NULL, NULL);
+}
+
+int pfx_prefix_decode_cached(const uint8_t *blob, size_t len, pfx_prefix_ref **out, pf_err *err) {
+  extern uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
+  uint64_t key = pf_hash64(blob, len, 0x5046584341434845ull);
+  *out = NULL;
+  pthread_mutex_lock(&g_mu);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    pfx_prefix_ref *r = g_slot[i];
+    if (r && r->key == key && r->len == len) {
+      r->refs++;
+      r->used = ++g_clock;
+      g_hits++;
+      pthread_mutex_unlock(&g_mu);
+      *out = r;
+      return PF_OK;
+    }
+  }
+  g_misses++;
+  pthread_mutex_unlock(&g_mu);
+  pfx_prefix_ref *r = calloc(1, sizeof *r);
+  if (!r) return pf_seterr(err, PF_NOMEM, "out of memory");
+  int rc = pf_prefix_decode(blob, len, &r->p, err);
+  if (rc) { free(r); return rc; }
+  r->key = key;
+  r->len = len;
+  r->refs = 2;   /* the cache's and the caller's */
+  pthread_mutex_lock(&g_mu);
+  int at = 0;
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    if (!g_slot[i]) { at = i; break; }
+    if (g_slot[i]->used < g_slot[at]->used) at = i;
+  }
+  if (g_slot[at]) unref_locked(g_slot[at]);
+  r->used = ++g_clock;
+  g_slot[at] = r;
+  pthread_mutex_unlock(&g_mu);
+  *out = r;
+  return PF_OK;
+}
+
+#ifndef SQLITE_CORE
+__attribute__((destructor)) static void prefix_cache_unload(void) {
+  for (int i = 0; i < CACHE_SLOTS; i++)
+    if (g_slot[i]) { unref_locked(g_slot[i]); g_slot[i] = NULL; }
+}
+#endif
