@@ -39,6 +39,8 @@ struct pf_tws {
   /* scratch */
   float *xb, *ao, *hb, *dx, *dxb, *dq, *dk, *dv, *dh, *dg, *du;
   float *logits, *dlogits, *xn, *dxn, *rstdc;
+  float *tmp;     /* (n_head_kv, max keys) attention backward scratch */
+  size_t tmp_cap;
   int *pos, *seq_of, *att_off, *tgt_row, *tgt_id;
 };
 
@@ -48,7 +50,7 @@ static void tws_free_bufs(pf_tws *w) {
                  &w->xb, &w->ao, &w->hb, &w->dx, &w->dxb, &w->dq, &w->dk, &w->dv, &w->dh, &w->dg, &w->du,
                  &w->logits, &w->dlogits, &w->xn, &w->dxn, &w->rstdc};
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
-  free(w->pos); free(w->seq_of); free(w->att_off); free(w->tgt_row); free(w->tgt_id);
+  free(w->pos); free(w->seq_of); free(w->att_off); free(w->tgt_row); free(w->tgt_id); free(w->tmp);
   memset(w, 0, sizeof *w);
 }
 
@@ -86,71 +88,62 @@ static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
 #define KROW(j) ((j) < P ? pk + (size_t)(j) * kvd : k + ((size_t)seq_start + (j) - P) * kvd)
 #define VROW(j) ((j) < P ? pv + (size_t)(j) * kvd : v + ((size_t)seq_start + (j) - P) * kvd)
 
-static void attention_forward(float *ao, float *att, const float *q, const float *k, const float *v, const float *pk,
-                              const float *pv, int P, const int *seq_of, const int *pos, const int *att_off,
-                              const int *seq_start_of, int T, const pf_hparams *hp) {
-  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head;
+/* Attention runs one task per key/value head: each task owns that head's
+** columns of k, v, dk, dv and the prefix gradient, and the query heads of its
+** group, so tasks never write the same memory. */
+typedef struct tattn {
+  float *ao, *att, *dq, *dk, *dv, *dpk, *dpv, *tmp;
+  const float *dao, *q, *k, *v, *pk, *pv;
+  int P, T, tmp_stride;
+  const int *seq_of, *pos, *att_off, *seq_start_of;
+  const pf_hparams *hp;
+} tattn;
+
+static void attn_fwd_task(void *arg, int kh) {
+  const tattn *j = arg;
+  const pf_hparams *hp = j->hp;
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
+  const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
   float scale = 1.0f / sqrtf((float)hd);
-  for (int t = 0; t < T; t++) {
-    int seq_start = seq_start_of[seq_of[t]], n = pos[t] + 1;
-    for (int h = 0; h < nh; h++) {
-      const float *qh = q + (size_t)t * nh * hd + (size_t)h * hd;
-      float *a = att + att_off[t] + (size_t)h * n;
-      int kh = h / grp;
-      float mx = -INFINITY;
-      for (int j = 0; j < n; j++) {
-        const float *kj = KROW(j) + (size_t)kh * hd;
-        float dot = 0;
-        for (int i = 0; i < hd; i++) dot += qh[i] * kj[i];
-        a[j] = dot * scale;
-        if (a[j] > mx) mx = a[j];
-      }
-      float sum = 0;
-      for (int j = 0; j < n; j++) { a[j] = expf(a[j] - mx); sum += a[j]; }
-      for (int j = 0; j < n; j++) a[j] /= sum;
-      float *o = ao + (size_t)t * nh * hd + (size_t)h * hd;
+  for (int t = 0; t < j->T; t++) {
+    int seq_start = j->seq_start_of[j->seq_of[t]], n = j->pos[t] + 1;
+    for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+      const float *qh = j->q + (size_t)t * nh * hd + (size_t)h * hd;
+      float *a = j->att + j->att_off[t] + (size_t)h * n;
+      for (int i = 0; i < n; i++) a[i] = pf_vdot(qh, KROW(i) + (size_t)kh * hd, hd) * scale;
+      pf_softmax(a, n);
+      float *o = j->ao + (size_t)t * nh * hd + (size_t)h * hd;
       memset(o, 0, sizeof(float) * (size_t)hd);
-      for (int j = 0; j < n; j++) {
-        const float *vj = VROW(j) + (size_t)kh * hd;
-        for (int i = 0; i < hd; i++) o[i] += a[j] * vj[i];
-      }
+      for (int i = 0; i < n; i++) pf_vaxpy(o, a[i], VROW(i) + (size_t)kh * hd, hd);
     }
   }
 }
 
 /* In the forward pass this was: s_j = q·k_j * scale; a = softmax(s); o = sum_j a_j v_j. */
-static void attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, const float *dao,
-                               const float *att, const float *q, const float *k, const float *v, const float *pk,
-                               const float *pv, int P, const int *seq_of, const int *pos, const int *att_off,
-                               const int *seq_start_of, int T, const pf_hparams *hp, float *tmp) {
-  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head;
-  float scale = 1.0f / sqrtf((float)hd);
-  for (int t = 0; t < T; t++) {
-    int seq_start = seq_start_of[seq_of[t]], n = pos[t] + 1;
-    for (int h = 0; h < nh; h++) {
-      const float *qh = q + (size_t)t * nh * hd + (size_t)h * hd, *a = att + att_off[t] + (size_t)h * n;
-      const float *doh = dao + (size_t)t * nh * hd + (size_t)h * hd;
-      float *dqh = dq + (size_t)t * nh * hd + (size_t)h * hd;
-      int kh = h / grp;
+static void attn_bwd_task(void *arg, int kh) {
+  const tattn *j = arg;
+  const pf_hparams *hp = j->hp;
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
+  const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
+  float scale = 1.0f / sqrtf((float)hd), *tmp = j->tmp + (size_t)kh * j->tmp_stride;
+  for (int t = 0; t < j->T; t++) {
+    int seq_start = j->seq_start_of[j->seq_of[t]], n = j->pos[t] + 1;
+    for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+      const float *qh = j->q + (size_t)t * nh * hd + (size_t)h * hd, *a = j->att + j->att_off[t] + (size_t)h * n;
+      const float *doh = j->dao + (size_t)t * nh * hd + (size_t)h * hd;
+      float *dqh = j->dq + (size_t)t * nh * hd + (size_t)h * hd;
       float dot_ada = 0;
-      for (int j = 0; j < n; j++) {   /* da_j = do · v_j; dv_j += a_j do */
-        const float *vj = VROW(j) + (size_t)kh * hd;
-        float *dvj = (j < P ? dpv + (size_t)j * kvd : dv + ((size_t)seq_start + j - P) * kvd) + (size_t)kh * hd;
-        float da = 0;
-        for (int i = 0; i < hd; i++) { da += doh[i] * vj[i]; }
-        if (j >= P || dpv)
-          for (int i = 0; i < hd; i++) dvj[i] += a[j] * doh[i];
-        tmp[j] = da;
-        dot_ada += a[j] * da;
+      for (int i = 0; i < n; i++) {   /* da_i = do · v_i; dv_i += a_i do */
+        tmp[i] = pf_vdot(doh, VROW(i) + (size_t)kh * hd, hd);
+        dot_ada += a[i] * tmp[i];
+        if (i >= P) pf_vaxpy(j->dv + ((size_t)seq_start + i - P) * kvd + (size_t)kh * hd, a[i], doh, hd);
+        else if (j->dpv) pf_vaxpy(j->dpv + (size_t)i * kvd + (size_t)kh * hd, a[i], doh, hd);
       }
-      for (int j = 0; j < n; j++) {   /* ds_j = a_j (da_j - sum a da) */
-        float ds = a[j] * (tmp[j] - dot_ada) * scale;
-        const float *kj = KROW(j) + (size_t)kh * hd;
-        for (int i = 0; i < hd; i++) dqh[i] += ds * kj[i];
-        if (j >= P || dpk) {
-          float *dkj = (j < P ? dpk + (size_t)j * kvd : dk + ((size_t)seq_start + j - P) * kvd) + (size_t)kh * hd;
-          for (int i = 0; i < hd; i++) dkj[i] += ds * qh[i];
-        }
+      for (int i = 0; i < n; i++) {   /* ds_i = a_i (da_i - sum a da); dq += ds k_i; dk_i += ds q */
+        float ds = a[i] * (tmp[i] - dot_ada) * scale;
+        pf_vaxpy(dqh, ds, KROW(i) + (size_t)kh * hd, hd);
+        if (i >= P) pf_vaxpy(j->dk + ((size_t)seq_start + i - P) * kvd + (size_t)kh * hd, ds, qh, hd);
+        else if (j->dpk) pf_vaxpy(j->dpk + (size_t)i * kvd + (size_t)kh * hd, ds, qh, hd);
       }
     }
   }
@@ -179,6 +172,13 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
   if (tws_reserve(w, m, T + (size_t)b->n_seq + (size_t)max_keys, att_n))
     return pf_seterr(err, PF_NOMEM, "out of memory for training activations (%zu tokens)", T);
   int *seq_start_of = w->tgt_id + T;  /* n_seq ints after the T target ids (reserved above) */
+  size_t tmp_need = (size_t)hp->n_head_kv * (size_t)max_keys;
+  if (backward && tmp_need > w->tmp_cap) {
+    float *nt = realloc(w->tmp, sizeof(float) * tmp_need);
+    if (!nt) return pf_seterr(err, PF_NOMEM, "out of memory for training scratch");
+    w->tmp = nt;
+    w->tmp_cap = tmp_need;
+  }
   size_t t = 0, att = 0;
   int n_t = 0;
   for (int s = 0; s < b->n_seq; s++) {
@@ -234,8 +234,9 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
       pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
       pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     }
-    attention_forward(w->ao, w->att + (size_t)l * w->att_cap, q, k, v, pk, pv, P, seq_of, pos, att_off, seq_start_of,
-                      iT, hp);
+    tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
+                P, iT, 0, seq_of, pos, att_off, seq_start_of, hp};
+    pf_parallel_for(hp->n_head_kv, attn_fwd_task, &aj);
     pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
     if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
     for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
@@ -318,8 +319,9 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     memset(w->dq, 0, sizeof(float) * T * d);
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
-    attention_backward(w->dq, w->dk, w->dv, dpk, dpv, w->ao, w->att + (size_t)l * w->att_cap, q, k, v, pk, pv, P, seq_of,
-                       pos, att_off, seq_start_of, iT, hp, w->hb);
+    tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
+                P, iT, max_keys, seq_of, pos, att_off, seq_start_of, hp};
+    pf_parallel_for(hp->n_head_kv, attn_bwd_task, &bj);
     memset(w->dxb, 0, sizeof(float) * T * d);
     if (gpt2) {
       for (size_t r = 0; r < T; r++) {

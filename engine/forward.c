@@ -82,35 +82,41 @@ int pf_seq_set_prefix(pf_seq *s, const float *kv, int prefix_len, pf_err *err) {
   return PF_OK;
 }
 
-/* out (T, n_head*hd): attention of each new token over its own sequence. */
-static void attention(float *out, float *att, const float *q, pf_seq **seqs, const int *seq_of, const int *pos,
-                      int T, int layer, const pf_hparams *hp) {
+/* out (T, n_head*hd): attention of each new token over its own sequence.
+** One task per token; each uses its own row of the scratch `att`. */
+typedef struct attn_job {
+  float *out, *att;
+  const float *q;
+  pf_seq **seqs;
+  const int *seq_of, *pos;
+  int layer, att_stride;
+  const pf_hparams *hp;
+} attn_job;
+
+static void attn_task(void *arg, int t) {
+  const attn_job *j = arg;
+  const pf_hparams *hp = j->hp;
   int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv;
-  float scale = 1.0f / sqrtf((float)hd);
-  for (int t = 0; t < T; t++) {
-    const pf_seq *s = seqs[seq_of[t]];
-    const float *K = s->k + (size_t)layer * s->n_ctx * kvd;
-    const float *V = s->v + (size_t)layer * s->n_ctx * kvd;
-    int n = pos[t] + 1;
-    for (int h = 0; h < hp->n_head; h++) {
-      const float *qh = q + ((size_t)t * hp->n_head + h) * hd;
-      int kh = h / grp;
-      for (int j = 0; j < n; j++) {
-        const float *kj = K + (size_t)j * kvd + (size_t)kh * hd;
-        float dot = 0;
-        for (int i = 0; i < hd; i++) dot += qh[i] * kj[i];
-        att[j] = dot * scale;
-      }
-      pf_softmax(att, n);
-      float *o = out + ((size_t)t * hp->n_head + h) * hd;
-      memset(o, 0, sizeof(float) * (size_t)hd);
-      for (int j = 0; j < n; j++) {
-        const float *vj = V + (size_t)j * kvd + (size_t)kh * hd;
-        float a = att[j];
-        for (int i = 0; i < hd; i++) o[i] += a * vj[i];
-      }
-    }
+  float scale = 1.0f / sqrtf((float)hd), *att = j->att + (size_t)t * j->att_stride;
+  const pf_seq *s = j->seqs[j->seq_of[t]];
+  const float *K = s->k + (size_t)j->layer * s->n_ctx * kvd;
+  const float *V = s->v + (size_t)j->layer * s->n_ctx * kvd;
+  int n = j->pos[t] + 1;
+  for (int h = 0; h < hp->n_head; h++) {
+    const float *qh = j->q + ((size_t)t * hp->n_head + h) * hd;
+    int kh = h / grp;
+    for (int i = 0; i < n; i++) att[i] = pf_vdot(qh, K + (size_t)i * kvd + (size_t)kh * hd, hd) * scale;
+    pf_softmax(att, n);
+    float *o = j->out + ((size_t)t * hp->n_head + h) * hd;
+    memset(o, 0, sizeof(float) * (size_t)hd);
+    for (int i = 0; i < n; i++) pf_vaxpy(o, att[i], V + (size_t)i * kvd + (size_t)kh * hd, hd);
   }
+}
+
+static void attention(float *out, float *att, int att_stride, const float *q, pf_seq **seqs, const int *seq_of,
+                      const int *pos, int T, int layer, const pf_hparams *hp) {
+  attn_job j = {out, att, q, seqs, seq_of, pos, layer, att_stride, hp};
+  pf_parallel_for(T, attn_task, &j);
 }
 
 int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
@@ -135,7 +141,7 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
   int d = hp->n_embd, hd = hp->head_dim, kvd = hp->n_head_kv * hd, ff = hp->n_ff;
   int max_ctx = 0;
   for (int i = 0; i < n_seq; i++) if (seqs[i]->n_ctx > max_ctx) max_ctx = seqs[i]->n_ctx;
-  size_t need = (size_t)T * (4 * (size_t)d + 2 * (size_t)kvd + 2 * (size_t)ff + 3 * (size_t)d) + (size_t)max_ctx;
+  size_t need = (size_t)T * (4 * (size_t)d + 2 * (size_t)kvd + 2 * (size_t)ff + 3 * (size_t)d + (size_t)max_ctx);
   if (work_reserve(w, need, 2 * (size_t)T))
     return pf_seterr(err, PF_NOMEM, "out of memory for forward scratch (%zu MB)", need * 4 >> 20);
   float *x = w->buf, *xb = x + (size_t)T * d, *q = xb + (size_t)T * d, *ao = q + (size_t)T * d;
@@ -176,7 +182,7 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
       memcpy(s->k + at, k + (size_t)t * kvd, sizeof(float) * kvd);
       memcpy(s->v + at, v + (size_t)t * kvd, sizeof(float) * kvd);
     }
-    attention(ao, att, q, seqs, seq_of, pos, T, l, hp);
+    attention(ao, att, max_ctx, q, seqs, seq_of, pos, T, l, hp);
     pf_matmul(xb, ao, L->wo, T, d, d);
     if (gpt2) pf_add_bias(xb, L->bo, T, d);
     for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];

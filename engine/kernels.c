@@ -118,12 +118,16 @@ T512 static void nn_tile512(float *c, int ldc, const float *dy, int ldy, const f
   }
 }
 
+/* N is cut into blocks of 256 so a tile's rows of dY and the W panel stay in L1. */
 T512 static void nn_avx512(float *dA, const float *dY, const float *W, int T, int K, int N, int c0, int c1) {
-  for (int k = c0; k < c1; k += 32) {
-    int kw = c1 - k < 32 ? c1 - k : 32;
-    for (int t = 0; t < T; t += 6) {
-      int mr = T - t < 6 ? T - t : 6;
-      nn_tile512(dA + (size_t)t * K + k, K, dY + (size_t)t * N, N, W + k, K, N, mr, kw);
+  for (int n0 = 0; n0 < N; n0 += 256) {
+    int nb = N - n0 < 256 ? N - n0 : 256;
+    for (int k = c0; k < c1; k += 32) {
+      int kw = c1 - k < 32 ? c1 - k : 32;
+      for (int t = 0; t < T; t += 6) {
+        int mr = T - t < 6 ? T - t : 6;
+        nn_tile512(dA + (size_t)t * K + k, K, dY + (size_t)t * N + n0, N, W + (size_t)n0 * K + k, K, nb, mr, kw);
+      }
     }
   }
 }
@@ -211,11 +215,14 @@ T256 static void nn_tile256(float *c, int ldc, const float *dy, int ldy, const f
 }
 
 T256 static void nn_avx2(float *dA, const float *dY, const float *W, int T, int K, int N, int c0, int c1) {
-  for (int k = c0; k < c1; k += 16) {
-    int kw = c1 - k < 16 ? c1 - k : 16;
-    for (int t = 0; t < T; t += 4) {
-      int mr = T - t < 4 ? T - t : 4;
-      nn_tile256(dA + (size_t)t * K + k, K, dY + (size_t)t * N, N, W + k, K, N, mr, kw);
+  for (int n0 = 0; n0 < N; n0 += 256) {
+    int nb = N - n0 < 256 ? N - n0 : 256;
+    for (int k = c0; k < c1; k += 16) {
+      int kw = c1 - k < 16 ? c1 - k : 16;
+      for (int t = 0; t < T; t += 4) {
+        int mr = T - t < 4 ? T - t : 4;
+        nn_tile256(dA + (size_t)t * K + k, K, dY + (size_t)t * N + n0, N, W + (size_t)n0 * K + k, K, nb, mr, kw);
+      }
     }
   }
 }
@@ -272,4 +279,63 @@ int pf_set_kernel(int kind) {
 int pf_get_kernel(void) {
   if (g_kernel < 0) pf_set_kernel(PF_KERNEL_AUTO);
   return g_kernel;
+}
+
+/* ------------------------------------------ vector helpers for attention */
+
+T512 static float dot512(const float *a, const float *b, int n) {
+  __m512 acc = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+T512 static void axpy512(float *y, float a, const float *x, int n) {
+  __m512 va = _mm512_set1_ps(a);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+T256 static float dot256(const float *a, const float *b, int n) {
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float s = hsum256(acc);
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+T256 static void axpy256(float *y, float a, const float *x, int n) {
+  __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+static float dot_plain(const float *a, const float *b, int n) {
+  float s = 0;
+  for (int i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+static void axpy_plain(float *y, float a, const float *x, int n) {
+  for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+float pf_vdot(const float *a, const float *b, int n) {
+  switch (pf_get_kernel()) {
+    case PF_KERNEL_AVX512: return dot512(a, b, n);
+    case PF_KERNEL_AVX2: return dot256(a, b, n);
+    default: return dot_plain(a, b, n);
+  }
+}
+void pf_vaxpy(float *y, float a, const float *x, int n) {
+  switch (pf_get_kernel()) {
+    case PF_KERNEL_AVX512: axpy512(y, a, x, n); return;
+    case PF_KERNEL_AVX2: axpy256(y, a, x, n); return;
+    default: axpy_plain(y, a, x, n);
+  }
 }

@@ -5,9 +5,10 @@
 **   prefix-bench [--threads N] MODEL.gguf [MODEL.gguf ...]
 **
 ** For each model: prefill tokens/s (one 128-token prompt), decode tokens/s at
-** batch 1, training tokens/s (prefix-tuning steps, batch 8 x 64 tokens,
-** prefix_len 10), and the process's peak RSS. First line: the machine's
-** measured sgemm GFLOP/s (1024^3, through the engine's matmul).
+** batch 1, decode tokens/s with 16 sequences with 16 different prefixes
+** decoded together, training tokens/s (prefix-tuning steps, batch 8 x 64
+** tokens, prefix_len 10), and the process's peak RSS. First line: the
+** machine's measured matmul GFLOP/s for each kernel (1024^3).
 */
 #include "internal.h"
 #include "train.h"
@@ -68,6 +69,29 @@ static void bench_model(const char *path) {
   double t0 = now();
   for (int i = 0; i < nd; i++) pf_forward(m, w, &s, &one, 1, &toks[np + i], logits, 0, &e);
   double dec = now() - t0;
+  /* decode, 16 sequences with 16 different prefixes */
+  int B16 = 16, P16 = 10, steps16 = 32, plen = 16;
+  size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, npk = (size_t)hp->n_layer * 2 * P16 * kvd;
+  float *pk = malloc(sizeof(float) * npk), *lg16 = malloc(sizeof(float) * B16 * V);
+  pf_seq *ss[16];
+  int nt16[16], tk16[16 * 16];
+  for (int i = 0; i < B16; i++) {
+    for (size_t j = 0; j < npk; j++) pk[j] = (float)((j * 7 + i * 13) % 17) * 0.01f;
+    ss[i] = pf_seq_new(m, P16 + plen + steps16, &e);
+    pf_seq_set_prefix(ss[i], pk, P16, &e);
+    nt16[i] = plen;
+    for (int j = 0; j < plen; j++) tk16[i * plen + j] = toks[(i * 5 + j) % (np + nd)];
+  }
+  pf_forward(m, w, ss, nt16, B16, tk16, lg16, 0, &e);
+  for (int i = 0; i < B16; i++) nt16[i] = 1;
+  double t16 = now();
+  for (int st = 0; st < steps16; st++) {
+    for (int i = 0; i < B16; i++) tk16[i] = toks[(st * 3 + i) % (np + nd)];
+    pf_forward(m, w, ss, nt16, B16, tk16, lg16, 0, &e);
+  }
+  double dec16 = now() - t16;
+  for (int i = 0; i < B16; i++) pf_seq_free(ss[i]);
+  free(pk); free(lg16);
   /* training steps */
   int B = 8, T = 64, P = 10;
   pf_pparams *pp = pf_pparams_new(m, PF_MODE_PREFIX, P, 512, &e);
@@ -91,8 +115,8 @@ static void bench_model(const char *path) {
     tdt = now() - tt0;
   } while (tdt < 2.0 && steps < 50);
   const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-  printf("%-28s %9.1fM %12.0f %12.0f %14.0f %10ld\n", name, pf_model_n_params(m) / 1e6, np / best_pf, nd / dec,
-         (double)steps * B * T / tdt, peak_rss_mb());
+  printf("%-22s %8.1fM %12.0f %11.1f %15.0f %8.1fx %11.0f %8ld\n", name, pf_model_n_params(m) / 1e6, np / best_pf,
+         nd / dec, B16 * steps16 / dec16, (B16 * steps16 / dec16) / (nd / dec), (double)steps * B * T / tdt, peak_rss_mb());
   fflush(stdout);
   pf_tws_free(tw);
   pf_pparams_free(pp);
@@ -111,7 +135,8 @@ int main(int argc, char **argv) {
     if (pf_set_kernel(k) == k) printf(" %s %.1f GFLOP/s;", pf_kernel_name(k), sgemm_gflops());
   pf_set_kernel(auto_k);
   printf(" in use: %s\n", pf_kernel_name(auto_k));
-  printf("%-28s %10s %12s %12s %14s %10s\n", "model", "params", "prefill t/s", "decode t/s", "train t/s", "peak MB");
+  printf("%-22s %9s %12s %11s %15s %9s %11s %8s\n", "model", "params", "prefill t/s", "decode t/s", "16 prefixes t/s",
+         "vs b=1", "train t/s", "peak MB");
   for (; i < argc; i++) bench_model(argv[i]);
   return 0;
 }
