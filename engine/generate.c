@@ -11,6 +11,7 @@
 */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,7 @@ static int run_batch(const pf_model *m, row *rows, int n, const pf_sample_params
     for (int a = 0; a < na; a++) {
       row *r = &rows[act[a]];
       float *lg = logits + (size_t)a * hp->n_vocab;
+      if (p->ignore_eos && m->vocab.eos >= 0) lg[m->vocab.eos] = -INFINITY;
       int tok = pf_sampler_sample(r->smp, lg, r->ids, r->n_ids);
       int fin = 0;
       if (tok == m->vocab.eos) { r->it->res.finish = PF_FINISH_EOS; fin = 1; }

@@ -156,6 +156,7 @@ typedef struct pf_sample_params {
   float repeat_penalty;   /* 1 = off */
   int repeat_last_n;      /* window for repeat_penalty; default 64, -1 = all */
   uint64_t seed;
+  int ignore_eos;         /* never stop at EOS (its logit is masked) */
   int n_stop;
   char *stop[PF_MAX_STOPS]; /* not owned by the params */
 } pf_sample_params;

@@ -41,7 +41,7 @@ static int run1(sqlite3 *db, const char *sql, char *out, size_t cap) {
 }
 
 static void *interrupter(void *arg) {
-  usleep(300 * 1000);
+  usleep(100 * 1000);
   sqlite3_interrupt((sqlite3 *)arg);
   return NULL;
 }
@@ -66,7 +66,7 @@ int main(void) {
   char out[4096], sql[8192], model[512];
   const char *build = getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist";
   snprintf(model, sizeof model, "/tmp/pf_sqlapi_%d.gguf", (int)getpid());
-  snprintf(sql, sizeof sql, "%s/prefix-mkmodel %s --layers 4 --embd 256 --heads 8 --heads-kv 4 --ff 512 --vocab 512 --ctx 8192",
+  snprintf(sql, sizeof sql, "%s/prefix-mkmodel %s --layers 6 --embd 512 --heads 8 --heads-kv 4 --ff 1024 --vocab 512 --ctx 8192",
            build, model);
   CHECK(system(sql) == 0, "make a random model for long runs", "%s", sql);
 
@@ -81,7 +81,7 @@ int main(void) {
   pthread_t th;
   pthread_create(&th, NULL, interrupter, db);
   double t0 = now();
-  rc = run1(db, "SELECT prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 8000}')", out, sizeof out);
+  rc = run1(db, "SELECT prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 8000, \"ignore_eos\": true}')", out, sizeof out);
   double dt = now() - t0;
   pthread_join(th, NULL);
   CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && dt < 1.5,
@@ -105,7 +105,7 @@ int main(void) {
   CHECK(same, "four connections on four threads share the model and agree", "'%s' vs '%s'", jobs[0].out, ref);
 
   /* unloading while another thread generates is safe: it finishes with its reference */
-  snprintf(jobs[0].sql, sizeof jobs[0].sql, "SELECT length(prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 400}'))");
+  snprintf(jobs[0].sql, sizeof jobs[0].sql, "SELECT length(prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 400, \"ignore_eos\": true}'))");
   pthread_create(&ths[0], NULL, worker, &jobs[0]);
   usleep(50 * 1000);
   rc = run1(db, "SELECT prefix_model_unload('big')", out, sizeof out);
