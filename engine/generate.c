@@ -149,6 +149,7 @@ int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_ba
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it can tokenize but not generate");
   if (p->max_tokens < 0) return pf_seterr(err, PF_ERR, "max_tokens must be >= 0, got %d", p->max_tokens);
   if (max_batch < 1) max_batch = 1;
+  if (p->threads > 0) pf_set_threads(p->threads);
   for (int i = 0; i < n; i++) memset(&items[i].res, 0, sizeof items[i].res);
   row *rows = calloc((size_t)(max_batch < n ? max_batch : n) + 1, sizeof *rows);
   if (!rows) return pf_seterr(err, PF_NOMEM, "out of memory");

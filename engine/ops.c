@@ -19,9 +19,10 @@ int pf_get_naive(void) { return g_naive; }
 /* OpenBLAS runs single-threaded (its thread wake-ups cost more than the
 ** small products here); products are split across our own pool (pool.c). */
 void pf_set_threads(int n) {
-  if (n <= 0) {
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    n = c > 0 ? (int)c : 1;
+  if (n <= 0) {   /* PREFIX_THREADS, else the machine's cores */
+    const char *env = getenv("PREFIX_THREADS");
+    long c = env && atoi(env) > 0 ? atoi(env) : sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 0 ? (int)(c < 1024 ? c : 1024) : 1;
   }
   g_threads = n;
   openblas_set_num_threads(1);

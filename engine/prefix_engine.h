@@ -127,7 +127,8 @@ void pf_seq_reset(pf_seq *s);   /* back to just the prefix */
 /* Kernel selection for tests: 1 = naive reference loops, 0 = BLAS/fast. */
 void pf_set_naive(int naive);
 int pf_get_naive(void);
-/* Threads used by the compute kernels (0 = the machine's cores). */
+/* Threads used by the compute kernels, process-wide (0 = PREFIX_THREADS, else
+** the machine's cores). */
 void pf_set_threads(int n);
 int pf_get_threads(void);
 
@@ -157,6 +158,7 @@ typedef struct pf_sample_params {
   int repeat_last_n;      /* window for repeat_penalty; default 64, -1 = all */
   uint64_t seed;
   int ignore_eos;         /* never stop at EOS (its logit is masked) */
+  int threads;            /* compute threads (0 = PREFIX_THREADS or the cores); process-wide */
   int n_stop;
   char *stop[PF_MAX_STOPS]; /* not owned by the params */
 } pf_sample_params;

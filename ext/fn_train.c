@@ -73,10 +73,6 @@ static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, tr
   pf_train_params_default(&o->p);
   int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
                              n_owned, errmsg);
-  if (rc == SQLITE_OK && o->p.threads == 0) {
-    const char *env = getenv("PREFIX_THREADS");
-    if (env && atoi(env) > 0) o->p.threads = atoi(env);
-  }
   return rc;
 }
 

@@ -230,6 +230,7 @@ static const pfx_opt gen_opts[] = {
     {"repeat_last_n", PFX_OPT_INT, GO(repeat_last_n), -1, 1 << 24, 0, 0, 0},
     {"seed", PFX_OPT_U64, GO(seed), 0, 9007199254740992.0, 0, 0, 0},
     {"ignore_eos", PFX_OPT_BOOL, GO(ignore_eos), 0, 0, 0, 0, 0},
+    {"threads", PFX_OPT_INT, GO(threads), 0, 1024, 0, 0, 0},
     {"stop", PFX_OPT_STRLIST, GO(stop), 0, 0, 0, GO(n_stop), PF_MAX_STOPS},
 };
 
