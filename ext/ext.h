@@ -85,12 +85,21 @@ int pfx_cancel_check(void *arg);   /* pf_cancel_fn */
 void pfx_cancel_done(pfx_cancel *c);
 
 /* ---------------------------------------------------------------- helpers */
+/* Set a formatted error on ctx (out of memory if formatting fails). */
+void pfx_result_errorf(sqlite3_context *ctx, const char *fmt, ...);
 /* Report an engine error on ctx: "fn: message", with NOMEM / TOOBIG mapped. */
 void pfx_result_err(sqlite3_context *ctx, const char *fn, const pf_err *e);
 /* Get the model named by argv[0] or report the error; NULL if reported. */
 pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v);
 /* Text argument required (non-NULL); NULL and an error if not. */
 const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v, int *len);
+
+/* Eponymous read-only tables: xConnect that declares the schema, marks the
+** table DIRECTONLY and allocates `size` zeroed bytes; the matching
+** xDisconnect; and an xOpen helper allocating a zeroed cursor of `size`. */
+int pfx_vtab_connect(sqlite3 *db, const char *schema, size_t size, sqlite3_vtab **pp);
+int pfx_vtab_disconnect(sqlite3_vtab *v);
+int pfx_cursor_open(size_t size, sqlite3_vtab_cursor **pc);
 
 int pfx_register_models(sqlite3 *db);
 int pfx_register_generate(sqlite3 *db);

@@ -13,7 +13,18 @@
 #include "ext.h"
 SQLITE_EXTENSION_INIT1
 
+#include <stdarg.h>
 #include <string.h>
+
+void pfx_result_errorf(sqlite3_context *ctx, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *m = sqlite3_vmprintf(fmt, ap);
+  va_end(ap);
+  if (!m) { sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_error(ctx, m, -1);
+  sqlite3_free(m);
+}
 
 void pfx_result_err(sqlite3_context *ctx, const char *fn, const pf_err *e) {
   if (e->code == PF_NOMEM) { sqlite3_result_error_nomem(ctx); return; }
@@ -26,9 +37,7 @@ void pfx_result_err(sqlite3_context *ctx, const char *fn, const pf_err *e) {
 
 const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v, int *len) {
   if (sqlite3_value_type(v) == SQLITE_NULL) {
-    char *m = sqlite3_mprintf("%s: %s must not be NULL", fn, what);
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s must not be NULL", fn, what);
     return NULL;
   }
   const char *t = (const char *)sqlite3_value_text(v);
@@ -43,12 +52,34 @@ pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v)
   char *e = NULL;
   pfx_model *pm = pfx_registry_get(name, &e);
   if (!pm) {
-    char *m = sqlite3_mprintf("%s: %s", fn, e ? e : "unknown model");
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s", fn, e ? e : "unknown model");
     sqlite3_free(e);
   }
   return pm;
+}
+
+int pfx_vtab_connect(sqlite3 *db, const char *schema, size_t size, sqlite3_vtab **pp) {
+  int rc = sqlite3_declare_vtab(db, schema);
+  if (rc) return rc;
+  sqlite3_vtab *v = sqlite3_malloc64(size);
+  if (!v) return SQLITE_NOMEM;
+  memset(v, 0, size);
+  sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+  *pp = v;
+  return SQLITE_OK;
+}
+
+int pfx_vtab_disconnect(sqlite3_vtab *v) {
+  sqlite3_free(v);
+  return SQLITE_OK;
+}
+
+int pfx_cursor_open(size_t size, sqlite3_vtab_cursor **pc) {
+  sqlite3_vtab_cursor *c = sqlite3_malloc64(size);
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, size);
+  *pc = c;
+  return SQLITE_OK;
 }
 
 int pfx_cancel_init(pfx_cancel *c, sqlite3 *db) {

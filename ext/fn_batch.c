@@ -37,18 +37,11 @@ typedef struct batch_cursor {
 
 static int b_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **pp, char **err) {
   (void)aux; (void)argc; (void)argv; (void)err;
-  int rc = sqlite3_declare_vtab(db, "CREATE TABLE x(id, text TEXT, n_tokens INT, finish_reason TEXT,"
-                                    " model HIDDEN, query HIDDEN, options HIDDEN)");
-  if (rc) return rc;
-  batch_vtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  v->db = db;
-  sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-  *pp = &v->base;
-  return SQLITE_OK;
+  int rc = pfx_vtab_connect(db, "CREATE TABLE x(id, text TEXT, n_tokens INT, finish_reason TEXT,"
+                                  " model HIDDEN, query HIDDEN, options HIDDEN)", sizeof(batch_vtab), pp);
+  if (rc == SQLITE_OK) ((batch_vtab *)*pp)->db = db;
+  return rc;
 }
-static int b_disconnect(sqlite3_vtab *v) { sqlite3_free(v); return SQLITE_OK; }
 
 static void b_clear(batch_cursor *c) {
   for (int i = 0; i < c->n; i++) {
@@ -65,11 +58,7 @@ static void b_clear(batch_cursor *c) {
 
 static int b_open(sqlite3_vtab *v, sqlite3_vtab_cursor **pc) {
   (void)v;
-  batch_cursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *pc = &c->base;
-  return SQLITE_OK;
+  return pfx_cursor_open(sizeof(batch_cursor), pc);
 }
 static int b_close(sqlite3_vtab_cursor *cur) {
   b_clear((batch_cursor *)cur);
@@ -229,7 +218,7 @@ static int b_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
 }
 
 static sqlite3_module batch_module = {
-    0, NULL, b_connect, b_best_index, b_disconnect, NULL, b_open, b_close, b_filter, b_next, b_eof, b_column, b_rowid,
+    0, NULL, b_connect, b_best_index, pfx_vtab_disconnect, NULL, b_open, b_close, b_filter, b_next, b_eof, b_column, b_rowid,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 int pfx_register_batch(sqlite3 *db) { return sqlite3_create_module(db, "prefix_generate_batch", &batch_module, NULL); }

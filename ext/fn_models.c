@@ -30,9 +30,7 @@ static void fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   int rc = pfx_registry_load(name, path, &e);
   if (rc == SQLITE_NOMEM) { sqlite3_free(e); sqlite3_result_error_nomem(ctx); return; }
   if (rc) {
-    char *m = sqlite3_mprintf("%s: %s", fn, e ? e : "failed");
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s", fn, e ? e : "failed");
     sqlite3_free(e);
     return;
   }
@@ -46,9 +44,7 @@ static void fn_model_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv
   if (!name) return;
   char *e = NULL;
   if (pfx_registry_unload(name, &e)) {
-    char *m = sqlite3_mprintf("%s: %s", fn, e ? e : "failed");
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s", fn, e ? e : "failed");
     sqlite3_free(e);
     return;
   }
@@ -95,9 +91,7 @@ static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   pf_err e;
   if (!pfx_arg_text(ctx, fn, "ids", argv[1], NULL)) goto done;
   if (sqlite3_prepare_v2(db, "SELECT json_type(?1), type, atom FROM json_each(?1)", -1, &st, NULL)) {
-    char *m = sqlite3_mprintf("%s: %s", fn, sqlite3_errmsg(db));
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s", fn, sqlite3_errmsg(db));
     goto done;
   }
   sqlite3_bind_value(st, 1, argv[1]);
@@ -109,17 +103,13 @@ static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
       goto done;
     }
     if (!t || strcmp(t, "integer")) {
-      char *m = sqlite3_mprintf("%s: ids[%d] is %s, not an integer", fn, n, t ? t : "null");
-      sqlite3_result_error(ctx, m ? m : fn, -1);
-      sqlite3_free(m);
+      pfx_result_errorf(ctx, "%s: ids[%d] is %s, not an integer", fn, n, t ? t : "null");
       goto done;
     }
     sqlite3_int64 v = sqlite3_column_int64(st, 2);
     int nv = pf_model_hparams(pfx_model_engine(pm))->n_vocab;
     if (v < 0 || v >= nv) {
-      char *m = sqlite3_mprintf("%s: ids[%d] = %lld is outside the vocabulary (0..%d)", fn, n, (long long)v, nv - 1);
-      sqlite3_result_error(ctx, m ? m : fn, -1);
-      sqlite3_free(m);
+      pfx_result_errorf(ctx, "%s: ids[%d] = %lld is outside the vocabulary (0..%d)", fn, n, (long long)v, nv - 1);
       goto done;
     }
     if (n == cap) {
@@ -131,9 +121,7 @@ static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
     ids[n++] = (int)v;
   }
   if (rc != SQLITE_DONE) {
-    char *m = sqlite3_mprintf("%s: ids must be a JSON array of integers: %s", fn, sqlite3_errmsg(db));
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: ids must be a JSON array of integers: %s", fn, sqlite3_errmsg(db));
     goto done;
   }
   if (n == 0) {   /* "[]" gives no rows; anything else non-array was caught above or is a scalar */
@@ -170,25 +158,13 @@ typedef struct models_cursor {
 
 static int models_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **pp, char **err) {
   (void)aux; (void)argc; (void)argv; (void)err;
-  int rc = sqlite3_declare_vtab(db,
+  return pfx_vtab_connect(db,
       "CREATE TABLE x(name TEXT, path TEXT, arch TEXT, n_layer INT, n_embd INT, n_head INT, n_head_kv INT,"
-      " n_ff INT, n_vocab INT, n_ctx INT, n_params INT, file_size INT, fingerprint TEXT, has_weights INT)");
-  if (rc) return rc;
-  sqlite3_vtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-  *pp = v;
-  return SQLITE_OK;
+      " n_ff INT, n_vocab INT, n_ctx INT, n_params INT, file_size INT, fingerprint TEXT, has_weights INT)", sizeof(sqlite3_vtab), pp);
 }
-static int models_disconnect(sqlite3_vtab *v) { sqlite3_free(v); return SQLITE_OK; }
 static int models_open(sqlite3_vtab *v, sqlite3_vtab_cursor **pc) {
   (void)v;
-  models_cursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *pc = &c->base;
-  return SQLITE_OK;
+  return pfx_cursor_open(sizeof(models_cursor), pc);
 }
 static int models_close(sqlite3_vtab_cursor *cur) {
   models_cursor *c = (models_cursor *)cur;
@@ -238,7 +214,7 @@ static int models_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
 }
 
 static sqlite3_module models_module = {
-    0, NULL /* eponymous only */, models_connect, models_best_index, models_disconnect, NULL, models_open,
+    0, NULL /* eponymous only */, models_connect, models_best_index, pfx_vtab_disconnect, NULL, models_open,
     models_close, models_filter, models_next, models_eof, models_column, models_rowid,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 

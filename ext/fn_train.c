@@ -255,9 +255,7 @@ static void agg_final(sqlite3_context *ctx) {
   char *e2 = NULL;
   pm = pfx_registry_get(a->model, &e2);
   if (!pm) {
-    char *m = sqlite3_mprintf("%s: %s", fn, e2 ? e2 : "unknown model");
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s", fn, e2 ? e2 : "unknown model");
     sqlite3_free(e2);
     goto done;
   }
@@ -306,10 +304,8 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
   *out = NULL;
   if (sqlite3_value_type(v) == SQLITE_NULL) return 0;
   if (sqlite3_value_type(v) != SQLITE_BLOB) {
-    char *m = sqlite3_mprintf("%s: prefix must be a BLOB from prefix_train (or NULL), got %s", fn,
+    pfx_result_errorf(ctx, "%s: prefix must be a BLOB from prefix_train (or NULL), got %s", fn,
                               sqlite3_value_type(v) == SQLITE_TEXT ? "text" : "a number");
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
     return -1;
   }
   pf_err e;
@@ -319,9 +315,7 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
   }
   char *bad = pfx_check_prefix(pfx_prefix_get(*out), pm, model_name);
   if (bad) {
-    char *m = sqlite3_mprintf("%s: %s", fn, bad);
-    sqlite3_result_error(ctx, m ? m : fn, -1);
-    sqlite3_free(m);
+    pfx_result_errorf(ctx, "%s: %s", fn, bad);
     sqlite3_free(bad);
     pfx_prefix_release(*out);
     *out = NULL;

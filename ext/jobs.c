@@ -91,25 +91,13 @@ typedef struct jobs_cursor {
 
 static int jobs_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **pp, char **err) {
   (void)aux; (void)argc; (void)argv; (void)err;
-  int rc = sqlite3_declare_vtab(db,
+  return pfx_vtab_connect(db,
       "CREATE TABLE x(id INT, model TEXT, status TEXT, step INT, total_steps INT, epoch INT, train_loss REAL,"
-      " val_loss REAL, best_val_loss REAL, tokens_per_s REAL, elapsed REAL, eta REAL, error TEXT)");
-  if (rc) return rc;
-  sqlite3_vtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-  *pp = v;
-  return SQLITE_OK;
+      " val_loss REAL, best_val_loss REAL, tokens_per_s REAL, elapsed REAL, eta REAL, error TEXT)", sizeof(sqlite3_vtab), pp);
 }
-static int jobs_disconnect(sqlite3_vtab *v) { sqlite3_free(v); return SQLITE_OK; }
 static int jobs_open(sqlite3_vtab *v, sqlite3_vtab_cursor **pc) {
   (void)v;
-  jobs_cursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *pc = &c->base;
-  return SQLITE_OK;
+  return pfx_cursor_open(sizeof(jobs_cursor), pc);
 }
 static int jobs_close(sqlite3_vtab_cursor *cur) {
   jobs_cursor *c = (jobs_cursor *)cur;
@@ -176,7 +164,7 @@ static int jobs_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
 }
 
 static sqlite3_module jobs_module = {
-    0, NULL, jobs_connect, jobs_best_index, jobs_disconnect, NULL, jobs_open, jobs_close, jobs_filter, jobs_next,
+    0, NULL, jobs_connect, jobs_best_index, pfx_vtab_disconnect, NULL, jobs_open, jobs_close, jobs_filter, jobs_next,
     jobs_eof, jobs_column, jobs_rowid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 int pfx_register_jobs(sqlite3 *db) { return sqlite3_create_module(db, "prefix_jobs", &jobs_module, NULL); }
