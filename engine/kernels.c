@@ -25,13 +25,15 @@
 #define T512 __attribute__((target("avx512f,fma")))
 
 /* one output element block: rows a[0..mr) × rows w[0..nr), mr, nr <= 4 */
-T512 static void nt_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw, int K, int mr, int nr) {
+T512 static void nt_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw, int K, int mr, int nr,
+                            int pf) {
   __m512 acc[4][4];
   for (int i = 0; i < 4; i++)
     for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
   int k = 0;
   if (mr == 4 && nr == 4) {
     for (; k + 16 <= K; k += 16) {
+      if (pf) for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(w + (4 + j) * ldw + k), _MM_HINT_T0);
       __m512 a0 = _mm512_loadu_ps(a + k), a1 = _mm512_loadu_ps(a + lda + k), a2 = _mm512_loadu_ps(a + 2 * lda + k),
              a3 = _mm512_loadu_ps(a + 3 * lda + k);
       __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + ldw + k), w2 = _mm512_loadu_ps(w + 2 * ldw + k),
@@ -45,8 +47,9 @@ T512 static void nt_tile512(float *c, int ldc, const float *a, int lda, const fl
       acc[3][0] = _mm512_fmadd_ps(a3, w0, acc[3][0]); acc[3][1] = _mm512_fmadd_ps(a3, w1, acc[3][1]);
       acc[3][2] = _mm512_fmadd_ps(a3, w2, acc[3][2]); acc[3][3] = _mm512_fmadd_ps(a3, w3, acc[3][3]);
     }
-  } else if (mr == 1) {   /* a single row (decode): 4 rows of W at a time */
+  } else if (mr == 1) {   /* a single row (decode): 4 rows of W at a time, the next 4 prefetched */
     for (; k + 16 <= K; k += 16) {
+      for (int j = 0; j < 4; j++) _mm_prefetch((const char *)(w + (4 + j) * ldw + k), _MM_HINT_T0);
       __m512 a0 = _mm512_loadu_ps(a + k);
       for (int j = 0; j < nr; j++) acc[0][j] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(w + j * ldw + k), acc[0][j]);
     }
@@ -78,7 +81,10 @@ T512 static void nt_avx512(float *out, const float *A, const float *W, int T, in
       int nr = c1 - n < 4 ? c1 - n : 4;
       for (int t = t0; t < t1; t += 4) {
         int mr = t1 - t < 4 ? t1 - t : 4;
-        nt_tile512(out + (size_t)t * N + n, N, A + (size_t)t * K, K, W + (size_t)n * K, K, K, mr, nr);
+        /* decode batches (a few rows): the last row tile prefetches the next rows of W, so memory
+        ** traffic overlaps the FMAs; for long blocks (prefill, training) it only costs */
+        int pf = t1 - t0 <= 16 && t + 4 >= t1 && n + 8 <= c1;
+        nt_tile512(out + (size_t)t * N + n, N, A + (size_t)t * K, K, W + (size_t)n * K, K, K, mr, nr, pf);
       }
     }
   }

@@ -408,7 +408,6 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
       lr = span > 0 ? base_lr * (double)(total - step + 1) / span : base_lr;
     }
     pf_adamw(pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, step, gscale);
-    tokens_done += 0;
     for (int i = 0; i < k; i++) tokens_done += len[i];
     win_loss += ls;
     win_tok += n_t;
