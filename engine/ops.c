@@ -59,6 +59,22 @@ static void mm_run(int nn, float *out, const float *a, const float *w, int T, in
   else pf_parallel_for(nslice, mm_task, &j);
 }
 
+/* Elementwise work over [0, n) in chunks on the pool (results do not depend
+** on the chunking). */
+typedef void (*range_fn)(void *ctx, size_t i0, size_t i1);
+typedef struct range_job { range_fn fn; void *ctx; size_t n, chunk; } range_job;
+static void range_task(void *arg, int i) {
+  const range_job *j = arg;
+  size_t i0 = (size_t)i * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
+  j->fn(j->ctx, i0, i1);
+}
+static void parallel_range(size_t n, range_fn fn, void *ctx) {
+  int nt = pf_get_threads();
+  if (nt <= 1 || n < 32768) { fn(ctx, 0, n); return; }
+  range_job j = {fn, ctx, n, (n + (size_t)nt - 1) / (size_t)nt};
+  pf_parallel_for(nt, range_task, &j);
+}
+
 /* out (T, n_out) = inp (T, n_in) · W^T; W is (n_out, n_in) row-major. */
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
   for (size_t t = 0; t < (size_t)T; t++)
@@ -87,10 +103,21 @@ void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C,
 }
 
 /* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by pos * base^(-2i/rope_dim). */
+/* base^(-2i/rope_dim): from a table when rope_dim <= 512 (every real model), else computed */
+#define ROPE_TAB 256
+static void rope_freqs(float *f, int rope_dim, float base) {
+  for (int i = 0; i < rope_dim / 2 && i < ROPE_TAB; i++) f[i] = powf(base, -2.0f * (float)i / (float)rope_dim);
+}
+static inline float rope_freq(const float *f, int i, int rope_dim, float base) {
+  return rope_dim / 2 <= ROPE_TAB ? f[i] : powf(base, -2.0f * (float)i / (float)rope_dim);
+}
+
 void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
+  float freq[ROPE_TAB];
+  rope_freqs(freq, rope_dim, base);
   for (int t = 0; t < T; t++)
     for (int i = 0; i < rope_dim / 2; i++) {
-      float theta = (float)pos[t] * powf(base, -2.0f * (float)i / (float)rope_dim);
+      float theta = (float)pos[t] * rope_freq(freq, i, rope_dim, base);
       float c = cosf(theta), s = sinf(theta);
       for (int h = 0; h < n_head; h++) {
         float *p = x + ((size_t)t * n_head + h) * head_dim + 2 * i;
@@ -170,9 +197,11 @@ void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const
 
 /* The rotation is orthogonal: its backward is the rotation by -theta. */
 void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
+  float freq[ROPE_TAB];
+  rope_freqs(freq, rope_dim, base);
   for (int t = 0; t < T; t++)
     for (int i = 0; i < rope_dim / 2; i++) {
-      float theta = (float)pos[t] * powf(base, -2.0f * (float)i / (float)rope_dim);
+      float theta = (float)pos[t] * rope_freq(freq, i, rope_dim, base);
       float c = cosf(theta), s = sinf(theta);
       for (int h = 0; h < n_head; h++) {
         float *p = dx + ((size_t)t * n_head + h) * head_dim + 2 * i;
@@ -183,17 +212,30 @@ void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim
     }
 }
 
+typedef struct ew { float *o1, *o2; const float *i1, *i2, *i3; } ew;
+
 /* h = silu(g) * u */
+static void swiglu_fwd_range(void *arg, size_t i0, size_t i1) {
+  const ew *a = arg;
+  for (size_t i = i0; i < i1; i++) a->o1[i] = a->i1[i] / (1.0f + expf(-a->i1[i])) * a->i2[i];
+}
 void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
-  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+  ew a = {h, NULL, g, u, NULL};
+  parallel_range(n, swiglu_fwd_range, &a);
 }
 /* In the forward pass this was: h = g * sigmoid(g) * u. */
-void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
-  for (size_t i = 0; i < n; i++) {
+static void swiglu_bwd_range(void *arg, size_t i0, size_t i1) {
+  const ew *a = arg;
+  const float *dh = a->i1, *g = a->i2, *u = a->i3;
+  for (size_t i = i0; i < i1; i++) {
     float sg = 1.0f / (1.0f + expf(-g[i])), silu = g[i] * sg;
-    dg[i] += dh[i] * u[i] * (sg + silu * (1.0f - sg));
-    du[i] += dh[i] * silu;
+    a->o1[i] += dh[i] * u[i] * (sg + silu * (1.0f - sg));
+    a->o2[i] += dh[i] * silu;
   }
+}
+void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+  ew a = {dg, du, dh, g, u};
+  parallel_range(n, swiglu_bwd_range, &a);
 }
 
 /* Cross-entropy of logits (n, V) against targets; writes dlogits = scale *
@@ -257,18 +299,28 @@ void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, con
 
 #define GELU_K 0.7978845608028654f   /* sqrt(2/pi) */
 /* GELU, tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))) */
+static void gelu_fwd_range(void *arg, size_t i0, size_t i1) {
+  const ew *a = arg;
+  for (size_t i = i0; i < i1; i++) {
+    float x = a->i1[i];
+    a->o1[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+  }
+}
 void pf_gelu_forward(float *out, const float *inp, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+  ew a = {out, NULL, inp, NULL, NULL};
+  parallel_range(n, gelu_fwd_range, &a);
+}
+static void gelu_bwd_range(void *arg, size_t i0, size_t i1) {
+  const ew *a = arg;
+  for (size_t i = i0; i < i1; i++) {
+    float x = a->i1[i], u = GELU_K * (x + 0.044715f * x * x * x), t = tanhf(u);
+    float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    a->o1[i] += a->i2[i] * d;
   }
 }
 void pf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    float x = inp[i], u = GELU_K * (x + 0.044715f * x * x * x), t = tanhf(u);
-    float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    dinp[i] += dout[i] * d;
-  }
+  ew a = {dinp, NULL, inp, dout, NULL};
+  parallel_range(n, gelu_bwd_range, &a);
 }
 
 void pf_add_bias(float *out, const float *b, int T, int C) {
