@@ -113,6 +113,13 @@ static int get_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, i
   return PF_OK;
 }
 
+/* Fetch "blk.<l>.<suffix>" with shape (n0, n1). */
+static int layer_tensor(pf_model *m, int l, const char *suffix, int64_t n0, int64_t n1, float **out, pf_err *err) {
+  char nm[GGUF_MAX_NAME + 16];
+  snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);
+  return get_tensor(m, nm, n0, n1, 1, out, err);
+}
+
 static int load_llama(pf_model *m, pf_err *err) {
   pf_hparams *hp = &m->hp;
   const char *a = "llama";
@@ -146,10 +153,8 @@ static int load_llama(pf_model *m, pf_err *err) {
   if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
   for (int l = 0; l < hp->n_layer; l++) {
     pf_layer *L = &m->layers[l];
-    char nm[GGUF_MAX_NAME + 16];
-#define T(field, suffix, n0, n1)                                        \
-  snprintf(nm, sizeof nm, "blk.%d." suffix, l);                         \
-  if (get_tensor(m, nm, n0, n1, 1, &L->field, err)) return PF_ERR;
+#define T(field, suffix, n0, n1) \
+  if (layer_tensor(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
     T(attn_norm, "attn_norm.weight", d, 0)
     T(wq, "attn_q.weight", d, d)
     T(wk, "attn_k.weight", d, kvd)
@@ -192,10 +197,8 @@ static int load_gpt2(pf_model *m, pf_err *err) {
   if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
   for (int l = 0; l < hp->n_layer; l++) {
     pf_layer *L = &m->layers[l];
-    char nm[GGUF_MAX_NAME + 16];
-#define T(field, suffix, n0, n1)                                        \
-  snprintf(nm, sizeof nm, "blk.%d." suffix, l);                         \
-  if (get_tensor(m, nm, n0, n1, 1, &L->field, err)) return PF_ERR;
+#define T(field, suffix, n0, n1) \
+  if (layer_tensor(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
     T(attn_norm, "attn_norm.weight", d, 0)
     T(attn_norm_b, "attn_norm.bias", d, 0)
     T(wqkv, "attn_qkv.weight", d, 3 * d)

@@ -112,13 +112,14 @@ static inline float rope_freq(const float *f, int i, int rope_dim, float base) {
   return rope_dim / 2 <= ROPE_TAB ? f[i] : powf(base, -2.0f * (float)i / (float)rope_dim);
 }
 
-void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
+/* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by sign * pos * base^(-2i/rope_dim). */
+static void rope_apply(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base, float sign) {
   float freq[ROPE_TAB];
   rope_freqs(freq, rope_dim, base);
   for (int t = 0; t < T; t++)
     for (int i = 0; i < rope_dim / 2; i++) {
       float theta = (float)pos[t] * rope_freq(freq, i, rope_dim, base);
-      float c = cosf(theta), s = sinf(theta);
+      float c = cosf(theta), s = sign * sinf(theta);
       for (int h = 0; h < n_head; h++) {
         float *p = x + ((size_t)t * n_head + h) * head_dim + 2 * i;
         float a = p[0], b = p[1];
@@ -126,6 +127,10 @@ void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope
         p[1] = a * s + b * c;
       }
     }
+}
+
+void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
+  rope_apply(x, pos, T, n_head, head_dim, rope_dim, base, 1.0f);
 }
 
 void pf_softmax(float *x, int n) {
@@ -197,19 +202,7 @@ void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const
 
 /* The rotation is orthogonal: its backward is the rotation by -theta. */
 void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
-  float freq[ROPE_TAB];
-  rope_freqs(freq, rope_dim, base);
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < rope_dim / 2; i++) {
-      float theta = (float)pos[t] * rope_freq(freq, i, rope_dim, base);
-      float c = cosf(theta), s = sinf(theta);
-      for (int h = 0; h < n_head; h++) {
-        float *p = dx + ((size_t)t * n_head + h) * head_dim + 2 * i;
-        float a = p[0], b = p[1];
-        p[0] = a * c + b * s;
-        p[1] = -a * s + b * c;
-      }
-    }
+  rope_apply(dx, pos, T, n_head, head_dim, rope_dim, base, -1.0f);
 }
 
 typedef struct ew { float *o1, *o2; const float *i1, *i2, *i3; } ew;
