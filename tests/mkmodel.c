@@ -89,28 +89,54 @@ static void tensor(gguf_builder *b, const cfg *c, const char *name, uint64_t ne0
   free(x);
 }
 
-static int write_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
-  if (c->vocab_from) {
-    gguf_file g;
-    pf_err e;
-    pf_vocab v;
-    if (gguf_open(&g, c->vocab_from, &e)) { fprintf(stderr, "%s\n", e.msg); return -1; }
-    if (pf_vocab_load(&v, &g, &e)) { fprintf(stderr, "%s\n", e.msg); gguf_close(&g); return -1; }
-    int32_t *types = malloc(sizeof(int32_t) * (size_t)v.n);
-    for (int i = 0; i < v.n; i++) types[i] = v.type[i];
-    gb_str(b, "tokenizer.ggml.model", v.kind == PF_TOK_SPM ? "llama" : "gpt2");
-    gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)v.text, v.n);
-    gb_arr_f32(b, "tokenizer.ggml.scores", v.score, v.n);
-    gb_arr_i32(b, "tokenizer.ggml.token_type", types, v.n);
-    if (v.bos >= 0) gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos);
-    if (v.eos >= 0) gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos);
-    if (v.unk >= 0) gb_u32(b, "tokenizer.ggml.unknown_token_id", (uint32_t)v.unk);
-    *n_vocab = v.n;
-    free(types);
+/* Copy the tokenizer of another GGUF (--vocab-from): tokens and types, the
+** scores of a llama tokenizer or the merges of a gpt2 one, special ids. */
+static int copy_vocab(gguf_builder *b, const char *path, int want_kind, int *n_vocab) {
+  gguf_file g;
+  pf_err e;
+  pf_vocab v;
+  if (gguf_open(&g, path, &e)) { fprintf(stderr, "%s\n", e.msg); return -1; }
+  if (pf_vocab_load(&v, &g, &e)) { fprintf(stderr, "%s\n", e.msg); gguf_close(&g); return -1; }
+  if (v.kind != want_kind) {
+    fprintf(stderr, "prefix-mkmodel: --vocab-from needs a %s tokenizer\n", want_kind == PF_TOK_SPM ? "llama" : "gpt2");
     pf_vocab_free(&v);
     gguf_close(&g);
-    return 0;
+    return -1;
   }
+  int32_t *types = malloc(sizeof(int32_t) * (size_t)v.n);
+  for (int i = 0; i < v.n; i++) types[i] = v.type[i];
+  gb_str(b, "tokenizer.ggml.model", v.kind == PF_TOK_SPM ? "llama" : "gpt2");
+  gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)v.text, v.n);
+  if (v.kind == PF_TOK_SPM) gb_arr_f32(b, "tokenizer.ggml.scores", v.score, v.n);
+  gb_arr_i32(b, "tokenizer.ggml.token_type", types, v.n);
+  if (v.kind == PF_TOK_BPE) {
+    const gguf_kv *mg = gguf_find(&g, "tokenizer.ggml.merges");
+    char **merges = malloc(sizeof(char *) * mg->arr_n);
+    uint64_t off = mg->arr_off;
+    for (uint64_t i = 0; i < mg->arr_n; i++) {
+      uint64_t n;
+      memcpy(&n, g.base + off, 8);
+      merges[i] = malloc(n + 1);
+      memcpy(merges[i], g.base + off + 8, n);
+      merges[i][n] = 0;
+      off += 8 + n;
+    }
+    gb_arr_str(b, "tokenizer.ggml.merges", (const char *const *)merges, (int)mg->arr_n);
+    for (uint64_t i = 0; i < mg->arr_n; i++) free(merges[i]);
+    free(merges);
+  }
+  if (v.bos >= 0) gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos);
+  if (v.eos >= 0) gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos);
+  if (v.kind == PF_TOK_SPM && v.unk >= 0) gb_u32(b, "tokenizer.ggml.unknown_token_id", (uint32_t)v.unk);
+  *n_vocab = v.n;
+  free(types);
+  pf_vocab_free(&v);
+  gguf_close(&g);
+  return 0;
+}
+
+static int write_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
+  if (c->vocab_from) return copy_vocab(b, c->vocab_from, PF_TOK_SPM, n_vocab);
   /* synthetic SentencePiece-style vocabulary: specials, 256 bytes, then pieces */
   int n = c->vocab;
   if (n < 3 + 256 + 1) { fprintf(stderr, "--vocab must be at least %d\n", 3 + 256 + 1); return -1; }
@@ -195,39 +221,7 @@ static void byte_char(int byte, char *out) {
 /* A byte-level BPE vocabulary: copied from a GGUF (--vocab-from), or made:
 ** the 256 byte tokens, merges of frequent English pairs, <|endoftext|> last. */
 static int write_bpe_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
-  if (c->vocab_from) {
-    gguf_file g;
-    pf_err e;
-    pf_vocab v;
-    if (gguf_open(&g, c->vocab_from, &e)) { fprintf(stderr, "%s\n", e.msg); return -1; }
-    if (pf_vocab_load(&v, &g, &e)) { fprintf(stderr, "%s\n", e.msg); gguf_close(&g); return -1; }
-    if (v.kind != PF_TOK_BPE) { fprintf(stderr, "prefix-mkmodel: --vocab-from for gpt2 needs a gpt2 tokenizer\n"); return -1; }
-    const gguf_kv *mg = gguf_find(&g, "tokenizer.ggml.merges");
-    char **merges = malloc(sizeof(char *) * mg->arr_n);
-    uint64_t off = mg->arr_off;
-    for (uint64_t i = 0; i < mg->arr_n; i++) {
-      uint64_t n;
-      memcpy(&n, g.base + off, 8);
-      merges[i] = malloc(n + 1);
-      memcpy(merges[i], g.base + off + 8, n);
-      merges[i][n] = 0;
-      off += 8 + n;
-    }
-    int32_t *types = malloc(sizeof(int32_t) * (size_t)v.n);
-    for (int i = 0; i < v.n; i++) types[i] = v.type[i];
-    gb_str(b, "tokenizer.ggml.model", "gpt2");
-    gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)v.text, v.n);
-    gb_arr_i32(b, "tokenizer.ggml.token_type", types, v.n);
-    gb_arr_str(b, "tokenizer.ggml.merges", (const char *const *)merges, (int)mg->arr_n);
-    if (v.bos >= 0) gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos);
-    if (v.eos >= 0) gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos);
-    *n_vocab = v.n;
-    for (uint64_t i = 0; i < mg->arr_n; i++) free(merges[i]);
-    free(merges); free(types);
-    pf_vocab_free(&v);
-    gguf_close(&g);
-    return 0;
-  }
+  if (c->vocab_from) return copy_vocab(b, c->vocab_from, PF_TOK_BPE, n_vocab);
   int n = c->vocab;
   if (n < 257 + 1) { fprintf(stderr, "--vocab must be at least 258 for gpt2\n"); return -1; }
   char **tok = calloc((size_t)n, sizeof *tok), **merges = calloc((size_t)n, sizeof *merges);
