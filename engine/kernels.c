@@ -24,6 +24,11 @@
 
 #define T512 __attribute__((target("avx512f,fma")))
 
+/* products with at least this many rows use the packed GEMM below */
+#ifndef PF_GEMM_MIN_ROWS
+#define PF_GEMM_MIN_ROWS 16
+#endif
+
 /* one output element block: rows a[0..mr) × rows w[0..nr), mr, nr <= 4 */
 T512 static void nt_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw, int K, int mr, int nr,
                             int pf) {
@@ -138,6 +143,156 @@ T512 static void nn_avx512(float *dA, const float *dY, const float *W, int T, in
   }
 }
 
+
+/* ------------------------------------------------ AVX-512 packed GEMM
+** For products with many rows (prefill, training, batches of 16 or more):
+**   C[M, c0:c1] (+)= A (M, Kd) · B,   B = W^T (NT: W is (N, Kd)) or B = W (NN: W is (Kd, N))
+** the classic blocking: K in blocks of GM_KC; a block of A is packed so each
+** micro-tile's rows sit side by side ([k][14]); B is packed 32 columns at a
+** time ([k][32], 32 KB, stays in L1) and every row tile of A runs over it.
+** The micro-kernel keeps a 14 × 32 tile of C in 28 registers: per k, two
+** loads of B, 14 broadcasts of A, 28 FMAs. */
+
+#define GM_MR 14
+#define GM_NR 32
+#define GM_KC 256
+#define GM_SMALL_M 64
+#define GM_MC 1008   /* rows of A packed at once (72 tiles, 1 MB, in L2) */
+
+T512 static inline __attribute__((always_inline)) void gm_tile(int mr, float *c, int ldc, const float *ap,
+                                                                const float *bp, int kc, int acc, __mmask16 m0,
+                                                                __mmask16 m1) {
+  __m512 c0[GM_MR], c1[GM_MR];
+#pragma GCC unroll 14
+  for (int i = 0; i < GM_MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(bp + k * GM_NR), b1 = _mm512_load_ps(bp + k * GM_NR + 16);
+#pragma GCC unroll 14
+    for (int i = 0; i < GM_MR; i++)
+      if (i < mr) {
+        __m512 a = _mm512_set1_ps(ap[k * GM_MR + i]);
+        c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+        c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+      }
+  }
+#pragma GCC unroll 14
+  for (int i = 0; i < GM_MR; i++)
+    if (i < mr) {
+      float *ci = c + (size_t)i * ldc;
+      if (acc) {
+        c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
+        c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
+      }
+      _mm512_mask_storeu_ps(ci, m0, c0[i]);
+      _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
+    }
+}
+
+/* one instance per row count, so each is fully unrolled */
+T512 static void gm_tile_n(int mr, float *c, int ldc, const float *ap, const float *bp, int kc, int acc, __mmask16 m0,
+                           __mmask16 m1) {
+  switch (mr) {
+#define GM_CASE(n) case n: gm_tile(n, c, ldc, ap, bp, kc, acc, m0, m1); break;
+    GM_CASE(1) GM_CASE(2) GM_CASE(3) GM_CASE(4) GM_CASE(5) GM_CASE(6) GM_CASE(7)
+    GM_CASE(8) GM_CASE(9) GM_CASE(10) GM_CASE(11) GM_CASE(12) GM_CASE(13) GM_CASE(14)
+#undef GM_CASE
+    default: break;
+  }
+}
+
+/* B panel for NT: bp[k][j] = W[n0 + j][k0 + k], zero past nw columns. Blocks
+** of 16 rows × 16 k are transposed in registers (4 rounds of shuffles). The
+** same columns of the next panel's rows (pf_rows of them) are prefetched, so
+** reading W from memory overlaps the work: many short row streams are more
+** than the hardware prefetcher follows. */
+T512 static void gm_pack_nt(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc, int pf_rows) {
+  for (int h = 0; h < GM_NR / 16; h++) {
+    int rows = nw - 16 * h;
+    rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+    const float *w = W + (size_t)(n0 + 16 * h) * ldw + k0;
+    for (int k = 0; k < kc; k += 16) {
+      int kk = kc - k < 16 ? kc - k : 16;
+      __mmask16 km = kk == 16 ? 0xFFFF : (__mmask16)((1u << kk) - 1);
+      __m512 r[16], t[16];
+      for (int i = 0; i < 16 && 16 * h + i < pf_rows; i++)
+        _mm_prefetch((const char *)(w + (size_t)(GM_NR + i) * ldw + k), _MM_HINT_T0);
+      for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, w + (size_t)i * ldw + k) : _mm512_setzero_ps();
+      for (int i = 0; i < 16; i += 2) {   /* 32-bit interleave of row pairs */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int g = 0; g < 4; g++) {   /* 64-bit interleave: r[4g + c] lane L = rows 4g..4g+3 at k + 4L + c */
+        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
+        r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+      }
+      for (int c = 0; c < 4; c++) {   /* gather the four 128-bit lanes: column k + 4L + c */
+        __m512 v = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), x = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+        __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), x2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_f32x4(v, v2, 0x88);
+        t[8 + c] = _mm512_shuffle_f32x4(v, v2, 0xdd);
+        t[4 + c] = _mm512_shuffle_f32x4(x, x2, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(x, x2, 0xdd);
+      }
+      for (int j = 0; j < kk; j++) _mm512_store_ps(bp + (size_t)(k + j) * GM_NR + 16 * h, t[j]);
+    }
+  }
+}
+
+/* B panel for NN: bp[k][j] = W[k0 + k][n0 + j], zero past nw columns */
+T512 static void gm_pack_nn(float *bp, const float *W, int ldw, int n0, __mmask16 m0, __mmask16 m1, int k0, int kc) {
+  for (int k = 0; k < kc; k++) {
+    const float *w = W + (size_t)(k0 + k) * ldw + n0;
+    _mm512_store_ps(bp + k * GM_NR, _mm512_maskz_loadu_ps(m0, w));
+    _mm512_store_ps(bp + k * GM_NR + 16, _mm512_maskz_loadu_ps(m1, w + 16));
+  }
+}
+
+/* Returns 0 when its buffers cannot be had (the caller then uses the tile kernels). */
+T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W, int ldw,
+                        int c0, int c1, int acc) {
+  int nblk = (M + GM_MC - 1) / GM_MC, mc_max = (M + nblk - 1) / nblk;
+  int tiles_max = (mc_max + GM_MR - 1) / GM_MR;
+  /* few rows (decode batches): K unblocked, so each row of W is read start to end */
+  int KC = M <= GM_SMALL_M ? Kd : GM_KC;
+  size_t a_len = ((size_t)tiles_max * GM_MR * KC + 15) / 16 * 16;   /* keeps the B panel 64-byte aligned */
+  float *ap = aligned_alloc(64, sizeof(float) * (a_len + (size_t)KC * GM_NR));
+  if (!ap) return 0;
+  float *bp = ap + a_len;
+  for (int m0 = 0; m0 < M; m0 += mc_max) {
+    int mc = M - m0 < mc_max ? M - m0 : mc_max;
+    int ntile = (mc + GM_MR - 1) / GM_MR, base = mc / ntile, extra = mc % ntile;   /* tiles of even height */
+    for (int p0 = 0; p0 < Kd; p0 += KC) {
+      int kc = Kd - p0 < KC ? Kd - p0 : KC;
+      for (int t = 0, r = m0; t < ntile; t++) {   /* pack A: tile t holds its rows side by side */
+        int mr = base + (t < extra);
+        float *d = ap + (size_t)t * GM_MR * KC;
+        for (int i = 0; i < mr; i++, r++) {
+          const float *src = A + (size_t)r * lda + p0;
+          for (int k = 0; k < kc; k++) d[k * GM_MR + i] = src[k];
+        }
+      }
+      for (int n0 = c0; n0 < c1; n0 += GM_NR) {
+        int nw = c1 - n0 < GM_NR ? c1 - n0 : GM_NR;
+        __mmask16 k0m = nw >= 16 ? 0xFFFF : (__mmask16)((1u << nw) - 1);
+        __mmask16 k1m = nw >= 32 ? 0xFFFF : nw <= 16 ? 0 : (__mmask16)((1u << (nw - 16)) - 1);
+        if (nt) gm_pack_nt(bp, W, ldw, n0, nw, p0, kc, c1 - n0 - GM_NR < GM_NR ? c1 - n0 - GM_NR : GM_NR);
+        else gm_pack_nn(bp, W, ldw, n0, k0m, k1m, p0, kc);
+        for (int t = 0, r = m0; t < ntile; t++) {
+          int mr = base + (t < extra);
+          gm_tile_n(mr, C + (size_t)r * ldc + n0, ldc, ap + (size_t)t * GM_MR * KC, bp, kc, acc || p0 > 0, k0m, k1m);
+          r += mr;
+        }
+      }
+    }
+  }
+  free(ap);
+  return 1;
+}
+
 /* ---------------------------------------------------------------- AVX2 */
 
 #define T256 __attribute__((target("avx2,fma")))
@@ -238,7 +393,9 @@ T256 static void nn_avx2(float *dA, const float *dY, const float *W, int T, int 
 void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, int K, int N, int c0, int c1) {
   if (c1 <= c0) return;
   switch (kind) {
-    case PF_KERNEL_AVX512: nt_avx512(out, A, W, T, K, N, c0, c1); return;
+    case PF_KERNEL_AVX512:
+      if (T < PF_GEMM_MIN_ROWS || !gemm512(1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
+      return;
     case PF_KERNEL_AVX2: nt_avx2(out, A, W, T, K, N, c0, c1); return;
     default:
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, A, K, W + (size_t)c0 * K, K, 0.0f,
@@ -249,7 +406,9 @@ void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, i
 void pf_kernel_nn_acc(int kind, float *dA, const float *dY, const float *W, int T, int K, int N, int c0, int c1) {
   if (c1 <= c0) return;
   switch (kind) {
-    case PF_KERNEL_AVX512: nn_avx512(dA, dY, W, T, K, N, c0, c1); return;
+    case PF_KERNEL_AVX512:
+      if (T < PF_GEMM_MIN_ROWS || !gemm512(0, dA, K, dY, N, T, N, W, K, c0, c1, 1)) nn_avx512(dA, dY, W, T, K, N, c0, c1);
+      return;
     case PF_KERNEL_AVX2: nn_avx2(dA, dY, W, T, K, N, c0, c1); return;
     default:
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, c1 - c0, N, 1.0f, dY, N, W + c0, K, 1.0f, dA + c0, K);

@@ -49,7 +49,7 @@ static void mm_task(void *arg, int i) {
 }
 
 static void mm_run(int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out) {
-  int nt = pf_get_threads(), ncol = nn ? n_in : n_out, align = nn ? 32 : 4;
+  int nt = pf_get_threads(), ncol = nn ? n_in : n_out, align = 32;
   double flops = 2.0 * T * n_in * n_out;
   int nslice = flops < 2e5 ? 1 : nt;   /* small products: not worth waking anyone */
   if (nslice > (ncol + align - 1) / align) nslice = (ncol + align - 1) / align;
