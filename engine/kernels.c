@@ -17,6 +17,7 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,11 +201,37 @@ T512 static void gm_tile_n(int mr, float *c, int ldc, const float *ap, const flo
   }
 }
 
-/* B panel for NT: bp[k][j] = W[n0 + j][k0 + k], zero past nw columns. Blocks
-** of 16 rows × 16 k are transposed in registers (4 rounds of shuffles). The
-** same columns of the next panel's rows (pf_rows of them) are prefetched, so
-** reading W from memory overlaps the work: many short row streams are more
-** than the hardware prefetcher follows. */
+/* r[i][j] -> r[j][i] for a 16 × 16 block: 32-bit and 64-bit interleaves, then
+** two rounds of 128-bit lane shuffles. */
+T512 static inline __attribute__((always_inline)) void gm_transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 4; g++) {   /* r[4g + c], 128-bit lane L: rows 4g..4g+3 at column 4L + c */
+    __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+    __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
+    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int c = 0; c < 4; c++) {   /* collect lane L of r[c], r[4+c], r[8+c], r[12+c]: column 4L + c */
+    __m512 v = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), x = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+    __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), x2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_f32x4(v, v2, 0x88);
+    t[8 + c] = _mm512_shuffle_f32x4(v, v2, 0xdd);
+    t[4 + c] = _mm512_shuffle_f32x4(x, x2, 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(x, x2, 0xdd);
+  }
+  for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* B panel for NT: bp[k][j] = W[n0 + j][k0 + k], zero past nw columns, in
+** 16 × 16 transposes. The same columns of the next panel's rows (pf_rows of
+** them) are prefetched, so reading W from memory overlaps the work: many
+** short row streams are more than the hardware prefetcher follows. */
 T512 static void gm_pack_nt(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc, int pf_rows) {
   for (int h = 0; h < GM_NR / 16; h++) {
     int rows = nw - 16 * h;
@@ -213,32 +240,25 @@ T512 static void gm_pack_nt(float *bp, const float *W, int ldw, int n0, int nw, 
     for (int k = 0; k < kc; k += 16) {
       int kk = kc - k < 16 ? kc - k : 16;
       __mmask16 km = kk == 16 ? 0xFFFF : (__mmask16)((1u << kk) - 1);
-      __m512 r[16], t[16];
+      __m512 r[16];
       for (int i = 0; i < 16 && 16 * h + i < pf_rows; i++)
         _mm_prefetch((const char *)(w + (size_t)(GM_NR + i) * ldw + k), _MM_HINT_T0);
       for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, w + (size_t)i * ldw + k) : _mm512_setzero_ps();
-      for (int i = 0; i < 16; i += 2) {   /* 32-bit interleave of row pairs */
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-      }
-      for (int g = 0; g < 4; g++) {   /* 64-bit interleave: r[4g + c] lane L = rows 4g..4g+3 at k + 4L + c */
-        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
-        __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
-        r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-        r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-        r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-      }
-      for (int c = 0; c < 4; c++) {   /* gather the four 128-bit lanes: column k + 4L + c */
-        __m512 v = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), x = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
-        __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), x2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
-        t[c] = _mm512_shuffle_f32x4(v, v2, 0x88);
-        t[8 + c] = _mm512_shuffle_f32x4(v, v2, 0xdd);
-        t[4 + c] = _mm512_shuffle_f32x4(x, x2, 0x88);
-        t[12 + c] = _mm512_shuffle_f32x4(x, x2, 0xdd);
-      }
-      for (int j = 0; j < kk; j++) _mm512_store_ps(bp + (size_t)(k + j) * GM_NR + 16 * h, t[j]);
+      gm_transpose16(r);
+      for (int j = 0; j < kk; j++) _mm512_store_ps(bp + (size_t)(k + j) * GM_NR + 16 * h, r[j]);
     }
+  }
+}
+
+/* A tile: ap[k][i] = A[i][k0 + k] for its mr <= 14 rows (stride GM_MR) */
+T512 static void gm_pack_a(float *ap, const float *A, int lda, int mr, int k0, int kc) {
+  for (int k = 0; k < kc; k += 16) {
+    int kk = kc - k < 16 ? kc - k : 16;
+    __mmask16 km = kk == 16 ? 0xFFFF : (__mmask16)((1u << kk) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < mr ? _mm512_maskz_loadu_ps(km, A + (size_t)i * lda + k0 + k) : _mm512_setzero_ps();
+    gm_transpose16(r);
+    for (int j = 0; j < kk; j++) _mm512_mask_storeu_ps(ap + (size_t)(k + j) * GM_MR, (1u << GM_MR) - 1, r[j]);
   }
 }
 
@@ -251,6 +271,51 @@ T512 static void gm_pack_nn(float *bp, const float *W, int ldw, int n0, __mmask1
   }
 }
 
+/* Packing buffers are kept for the next product instead of freed: a fresh
+** megabyte from malloc is fresh pages from the kernel, and clearing them cost
+** ~3% of a training step. A small mutex-guarded stack, emptied at unload. */
+#define GM_KEEP 16
+static pthread_mutex_t g_scr_mu = PTHREAD_MUTEX_INITIALIZER;
+static float *g_scr[GM_KEEP];
+static size_t g_scr_cap[GM_KEEP];
+static int g_nscr;
+
+static float *gm_scratch_get(size_t n, size_t *cap) {
+  float *p = NULL;
+  pthread_mutex_lock(&g_scr_mu);
+  for (int i = g_nscr - 1; i >= 0; i--)
+    if (g_scr_cap[i] >= n) {
+      p = g_scr[i], *cap = g_scr_cap[i];
+      g_scr[i] = g_scr[g_nscr - 1], g_scr_cap[i] = g_scr_cap[g_nscr - 1];
+      g_nscr--;
+      break;
+    }
+  pthread_mutex_unlock(&g_scr_mu);
+  if (p) return p;
+  n = (n + 15) / 16 * 16;   /* whole 64-byte lines, as aligned_alloc wants */
+  *cap = n;
+  return aligned_alloc(64, sizeof(float) * n);
+}
+
+static void gm_scratch_put(float *p, size_t cap) {
+  pthread_mutex_lock(&g_scr_mu);
+  if (g_nscr < GM_KEEP) g_scr[g_nscr] = p, g_scr_cap[g_nscr++] = cap, p = NULL;
+  else {   /* full: drop the smallest kept one if this one is bigger */
+    int s = 0;
+    for (int i = 1; i < g_nscr; i++) if (g_scr_cap[i] < g_scr_cap[s]) s = i;
+    if (g_scr_cap[s] < cap) { float *old = g_scr[s]; g_scr[s] = p, g_scr_cap[s] = cap; p = old; }
+  }
+  pthread_mutex_unlock(&g_scr_mu);
+  free(p);
+}
+
+__attribute__((destructor)) static void gm_scratch_free_all(void) {
+  pthread_mutex_lock(&g_scr_mu);
+  for (int i = 0; i < g_nscr; i++) free(g_scr[i]);
+  g_nscr = 0;
+  pthread_mutex_unlock(&g_scr_mu);
+}
+
 /* Returns 0 when its buffers cannot be had (the caller then uses the tile kernels). */
 T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W, int ldw,
                         int c0, int c1, int acc) {
@@ -259,7 +324,8 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
   /* few rows (decode batches): K unblocked, so each row of W is read start to end */
   int KC = M <= GM_SMALL_M ? Kd : GM_KC;
   size_t a_len = ((size_t)tiles_max * GM_MR * KC + 15) / 16 * 16;   /* keeps the B panel 64-byte aligned */
-  float *ap = aligned_alloc(64, sizeof(float) * (a_len + (size_t)KC * GM_NR));
+  size_t cap;
+  float *ap = gm_scratch_get(a_len + (size_t)KC * GM_NR, &cap);
   if (!ap) return 0;
   float *bp = ap + a_len;
   for (int m0 = 0; m0 < M; m0 += mc_max) {
@@ -269,11 +335,8 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
       int kc = Kd - p0 < KC ? Kd - p0 : KC;
       for (int t = 0, r = m0; t < ntile; t++) {   /* pack A: tile t holds its rows side by side */
         int mr = base + (t < extra);
-        float *d = ap + (size_t)t * GM_MR * KC;
-        for (int i = 0; i < mr; i++, r++) {
-          const float *src = A + (size_t)r * lda + p0;
-          for (int k = 0; k < kc; k++) d[k * GM_MR + i] = src[k];
-        }
+        gm_pack_a(ap + (size_t)t * GM_MR * KC, A + (size_t)r * lda, lda, mr, p0, kc);
+        r += mr;
       }
       for (int n0 = c0; n0 < c1; n0 += GM_NR) {
         int nw = c1 - n0 < GM_NR ? c1 - n0 : GM_NR;
@@ -289,7 +352,7 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
       }
     }
   }
-  free(ap);
+  gm_scratch_put(ap, cap);
   return 1;
 }
 
