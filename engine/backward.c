@@ -20,6 +20,8 @@
 
 #define CHUNK 64  /* logits rows computed at once */
 
+int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
+
 struct pf_tws {
   size_t T_cap, att_cap;
   int L, d, kvd, ff, V;
@@ -94,13 +96,136 @@ static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
 typedef struct tattn {
   float *ao, *att, *dq, *dk, *dv, *dpk, *dpv, *tmp;
   const float *dao, *q, *k, *v, *pk, *pv;
-  int P, T, tmp_stride;
-  const int *seq_of, *pos, *att_off, *seq_start_of;
+  int P, T, tmp_stride, n_seq, max_len;
+  const int *seq_of, *pos, *att_off, *seq_start_of, *len;
   const pf_hparams *hp;
 } tattn;
 
+/* ---- attention as small matrix products, one sequence and head at a time
+** (the row-at-a-time loops further down are the fallback when no scratch can
+** be had, and what the naive kernel setting uses). For a sequence of Tq
+** tokens after P prefix positions (n = P + Tq keys), with Kh, Vh its keys and
+** values for one key/value head and Qh one query head's rows:
+**   forward   S = Qh·Khᵀ, A = causal softmax(S·scale), O = A·Vh
+**   backward  dA = dO·Vhᵀ, dS = A∘(dA − rowsum(A∘dA))·scale,
+**             dQh = dS·Kh, dKh += dSᵀ·Qh, dVh += Aᵀ·dO
+** Row i of A has keys 0..pos+1 (its prefix and earlier tokens); the rest of
+** the row is zero, so the full products give the causal result. */
+
+/* scratch floats one task needs for the blocked path */
+static size_t attn_block_floats(const tattn *j) {
+  size_t hd = (size_t)j->hp->head_dim, n = (size_t)j->P + (size_t)j->max_len, Tq = (size_t)j->max_len;
+  return 4 * n * hd + 3 * Tq * hd + 3 * Tq * n + 64;
+}
+
+/* rows [r0, r0 + rows) of a (rows, width) block at column c0 of a matrix with row stride ld */
+static void gather_rows(float *dst, const float *src, size_t ld, size_t c0, int rows, int width) {
+  for (int i = 0; i < rows; i++) memcpy(dst + (size_t)i * width, src + (size_t)i * ld + c0, sizeof(float) * (size_t)width);
+}
+static void transpose(float *dst, const float *src, int rows, int cols) {
+  for (int i = 0; i < rows; i++)
+    for (int c = 0; c < cols; c++) dst[(size_t)c * rows + i] = src[(size_t)i * cols + c];
+}
+
+/* the sequence's keys (or values) for head kh: prefix rows then its own */
+static void gather_kv(float *dst, const float *pre, const float *own, int P, int Tq, int kvd, int kh, int hd) {
+  if (P) gather_rows(dst, pre, (size_t)kvd, (size_t)kh * hd, P, hd);
+  gather_rows(dst + (size_t)P * hd, own, (size_t)kvd, (size_t)kh * hd, Tq, hd);
+}
+
+static void attn_fwd_blocked(const tattn *j, int kh, float *buf, int kind) {
+  const pf_hparams *hp = j->hp;
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
+  float scale = 1.0f / sqrtf((float)hd);
+  size_t nmax = (size_t)P + (size_t)j->max_len;
+  float *Kh = buf, *Vh = Kh + nmax * hd, *Qh = Vh + nmax * hd, *O = Qh + (size_t)j->max_len * hd;
+  float *S = O + (size_t)j->max_len * hd;
+  for (int s = 0; s < j->n_seq; s++) {
+    int Tq = j->len[s], n = P + Tq, r0 = j->seq_start_of[s];
+    if (Tq == 0) continue;
+    gather_kv(Kh, j->pk, j->k + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    gather_kv(Vh, j->pv, j->v + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+      gather_rows(Qh, j->q + (size_t)r0 * nh * hd, (size_t)nh * hd, (size_t)h * hd, Tq, hd);
+      pf_kernel_nt(kind, S, Qh, Kh, Tq, hd, n, 0, n);
+      for (int i = 0; i < Tq; i++) {
+        int t = r0 + i, ni = j->pos[t] + 1;
+        float *srow = S + (size_t)i * n, *a = j->att + j->att_off[t] + (size_t)h * ni;
+        for (int c = 0; c < ni; c++) a[c] = srow[c] * scale;
+        pf_softmax(a, ni);
+        memcpy(srow, a, sizeof(float) * (size_t)ni);
+        memset(srow + ni, 0, sizeof(float) * (size_t)(n - ni));
+      }
+      memset(O, 0, sizeof(float) * (size_t)Tq * hd);
+      pf_kernel_nn_acc(kind, O, S, Vh, Tq, hd, n, 0, hd);
+      for (int i = 0; i < Tq; i++)
+        memcpy(j->ao + (size_t)(r0 + i) * nh * hd + (size_t)h * hd, O + (size_t)i * hd, sizeof(float) * (size_t)hd);
+    }
+  }
+}
+
+static void attn_bwd_blocked(const tattn *j, int kh, float *buf, int kind) {
+  const pf_hparams *hp = j->hp;
+  int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
+  float scale = 1.0f / sqrtf((float)hd);
+  size_t nmax = (size_t)P + (size_t)j->max_len, Tm = (size_t)j->max_len;
+  float *Kh = buf, *Vh = Kh + nmax * hd, *dKh = Vh + nmax * hd, *dVh = dKh + nmax * hd;
+  float *Qh = dVh + nmax * hd, *dO = Qh + Tm * hd, *dQ = dO + Tm * hd;
+  float *A = dQ + Tm * hd, *dS = A + Tm * nmax, *Tr = dS + Tm * nmax;
+  for (int s = 0; s < j->n_seq; s++) {
+    int Tq = j->len[s], n = P + Tq, r0 = j->seq_start_of[s];
+    if (Tq == 0) continue;
+    gather_kv(Kh, j->pk, j->k + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    gather_kv(Vh, j->pv, j->v + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    memset(dKh, 0, sizeof(float) * (size_t)n * hd);
+    memset(dVh, 0, sizeof(float) * (size_t)n * hd);
+    for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+      gather_rows(Qh, j->q + (size_t)r0 * nh * hd, (size_t)nh * hd, (size_t)h * hd, Tq, hd);
+      gather_rows(dO, j->dao + (size_t)r0 * nh * hd, (size_t)nh * hd, (size_t)h * hd, Tq, hd);
+      for (int i = 0; i < Tq; i++) {
+        int t = r0 + i, ni = j->pos[t] + 1;
+        memcpy(A + (size_t)i * n, j->att + j->att_off[t] + (size_t)h * ni, sizeof(float) * (size_t)ni);
+        memset(A + (size_t)i * n + ni, 0, sizeof(float) * (size_t)(n - ni));
+      }
+      pf_kernel_nt(kind, dS, dO, Vh, Tq, hd, n, 0, n);   /* dA */
+      for (int i = 0; i < Tq; i++) {
+        float *ar = A + (size_t)i * n, *dr = dS + (size_t)i * n, dot = 0;
+        for (int c = 0; c < n; c++) dot += ar[c] * dr[c];
+        for (int c = 0; c < n; c++) dr[c] = ar[c] * (dr[c] - dot) * scale;
+      }
+      memset(dQ, 0, sizeof(float) * (size_t)Tq * hd);
+      pf_kernel_nn_acc(kind, dQ, dS, Kh, Tq, hd, n, 0, hd);
+      for (int i = 0; i < Tq; i++) {
+        float *dst = j->dq + (size_t)(r0 + i) * nh * hd + (size_t)h * hd;
+        for (int c = 0; c < hd; c++) dst[c] += dQ[(size_t)i * hd + c];
+      }
+      transpose(Tr, dS, Tq, n);
+      pf_kernel_nn_acc(kind, dKh, Tr, Qh, n, hd, Tq, 0, hd);
+      transpose(Tr, A, Tq, n);
+      pf_kernel_nn_acc(kind, dVh, Tr, dO, n, hd, Tq, 0, hd);
+    }
+    for (int c = 0; c < n; c++) {   /* scatter: prefix rows to the prefix gradient, the rest to dk, dv */
+      float *dk = c < P ? (j->dpk ? j->dpk + (size_t)c * kvd : NULL) : j->dk + ((size_t)r0 + c - P) * kvd;
+      float *dv = c < P ? (j->dpv ? j->dpv + (size_t)c * kvd : NULL) : j->dv + ((size_t)r0 + c - P) * kvd;
+      for (int e = 0; dk && e < hd; e++) dk[(size_t)kh * hd + e] += dKh[(size_t)c * hd + e];
+      for (int e = 0; dv && e < hd; e++) dv[(size_t)kh * hd + e] += dVh[(size_t)c * hd + e];
+    }
+  }
+}
+
+/* the blocked path's scratch, or NULL to use the row loops */
+static float *attn_scratch(const tattn *j, size_t *cap, int *kind) {
+  *kind = pf_get_kernel();
+  if (pf_get_naive() || *kind == PF_KERNEL_NAIVE || pf_attn_rows) return NULL;
+  return pf_scratch_get(attn_block_floats(j), cap);
+}
+
 static void attn_fwd_task(void *arg, int kh) {
   const tattn *j = arg;
+  size_t cap;
+  int kind;
+  float *buf = attn_scratch(j, &cap, &kind);
+  if (buf) { attn_fwd_blocked(j, kh, buf, kind); pf_scratch_put(buf, cap); return; }
   const pf_hparams *hp = j->hp;
   int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
   const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
@@ -122,6 +247,10 @@ static void attn_fwd_task(void *arg, int kh) {
 /* In the forward pass this was: s_j = q·k_j * scale; a = softmax(s); o = sum_j a_j v_j. */
 static void attn_bwd_task(void *arg, int kh) {
   const tattn *j = arg;
+  size_t cap;
+  int kind;
+  float *buf = attn_scratch(j, &cap, &kind);
+  if (buf) { attn_bwd_blocked(j, kh, buf, kind); pf_scratch_put(buf, cap); return; }
   const pf_hparams *hp = j->hp;
   int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
   const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
@@ -235,7 +364,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
       pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     }
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
-                P, iT, 0, seq_of, pos, att_off, seq_start_of, hp};
+                P, iT, 0, b->n_seq, max_keys - P, seq_of, pos, att_off, seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_fwd_task, &aj);
     pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
     if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
@@ -320,7 +449,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
     tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
-                P, iT, max_keys, seq_of, pos, att_off, seq_start_of, hp};
+                P, iT, max_keys, b->n_seq, max_keys - P, seq_of, pos, att_off, seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_bwd_task, &bj);
     memset(w->dxb, 0, sizeof(float) * T * d);
     if (gpt2) {

@@ -198,6 +198,10 @@ const char *pf_kernel_name(int kind);
 /* out[T, c0:c1] = inp (T, n_in) · W[c0:c1]^T, W (n_out, n_in), ldc = n_out (one slice) */
 void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* dinp[T, c0:c1] += dout (T, n_out) · W[:, c0:c1], W (n_out, n_in), ldc = n_in (one slice) */
+/* 64-byte aligned scratch of at least n floats (NULL when out of memory), and
+** its return for reuse; *cap is what to pass back */
+float *pf_scratch_get(size_t n, size_t *cap);
+void pf_scratch_put(float *p, size_t cap);
 /* vectorised dot product and y += a x, for attention */
 float pf_vdot(const float *a, const float *b, int n);
 void pf_vaxpy(float *y, float a, const float *x, int n);

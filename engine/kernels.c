@@ -271,16 +271,17 @@ T512 static void gm_pack_nn(float *bp, const float *W, int ldw, int n0, __mmask1
   }
 }
 
-/* Packing buffers are kept for the next product instead of freed: a fresh
-** megabyte from malloc is fresh pages from the kernel, and clearing them cost
-** ~3% of a training step. A small mutex-guarded stack, emptied at unload. */
+/* Scratch buffers (packing, attention blocks) are kept for the next use
+** instead of freed: a fresh megabyte from malloc is fresh pages from the
+** kernel, and clearing them cost ~3% of a training step. A small
+** mutex-guarded stack, emptied at unload. */
 #define GM_KEEP 16
 static pthread_mutex_t g_scr_mu = PTHREAD_MUTEX_INITIALIZER;
 static float *g_scr[GM_KEEP];
 static size_t g_scr_cap[GM_KEEP];
 static int g_nscr;
 
-static float *gm_scratch_get(size_t n, size_t *cap) {
+float *pf_scratch_get(size_t n, size_t *cap) {
   float *p = NULL;
   pthread_mutex_lock(&g_scr_mu);
   for (int i = g_nscr - 1; i >= 0; i--)
@@ -297,7 +298,7 @@ static float *gm_scratch_get(size_t n, size_t *cap) {
   return aligned_alloc(64, sizeof(float) * n);
 }
 
-static void gm_scratch_put(float *p, size_t cap) {
+void pf_scratch_put(float *p, size_t cap) {
   pthread_mutex_lock(&g_scr_mu);
   if (g_nscr < GM_KEEP) g_scr[g_nscr] = p, g_scr_cap[g_nscr++] = cap, p = NULL;
   else {   /* full: drop the smallest kept one if this one is bigger */
@@ -325,7 +326,7 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
   int KC = M <= GM_SMALL_M ? Kd : GM_KC;
   size_t a_len = ((size_t)tiles_max * GM_MR * KC + 15) / 16 * 16;   /* keeps the B panel 64-byte aligned */
   size_t cap;
-  float *ap = gm_scratch_get(a_len + (size_t)KC * GM_NR, &cap);
+  float *ap = pf_scratch_get(a_len + (size_t)KC * GM_NR, &cap);
   if (!ap) return 0;
   float *bp = ap + a_len;
   for (int m0 = 0; m0 < M; m0 += mc_max) {
@@ -352,7 +353,7 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
       }
     }
   }
-  gm_scratch_put(ap, cap);
+  pf_scratch_put(ap, cap);
   return 1;
 }
 

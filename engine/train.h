@@ -34,6 +34,8 @@ void pf_tws_free(pf_tws *w);
 
 /* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
 ** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
+/* tests: 1 makes the training attention run row at a time (the blocked path's reference) */
+extern int pf_attn_rows;
 int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
                   int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
 /* Logits (T, n_vocab) at every row, through the training forward (tests). */

@@ -297,6 +297,46 @@ static void reparam(const char *mk_args) {
   pf_model_free(m);
 }
 
+/* the blocked attention (small matrix products per sequence and head) gives the
+** row-at-a-time loops' loss and prefix gradient, on sequences long enough for
+** the packed GEMM (16 rows or more) and one short one */
+static void attn_blocked_vs_rows(const char *label, const char *mk_args) {
+  char cmd[1024], name[160];
+  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", model_path, mk_args);
+  if (system(cmd)) { CHECK(0, label, "mkmodel failed: %s", cmd); return; }
+  pf_err e;
+  pf_model *m = pf_model_load(model_path, &e);
+  const pf_hparams *hp = pf_model_hparams(m);
+  int P = 10, V = hp->n_vocab, kvd = hp->n_head_kv * hp->head_dim;
+  size_t nkv = (size_t)hp->n_layer * 2 * P * kvd;
+  int len[3] = {40, 17, 5}, T = 62, tokens[62], targets[62];
+  for (int i = 0; i < T; i++) tokens[i] = 3 + (int)((t_frand() + 1) * 0.5f * (V - 4));
+  for (int i = 0; i < T; i++) targets[i] = i % 3 ? tokens[(i + 1) % T] : -1;
+  pf_tbatch b = {3, len, tokens, targets};
+  float *kv = malloc(sizeof(float) * nkv), *dkv[2];
+  for (size_t i = 0; i < nkv; i++) kv[i] = t_frand();
+  double loss[2];
+  pf_tws *w = pf_tws_new();
+  int rc = 0;
+  for (int rows = 0; rows < 2; rows++) {
+    dkv[rows] = calloc(nkv, sizeof(float));
+    pf_prefix_in pin = {P, kv, dkv[rows], 0, NULL, NULL};
+    int nt;
+    pf_attn_rows = rows;
+    rc |= pf_train_step(m, w, &b, &pin, 1.0f / 40, 1, &loss[rows], &nt, NULL, NULL, &e);
+  }
+  pf_attn_rows = 0;
+  double g = 0;
+  for (size_t i = 0; i < nkv; i++) g = fabs(dkv[1][i]) > g ? fabs(dkv[1][i]) : g;
+  double d = t_maxdiff(dkv[0], dkv[1], nkv);
+  snprintf(name, sizeof name, "blocked attention = row attention: loss and prefix gradient (%s)", label);
+  CHECK(rc == 0 && fabs(loss[0] - loss[1]) < 1e-4 * fabs(loss[1]) && d < 1e-4 * g && g > 0, name,
+        "loss %.7g vs %.7g, max diff %g of max %g", loss[0], loss[1], d, g);
+  free(kv); free(dkv[0]); free(dkv[1]);
+  pf_tws_free(w);
+  pf_model_free(m);
+}
+
 int main(void) {
   snprintf(model_path, sizeof model_path, "/tmp/pf_grad_%d.gguf", (int)getpid());
   op_rmsnorm();
@@ -310,6 +350,8 @@ int main(void) {
   whole_model("llama, 3 layers, MQA 4/1 heads", "--layers 3 --embd 16 --heads 4 --heads-kv 1 --ff 24 --vocab 280 --scale 1.5 --seed 5");
   whole_model("gpt2, 2 layers, 4 heads", "--arch gpt2 --layers 2 --embd 32 --heads 4 --ff 48 --vocab 300 --ctx 64 --scale 1.5");
   whole_model("gpt2, 3 layers, 2 heads, untied", "--arch gpt2 --layers 3 --embd 16 --heads 2 --ff 24 --vocab 280 --ctx 32 --untied --scale 1.5 --seed 8");
+  attn_blocked_vs_rows("llama, GQA 4/2 heads of 32", "--layers 2 --embd 128 --heads 4 --heads-kv 2 --ff 96 --vocab 300 --seed 3");
+  attn_blocked_vs_rows("gpt2, 4 heads of 16", "--arch gpt2 --layers 2 --embd 64 --heads 4 --ff 96 --vocab 300 --ctx 128 --seed 4");
   reparam("--layers 2 --embd 16 --heads 4 --heads-kv 2 --ff 24 --vocab 280 --scale 1.5 --seed 9");
   unlink(model_path);
   return t_failed ? 1 : 0;
