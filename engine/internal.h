@@ -189,6 +189,9 @@ uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
 /* thread pool (pool.c): run fn(ctx, i) for i in [0, n) on the compute threads */
 typedef void (*pf_task_fn)(void *ctx, int i);
 void pf_parallel_for(int n, pf_task_fn fn, void *ctx);
+/* elementwise work over [0, n): fn(ctx, i0, i1) on chunks, on the pool when n is large (ops.c) */
+typedef void (*range_fn)(void *ctx, size_t i0, size_t i1);
+void pf_parallel_range(size_t n, range_fn fn, void *ctx);
 
 /* kernel choice (kernels.c) */
 enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_AVX2, PF_KERNEL_AVX512 };

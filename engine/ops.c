@@ -61,14 +61,13 @@ static void mm_run(int nn, float *out, const float *a, const float *w, int T, in
 
 /* Elementwise work over [0, n) in chunks on the pool (results do not depend
 ** on the chunking). */
-typedef void (*range_fn)(void *ctx, size_t i0, size_t i1);
 typedef struct range_job { range_fn fn; void *ctx; size_t n, chunk; } range_job;
 static void range_task(void *arg, int i) {
   const range_job *j = arg;
   size_t i0 = (size_t)i * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
   j->fn(j->ctx, i0, i1);
 }
-static void parallel_range(size_t n, range_fn fn, void *ctx) {
+void pf_parallel_range(size_t n, range_fn fn, void *ctx) {
   int nt = pf_get_threads();
   if (nt <= 1 || n < 32768) { fn(ctx, 0, n); return; }
   range_job j = {fn, ctx, n, (n + (size_t)nt - 1) / (size_t)nt};
@@ -214,7 +213,7 @@ static void swiglu_fwd_range(void *arg, size_t i0, size_t i1) {
 }
 void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
   ew a = {h, NULL, g, u, NULL};
-  parallel_range(n, swiglu_fwd_range, &a);
+  pf_parallel_range(n, swiglu_fwd_range, &a);
 }
 /* In the forward pass this was: h = g * sigmoid(g) * u. */
 static void swiglu_bwd_range(void *arg, size_t i0, size_t i1) {
@@ -228,26 +227,60 @@ static void swiglu_bwd_range(void *arg, size_t i0, size_t i1) {
 }
 void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
   ew a = {dg, du, dh, g, u};
-  parallel_range(n, swiglu_bwd_range, &a);
+  pf_parallel_range(n, swiglu_bwd_range, &a);
 }
 
 /* Cross-entropy of logits (n, V) against targets; writes dlogits = scale *
 ** (softmax - onehot) and returns the summed loss in nats (double). */
-double pf_xent_forward_backward(float *dlogits, const float *logits, const int *targets, int n, int V, float scale) {
-  double loss = 0;
-  for (size_t r = 0; r < (size_t)n; r++) {
-    const float *l = logits + r * V;
-    float mx = l[0];
-    for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
-    double sum = 0;
-    for (int i = 0; i < V; i++) sum += exp((double)l[i] - mx);
-    double lse = mx + log(sum);
-    loss += lse - l[targets[r]];
-    if (dlogits) {
-      for (int i = 0; i < V; i++) dlogits[r * V + i] = scale * (float)exp((double)l[i] - lse);
-      dlogits[r * V + targets[r]] -= scale;
-    }
+/* One row: loss = logsumexp(l) - l[target]; the softmax goes to dlogits
+** (scaled, minus scale at the target). exp is taken once per logit. */
+static double xent_row(float *dl, const float *l, int target, int V, float scale) {
+  float mx = l[0];
+  for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+  double sum = 0;
+  if (dl) {
+    for (int i = 0; i < V; i++) { dl[i] = expf(l[i] - mx); sum += dl[i]; }
+    float f = (float)(scale / sum);
+    for (int i = 0; i < V; i++) dl[i] *= f;
+    dl[target] -= scale;
+  } else {
+    for (int i = 0; i < V; i++) sum += expf(l[i] - mx);
   }
+  return mx + log(sum) - l[target];
+}
+
+typedef struct xent_job {
+  float *dlogits;
+  const float *logits;
+  const int *targets;
+  double *row_loss;
+  int n, V, nt;
+  float scale;
+} xent_job;
+
+static void xent_task(void *arg, int i) {
+  const xent_job *j = arg;
+  int per = (j->n + j->nt - 1) / j->nt, r1 = (i + 1) * per < j->n ? (i + 1) * per : j->n;
+  for (int r = i * per; r < r1; r++)
+    j->row_loss[r] = xent_row(j->dlogits ? j->dlogits + (size_t)r * j->V : NULL, j->logits + (size_t)r * j->V,
+                              j->targets[r], j->V, j->scale);
+}
+
+/* Rows split over the pool; the total is summed in row order, so it does not
+** depend on the number of threads. */
+double pf_xent_forward_backward(float *dlogits, const float *logits, const int *targets, int n, int V, float scale) {
+  double loss = 0, *row_loss = n > 1 ? malloc(sizeof(double) * (size_t)n) : NULL;
+  int nt = pf_get_threads();
+  if (!row_loss || nt <= 1 || (size_t)n * V < 65536) {   /* alone (also when out of memory) */
+    free(row_loss);
+    for (int r = 0; r < n; r++)
+      loss += xent_row(dlogits ? dlogits + (size_t)r * V : NULL, logits + (size_t)r * V, targets[r], V, scale);
+    return loss;
+  }
+  xent_job j = {dlogits, logits, targets, row_loss, n, V, nt < n ? nt : n, scale};
+  pf_parallel_for(j.nt, xent_task, &j);
+  for (int r = 0; r < n; r++) loss += row_loss[r];
+  free(row_loss);
   return loss;
 }
 
@@ -301,7 +334,7 @@ static void gelu_fwd_range(void *arg, size_t i0, size_t i1) {
 }
 void pf_gelu_forward(float *out, const float *inp, size_t n) {
   ew a = {out, NULL, inp, NULL, NULL};
-  parallel_range(n, gelu_fwd_range, &a);
+  pf_parallel_range(n, gelu_fwd_range, &a);
 }
 static void gelu_bwd_range(void *arg, size_t i0, size_t i1) {
   const ew *a = arg;
@@ -313,7 +346,7 @@ static void gelu_bwd_range(void *arg, size_t i0, size_t i1) {
 }
 void pf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
   ew a = {dinp, NULL, inp, dout, NULL};
-  parallel_range(n, gelu_bwd_range, &a);
+  pf_parallel_range(n, gelu_bwd_range, &a);
 }
 
 void pf_add_bias(float *out, const float *b, int T, int C) {

@@ -201,15 +201,29 @@ double pf_pparams_grad_norm(const pf_pparams *pp) {
 }
 
 /* AdamW (decoupled weight decay), step t >= 1; gradients scaled by gscale. */
-void pf_adamw(pf_pparams *pp, float lr, float beta1, float beta2, float eps, float wd, int t, float gscale) {
-  double bc1 = 1.0 - pow(beta1, t), bc2 = 1.0 - pow(beta2, t);
-  for (size_t i = 0; i < pp->n; i++) {
-    float g = pp->grads[i] * gscale;
+typedef struct adamw_job {
+  pf_pparams *pp;
+  float lr, beta1, beta2, eps, wd, gscale;
+  double bc1, bc2;
+} adamw_job;
+
+static void adamw_range(void *arg, size_t i0, size_t i1) {
+  const adamw_job *j = arg;
+  pf_pparams *pp = j->pp;
+  float beta1 = j->beta1, beta2 = j->beta2;
+  for (size_t i = i0; i < i1; i++) {
+    float g = pp->grads[i] * j->gscale;
     pp->m1[i] = beta1 * pp->m1[i] + (1 - beta1) * g;
     pp->m2[i] = beta2 * pp->m2[i] + (1 - beta2) * g * g;
-    double mh = pp->m1[i] / bc1, vh = pp->m2[i] / bc2;
-    pp->params[i] -= (float)(lr * (mh / (sqrt(vh) + eps) + wd * pp->params[i]));
+    double mh = pp->m1[i] / j->bc1, vh = pp->m2[i] / j->bc2;
+    pp->params[i] -= (float)(j->lr * (mh / (sqrt(vh) + j->eps) + j->wd * pp->params[i]));
   }
+}
+
+/* elementwise, so split over the pool with the same result */
+void pf_adamw(pf_pparams *pp, float lr, float beta1, float beta2, float eps, float wd, int t, float gscale) {
+  adamw_job j = {pp, lr, beta1, beta2, eps, wd, gscale, 1.0 - pow(beta1, t), 1.0 - pow(beta2, t)};
+  pf_parallel_range(pp->n, adamw_range, &j);
 }
 
 /* ------------------------------------------------------------------ BLOB */
