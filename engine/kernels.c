@@ -357,6 +357,67 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
   return 1;
 }
 
+
+/* ------------------------------------------ AVX-512 decode batches (NT)
+** A batch of up to 16 rows (16 sequences decoding together) against a
+** weight matrix: each output column is one vector of 16 lanes, one per row.
+** A is transposed once (at[k][16]); W is read in place, 16 rows at a time,
+** each element broadcast into one FMA: no packing of W, whose reading is
+** the cost here (it streams from memory once per step). The 16 × 16 block of
+** results is transposed back in registers. Batches of 17..48 rows run in
+** groups of 16 over the same W block, which is then in cache. */
+#define SM_MIN 10
+#ifndef SM_MAX
+#define SM_MAX 48
+#endif
+
+T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M, int K, const float *W, int ldw, int c0,
+                             int c1, float *at) {
+  int ng = (M + 15) / 16, K8 = K & ~7;
+  for (int g = 0; g < ng; g++)   /* at[g][k][16] = A[16 g + lane][k], zero past M */
+    for (int k = 0; k < K; k += 16) {
+      int kk = K - k < 16 ? K - k : 16, rows = M - 16 * g < 16 ? M - 16 * g : 16;
+      __mmask16 km = kk == 16 ? 0xFFFF : (__mmask16)((1u << kk) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(km, A + (size_t)(16 * g + i) * lda + k) : _mm512_setzero_ps();
+      gm_transpose16(r);
+      for (int j = 0; j < kk; j++) _mm512_store_ps(at + ((size_t)g * K + k + j) * 16, r[j]);
+    }
+  for (int n = c0; n < c1; n += 16) {
+    int nr = c1 - n < 16 ? c1 - n : 16;
+    const float *w = W + (size_t)n * ldw;
+    for (int g = 0; g < ng; g++) {
+      const float *ag = at + (size_t)g * K * 16;
+      __m512 acc[16];
+      for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+      int k = 0;
+      if (nr == 16)
+        for (; k < K8; k += 8) {   /* 8 values of A in registers, then 8 FMAs per row of W */
+          __m512 a[8];
+          for (int u = 0; u < 8; u++) a[u] = _mm512_load_ps(ag + (size_t)(k + u) * 16);
+          const float *p = w + k;
+          if (g == 0 && (k & 15) == 0 && n + 32 <= c1)   /* the next block's rows, same columns */
+            for (int i = 0; i < 16; i++) _mm_prefetch((const char *)(p + (size_t)(16 + i) * ldw), _MM_HINT_T0);
+#pragma GCC unroll 16
+          for (int i = 0; i < 16; i++, p += ldw) {
+            __m512 s = acc[i];
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) s = _mm512_fmadd_ps(a[u], _mm512_set1_ps(p[u]), s);
+            acc[i] = s;
+          }
+        }
+      for (; k < K; k++) {
+        __m512 a = _mm512_load_ps(ag + (size_t)k * 16);
+        for (int i = 0; i < nr; i++) acc[i] = _mm512_fmadd_ps(a, _mm512_set1_ps(w[(size_t)i * ldw + k]), acc[i]);
+      }
+      gm_transpose16(acc);
+      __mmask16 nm = nr == 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+      for (int t = 0; t < 16 && 16 * g + t < M; t++) _mm512_mask_storeu_ps(out + (size_t)(16 * g + t) * ldc + n, nm, acc[t]);
+    }
+  }
+}
+
 /* ---------------------------------------------------------------- AVX2 */
 
 #define T256 __attribute__((target("avx2,fma")))
@@ -458,6 +519,11 @@ void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, i
   if (c1 <= c0) return;
   switch (kind) {
     case PF_KERNEL_AVX512:
+      if (T >= SM_MIN && T <= SM_MAX) {
+        size_t cap;
+        float *at = pf_scratch_get((size_t)((T + 15) / 16) * K * 16, &cap);
+        if (at) { nt_small512(out, N, A, K, T, K, W, K, c0, c1, at); pf_scratch_put(at, cap); return; }
+      }
       if (T < PF_GEMM_MIN_ROWS || !gemm512(1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
       return;
     case PF_KERNEL_AVX2: nt_avx2(out, A, W, T, K, N, c0, c1); return;
