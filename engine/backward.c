@@ -18,7 +18,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK 64  /* logits rows computed at once */
+/* Logits rows computed at once: as many as fit in 8M floats (two such
+** buffers), 64..256. Each chunk streams the whole output matrix twice (forward
+** and backward), so bigger chunks read it less often and run the kernels on
+** taller products. */
+static int logits_chunk(int V) {
+  int c = (int)(((size_t)8 << 20) / (size_t)(V > 0 ? V : 1));
+  return c < 64 ? 64 : c > 256 ? 256 : c;
+}
+#define CHUNK logits_chunk(V)
 
 int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
 
@@ -37,7 +45,7 @@ struct pf_tws {
   float *x_fin;   /* (T, d) */
   float *mean1, *mean2; /* (L, T) gpt2 LayerNorm means (rstd1/rstd2 hold 1/std) */
   float *qkv;     /* (T, 3d) gpt2 fused projection scratch, and its gradient */
-  float *meanc;   /* (CHUNK) */
+  float *meanc;   /* (logits chunk) */
   /* scratch */
   float *xb, *ao, *hb, *dx, *dxb, *dq, *dk, *dv, *dh, *dg, *du;
   float *logits, *dlogits, *xn, *dxn, *rstdc;

@@ -201,6 +201,11 @@ const char *pf_kernel_name(int kind);
 /* out[T, c0:c1] = inp (T, n_in) · W[c0:c1]^T, W (n_out, n_in), ldc = n_out (one slice) */
 void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* dinp[T, c0:c1] += dout (T, n_out) · W[:, c0:c1], W (n_out, n_in), ldc = n_in (one slice) */
+/* the whole product (as pf_matmul, or pf_matmul_backward_input when nn) on the
+** pool with A packed once for all threads; 0 when kind or shape do not suit it
+** (AVX-512, more than 48 rows) or memory is short, and nothing was done */
+int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
+                     int nslice);
 /* 64-byte aligned scratch of at least n floats (NULL when out of memory), and
 ** its return for reuse; *cap is what to pass back */
 float *pf_scratch_get(size_t n, size_t *cap);

@@ -158,6 +158,8 @@ T512 static void nn_avx512(float *dA, const float *dY, const float *W, int T, in
 #define GM_NR 32
 #define GM_KC 256
 #define GM_SMALL_M 64
+#define SM_MIN 10    /* 10..48 rows: the decode-batch kernel below */
+#define SM_MAX 48
 #define GM_MC 1008   /* rows of A packed at once (72 tiles, 1 MB, in L2) */
 
 T512 static inline __attribute__((always_inline)) void gm_tile(int mr, float *c, int ldc, const float *ap,
@@ -317,46 +319,127 @@ __attribute__((destructor)) static void gm_scratch_free_all(void) {
   pthread_mutex_unlock(&g_scr_mu);
 }
 
-/* Returns 0 when its buffers cannot be had (the caller then uses the tile kernels). */
-T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W, int ldw,
-                        int c0, int c1, int acc) {
-  int nblk = (M + GM_MC - 1) / GM_MC, mc_max = (M + nblk - 1) / nblk;
-  int tiles_max = (mc_max + GM_MR - 1) / GM_MR;
-  /* few rows (decode batches): K unblocked, so each row of W is read start to end */
-  int KC = M <= GM_SMALL_M ? Kd : GM_KC;
-  size_t a_len = ((size_t)tiles_max * GM_MR * KC + 15) / 16 * 16;   /* keeps the B panel 64-byte aligned */
-  size_t cap;
-  float *ap = pf_scratch_get(a_len + (size_t)KC * GM_NR, &cap);
-  if (!ap) return 0;
-  float *bp = ap + a_len;
-  for (int m0 = 0; m0 < M; m0 += mc_max) {
-    int mc = M - m0 < mc_max ? M - m0 : mc_max;
-    int ntile = (mc + GM_MR - 1) / GM_MR, base = mc / ntile, extra = mc % ntile;   /* tiles of even height */
-    for (int p0 = 0; p0 < Kd; p0 += KC) {
-      int kc = Kd - p0 < KC ? Kd - p0 : KC;
-      for (int t = 0, r = m0; t < ntile; t++) {   /* pack A: tile t holds its rows side by side */
-        int mr = base + (t < extra);
-        gm_pack_a(ap + (size_t)t * GM_MR * KC, A + (size_t)r * lda, lda, mr, p0, kc);
-        r += mr;
-      }
+/* One product's blocking. A is packed whole, once (by all threads together
+** when the product runs on the pool): row block b (<= GM_MC rows, tiles of
+** even height <= GM_MR) starts at b * tiles_max * GM_MR * Kd; in it the K block
+** at p0 holds its tiles at ntile * GM_MR * p0, tile t at + t * GM_MR * kc. */
+typedef struct gm_plan {
+  int nt, acc, M, Kd, KC, nblk, mc_max, tiles_max, lda, ldw, ldc;
+  float *C, *ap;
+  const float *A, *W;
+} gm_plan;
+
+static void gm_plan_init(gm_plan *p, int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W,
+                         int ldw, int acc) {
+  p->nt = nt, p->acc = acc, p->M = M, p->Kd = Kd, p->lda = lda, p->ldw = ldw, p->ldc = ldc;
+  p->C = C, p->A = A, p->W = W, p->ap = NULL;
+  p->nblk = (M + GM_MC - 1) / GM_MC;
+  p->mc_max = (M + p->nblk - 1) / p->nblk;
+  p->tiles_max = (p->mc_max + GM_MR - 1) / GM_MR;
+  p->KC = M <= GM_SMALL_M ? Kd : GM_KC;   /* few rows: K unblocked, so each row of W is read start to end */
+}
+
+static size_t gm_ap_floats(const gm_plan *p) {
+  return ((size_t)p->nblk * p->tiles_max * GM_MR * p->Kd + 15) / 16 * 16;
+}
+
+/* rows of row block b: first row, count, tiles and their heights (base, +1 for the first extra) */
+static void gm_block(const gm_plan *p, int b, int *m0, int *mc, int *ntile, int *base, int *extra) {
+  *m0 = b * p->mc_max;
+  *mc = p->M - *m0 < p->mc_max ? p->M - *m0 : p->mc_max;
+  *ntile = (*mc + GM_MR - 1) / GM_MR;
+  *base = *mc / *ntile, *extra = *mc % *ntile;
+}
+
+/* pack tile i (row block i / tiles_max) for every K block */
+T512 static void gm_pack_tile(const gm_plan *p, int i) {
+  int b = i / p->tiles_max, t = i % p->tiles_max, m0, mc, ntile, base, extra;
+  gm_block(p, b, &m0, &mc, &ntile, &base, &extra);
+  if (t >= ntile) return;
+  int r = m0 + t * base + (t < extra ? t : extra), mr = base + (t < extra);
+  float *blk = p->ap + (size_t)b * p->tiles_max * GM_MR * p->Kd;
+  for (int p0 = 0; p0 < p->Kd; p0 += p->KC) {
+    int kc = p->Kd - p0 < p->KC ? p->Kd - p0 : p->KC;
+    gm_pack_a(blk + (size_t)ntile * GM_MR * p0 + (size_t)t * GM_MR * kc, p->A + (size_t)r * p->lda, p->lda, mr, p0, kc);
+  }
+}
+
+/* columns [c0, c1) of C from the packed A; bp holds one B panel (KC × GM_NR) */
+T512 static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
+  for (int b = 0; b < p->nblk; b++) {
+    int m0, mc, ntile, base, extra;
+    gm_block(p, b, &m0, &mc, &ntile, &base, &extra);
+    const float *blk = p->ap + (size_t)b * p->tiles_max * GM_MR * p->Kd;
+    for (int p0 = 0; p0 < p->Kd; p0 += p->KC) {
+      int kc = p->Kd - p0 < p->KC ? p->Kd - p0 : p->KC;
+      const float *ak = blk + (size_t)ntile * GM_MR * p0;
       for (int n0 = c0; n0 < c1; n0 += GM_NR) {
         int nw = c1 - n0 < GM_NR ? c1 - n0 : GM_NR;
         __mmask16 k0m = nw >= 16 ? 0xFFFF : (__mmask16)((1u << nw) - 1);
         __mmask16 k1m = nw >= 32 ? 0xFFFF : nw <= 16 ? 0 : (__mmask16)((1u << (nw - 16)) - 1);
-        if (nt) gm_pack_nt(bp, W, ldw, n0, nw, p0, kc, c1 - n0 - GM_NR < GM_NR ? c1 - n0 - GM_NR : GM_NR);
-        else gm_pack_nn(bp, W, ldw, n0, k0m, k1m, p0, kc);
+        if (p->nt) gm_pack_nt(bp, p->W, p->ldw, n0, nw, p0, kc, c1 - n0 - GM_NR < GM_NR ? c1 - n0 - GM_NR : GM_NR);
+        else gm_pack_nn(bp, p->W, p->ldw, n0, k0m, k1m, p0, kc);
         for (int t = 0, r = m0; t < ntile; t++) {
           int mr = base + (t < extra);
-          gm_tile_n(mr, C + (size_t)r * ldc + n0, ldc, ap + (size_t)t * GM_MR * KC, bp, kc, acc || p0 > 0, k0m, k1m);
+          gm_tile_n(mr, p->C + (size_t)r * p->ldc + n0, p->ldc, ak + (size_t)t * GM_MR * kc, bp, kc, p->acc || p0 > 0, k0m,
+                    k1m);
           r += mr;
         }
       }
     }
   }
-  pf_scratch_put(ap, cap);
+}
+
+/* One slice on the calling thread. Returns 0 when its buffers cannot be had
+** (the caller then uses the tile kernels). */
+T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W, int ldw,
+                        int c0, int c1, int acc) {
+  gm_plan p;
+  gm_plan_init(&p, nt, C, ldc, A, lda, M, Kd, W, ldw, acc);
+  size_t cap, a_len = gm_ap_floats(&p);
+  p.ap = pf_scratch_get(a_len + (size_t)p.KC * GM_NR, &cap);
+  if (!p.ap) return 0;
+  for (int i = 0; i < p.nblk * p.tiles_max; i++) gm_pack_tile(&p, i);
+  gm_compute(&p, p.ap + a_len, c0, c1);
+  pf_scratch_put(p.ap, cap);
   return 1;
 }
 
+/* The whole product on the pool: the threads pack A's tiles together, then
+** each computes a slice of columns (multiples of GM_NR) with its own B panel. */
+typedef struct gm_job { gm_plan p; int ncol, nslice; } gm_job;
+
+T512 static void gm_pack_task(void *arg, int i) { gm_pack_tile(&((gm_job *)arg)->p, i); }
+
+T512 static void gm_slice_task(void *arg, int i) {
+  const gm_job *j = arg;
+  int per = ((j->ncol + j->nslice - 1) / j->nslice + GM_NR - 1) / GM_NR * GM_NR;
+  int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
+  if (c1 <= c0) return;
+  size_t cap;
+  float *bp = pf_scratch_get((size_t)j->p.KC * GM_NR, &cap);
+  if (bp) { gm_compute(&j->p, bp, c0, c1); pf_scratch_put(bp, cap); return; }
+  const gm_plan *p = &j->p;   /* no panel buffer: the tile kernels need none */
+  if (p->nt) nt_avx512(p->C, p->A, p->W, p->M, p->Kd, p->ldc, c0, c1);
+  else nn_avx512(p->C, p->A, p->W, p->M, p->ldc, p->Kd, c0, c1);
+}
+
+int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
+                     int nslice) {
+  if (kind != PF_KERNEL_AVX512 || T <= SM_MAX) return 0;
+  gm_job j;
+  if (nn) gm_plan_init(&j.p, 0, out, n_in, a, n_out, T, n_out, w, n_in, 1);   /* dA += dY · W */
+  else gm_plan_init(&j.p, 1, out, n_out, a, n_in, T, n_in, w, n_in, 0);        /* out = X · Wᵀ */
+  j.ncol = nn ? n_in : n_out;
+  j.nslice = nslice;
+  size_t cap;
+  j.p.ap = pf_scratch_get(gm_ap_floats(&j.p), &cap);
+  if (!j.p.ap) return 0;
+  pf_parallel_for(j.p.nblk * j.p.tiles_max, gm_pack_task, &j);
+  pf_parallel_for(nslice, gm_slice_task, &j);
+  pf_scratch_put(j.p.ap, cap);
+  return 1;
+}
 
 /* ------------------------------------------ AVX-512 decode batches (NT)
 ** A batch of up to 16 rows (16 sequences decoding together) against a
@@ -366,10 +449,6 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
 ** the cost here (it streams from memory once per step). The 16 × 16 block of
 ** results is transposed back in registers. Batches of 17..48 rows run in
 ** groups of 16 over the same W block, which is then in cache. */
-#define SM_MIN 10
-#ifndef SM_MAX
-#define SM_MAX 48
-#endif
 
 T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M, int K, const float *W, int ldw, int c0,
                              int c1, float *at) {

@@ -54,6 +54,7 @@ static void mm_run(int nn, float *out, const float *a, const float *w, int T, in
   int nslice = flops < 2e5 ? 1 : nt;   /* small products: not worth waking anyone */
   if (nslice > (ncol + align - 1) / align) nslice = (ncol + align - 1) / align;
   if (nslice < 1) nslice = 1;
+  if (pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, T, n_in, n_out, nslice)) return;
   mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w};
   if (nslice == 1) mm_task(&j, 0);
   else pf_parallel_for(nslice, mm_task, &j);
