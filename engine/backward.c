@@ -130,10 +130,6 @@ static size_t attn_block_floats(const tattn *j) {
 static void gather_rows(float *dst, const float *src, size_t ld, size_t c0, int rows, int width) {
   for (int i = 0; i < rows; i++) memcpy(dst + (size_t)i * width, src + (size_t)i * ld + c0, sizeof(float) * (size_t)width);
 }
-static void transpose(float *dst, const float *src, int rows, int cols) {
-  for (int i = 0; i < rows; i++)
-    for (int c = 0; c < cols; c++) dst[(size_t)c * rows + i] = src[(size_t)i * cols + c];
-}
 
 /* the sequence's keys (or values) for head kh: prefix rows then its own */
 static void gather_kv(float *dst, const float *pre, const float *own, int P, int Tq, int kvd, int kh, int hd) {
@@ -207,9 +203,9 @@ static void attn_bwd_blocked(const tattn *j, int kh, float *buf, int kind) {
         float *dst = j->dq + (size_t)(r0 + i) * nh * hd + (size_t)h * hd;
         for (int c = 0; c < hd; c++) dst[c] += dQ[(size_t)i * hd + c];
       }
-      transpose(Tr, dS, Tq, n);
+      pf_transpose(Tr, dS, Tq, n);
       pf_kernel_nn_acc(kind, dKh, Tr, Qh, n, hd, Tq, 0, hd);
-      transpose(Tr, A, Tq, n);
+      pf_transpose(Tr, A, Tq, n);
       pf_kernel_nn_acc(kind, dVh, Tr, dO, n, hd, Tq, 0, hd);
     }
     for (int c = 0; c < n; c++) {   /* scatter: prefix rows to the prefix gradient, the rest to dk, dv */
@@ -459,6 +455,8 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
                 P, iT, max_keys, b->n_seq, max_keys - P, seq_of, pos, att_off, seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_bwd_task, &bj);
+    /* below layer 0's attention only the input embeddings could take a gradient */
+    if (l == 0 && !(E && pin->dembd)) break;
     memset(w->dxb, 0, sizeof(float) * T * d);
     if (gpt2) {
       for (size_t r = 0; r < T; r++) {

@@ -206,6 +206,8 @@ void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T,
 ** (AVX-512, more than 48 rows) or memory is short, and nothing was done */
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
                      int nslice);
+/* dst (cols, rows) = src (rows, cols) transposed */
+void pf_transpose(float *dst, const float *src, int rows, int cols);
 /* 64-byte aligned scratch of at least n floats (NULL when out of memory), and
 ** its return for reuse; *cap is what to pass back */
 float *pf_scratch_get(size_t n, size_t *cap);

@@ -441,6 +441,27 @@ int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *
   return 1;
 }
 
+
+/* dst (cols, rows) = src (rows, cols)ᵀ: 16 × 16 blocks in registers, edges plain */
+T512 static void transpose512(float *dst, const float *src, int rows, int cols) {
+  int r16 = rows & ~15, c16 = cols & ~15;
+  for (int i = 0; i < r16; i += 16)
+    for (int c = 0; c < c16; c += 16) {
+      __m512 r[16];
+      for (int u = 0; u < 16; u++) r[u] = _mm512_loadu_ps(src + (size_t)(i + u) * cols + c);
+      gm_transpose16(r);
+      for (int u = 0; u < 16; u++) _mm512_storeu_ps(dst + (size_t)(c + u) * rows + i, r[u]);
+    }
+  for (int i = 0; i < rows; i++)
+    for (int c = i < r16 ? c16 : 0; c < cols; c++) dst[(size_t)c * rows + i] = src[(size_t)i * cols + c];
+}
+
+void pf_transpose(float *dst, const float *src, int rows, int cols) {
+  if (pf_get_kernel() == PF_KERNEL_AVX512) { transpose512(dst, src, rows, cols); return; }
+  for (int i = 0; i < rows; i++)
+    for (int c = 0; c < cols; c++) dst[(size_t)c * rows + i] = src[(size_t)i * cols + c];
+}
+
 /* ------------------------------------------ AVX-512 decode batches (NT)
 ** A batch of up to 16 rows (16 sequences decoding together) against a
 ** weight matrix: each output column is one vector of 16 lanes, one per row.

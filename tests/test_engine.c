@@ -156,6 +156,21 @@ static void test_kv_cache(pf_model *m, const char *label) {
   free(prefix); free(full); free(step); free(ids);
 }
 
+static void test_transpose(void) {
+  int shapes[][2] = {{16, 16}, {37, 21}, {33, 48}, {1, 70}, {130, 138}};
+  int ok = 1;
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    int R = shapes[s][0], C = shapes[s][1];
+    float *a = malloc(sizeof(float) * R * C), *b = malloc(sizeof(float) * R * C);
+    for (int i = 0; i < R * C; i++) a[i] = (float)i;
+    pf_transpose(b, a, R, C);
+    for (int i = 0; i < R; i++)
+      for (int c = 0; c < C; c++) if (b[(size_t)c * R + i] != a[(size_t)i * C + c]) ok = 0;
+    free(a); free(b);
+  }
+  CHECK(ok, "transpose (16x16 register blocks and edges) on 5 shapes", "");
+}
+
 static void test_kernels(void) {
   int shapes[][3] = {{1, 64, 64}, {5, 64, 172}, {17, 33, 7}, {64, 128, 512}, {3, 1, 9}, {1, 768, 2051}, {13, 100, 37},
                      {130, 256, 96}, {100, 300, 70}, {70, 600, 33}, {1100, 40, 40}, {40, 200, 150}};
@@ -232,6 +247,7 @@ int main(void) {
   test_greedy(m);
   test_kv_cache(m, "stories260K");
   test_kernels();
+  test_transpose();
   pf_model_free(m);
   return t_failed ? 1 : 0;
 }
