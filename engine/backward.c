@@ -372,7 +372,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     pf_parallel_for(hp->n_head_kv, attn_fwd_task, &aj);
     pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
     if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
-    for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
+    pf_add_inplace(x, w->xb, T * d);
     memcpy(x_mid, x, sizeof(float) * T * d);
     if (gpt2) {   /* g holds the pre-GELU activations */
       pf_layernorm_forward(w->xb, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, Ly->ffn_norm_b, iT,
@@ -388,7 +388,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     }
     pf_matmul(w->xb, w->hb, Ly->w_down, iT, ff, d);
     if (gpt2) pf_add_bias(w->xb, Ly->b_down, iT, d);
-    for (size_t i = 0; i < T * d; i++) x[i] += w->xb[i];
+    pf_add_inplace(x, w->xb, T * d);
   }
 
   /* loss at target rows, in chunks; backward into dx at those rows */

@@ -185,7 +185,7 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     attention(ao, att, max_ctx, q, seqs, seq_of, pos, T, l, hp);
     pf_matmul(xb, ao, L->wo, T, d, d);
     if (gpt2) pf_add_bias(xb, L->bo, T, d);
-    for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];
+    pf_add_inplace(x, xb, (size_t)T * d);
 
     if (gpt2) {
       pf_layernorm_forward(xb, NULL, NULL, x, L->ffn_norm, L->ffn_norm_b, T, d, hp->norm_eps);
@@ -200,7 +200,7 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     }
     pf_matmul(xb, hb, L->w_down, T, ff, d);
     if (gpt2) pf_add_bias(xb, L->b_down, T, d);
-    for (size_t i = 0; i < (size_t)T * d; i++) x[i] += xb[i];
+    pf_add_inplace(x, xb, (size_t)T * d);
   }
 
   /* rows whose logits are wanted: all, or each sequence's last */

@@ -220,6 +220,8 @@ void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, 
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
+/* y += x, n elements (on the pool when long) */
+void pf_add_inplace(float *y, const float *x, size_t n);
 void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps);
 void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base);
 void pf_softmax(float *x, int n);

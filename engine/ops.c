@@ -75,6 +75,42 @@ void pf_parallel_range(size_t n, range_fn fn, void *ctx) {
   pf_parallel_for(nt, range_task, &j);
 }
 
+/* Row-wise work (norms, RoPE): rows [0, T) in one chunk per thread when the
+** rows hold enough elements to be worth it. Each row is computed the same way
+** whatever the chunking. */
+typedef struct row_args {
+  float *out, *o2, *o3;
+  const float *inp, *w, *b, *dout, *a1, *a2;
+  const int *pos;
+  int C, n_head, head_dim, rope_dim;
+  float eps, base, sign;
+} row_args;
+typedef void (*rows_fn)(const row_args *a, size_t t0, size_t t1);
+typedef struct rows_job { rows_fn fn; const row_args *a; size_t T, chunk; } rows_job;
+static void rows_task(void *arg, int i) {
+  const rows_job *j = arg;
+  size_t t0 = (size_t)i * j->chunk, t1 = t0 + j->chunk < j->T ? t0 + j->chunk : j->T;
+  if (t0 < t1) j->fn(j->a, t0, t1);
+}
+static void parallel_rows(int T, size_t per_row, rows_fn fn, const row_args *a) {
+  int nt = pf_get_threads();
+  if (nt <= 1 || T < 2 || (size_t)T * per_row < 32768) { fn(a, 0, (size_t)T); return; }
+  if (nt > T) nt = T;
+  rows_job j = {fn, a, (size_t)T, ((size_t)T + (size_t)nt - 1) / (size_t)nt};
+  pf_parallel_for(nt, rows_task, &j);
+}
+
+/* y += x over n elements, on the pool when long */
+typedef struct add_args { float *y; const float *x; } add_args;
+static void add_range(void *arg, size_t i0, size_t i1) {
+  const add_args *a = arg;
+  for (size_t i = i0; i < i1; i++) a->y[i] += a->x[i];
+}
+void pf_add_inplace(float *y, const float *x, size_t n) {
+  add_args a = {y, x};
+  pf_parallel_range(n, add_range, &a);
+}
+
 /* out (T, n_out) = inp (T, n_in) · W^T; W is (n_out, n_in) row-major. */
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
   for (size_t t = 0; t < (size_t)T; t++)
@@ -92,14 +128,22 @@ void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, in
 }
 
 /* out = inp / rms(inp) * weight, per row of C. */
-void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps) {
-  for (size_t t = 0; t < (size_t)T; t++) {
-    const float *x = inp + t * C;
+/* rows of out = inp / rms(inp) * weight; 1/rms to o2 when given */
+static void rmsnorm_rows(const row_args *a, size_t t0, size_t t1) {
+  int C = a->C;
+  for (size_t t = t0; t < t1; t++) {
+    const float *x = a->inp + t * C;
     float ss = 0;
     for (int i = 0; i < C; i++) ss += x[i] * x[i];
-    float r = 1.0f / sqrtf(ss / C + eps);
-    for (int i = 0; i < C; i++) out[t * C + i] = x[i] * r * weight[i];
+    float r = 1.0f / sqrtf(ss / C + a->eps);
+    if (a->o2) a->o2[t] = r;
+    for (int i = 0; i < C; i++) a->out[t * C + i] = x[i] * r * a->w[i];
   }
+}
+
+void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps) {
+  row_args a = {.out = out, .inp = inp, .w = weight, .C = C, .eps = eps};
+  parallel_rows(T, (size_t)C, rmsnorm_rows, &a);
 }
 
 /* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by pos * base^(-2i/rope_dim). */
@@ -113,10 +157,12 @@ static inline float rope_freq(const float *f, int i, int rope_dim, float base) {
 }
 
 /* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by sign * pos * base^(-2i/rope_dim). */
-static void rope_apply(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base, float sign) {
-  float freq[ROPE_TAB];
+static void rope_rows(const row_args *ra, size_t t0, size_t t1) {
+  float *x = ra->out, base = ra->base, sign = ra->sign, freq[ROPE_TAB];
+  int n_head = ra->n_head, head_dim = ra->head_dim, rope_dim = ra->rope_dim;
+  const int *pos = ra->pos;
   rope_freqs(freq, rope_dim, base);
-  for (int t = 0; t < T; t++)
+  for (size_t t = t0; t < t1; t++)
     for (int i = 0; i < rope_dim / 2; i++) {
       float theta = (float)pos[t] * rope_freq(freq, i, rope_dim, base);
       float c = cosf(theta), s = sign * sinf(theta);
@@ -127,6 +173,12 @@ static void rope_apply(float *x, const int *pos, int T, int n_head, int head_dim
         p[1] = a * s + b * c;
       }
     }
+}
+
+static void rope_apply(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base, float sign) {
+  row_args a = {.out = x, .pos = pos, .n_head = n_head, .head_dim = head_dim, .rope_dim = rope_dim, .base = base,
+                .sign = sign};
+  parallel_rows(T, (size_t)n_head * head_dim, rope_rows, &a);
 }
 
 void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
@@ -177,27 +229,27 @@ void pf_matmul_backward_weight(float *dw, const float *dout, const float *inp, i
 
 /* RMSNorm that keeps 1/rms per row for the backward pass. */
 void pf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int T, int C, float eps) {
-  for (size_t t = 0; t < (size_t)T; t++) {
-    const float *x = inp + t * C;
-    float ss = 0;
-    for (int i = 0; i < C; i++) ss += x[i] * x[i];
-    float r = 1.0f / sqrtf(ss / C + eps);
-    rstd[t] = r;
-    for (int i = 0; i < C; i++) out[t * C + i] = x[i] * r * weight[i];
-  }
+  row_args a = {.out = out, .o2 = rstd, .inp = inp, .w = weight, .C = C, .eps = eps};
+  parallel_rows(T, (size_t)C, rmsnorm_rows, &a);
 }
 
 /* In the forward pass this was: out[i] = inp[i] * rstd * weight[i].
 ** dinp[i] += rstd * w[i] * dout[i] - inp[i] * rstd^3 / C * sum_j dout[j] w[j] inp[j] */
-void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight, const float *rstd, int T,
-                         int C) {
-  for (size_t t = 0; t < (size_t)T; t++) {
-    const float *x = inp + t * C, *dy = dout + t * C;
-    float r = rstd[t], dot = 0;
+static void rmsnorm_bwd_rows(const row_args *a, size_t t0, size_t t1) {
+  int C = a->C;
+  for (size_t t = t0; t < t1; t++) {
+    const float *x = a->inp + t * C, *dy = a->dout + t * C, *weight = a->w;
+    float r = a->a1[t], dot = 0;
     for (int i = 0; i < C; i++) dot += dy[i] * weight[i] * x[i];
     float c = dot * r * r * r / C;
-    for (int i = 0; i < C; i++) dinp[t * C + i] += r * weight[i] * dy[i] - x[i] * c;
+    for (int i = 0; i < C; i++) a->out[t * C + i] += r * weight[i] * dy[i] - x[i] * c;
   }
+}
+
+void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight, const float *rstd, int T,
+                         int C) {
+  row_args a = {.out = dinp, .inp = inp, .w = weight, .dout = dout, .a1 = rstd, .C = C};
+  parallel_rows(T, (size_t)C, rmsnorm_bwd_rows, &a);
 }
 
 /* The rotation is orthogonal: its backward is the rotation by -theta. */
@@ -288,10 +340,12 @@ double pf_xent_forward_backward(float *dlogits, const float *logits, const int *
 /* ------------------------------------------------------- GPT-2 building blocks */
 
 /* LayerNorm with bias, keeping mean and 1/std per row for the backward pass. */
-void pf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int T,
-                          int C, float eps) {
-  for (size_t t = 0; t < (size_t)T; t++) {
-    const float *x = inp + t * C;
+static void layernorm_rows(const row_args *a, size_t t0, size_t t1) {
+  int C = a->C;
+  float *out = a->out, *mean = a->o2, *rstd = a->o3, eps = a->eps;
+  const float *w = a->w, *b = a->b;
+  for (size_t t = t0; t < t1; t++) {
+    const float *x = a->inp + t * C;
     float m = 0, v = 0;
     for (int i = 0; i < C; i++) m += x[i];
     m /= C;
@@ -303,12 +357,20 @@ void pf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
   }
 }
 
+void pf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int T,
+                          int C, float eps) {
+  row_args a = {.out = out, .o2 = mean, .o3 = rstd, .inp = inp, .w = w, .b = b, .C = C, .eps = eps};
+  parallel_rows(T, (size_t)C, layernorm_rows, &a);
+}
+
 /* In the forward pass this was: out = (x - mean) * rstd * w + b.
 ** dinp += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w. */
-void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *w, const float *mean,
-                           const float *rstd, int T, int C) {
-  for (size_t t = 0; t < (size_t)T; t++) {
-    const float *x = inp + t * C, *dy = dout + t * C;
+static void layernorm_bwd_rows(const row_args *a, size_t t0, size_t t1) {
+  int C = a->C;
+  float *dinp = a->out;
+  const float *w = a->w, *mean = a->a1, *rstd = a->a2;
+  for (size_t t = t0; t < t1; t++) {
+    const float *x = a->inp + t * C, *dy = a->dout + t * C;
     float m = mean[t], r = rstd[t], sg = 0, sgx = 0;
     for (int i = 0; i < C; i++) {
       float g = dy[i] * w[i], xh = (x[i] - m) * r;
@@ -322,6 +384,12 @@ void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, con
       dinp[t * C + i] += r * (dy[i] * w[i] - sg - xh * sgx);
     }
   }
+}
+
+void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *w, const float *mean,
+                           const float *rstd, int T, int C) {
+  row_args a = {.out = dinp, .inp = inp, .w = w, .dout = dout, .a1 = mean, .a2 = rstd, .C = C};
+  parallel_rows(T, (size_t)C, layernorm_bwd_rows, &a);
 }
 
 #define GELU_K 0.7978845608028654f   /* sqrt(2/pi) */
