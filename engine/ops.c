@@ -224,7 +224,16 @@ void pf_matmul_backward_weight(float *dw, const float *dout, const float *inp, i
       }
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, T, 1.0f, dout, n_out, inp, n_in, 1.0f, dw, n_in);
+  /* as dinp += dout·W with the roles turned: dw (n_out, n_in) += doutᵀ (n_out, T) · inp (T, n_in), so it runs on
+  ** the engine's kernels and pool (OpenBLAS may be running generic kernels) */
+  float *dt = pf_get_kernel() != PF_KERNEL_BLAS ? malloc(sizeof(float) * (size_t)T * n_out) : NULL;
+  if (!dt) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, T, 1.0f, dout, n_out, inp, n_in, 1.0f, dw, n_in);
+    return;
+  }
+  pf_transpose(dt, dout, T, n_out);
+  pf_matmul_backward_input(dw, dt, inp, n_out, n_in, T);
+  free(dt);
 }
 
 /* RMSNorm that keeps 1/rms per row for the backward pass. */

@@ -181,7 +181,7 @@ static void test_kernels(void) {
     pf_set_threads(threads);
     for (size_t kk = 0; kk < 3; kk++) {
       if (pf_set_kernel(kinds[kk]) != kinds[kk]) { printf("# kernel %s: not on this CPU\n", pf_kernel_name(kinds[kk])); continue; }
-      int ok_nt = 1, ok_nn = 1;
+      int ok_nt = 1, ok_nn = 1, ok_dw = 1;
       double worst = 0;
       for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int T = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
@@ -202,6 +202,13 @@ static void test_kernels(void) {
         pf_set_naive(0);
         d = t_maxdiff(da, db, (size_t)T * K);
         if (d > 1e-4 * sqrt(N)) ok_nn = 0;
+        float *gw = calloc((size_t)N * K, sizeof(float)), *gn = calloc((size_t)N * K, sizeof(float));
+        pf_matmul_backward_weight(gw, dy, x, T, K, N);   /* dW (N, K) += dYᵀ · X */
+        pf_set_naive(1);
+        pf_matmul_backward_weight(gn, dy, x, T, K, N);
+        pf_set_naive(0);
+        if (t_maxdiff(gw, gn, (size_t)N * K) > 1e-4 * sqrt(T)) ok_dw = 0;
+        free(gw); free(gn);
         free(x); free(w); free(a); free(b); free(dy); free(da); free(db);
       }
       char name[128];
@@ -211,6 +218,9 @@ static void test_kernels(void) {
       snprintf(name, sizeof name, "kernel %s, %d thread%s: dX += dY·W = naive on 12 shapes", pf_kernel_name(kinds[kk]),
                threads, threads > 1 ? "s" : "");
       CHECK(ok_nn, name, "");
+      snprintf(name, sizeof name, "kernel %s, %d thread%s: dW += dYᵀ·X = naive on 12 shapes", pf_kernel_name(kinds[kk]),
+               threads, threads > 1 ? "s" : "");
+      CHECK(ok_dw, name, "");
     }
   }
   pf_set_kernel(PF_KERNEL_AUTO);

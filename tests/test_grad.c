@@ -156,7 +156,7 @@ static void op_matmul(void) {
       w[i] = keep - h; pf_matmul(y, x, w, T, I, O); double lm = dotr(y, r, T * O);
       w[i] = keep; an[T * I + i] = dw[i]; num[T * I + i] = (lp - lm) / (2 * h);
     }
-    grad_report(naive ? "gradcheck op: matmul input+weight (naive)" : "gradcheck op: matmul input+weight (BLAS)", an, num,
+    grad_report(naive ? "gradcheck op: matmul input+weight (naive)" : "gradcheck op: matmul input+weight (kernels)", an, num,
                 T * I + O * I, 1e-2);
   }
   pf_set_naive(0);
