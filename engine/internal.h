@@ -198,6 +198,8 @@ enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_AVX2, PF_K
 int pf_set_kernel(int kind);          /* returns the kind in effect (a kind the CPU lacks falls back) */
 int pf_get_kernel(void);
 const char *pf_kernel_name(int kind);
+/* GFLOP/s of a kind's X·Wᵀ kernel as timed once per process (0: not on this CPU) */
+double pf_kernel_gflops(int kind);
 /* out[T, c0:c1] = inp (T, n_in) · W[c0:c1]^T, W (n_out, n_in), ldc = n_out (one slice) */
 void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* dinp[T, c0:c1] += dout (T, n_out) · W[:, c0:c1], W (n_out, n_in), ldc = n_in (one slice) */

@@ -18,8 +18,11 @@
 #include <cblas.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------- AVX-512 */
 
@@ -645,7 +648,7 @@ void pf_kernel_nn_acc(int kind, float *dA, const float *dY, const float *W, int 
   }
 }
 
-static int g_kernel = -1;
+static atomic_int g_kernel = -1;
 
 static int cpu_has(int kind) {
   __builtin_cpu_init();
@@ -659,12 +662,57 @@ const char *pf_kernel_name(int kind) {
   return kind >= 0 && kind <= PF_KERNEL_AVX512 ? n[kind] : "?";
 }
 
+/* "Used where it is faster": the engine's best kernel for this CPU is timed
+** against OpenBLAS once per process, single-threaded, on a product the size
+** of a small model's projection (96 × 384 · 384ᵀ, best of 3). OpenBLAS is
+** chosen only when it is clearly (25%) faster, e.g. a current OpenBLAS with
+** tuned kernels on a CPU without AVX-512; a Debian OpenBLAS that does not
+** know the CPU runs generic kernels and loses. PREFIX_KERNEL skips this. */
+static double g_gflops[PF_KERNEL_AVX512 + 1];
+static pthread_once_t g_measure_once = PTHREAD_ONCE_INIT;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void measure_kernels(void) {
+  enum { MT = 96, MK = 384, MN = 384 };
+  pf_get_threads();   /* OpenBLAS single-threaded, as in use */
+  float *a = malloc(sizeof(float) * MT * MK), *w = malloc(sizeof(float) * MN * MK), *o = malloc(sizeof(float) * MT * MN);
+  if (a && w && o) {
+    for (int i = 0; i < MT * MK; i++) a[i] = (float)(i % 13) * 0.01f;
+    for (int i = 0; i < MN * MK; i++) w[i] = (float)(i % 7) * 0.01f;
+    for (int kind = PF_KERNEL_BLAS; kind <= PF_KERNEL_AVX512; kind++) {
+      if (!cpu_has(kind)) continue;
+      double best = 1e30;
+      for (int r = 0; r < 4; r++) {   /* the first run warms up */
+        double t0 = now_s();
+        pf_kernel_nt(kind, o, a, w, MT, MK, MN, 0, MN);
+        double dt = now_s() - t0;
+        if (r > 0 && dt < best) best = dt;
+      }
+      g_gflops[kind] = 2.0 * MT * MK * MN / (best > 1e-9 ? best : 1e-9) / 1e9;
+    }
+  }
+  free(a); free(w); free(o);
+}
+
+double pf_kernel_gflops(int kind) {
+  pthread_once(&g_measure_once, measure_kernels);
+  return kind >= 0 && kind <= PF_KERNEL_AVX512 ? g_gflops[kind] : 0;
+}
+
 int pf_set_kernel(int kind) {
   if (kind == PF_KERNEL_AUTO) {
     const char *env = getenv("PREFIX_KERNEL");
     kind = cpu_has(PF_KERNEL_AVX512) ? PF_KERNEL_AVX512 : cpu_has(PF_KERNEL_AVX2) ? PF_KERNEL_AVX2 : PF_KERNEL_BLAS;
+    int forced = 0;
     for (int k = PF_KERNEL_NAIVE; env && k <= PF_KERNEL_AVX512; k++)
-      if (!strcmp(env, pf_kernel_name(k)) && cpu_has(k)) kind = k;
+      if (!strcmp(env, pf_kernel_name(k)) && cpu_has(k)) kind = k, forced = 1;
+    if (!forced && kind != PF_KERNEL_BLAS && pf_kernel_gflops(PF_KERNEL_BLAS) > 1.25 * pf_kernel_gflops(kind))
+      kind = PF_KERNEL_BLAS;
   }
   if (!cpu_has(kind)) kind = cpu_has(PF_KERNEL_AVX2) ? PF_KERNEL_AVX2 : PF_KERNEL_BLAS;
   g_kernel = kind;
@@ -674,6 +722,20 @@ int pf_set_kernel(int kind) {
 int pf_get_kernel(void) {
   if (g_kernel < 0) pf_set_kernel(PF_KERNEL_AUTO);
   return g_kernel;
+}
+
+int pf_system_info(char *buf, size_t n) {
+  int kind = pf_get_kernel(), len = snprintf(buf, n, "{\"threads\":%d,\"kernel\":\"%s\",\"gflops\":{", pf_get_threads(),
+                                             pf_kernel_name(kind));
+  const char *sep = "";
+  for (int k = PF_KERNEL_BLAS; k <= PF_KERNEL_AVX512; k++) {
+    if (!cpu_has(k)) continue;
+    len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0, "%s\"%s\":%.1f", sep,
+                    pf_kernel_name(k), pf_kernel_gflops(k));
+    sep = ",";
+  }
+  len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0, "}}");
+  return len;
 }
 
 /* ------------------------------------------ vector helpers for attention */

@@ -131,6 +131,10 @@ int pf_get_naive(void);
 ** the machine's cores). */
 void pf_set_threads(int n);
 int pf_get_threads(void);
+/* What runs the products, as JSON: {"threads": n, "kernel": "avx512", "gflops": {"blas": .., "avx512": ..}}
+** (the kernel in use, and each available kernel's speed as timed once per process). Returns the length, as
+** snprintf does. */
+int pf_system_info(char *buf, size_t n);
 
 /* Scratch space for forward passes; grows as needed. */
 typedef struct pf_work pf_work;

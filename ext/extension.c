@@ -106,6 +106,15 @@ static void fn_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_result_text(ctx, PF_VERSION, -1, SQLITE_STATIC);
 }
 
+/* prefix_system(): threads, the kernel in use and the measured speed of each (JSON) */
+static void fn_system(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc; (void)argv;
+  char buf[512];
+  int n = pf_system_info(buf, sizeof buf);
+  if (n < 0 || n >= (int)sizeof buf) { sqlite3_result_error(ctx, "prefix_system: info too long", -1); return; }
+  sqlite3_result_text(ctx, buf, n, SQLITE_TRANSIENT);
+}
+
 #ifdef _WIN32
 __declspec(dllexport)
 #endif
@@ -115,6 +124,9 @@ int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines
   int rc = sqlite3_create_function_v2(db, "prefix_version", 0,
                                       SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_version,
                                       NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function_v2(db, "prefix_system", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL,
+                                    fn_system, NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = pfx_register_models(db);
   if (rc == SQLITE_OK) rc = pfx_register_generate(db);
   if (rc == SQLITE_OK) rc = pfx_register_train(db);
