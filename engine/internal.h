@@ -171,6 +171,8 @@ struct pf_model {
   float *output;       /* (n_vocab, n_embd); may alias tok_embd */
   pf_layer *layers;    /* (n_layer) */
   void **owned;        /* converted tensors to free */
+  struct pf_q8w { const float *f; const uint8_t *q; } *q8;   /* Q8_0 matrices: their f32 copy and their blocks */
+  int n_q8, cap_q8;
   int n_owned, cap_owned;
   uint64_t n_params;
   uint64_t file_id[4];
@@ -221,6 +223,14 @@ void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, 
 
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
+/* the same for a weight of model m: a Q8_0 weight is read as Q8_0 blocks in decode (T <= PF_Q8_ROWS, AVX-512),
+** a quarter of the memory traffic of its f32 copy */
+#define PF_Q8_ROWS 8
+extern int pf_q8_decode;   /* tests: 0 turns that off */
+void pf_matmul_w(const pf_model *m, float *out, const float *inp, const float *w, int T, int n_in, int n_out);
+/* out[T, c0:c1] = inp (T, n_in) · W^T with W as Q8_0 rows of n_in / 32 blocks (34 bytes: f16 scale, 32 int8) */
+void pf_kernel_nt_q8(int kind, float *out, const float *inp, const uint8_t *q8, int T, int n_in, int n_out, int c0,
+                     int c1);
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 /* y += x, n elements (on the pool when long) */
 void pf_add_inplace(float *y, const float *x, size_t n);

@@ -521,6 +521,71 @@ T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M
   }
 }
 
+
+/* ------------------------------------------------ Q8_0 weights in decode
+** A row of W is n_in / 32 blocks of 34 bytes: an f16 scale d and 32 int8 q,
+** value d·q. Each block is widened to 32 floats once and used by every row
+** of A (up to PF_Q8_ROWS); the bytes read are a quarter of the f32 copy's. */
+#define T512Q __attribute__((target("avx512f,fma,f16c")))
+
+T512Q static inline __attribute__((always_inline)) void q8_row512(int T, float *out, int ldc, const float *A, int K,
+                                                                   const uint8_t *wr) {
+  __m512 lo[PF_Q8_ROWS], hi[PF_Q8_ROWS];
+#pragma GCC unroll 8
+  for (int t = 0; t < PF_Q8_ROWS; t++) lo[t] = hi[t] = _mm512_setzero_ps();
+  for (int b = 0; b < K / 32; b++) {
+    const uint8_t *blk = wr + (size_t)b * 34;
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+    __m512 q0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))));
+    __m512 q1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))));
+#pragma GCC unroll 8
+    for (int t = 0; t < PF_Q8_ROWS; t++)
+      if (t < T) {
+        lo[t] = _mm512_fmadd_ps(_mm512_loadu_ps(A + (size_t)t * K + 32 * b), q0, lo[t]);
+        hi[t] = _mm512_fmadd_ps(_mm512_loadu_ps(A + (size_t)t * K + 32 * b + 16), q1, hi[t]);
+      }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < PF_Q8_ROWS; t++)
+    if (t < T) out[(size_t)t * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(lo[t], hi[t]));
+}
+
+T512Q static void nt_q8_512(float *out, const float *A, const uint8_t *q8, int T, int K, int N, int c0, int c1) {
+  size_t rb = (size_t)(K / 32) * 34;
+  for (int n = c0; n < c1; n++) {
+    const uint8_t *wr = q8 + (size_t)n * rb;
+    switch (T) {   /* one instance per row count, each unrolled */
+#define Q8_CASE(r) case r: q8_row512(r, out + n, N, A, K, wr); break;
+      Q8_CASE(1) Q8_CASE(2) Q8_CASE(3) Q8_CASE(4) Q8_CASE(5) Q8_CASE(6) Q8_CASE(7) Q8_CASE(8)
+#undef Q8_CASE
+      default: break;
+    }
+  }
+}
+
+void pf_kernel_nt_q8(int kind, float *out, const float *A, const uint8_t *q8, int T, int K, int N, int c0, int c1) {
+  if (kind == PF_KERNEL_AVX512 && T >= 1 && T <= PF_Q8_ROWS && K % 32 == 0) {
+    nt_q8_512(out, A, q8, T, K, N, c0, c1);
+    return;
+  }
+  size_t rb = (size_t)(K / 32) * 34;   /* plain loops: any row count */
+  for (int t = 0; t < T; t++)
+    for (int n = c0; n < c1; n++) {
+      const uint8_t *wr = q8 + (size_t)n * rb;
+      float s = 0;
+      for (int b = 0; b < K / 32; b++) {
+        uint16_t h;
+        memcpy(&h, wr + (size_t)b * 34, 2);
+        float d = pf_f16_to_f32(h), bs = 0;
+        for (int j = 0; j < 32; j++) bs += A[(size_t)t * K + 32 * b + j] * (float)(int8_t)wr[(size_t)b * 34 + 2 + j];
+        s += d * bs;
+      }
+      out[(size_t)t * N + n] = s;
+    }
+}
+
 /* ---------------------------------------------------------------- AVX2 */
 
 #define T256 __attribute__((target("avx2,fma")))

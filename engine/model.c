@@ -29,6 +29,7 @@ void pf_model_free(pf_model *m) {
   if (!m) return;
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
+  free(m->q8);
   free(m->layers);
   pf_vocab_free(&m->vocab);
   gguf_close(&m->g);
@@ -110,6 +111,16 @@ static int get_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, i
   if (!f || own(m, f)) { free(f); return pf_seterr(err, PF_NOMEM, "out of memory converting tensor '%s' (%llu elements)", name, (unsigned long long)t->n_elem); }
   ggml_to_f32(t->type, t->data, f, t->n_elem);
   *out = f;
+  if (t->type == GGML_Q8_0 && ne1) {   /* keep where its blocks are, for decode */
+    if (m->n_q8 == m->cap_q8) {
+      int cap = m->cap_q8 ? 2 * m->cap_q8 : 64;
+      struct pf_q8w *q = realloc(m->q8, sizeof *q * (size_t)cap);
+      if (!q) return pf_seterr(err, PF_NOMEM, "out of memory");
+      m->q8 = q, m->cap_q8 = cap;
+    }
+    m->q8[m->n_q8].f = f;
+    m->q8[m->n_q8++].q = t->data;
+  }
   return PF_OK;
 }
 

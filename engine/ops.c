@@ -37,6 +37,7 @@ typedef struct mm_job {
   int kind, nn, T, n_in, n_out, ncol, nslice, align;
   float *out;
   const float *a, *w;
+  const uint8_t *q8;   /* X·Wᵀ with W as Q8_0 blocks */
 } mm_job;
 
 static void mm_task(void *arg, int i) {
@@ -44,18 +45,19 @@ static void mm_task(void *arg, int i) {
   int per = (j->ncol + j->nslice - 1) / j->nslice;
   per = (per + j->align - 1) / j->align * j->align;
   int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
-  if (j->nn) pf_kernel_nn_acc(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
+  if (j->q8) pf_kernel_nt_q8(j->kind, j->out, j->a, j->q8, j->T, j->n_in, j->n_out, c0, c1);
+  else if (j->nn) pf_kernel_nn_acc(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
   else pf_kernel_nt(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
 }
 
-static void mm_run(int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out) {
+static void mm_run(int nn, float *out, const float *a, const float *w, const uint8_t *q8, int T, int n_in, int n_out) {
   int nt = pf_get_threads(), ncol = nn ? n_in : n_out, align = 32;
   double flops = 2.0 * T * n_in * n_out;
   int nslice = flops < 2e5 ? 1 : nt;   /* small products: not worth waking anyone */
   if (nslice > (ncol + align - 1) / align) nslice = (ncol + align - 1) / align;
   if (nslice < 1) nslice = 1;
-  if (pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, T, n_in, n_out, nslice)) return;
-  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w};
+  if (!q8 && pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, T, n_in, n_out, nslice)) return;
+  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w, q8};
   if (nslice == 1) mm_task(&j, 0);
   else pf_parallel_for(nslice, mm_task, &j);
 }
@@ -124,7 +126,16 @@ void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_
 
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
   if (g_naive || pf_get_kernel() == PF_KERNEL_NAIVE) { pf_matmul_naive(out, inp, w, T, n_in, n_out); return; }
-  mm_run(0, out, inp, w, T, n_in, n_out);
+  mm_run(0, out, inp, w, NULL, T, n_in, n_out);
+}
+
+int pf_q8_decode = 1;
+
+void pf_matmul_w(const pf_model *m, float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
+  if (pf_q8_decode && m->n_q8 && T <= PF_Q8_ROWS && n_in % 32 == 0 && !g_naive && pf_get_kernel() == PF_KERNEL_AVX512)
+    for (int i = 0; i < m->n_q8; i++)
+      if (m->q8[i].f == w) { mm_run(0, out, inp, w, m->q8[i].q, T, n_in, n_out); return; }
+  pf_matmul(out, inp, w, T, n_in, n_out);
 }
 
 /* out = inp / rms(inp) * weight, per row of C. */
@@ -209,7 +220,7 @@ void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, in
       }
     return;
   }
-  mm_run(1, dinp, dout, w, T, n_in, n_out);
+  mm_run(1, dinp, dout, w, NULL, T, n_in, n_out);
 }
 
 /* dw (n_out, n_in) += dout^T (n_out, T) · inp (T, n_in). */
