@@ -210,6 +210,13 @@ void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T,
 ** (AVX-512, more than 48 rows) or memory is short, and nothing was done */
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
                      int nslice);
+/* dst[i] = e^(x[i] - sub) for i < n (dst may be NULL, or x); returns the sum in double. AVX-512: a
+** polynomial e^x (relative error < 2e-7), else expf */
+double pf_vexp_sum(float *dst, const float *x, float sub, int n);
+/* SwiGLU forward (h = silu(g)·u) and backward (dg += .., du += ..) over n elements with AVX-512;
+** 0 when the kernel in use is another (the caller then loops) */
+int pf_silu_mul_fast(float *h, const float *g, const float *u, size_t n);
+int pf_silu_mul_bwd_fast(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 /* dst (cols, rows) = src (rows, cols) transposed */
 void pf_transpose(float *dst, const float *src, int rows, int cols);
 /* 64-byte aligned scratch of at least n floats (NULL when out of memory), and

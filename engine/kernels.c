@@ -17,6 +17,7 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -801,6 +802,92 @@ int pf_system_info(char *buf, size_t n) {
   }
   len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0, "}}");
   return len;
+}
+
+
+/* ------------------------------------------------ exp for softmax and SiLU
+** e^x = 2^n · e^r with n = round(x / ln 2) and |r| <= ln 2 / 2 (ln 2 split in
+** two for an exact n·ln 2), e^r by its degree-6 Taylor polynomial (error
+** below 2e-7 relative, as expf), 2^n by scalef. x is clamped to where e^x is
+** a normal float (softmax and SiLU need no infinities); NaN stays NaN, so a
+** diverging model is still caught. */
+T512 static inline __m512 exp512(__m512 x) {
+  /* min/max return their second operand when either is NaN: x second, so NaN stays NaN */
+  x = _mm512_max_ps(_mm512_set1_ps(-87.3365447505531f), _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), x));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* dst[i] = e^(x[i] - sub) (dst may be NULL, or x); returns the sum, in double */
+T512 static double vexp_sum512(float *dst, const float *x, float sub, int n) {
+  double sum = 0;
+  __m512 vs = _mm512_set1_ps(sub);
+  for (int i0 = 0; i0 < n; i0 += 1024) {   /* float lanes for 1024 terms, then double */
+    int i1 = i0 + 1024 < n ? i0 + 1024 : n;
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = i0; i < i1; i += 16) {
+      __mmask16 m = i1 - i >= 16 ? 0xFFFF : (__mmask16)((1u << (i1 - i)) - 1);
+      __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+      e = _mm512_maskz_mov_ps(m, e);
+      if (dst) _mm512_mask_storeu_ps(dst + i, m, e);
+      acc = _mm512_add_ps(acc, e);
+    }
+    sum += _mm512_reduce_add_ps(acc);
+  }
+  return sum;
+}
+
+double pf_vexp_sum(float *dst, const float *x, float sub, int n) {
+  if (pf_get_kernel() == PF_KERNEL_AVX512) return vexp_sum512(dst, x, sub, n);
+  double sum = 0;
+  for (int i = 0; i < n; i++) {
+    float e = expf(x[i] - sub);
+    if (dst) dst[i] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+/* SwiGLU, h = silu(g)·u, and its backward, over [0, n) */
+T512 static void silu_mul512(float *h, const float *g, const float *u, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 vg = _mm512_maskz_loadu_ps(m, g + i);
+    __m512 sg = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), vg))));
+    _mm512_mask_storeu_ps(h + i, m, _mm512_mul_ps(_mm512_mul_ps(vg, sg), _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+T512 static void silu_mul_bwd512(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+  __m512 one = _mm512_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 vg = _mm512_maskz_loadu_ps(m, g + i), vu = _mm512_maskz_loadu_ps(m, u + i), vd = _mm512_maskz_loadu_ps(m, dh + i);
+    __m512 sg = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), vg))));
+    __m512 silu = _mm512_mul_ps(vg, sg);
+    __m512 dsilu = _mm512_fmadd_ps(silu, _mm512_sub_ps(one, sg), sg);   /* sg + silu (1 - sg) */
+    _mm512_mask_storeu_ps(dg + i, m, _mm512_fmadd_ps(_mm512_mul_ps(vd, vu), dsilu, _mm512_maskz_loadu_ps(m, dg + i)));
+    _mm512_mask_storeu_ps(du + i, m, _mm512_fmadd_ps(vd, silu, _mm512_maskz_loadu_ps(m, du + i)));
+  }
+}
+int pf_silu_mul_fast(float *h, const float *g, const float *u, size_t n) {
+  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
+  silu_mul512(h, g, u, n);
+  return 1;
+}
+int pf_silu_mul_bwd_fast(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
+  silu_mul_bwd512(dg, du, dh, g, u, n);
+  return 1;
 }
 
 /* ------------------------------------------ vector helpers for attention */

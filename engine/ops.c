@@ -199,9 +199,8 @@ void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope
 void pf_softmax(float *x, int n) {
   float mx = x[0];
   for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-  float sum = 0;
-  for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
-  for (int i = 0; i < n; i++) x[i] /= sum;
+  float inv = (float)(1.0 / pf_vexp_sum(x, x, mx, n));
+  for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 /* ------------------------------------------------------------ backward ops
@@ -282,6 +281,7 @@ typedef struct ew { float *o1, *o2; const float *i1, *i2, *i3; } ew;
 /* h = silu(g) * u */
 static void swiglu_fwd_range(void *arg, size_t i0, size_t i1) {
   const ew *a = arg;
+  if (pf_silu_mul_fast(a->o1 + i0, a->i1 + i0, a->i2 + i0, i1 - i0)) return;
   for (size_t i = i0; i < i1; i++) a->o1[i] = a->i1[i] / (1.0f + expf(-a->i1[i])) * a->i2[i];
 }
 void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
@@ -292,6 +292,7 @@ void pf_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
 static void swiglu_bwd_range(void *arg, size_t i0, size_t i1) {
   const ew *a = arg;
   const float *dh = a->i1, *g = a->i2, *u = a->i3;
+  if (pf_silu_mul_bwd_fast(a->o1 + i0, a->o2 + i0, dh + i0, g + i0, u + i0, i1 - i0)) return;
   for (size_t i = i0; i < i1; i++) {
     float sg = 1.0f / (1.0f + expf(-g[i])), silu = g[i] * sg;
     a->o1[i] += dh[i] * u[i] * (sg + silu * (1.0f - sg));
@@ -310,14 +311,11 @@ void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
 static double xent_row(float *dl, const float *l, int target, int V, float scale) {
   float mx = l[0];
   for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
-  double sum = 0;
+  double sum = pf_vexp_sum(dl, l, mx, V);
   if (dl) {
-    for (int i = 0; i < V; i++) { dl[i] = expf(l[i] - mx); sum += dl[i]; }
     float f = (float)(scale / sum);
     for (int i = 0; i < V; i++) dl[i] *= f;
     dl[target] -= scale;
-  } else {
-    for (int i = 0; i < V; i++) sum += expf(l[i] - mx);
   }
   return mx + log(sum) - l[target];
 }

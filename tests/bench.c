@@ -115,7 +115,7 @@ static void bench_model(const char *path) {
     if (st == 0) continue;
     steps++;
     tdt = now() - tt0;
-    if ((tdt >= 2.0 && steps >= 2) || steps >= 50) break;
+    if ((tdt >= 3.0 && steps >= 3) || steps >= 50) break;
   }
   const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   printf("%-22s %8.1fM %12.0f %11.1f %15.0f %8.1fx %11.0f %8ld\n", name, pf_model_n_params(m) / 1e6, np / best_pf,
