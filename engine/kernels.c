@@ -158,50 +158,66 @@ T512 static void nn_avx512(float *dA, const float *dY, const float *W, int T, in
 ** The micro-kernel keeps a 14 × 32 tile of C in 28 registers: per k, two
 ** loads of B, 14 broadcasts of A, 28 FMAs. */
 
+#ifndef GM_MR
 #define GM_MR 14
-#define GM_NR 32
+#define GM_NV 2
 #define GM_KC 256
+#endif
+#define GM_NR (16 * GM_NV)
 #define GM_SMALL_M 64
 #define SM_MIN 10    /* 10..48 rows: the decode-batch kernel below */
 #define SM_MAX 48
 #define GM_MC 1008   /* rows of A packed at once (72 tiles, 1 MB, in L2) */
 
+/* the mask of vector v's columns among the panel's first nw */
+static inline __mmask16 gm_mask(int nw, int v) {
+  int c = nw - 16 * v;
+  return c >= 16 ? 0xFFFF : c <= 0 ? 0 : (__mmask16)((1u << c) - 1);
+}
+
 T512 static inline __attribute__((always_inline)) void gm_tile(int mr, float *c, int ldc, const float *ap,
-                                                                const float *bp, int kc, int acc, __mmask16 m0,
-                                                                __mmask16 m1) {
-  __m512 c0[GM_MR], c1[GM_MR];
-#pragma GCC unroll 14
-  for (int i = 0; i < GM_MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+                                                                const float *bp, int kc, int acc, int nw) {
+  __m512 cv[GM_MR][GM_NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < GM_MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < GM_NV; v++) cv[i][v] = _mm512_setzero_ps();
   for (int k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_load_ps(bp + k * GM_NR), b1 = _mm512_load_ps(bp + k * GM_NR + 16);
-#pragma GCC unroll 14
+    __m512 b[GM_NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < GM_NV; v++) b[v] = _mm512_load_ps(bp + k * GM_NR + 16 * v);
+#pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++)
       if (i < mr) {
         __m512 a = _mm512_set1_ps(ap[k * GM_MR + i]);
-        c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
-        c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < GM_NV; v++) cv[i][v] = _mm512_fmadd_ps(a, b[v], cv[i][v]);
       }
   }
-#pragma GCC unroll 14
+#pragma GCC unroll 16
   for (int i = 0; i < GM_MR; i++)
     if (i < mr) {
       float *ci = c + (size_t)i * ldc;
-      if (acc) {
-        c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
-        c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
+#pragma GCC unroll 4
+      for (int v = 0; v < GM_NV; v++) {
+        __mmask16 m = gm_mask(nw, v);
+        if (acc) cv[i][v] = _mm512_add_ps(cv[i][v], _mm512_maskz_loadu_ps(m, ci + 16 * v));
+        _mm512_mask_storeu_ps(ci + 16 * v, m, cv[i][v]);
       }
-      _mm512_mask_storeu_ps(ci, m0, c0[i]);
-      _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
     }
 }
 
 /* one instance per row count, so each is fully unrolled */
-T512 static void gm_tile_n(int mr, float *c, int ldc, const float *ap, const float *bp, int kc, int acc, __mmask16 m0,
-                           __mmask16 m1) {
+T512 static void gm_tile_n(int mr, float *c, int ldc, const float *ap, const float *bp, int kc, int acc, int nw) {
   switch (mr) {
-#define GM_CASE(n) case n: gm_tile(n, c, ldc, ap, bp, kc, acc, m0, m1); break;
+#define GM_CASE(n) case n: gm_tile(n, c, ldc, ap, bp, kc, acc, nw); break;
     GM_CASE(1) GM_CASE(2) GM_CASE(3) GM_CASE(4) GM_CASE(5) GM_CASE(6) GM_CASE(7)
-    GM_CASE(8) GM_CASE(9) GM_CASE(10) GM_CASE(11) GM_CASE(12) GM_CASE(13) GM_CASE(14)
+#if GM_MR > 7
+    GM_CASE(8)
+#endif
+#if GM_MR > 8
+    GM_CASE(9) GM_CASE(10) GM_CASE(11) GM_CASE(12) GM_CASE(13) GM_CASE(14)
+#endif
 #undef GM_CASE
     default: break;
   }
@@ -269,11 +285,10 @@ T512 static void gm_pack_a(float *ap, const float *A, int lda, int mr, int k0, i
 }
 
 /* B panel for NN: bp[k][j] = W[k0 + k][n0 + j], zero past nw columns */
-T512 static void gm_pack_nn(float *bp, const float *W, int ldw, int n0, __mmask16 m0, __mmask16 m1, int k0, int kc) {
+T512 static void gm_pack_nn(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc) {
   for (int k = 0; k < kc; k++) {
     const float *w = W + (size_t)(k0 + k) * ldw + n0;
-    _mm512_store_ps(bp + k * GM_NR, _mm512_maskz_loadu_ps(m0, w));
-    _mm512_store_ps(bp + k * GM_NR + 16, _mm512_maskz_loadu_ps(m1, w + 16));
+    for (int v = 0; v < GM_NV; v++) _mm512_store_ps(bp + k * GM_NR + 16 * v, _mm512_maskz_loadu_ps(gm_mask(nw, v), w + 16 * v));
   }
 }
 
@@ -379,14 +394,11 @@ T512 static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
       const float *ak = blk + (size_t)ntile * GM_MR * p0;
       for (int n0 = c0; n0 < c1; n0 += GM_NR) {
         int nw = c1 - n0 < GM_NR ? c1 - n0 : GM_NR;
-        __mmask16 k0m = nw >= 16 ? 0xFFFF : (__mmask16)((1u << nw) - 1);
-        __mmask16 k1m = nw >= 32 ? 0xFFFF : nw <= 16 ? 0 : (__mmask16)((1u << (nw - 16)) - 1);
         if (p->nt) gm_pack_nt(bp, p->W, p->ldw, n0, nw, p0, kc, c1 - n0 - GM_NR < GM_NR ? c1 - n0 - GM_NR : GM_NR);
-        else gm_pack_nn(bp, p->W, p->ldw, n0, k0m, k1m, p0, kc);
+        else gm_pack_nn(bp, p->W, p->ldw, n0, nw, p0, kc);
         for (int t = 0, r = m0; t < ntile; t++) {
           int mr = base + (t < extra);
-          gm_tile_n(mr, p->C + (size_t)r * p->ldc + n0, p->ldc, ak + (size_t)t * GM_MR * kc, bp, kc, p->acc || p0 > 0, k0m,
-                    k1m);
+          gm_tile_n(mr, p->C + (size_t)r * p->ldc + n0, p->ldc, ak + (size_t)t * GM_MR * kc, bp, kc, p->acc || p0 > 0, nw);
           r += mr;
         }
       }
