@@ -217,6 +217,9 @@ double pf_vexp_sum(float *dst, const float *x, float sub, int n);
 ** 0 when the kernel in use is another (the caller then loops) */
 int pf_silu_mul_fast(float *h, const float *g, const float *u, size_t n);
 int pf_silu_mul_bwd_fast(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+/* GELU (tanh form) forward and backward (dinp += dout · gelu'(inp)) with AVX-512; 0 as above */
+int pf_gelu_fast(float *out, const float *inp, size_t n);
+int pf_gelu_bwd_fast(float *dinp, const float *inp, const float *dout, size_t n);
 /* dst (cols, rows) = src (rows, cols) transposed */
 void pf_transpose(float *dst, const float *src, int rows, int cols);
 /* 64-byte aligned scratch of at least n floats (NULL when out of memory), and

@@ -902,6 +902,46 @@ int pf_silu_mul_bwd_fast(float *dg, float *du, const float *dh, const float *g, 
   return 1;
 }
 
+
+/* GELU (tanh form) forward and backward; tanh(u) = 1 - 2 / (1 + e^(2u)) */
+#define GELU_K 0.7978845608028654f   /* sqrt(2/pi) */
+T512 static inline __m512 tanh512(__m512 u) {
+  __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(one, exp512(_mm512_add_ps(u, u)))));
+}
+T512 static void gelu512(float *out, const float *inp, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    __m512 t = tanh512(_mm512_mul_ps(_mm512_set1_ps(GELU_K), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x)));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), t)));
+  }
+}
+T512 static void gelu_bwd512(float *dinp, const float *inp, const float *dout, size_t n) {
+  __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f), k = _mm512_set1_ps(GELU_K);
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x2 = _mm512_mul_ps(x, x);
+    __m512 t = tanh512(_mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), x2), x, x)));
+    /* 0.5 (1 + t) + 0.5 x (1 - t²) k (1 + 3·0.044715 x²) */
+    __m512 d = _mm512_mul_ps(half, _mm512_add_ps(one, t));
+    __m512 sech2 = _mm512_fnmadd_ps(t, t, one);
+    __m512 du = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, one));
+    d = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, x), sech2), du, d);
+    _mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dout + i), d, _mm512_maskz_loadu_ps(m, dinp + i)));
+  }
+}
+int pf_gelu_fast(float *out, const float *inp, size_t n) {
+  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
+  gelu512(out, inp, n);
+  return 1;
+}
+int pf_gelu_bwd_fast(float *dinp, const float *inp, const float *dout, size_t n) {
+  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
+  gelu_bwd512(dinp, inp, dout, n);
+  return 1;
+}
+
 /* ------------------------------------------ vector helpers for attention */
 
 T512 static float dot512(const float *a, const float *b, int n) {

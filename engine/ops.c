@@ -414,6 +414,7 @@ void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, con
 /* GELU, tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))) */
 static void gelu_fwd_range(void *arg, size_t i0, size_t i1) {
   const ew *a = arg;
+  if (pf_gelu_fast(a->o1 + i0, a->i1 + i0, i1 - i0)) return;
   for (size_t i = i0; i < i1; i++) {
     float x = a->i1[i];
     a->o1[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
@@ -425,6 +426,7 @@ void pf_gelu_forward(float *out, const float *inp, size_t n) {
 }
 static void gelu_bwd_range(void *arg, size_t i0, size_t i1) {
   const ew *a = arg;
+  if (pf_gelu_bwd_fast(a->o1 + i0, a->i1 + i0, a->i2 + i0, i1 - i0)) return;
   for (size_t i = i0; i < i1; i++) {
     float x = a->i1[i], u = GELU_K * (x + 0.044715f * x * x * x), t = tanhf(u);
     float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
