@@ -1,13 +1,21 @@
 /*
 ** kernels.c — f32 matrix kernels with AVX-512 and AVX2 FMA, chosen at run
-** time from what the CPU has (PREFIX_KERNEL=naive|blas|avx2|avx512 forces
-** one). They work on the engine's row-major layouts directly, no packing:
+** time from what the CPU has and timed against OpenBLAS once
+** (PREFIX_KERNEL=naive|blas|avx2|avx512 forces one). Two products:
 **
 **   NT  out (T, N) = A (T, K) · W (N, K)^T      forward projections, logits
-**       tiles of 4 rows of A × 4 rows of W, each output a dot product along K
-**       held in a vector accumulator and reduced once at the end
 **   NN  dA (T, K) += dY (T, N) · W (N, K)        backward to the input
-**       tiles of 6 (4) rows × 32 (16) columns, outer products over N
+**
+** AVX-512, by the number of rows T:
+**   T > 48     packed GEMM: A packed once into 14-row tiles, W into 32-column
+**              panels, a 14 × 32 register tile (pf_gemm_parallel runs it on
+**              the pool with A packed by all threads together)
+**   10..48     NT decode batches: A transposed, W read in place, one FMA per
+**              weight serving 16 sequences
+**   < 10       4 × 4 tiles of dot products (NT), 6 × 32 outer products (NN);
+**              Q8_0 weights read as Q8_0 blocks in decode (pf_kernel_nt_q8)
+** AVX2: the tile kernels. Also here: the vector e^x of softmax, SwiGLU and
+** GELU, register transposes, and the scratch buffers the kernels reuse.
 **
 ** Callers split the output columns into slices, one per task (ops.c).
 ** The naive loops in ops.c are the reference; tests check every kernel
