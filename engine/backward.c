@@ -104,7 +104,7 @@ static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
 typedef struct tattn {
   float *ao, *att, *dq, *dk, *dv, *dpk, *dpv, *tmp;
   const float *dao, *q, *k, *v, *pk, *pv;
-  int P, T, tmp_stride, n_seq, max_len;
+  int P, T, tmp_stride, n_seq, max_len, backward;
   const int *seq_of, *pos, *att_off, *seq_start_of, *len;
   const pf_hparams *hp;
 } tattn;
@@ -224,12 +224,7 @@ static float *attn_scratch(const tattn *j, size_t *cap, int *kind) {
   return pf_scratch_get(attn_block_floats(j), cap);
 }
 
-static void attn_fwd_task(void *arg, int kh) {
-  const tattn *j = arg;
-  size_t cap;
-  int kind;
-  float *buf = attn_scratch(j, &cap, &kind);
-  if (buf) { attn_fwd_blocked(j, kh, buf, kind); pf_scratch_put(buf, cap); return; }
+static void attn_fwd_rows(const tattn *j, int kh) {
   const pf_hparams *hp = j->hp;
   int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
   const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
@@ -249,12 +244,7 @@ static void attn_fwd_task(void *arg, int kh) {
 }
 
 /* In the forward pass this was: s_j = q·k_j * scale; a = softmax(s); o = sum_j a_j v_j. */
-static void attn_bwd_task(void *arg, int kh) {
-  const tattn *j = arg;
-  size_t cap;
-  int kind;
-  float *buf = attn_scratch(j, &cap, &kind);
-  if (buf) { attn_bwd_blocked(j, kh, buf, kind); pf_scratch_put(buf, cap); return; }
+static void attn_bwd_rows(const tattn *j, int kh) {
   const pf_hparams *hp = j->hp;
   int hd = hp->head_dim, kvd = hp->n_head_kv * hd, grp = hp->n_head / hp->n_head_kv, nh = hp->n_head, P = j->P;
   const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
@@ -280,6 +270,20 @@ static void attn_bwd_task(void *arg, int kh) {
       }
     }
   }
+}
+
+/* one key/value head's attention, forward or backward: blocked when scratch can be had, else row at a time */
+static void attn_task(void *arg, int kh) {
+  const tattn *j = arg;
+  size_t cap;
+  int kind;
+  float *buf = attn_scratch(j, &cap, &kind);
+  if (buf) {
+    if (j->backward) attn_bwd_blocked(j, kh, buf, kind);
+    else attn_fwd_blocked(j, kh, buf, kind);
+    pf_scratch_put(buf, cap);
+  } else if (j->backward) attn_bwd_rows(j, kh);
+  else attn_fwd_rows(j, kh);
 }
 
 int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
@@ -368,8 +372,8 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
       pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     }
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
-                P, iT, 0, b->n_seq, max_keys - P, seq_of, pos, att_off, seq_start_of, b->len, hp};
-    pf_parallel_for(hp->n_head_kv, attn_fwd_task, &aj);
+                P, iT, 0, b->n_seq, max_keys - P, 0, seq_of, pos, att_off, seq_start_of, b->len, hp};
+    pf_parallel_for(hp->n_head_kv, attn_task, &aj);
     pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
     if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
     pf_add_inplace(x, w->xb, T * d);
@@ -453,8 +457,8 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
     tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
-                P, iT, max_keys, b->n_seq, max_keys - P, seq_of, pos, att_off, seq_start_of, b->len, hp};
-    pf_parallel_for(hp->n_head_kv, attn_bwd_task, &bj);
+                P, iT, max_keys, b->n_seq, max_keys - P, 1, seq_of, pos, att_off, seq_start_of, b->len, hp};
+    pf_parallel_for(hp->n_head_kv, attn_task, &bj);
     /* below layer 0's attention only the input embeddings could take a gradient */
     if (l == 0 && !(E && pin->dembd)) break;
     memset(w->dxb, 0, sizeof(float) * T * d);

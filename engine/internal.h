@@ -183,6 +183,9 @@ struct pf_model {
 int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len, pf_err *err);
 char *pf_utf8_clean(const char *in, size_t n, int tail_mode, size_t *out_len);
 
+/* GPT-2's byte -> code point mapping as UTF-8 (NUL-terminated; returns its length) (tokenizer_bpe.c) */
+int pf_gpt2_byte_utf8(int b, char out[3]);
+
 /* hashing */
 uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
 

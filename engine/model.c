@@ -131,6 +131,23 @@ static int layer_tensor(pf_model *m, int l, const char *suffix, int64_t n0, int6
   return get_tensor(m, nm, n0, n1, 1, out, err);
 }
 
+/* Token embeddings (and gpt2's learned positions), the final norm (with gpt2's bias), the output head
+** (tied to the embeddings when the file has none) and the layer array. */
+static int load_outer(pf_model *m, int gpt2, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  int64_t d = hp->n_embd, V = hp->n_vocab;
+  if (get_tensor(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
+      (gpt2 && get_tensor(m, "position_embd.weight", d, hp->n_ctx, 1, &m->pos_embd, err)) ||
+      get_tensor(m, "output_norm.weight", d, 0, 1, &m->out_norm, err) ||
+      (gpt2 && get_tensor(m, "output_norm.bias", d, 0, 1, &m->out_norm_b, err)) ||
+      get_tensor(m, "output.weight", d, V, 0, &m->output, err))
+    return PF_ERR;
+  if (!m->output) m->output = m->tok_embd;   /* tied embeddings */
+  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+  return PF_OK;
+}
+
 static int load_llama(pf_model *m, pf_err *err) {
   pf_hparams *hp = &m->hp;
   const char *a = "llama";
@@ -154,14 +171,8 @@ static int load_llama(pf_model *m, pf_err *err) {
   if (hp->rope_dim % 2) return pf_seterr(err, PF_ERR, "GGUF llama.rope.dimension_count %d is odd", hp->rope_dim);
   hp->n_vocab = m->vocab.n;
 
-  int64_t d = hp->n_embd, kvd = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff, V = hp->n_vocab;
-  if (get_tensor(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
-      get_tensor(m, "output_norm.weight", d, 0, 1, &m->out_norm, err) ||
-      get_tensor(m, "output.weight", d, V, 0, &m->output, err))
-    return PF_ERR;
-  if (!m->output) m->output = m->tok_embd;   /* tied embeddings */
-  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+  int64_t d = hp->n_embd, kvd = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+  if (load_outer(m, 0, err)) return PF_ERR;
   for (int l = 0; l < hp->n_layer; l++) {
     pf_layer *L = &m->layers[l];
 #define T(field, suffix, n0, n1) \
@@ -196,16 +207,8 @@ static int load_gpt2(pf_model *m, pf_err *err) {
   hp->n_head_kv = hp->n_head;
   hp->head_dim = hp->n_embd / hp->n_head;
   hp->n_vocab = m->vocab.n;
-  int64_t d = hp->n_embd, ff = hp->n_ff, V = hp->n_vocab;
-  if (get_tensor(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
-      get_tensor(m, "position_embd.weight", d, hp->n_ctx, 1, &m->pos_embd, err) ||
-      get_tensor(m, "output_norm.weight", d, 0, 1, &m->out_norm, err) ||
-      get_tensor(m, "output_norm.bias", d, 0, 1, &m->out_norm_b, err) ||
-      get_tensor(m, "output.weight", d, V, 0, &m->output, err))
-    return PF_ERR;
-  if (!m->output) m->output = m->tok_embd;   /* tied embeddings */
-  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+  int64_t d = hp->n_embd, ff = hp->n_ff;
+  if (load_outer(m, 1, err)) return PF_ERR;
   for (int l = 0; l < hp->n_layer; l++) {
     pf_layer *L = &m->layers[l];
 #define T(field, suffix, n0, n1) \

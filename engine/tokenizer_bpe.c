@@ -26,6 +26,13 @@ static int byte_to_cp(int b) {
   return 256 + n;
 }
 
+int pf_gpt2_byte_utf8(int b, char out[3]) {
+  int cp = byte_to_cp(b);
+  if (cp < 0x80) { out[0] = (char)cp; out[1] = 0; return 1; }
+  out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
+  return 2;
+}
+
 void pf_bpe_free(pf_vocab *v) {
   if (v->bytes) for (int i = 0; i < v->n; i++) free(v->bytes[i]);
   free(v->bytes); free(v->nbytes); free(v->mkey); free(v->mrank); free(v->mres); free(v->special);

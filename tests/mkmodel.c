@@ -206,17 +206,8 @@ static int write_llama(gguf_builder *b, const cfg *c, int V) {
 }
 
 
-/* GPT-2's byte -> code point mapping, as UTF-8 */
-static void byte_char(int byte, char *out) {
-  int cp = byte, n = 0;
-  if (!((byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || (byte >= 174 && byte <= 255))) {
-    for (int x = 0; x < byte; x++)
-      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
-    cp = 256 + n;
-  }
-  if (cp < 0x80) { out[0] = (char)cp; out[1] = 0; }
-  else { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); out[2] = 0; }
-}
+/* GPT-2's byte -> code point mapping, as UTF-8 (the engine's) */
+static void byte_char(int byte, char *out) { pf_gpt2_byte_utf8(byte, out); }
 
 /* A byte-level BPE vocabulary: copied from a GGUF (--vocab-from), or made:
 ** the 256 byte tokens, merges of frequent English pairs, <|endoftext|> last. */

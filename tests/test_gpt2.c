@@ -280,13 +280,7 @@ static void write_vocab_file(const char *path, int with_merges, const char *bad_
   const char *toks[260];
   char store[260][8];
   for (int i = 0; i < 256; i++) {
-    int cp = i, k = 0;
-    if (!((i >= 33 && i <= 126) || (i >= 161 && i <= 172) || (i >= 174 && i <= 255))) {
-      for (int x = 0; x < i; x++) if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) k++;
-      cp = 256 + k;
-    }
-    if (cp < 0x80) { store[i][0] = (char)cp; store[i][1] = 0; }
-    else { store[i][0] = (char)(0xC0 | (cp >> 6)); store[i][1] = (char)(0x80 | (cp & 0x3F)); store[i][2] = 0; }
+    pf_gpt2_byte_utf8(i, store[i]);
     toks[i] = store[i];
   }
   toks[256] = "th";
