@@ -229,6 +229,7 @@ void pf_transpose(float *dst, const float *src, int rows, int cols);
 ** its return for reuse; *cap is what to pass back */
 float *pf_scratch_get(size_t n, size_t *cap);
 void pf_scratch_put(float *p, size_t cap);
+void pf_scratch_release(void);   /* free the kept ones (after training: tens of MB) */
 /* vectorised dot product and y += a x, for attention */
 float pf_vdot(const float *a, const float *b, int n);
 void pf_vaxpy(float *y, float a, const float *x, int n);

@@ -339,12 +339,15 @@ void pf_scratch_put(float *p, size_t cap) {
   free(p);
 }
 
-__attribute__((destructor)) static void gm_scratch_free_all(void) {
+/* the kept buffers back to the system (those in use stay with their users) */
+void pf_scratch_release(void) {
   pthread_mutex_lock(&g_scr_mu);
   for (int i = 0; i < g_nscr; i++) free(g_scr[i]);
   g_nscr = 0;
   pthread_mutex_unlock(&g_scr_mu);
 }
+
+__attribute__((destructor)) static void scratch_at_unload(void) { pf_scratch_release(); }
 
 /* One product's blocking. A is packed whole, once (by all threads together
 ** when the product runs on the pool): row block b (<= GM_MC rows, tiles of
@@ -750,8 +753,9 @@ const char *pf_kernel_name(int kind) {
 
 /* "Used where it is faster": the engine's best kernel for this CPU is timed
 ** against OpenBLAS once per process, single-threaded, on a product the size
-** of a small model's projection (96 × 384 · 384ᵀ, best of 3). OpenBLAS is
-** chosen only when it is clearly (25%) faster, e.g. a current OpenBLAS with
+** of a small model's projection (96 × 384 · 384ᵀ, best of 5, the kinds
+** taking turns). OpenBLAS is chosen only when it is clearly (1.5×) faster,
+** so a noisy machine does not flip the choice; e.g. a current OpenBLAS with
 ** tuned kernels on a CPU without AVX-512; a Debian OpenBLAS that does not
 ** know the CPU runs generic kernels and loses. PREFIX_KERNEL skips this. */
 static double g_gflops[PF_KERNEL_AVX512 + 1];
@@ -764,23 +768,25 @@ static double now_s(void) {
 }
 
 static void measure_kernels(void) {
-  enum { MT = 96, MK = 384, MN = 384 };
+  enum { MT = 96, MK = 384, MN = 384, ROUNDS = 5 };
   pf_get_threads();   /* OpenBLAS single-threaded, as in use */
   float *a = malloc(sizeof(float) * MT * MK), *w = malloc(sizeof(float) * MN * MK), *o = malloc(sizeof(float) * MT * MN);
+  double best[PF_KERNEL_AVX512 + 1];
+  for (int k = 0; k <= PF_KERNEL_AVX512; k++) best[k] = 1e30;
   if (a && w && o) {
     for (int i = 0; i < MT * MK; i++) a[i] = (float)(i % 13) * 0.01f;
     for (int i = 0; i < MN * MK; i++) w[i] = (float)(i % 7) * 0.01f;
-    for (int kind = PF_KERNEL_BLAS; kind <= PF_KERNEL_AVX512; kind++) {
-      if (!cpu_has(kind)) continue;
-      double best = 1e30;
-      for (int r = 0; r < 4; r++) {   /* the first run warms up */
+    /* the kinds take turns, so a busy machine slows them alike; the first round warms up */
+    for (int r = 0; r <= ROUNDS; r++)
+      for (int kind = PF_KERNEL_BLAS; kind <= PF_KERNEL_AVX512; kind++) {
+        if (!cpu_has(kind)) continue;
         double t0 = now_s();
         pf_kernel_nt(kind, o, a, w, MT, MK, MN, 0, MN);
         double dt = now_s() - t0;
-        if (r > 0 && dt < best) best = dt;
+        if (r > 0 && dt < best[kind]) best[kind] = dt;
       }
-      g_gflops[kind] = 2.0 * MT * MK * MN / (best > 1e-9 ? best : 1e-9) / 1e9;
-    }
+    for (int kind = PF_KERNEL_BLAS; kind <= PF_KERNEL_AVX512; kind++)
+      if (cpu_has(kind)) g_gflops[kind] = 2.0 * MT * MK * MN / (best[kind] > 1e-9 ? best[kind] : 1e-9) / 1e9;
   }
   free(a); free(w); free(o);
 }
@@ -797,7 +803,7 @@ int pf_set_kernel(int kind) {
     int forced = 0;
     for (int k = PF_KERNEL_NAIVE; env && k <= PF_KERNEL_AVX512; k++)
       if (!strcmp(env, pf_kernel_name(k)) && cpu_has(k)) kind = k, forced = 1;
-    if (!forced && kind != PF_KERNEL_BLAS && pf_kernel_gflops(PF_KERNEL_BLAS) > 1.25 * pf_kernel_gflops(kind))
+    if (!forced && kind != PF_KERNEL_BLAS && pf_kernel_gflops(PF_KERNEL_BLAS) > 1.5 * pf_kernel_gflops(kind))
       kind = PF_KERNEL_BLAS;
   }
   if (!cpu_has(kind)) kind = cpu_has(PF_KERNEL_AVX2) ? PF_KERNEL_AVX2 : PF_KERNEL_BLAS;

@@ -485,6 +485,7 @@ done:
   free_seqs(va, n_va);
   pf_pparams_free(pp);
   pf_tws_free(w);
+  pf_scratch_release();   /* a trained customer is often the last for a while */
   free(best_kv); free(init_kv); free(init_emb);
   free(len); free(tok); free(tgt); free(order); free(idx);
   free(hist.p); free(vhist.p); free(meta.p);
