@@ -36,6 +36,7 @@
 /* ------------------------------------------------------------- AVX-512 */
 
 #define T512 __attribute__((target("avx512f,fma")))
+#define T256 __attribute__((target("avx2,fma")))
 
 /* products with at least this many rows use the packed GEMM below */
 #ifndef PF_GEMM_MIN_ROWS
@@ -175,6 +176,7 @@ T512 static void nn_avx512(float *dA, const float *dY, const float *W, int T, in
 #define GM_SMALL_M 64
 #define SM_MIN 10    /* 10..48 rows: the decode-batch kernel below */
 #define SM_MAX 48
+#define G2_MIN_ROWS 24   /* AVX2: the packed GEMM from this many rows (16-sequence decode is faster on the tiles) */
 #define GM_MC 1008   /* rows of A packed at once (72 tiles, 1 MB, in L2) */
 
 /* the mask of vector v's columns among the panel's first nw */
@@ -349,67 +351,143 @@ void pf_scratch_release(void) {
 
 __attribute__((destructor)) static void scratch_at_unload(void) { pf_scratch_release(); }
 
-/* One product's blocking. A is packed whole, once (by all threads together
+/* ------------------------------------------- AVX2 pieces of the packed GEMM
+** 6 × 16 register tile (12 accumulators, 2 loads of W and 6 broadcasts of A
+** per k); the panels are packed with plain loops. */
+#define G2_MR 6
+#define G2_NR 16
+
+static inline void g2_pack_a(float *ap, const float *A, int lda, int mr, int k0, int kc) {
+  for (int i = 0; i < mr; i++)
+    for (int k = 0; k < kc; k++) ap[(size_t)k * G2_MR + i] = A[(size_t)i * lda + k0 + k];
+}
+static void g2_pack_nt(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc, int pf_rows) {
+  (void)pf_rows;
+  for (int j = 0; j < G2_NR; j++)
+    for (int k = 0; k < kc; k++) bp[(size_t)k * G2_NR + j] = j < nw ? W[(size_t)(n0 + j) * ldw + k0 + k] : 0.0f;
+}
+static void g2_pack_nn(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc) {
+  for (int k = 0; k < kc; k++)
+    for (int j = 0; j < G2_NR; j++) bp[(size_t)k * G2_NR + j] = j < nw ? W[(size_t)(k0 + k) * ldw + n0 + j] : 0.0f;
+}
+
+T256 static inline __attribute__((always_inline)) void g2_tile(int mr, float *c, int ldc, const float *ap,
+                                                                const float *bp, int kc, int acc, int nw) {
+  __m256 c0[G2_MR], c1[G2_MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < G2_MR; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+  for (int k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_load_ps(bp + k * G2_NR), b1 = _mm256_load_ps(bp + k * G2_NR + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < G2_MR; i++)
+      if (i < mr) {
+        __m256 a = _mm256_broadcast_ss(ap + k * G2_MR + i);
+        c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+        c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
+      }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < G2_MR; i++)   /* unrolled, so the accumulators stay in registers */
+    if (i < mr) {
+      float *ci = c + (size_t)i * ldc;
+      if (nw == G2_NR) {
+        if (acc) c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(ci)), c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(ci + 8));
+        _mm256_storeu_ps(ci, c0[i]);
+        _mm256_storeu_ps(ci + 8, c1[i]);
+      } else {
+        float tmp[G2_NR];
+        _mm256_storeu_ps(tmp, c0[i]);
+        _mm256_storeu_ps(tmp + 8, c1[i]);
+        for (int j = 0; j < nw; j++) ci[j] = acc ? ci[j] + tmp[j] : tmp[j];
+      }
+    }
+}
+T256 static void g2_tile_n(int mr, float *c, int ldc, const float *ap, const float *bp, int kc, int acc, int nw) {
+  switch (mr) {
+#define G2_CASE(n) case n: g2_tile(n, c, ldc, ap, bp, kc, acc, nw); break;
+    G2_CASE(1) G2_CASE(2) G2_CASE(3) G2_CASE(4) G2_CASE(5) G2_CASE(6)
+#undef G2_CASE
+    default: break;
+  }
+}
+
+/* ------------------------------------------- the packed GEMM, either ISA
+** One product's blocking. A is packed whole, once (by all threads together
 ** when the product runs on the pool): row block b (<= GM_MC rows, tiles of
-** even height <= GM_MR) starts at b * tiles_max * GM_MR * Kd; in it the K block
-** at p0 holds its tiles at ntile * GM_MR * p0, tile t at + t * GM_MR * kc. */
+** even height <= MR) starts at b * tiles_max * MR * Kd; in it the K block at
+** p0 holds its tiles at ntile * MR * p0, tile t at + t * MR * kc. The ISA's
+** pieces come through a table (calls per panel and tile, not per FMA). */
+typedef struct gm_isa {
+  int MR, NR;
+  void (*pack_a)(float *ap, const float *A, int lda, int mr, int k0, int kc);
+  void (*pack_nt)(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc, int pf_rows);
+  void (*pack_nn)(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc);
+  void (*tile)(int mr, float *c, int ldc, const float *ap, const float *bp, int kc, int acc, int nw);
+} gm_isa;
+
+static const gm_isa gm_avx512 = {GM_MR, GM_NR, gm_pack_a, gm_pack_nt, gm_pack_nn, gm_tile_n};
+static const gm_isa gm_avx2 = {G2_MR, G2_NR, g2_pack_a, g2_pack_nt, g2_pack_nn, g2_tile_n};
+
 typedef struct gm_plan {
+  const gm_isa *isa;
   int nt, acc, M, Kd, KC, nblk, mc_max, tiles_max, lda, ldw, ldc;
   float *C, *ap;
   const float *A, *W;
 } gm_plan;
 
-static void gm_plan_init(gm_plan *p, int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W,
-                         int ldw, int acc) {
-  p->nt = nt, p->acc = acc, p->M = M, p->Kd = Kd, p->lda = lda, p->ldw = ldw, p->ldc = ldc;
+static void gm_plan_init(gm_plan *p, const gm_isa *isa, int nt, float *C, int ldc, const float *A, int lda, int M,
+                         int Kd, const float *W, int ldw, int acc) {
+  p->isa = isa, p->nt = nt, p->acc = acc, p->M = M, p->Kd = Kd, p->lda = lda, p->ldw = ldw, p->ldc = ldc;
   p->C = C, p->A = A, p->W = W, p->ap = NULL;
   p->nblk = (M + GM_MC - 1) / GM_MC;
   p->mc_max = (M + p->nblk - 1) / p->nblk;
-  p->tiles_max = (p->mc_max + GM_MR - 1) / GM_MR;
+  p->tiles_max = (p->mc_max + isa->MR - 1) / isa->MR;
   p->KC = M <= GM_SMALL_M ? Kd : GM_KC;   /* few rows: K unblocked, so each row of W is read start to end */
 }
 
 static size_t gm_ap_floats(const gm_plan *p) {
-  return ((size_t)p->nblk * p->tiles_max * GM_MR * p->Kd + 15) / 16 * 16;
+  return ((size_t)p->nblk * p->tiles_max * p->isa->MR * p->Kd + 15) / 16 * 16;
 }
 
 /* rows of row block b: first row, count, tiles and their heights (base, +1 for the first extra) */
 static void gm_block(const gm_plan *p, int b, int *m0, int *mc, int *ntile, int *base, int *extra) {
   *m0 = b * p->mc_max;
   *mc = p->M - *m0 < p->mc_max ? p->M - *m0 : p->mc_max;
-  *ntile = (*mc + GM_MR - 1) / GM_MR;
+  *ntile = (*mc + p->isa->MR - 1) / p->isa->MR;
   *base = *mc / *ntile, *extra = *mc % *ntile;
 }
 
 /* pack tile i (row block i / tiles_max) for every K block */
-T512 static void gm_pack_tile(const gm_plan *p, int i) {
-  int b = i / p->tiles_max, t = i % p->tiles_max, m0, mc, ntile, base, extra;
+static void gm_pack_tile(const gm_plan *p, int i) {
+  int MR = p->isa->MR, b = i / p->tiles_max, t = i % p->tiles_max, m0, mc, ntile, base, extra;
   gm_block(p, b, &m0, &mc, &ntile, &base, &extra);
   if (t >= ntile) return;
   int r = m0 + t * base + (t < extra ? t : extra), mr = base + (t < extra);
-  float *blk = p->ap + (size_t)b * p->tiles_max * GM_MR * p->Kd;
+  float *blk = p->ap + (size_t)b * p->tiles_max * MR * p->Kd;
   for (int p0 = 0; p0 < p->Kd; p0 += p->KC) {
     int kc = p->Kd - p0 < p->KC ? p->Kd - p0 : p->KC;
-    gm_pack_a(blk + (size_t)ntile * GM_MR * p0 + (size_t)t * GM_MR * kc, p->A + (size_t)r * p->lda, p->lda, mr, p0, kc);
+    p->isa->pack_a(blk + (size_t)ntile * MR * p0 + (size_t)t * MR * kc, p->A + (size_t)r * p->lda, p->lda, mr, p0, kc);
   }
 }
 
-/* columns [c0, c1) of C from the packed A; bp holds one B panel (KC × GM_NR) */
-T512 static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
+/* columns [c0, c1) of C from the packed A; bp holds one B panel (KC × NR) */
+static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
+  const gm_isa *isa = p->isa;
+  int MR = isa->MR, NR = isa->NR;
   for (int b = 0; b < p->nblk; b++) {
     int m0, mc, ntile, base, extra;
     gm_block(p, b, &m0, &mc, &ntile, &base, &extra);
-    const float *blk = p->ap + (size_t)b * p->tiles_max * GM_MR * p->Kd;
+    const float *blk = p->ap + (size_t)b * p->tiles_max * MR * p->Kd;
     for (int p0 = 0; p0 < p->Kd; p0 += p->KC) {
       int kc = p->Kd - p0 < p->KC ? p->Kd - p0 : p->KC;
-      const float *ak = blk + (size_t)ntile * GM_MR * p0;
-      for (int n0 = c0; n0 < c1; n0 += GM_NR) {
-        int nw = c1 - n0 < GM_NR ? c1 - n0 : GM_NR;
-        if (p->nt) gm_pack_nt(bp, p->W, p->ldw, n0, nw, p0, kc, c1 - n0 - GM_NR < GM_NR ? c1 - n0 - GM_NR : GM_NR);
-        else gm_pack_nn(bp, p->W, p->ldw, n0, nw, p0, kc);
+      const float *ak = blk + (size_t)ntile * MR * p0;
+      for (int n0 = c0; n0 < c1; n0 += NR) {
+        int nw = c1 - n0 < NR ? c1 - n0 : NR;
+        if (p->nt) isa->pack_nt(bp, p->W, p->ldw, n0, nw, p0, kc, c1 - n0 - NR < NR ? c1 - n0 - NR : NR);
+        else isa->pack_nn(bp, p->W, p->ldw, n0, nw, p0, kc);
         for (int t = 0, r = m0; t < ntile; t++) {
           int mr = base + (t < extra);
-          gm_tile_n(mr, p->C + (size_t)r * p->ldc + n0, p->ldc, ak + (size_t)t * GM_MR * kc, bp, kc, p->acc || p0 > 0, nw);
+          isa->tile(mr, p->C + (size_t)r * p->ldc + n0, p->ldc, ak + (size_t)t * MR * kc, bp, kc, p->acc || p0 > 0, nw);
           r += mr;
         }
       }
@@ -419,12 +497,12 @@ T512 static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
 
 /* One slice on the calling thread. Returns 0 when its buffers cannot be had
 ** (the caller then uses the tile kernels). */
-T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int M, int Kd, const float *W, int ldw,
-                        int c0, int c1, int acc) {
+static int gemm_slice(const gm_isa *isa, int nt, float *C, int ldc, const float *A, int lda, int M, int Kd,
+                      const float *W, int ldw, int c0, int c1, int acc) {
   gm_plan p;
-  gm_plan_init(&p, nt, C, ldc, A, lda, M, Kd, W, ldw, acc);
+  gm_plan_init(&p, isa, nt, C, ldc, A, lda, M, Kd, W, ldw, acc);
   size_t cap, a_len = gm_ap_floats(&p);
-  p.ap = pf_scratch_get(a_len + (size_t)p.KC * GM_NR, &cap);
+  p.ap = pf_scratch_get(a_len + (size_t)p.KC * isa->NR, &cap);
   if (!p.ap) return 0;
   for (int i = 0; i < p.nblk * p.tiles_max; i++) gm_pack_tile(&p, i);
   gm_compute(&p, p.ap + a_len, c0, c1);
@@ -433,30 +511,39 @@ T512 static int gemm512(int nt, float *C, int ldc, const float *A, int lda, int 
 }
 
 /* The whole product on the pool: the threads pack A's tiles together, then
-** each computes a slice of columns (multiples of GM_NR) with its own B panel. */
-typedef struct gm_job { gm_plan p; int ncol, nslice; } gm_job;
+** each computes a slice of columns (multiples of NR) with its own B panel. */
+typedef struct gm_job { gm_plan p; int kind, ncol, nslice; } gm_job;
 
-T512 static void gm_pack_task(void *arg, int i) { gm_pack_tile(&((gm_job *)arg)->p, i); }
+static void gm_pack_task(void *arg, int i) { gm_pack_tile(&((gm_job *)arg)->p, i); }
 
-T512 static void gm_slice_task(void *arg, int i) {
+static void gm_slice_task(void *arg, int i) {
   const gm_job *j = arg;
-  int per = ((j->ncol + j->nslice - 1) / j->nslice + GM_NR - 1) / GM_NR * GM_NR;
+  int NR = j->p.isa->NR, per = ((j->ncol + j->nslice - 1) / j->nslice + NR - 1) / NR * NR;
   int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
   if (c1 <= c0) return;
   size_t cap;
-  float *bp = pf_scratch_get((size_t)j->p.KC * GM_NR, &cap);
+  float *bp = pf_scratch_get((size_t)j->p.KC * NR, &cap);
   if (bp) { gm_compute(&j->p, bp, c0, c1); pf_scratch_put(bp, cap); return; }
   const gm_plan *p = &j->p;   /* no panel buffer: the tile kernels need none */
-  if (p->nt) nt_avx512(p->C, p->A, p->W, p->M, p->Kd, p->ldc, c0, c1);
-  else nn_avx512(p->C, p->A, p->W, p->M, p->ldc, p->Kd, c0, c1);
+  if (p->nt) pf_kernel_nt(j->kind, p->C, p->A, p->W, p->M, p->Kd, p->ldc, c0, c1);
+  else pf_kernel_nn_acc(j->kind, p->C, p->A, p->W, p->M, p->ldc, p->Kd, c0, c1);
+}
+
+/* the packed GEMM's ISA for a kernel kind and row count, or NULL */
+static const gm_isa *gm_isa_for(int kind, int T) {
+  if (kind == PF_KERNEL_AVX512) return T > SM_MAX ? &gm_avx512 : NULL;
+  if (kind == PF_KERNEL_AVX2) return T >= G2_MIN_ROWS ? &gm_avx2 : NULL;
+  return NULL;
 }
 
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
                      int nslice) {
-  if (kind != PF_KERNEL_AVX512 || T <= SM_MAX) return 0;
+  const gm_isa *isa = gm_isa_for(kind, T);
+  if (!isa) return 0;
   gm_job j;
-  if (nn) gm_plan_init(&j.p, 0, out, n_in, a, n_out, T, n_out, w, n_in, 1);   /* dA += dY · W */
-  else gm_plan_init(&j.p, 1, out, n_out, a, n_in, T, n_in, w, n_in, 0);        /* out = X · Wᵀ */
+  if (nn) gm_plan_init(&j.p, isa, 0, out, n_in, a, n_out, T, n_out, w, n_in, 1);   /* dA += dY · W */
+  else gm_plan_init(&j.p, isa, 1, out, n_out, a, n_in, T, n_in, w, n_in, 0);        /* out = X · Wᵀ */
+  j.kind = kind;
   j.ncol = nn ? n_in : n_out;
   j.nslice = nslice;
   size_t cap;
@@ -467,7 +554,6 @@ int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *
   pf_scratch_put(j.p.ap, cap);
   return 1;
 }
-
 
 /* dst (cols, rows) = src (rows, cols)ᵀ: 16 × 16 blocks in registers, edges plain */
 T512 static void transpose512(float *dst, const float *src, int rows, int cols) {
@@ -612,7 +698,6 @@ void pf_kernel_nt_q8(int kind, float *out, const float *A, const uint8_t *q8, in
 
 /* ---------------------------------------------------------------- AVX2 */
 
-#define T256 __attribute__((target("avx2,fma")))
 
 T256 static inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -716,9 +801,11 @@ void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, i
         float *at = pf_scratch_get((size_t)((T + 15) / 16) * K * 16, &cap);
         if (at) { nt_small512(out, N, A, K, T, K, W, K, c0, c1, at); pf_scratch_put(at, cap); return; }
       }
-      if (T < PF_GEMM_MIN_ROWS || !gemm512(1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
+      if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
       return;
-    case PF_KERNEL_AVX2: nt_avx2(out, A, W, T, K, N, c0, c1); return;
+    case PF_KERNEL_AVX2:
+      if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx2(out, A, W, T, K, N, c0, c1);
+      return;
     default:
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, A, K, W + (size_t)c0 * K, K, 0.0f,
                   out + c0, N);
@@ -729,9 +816,11 @@ void pf_kernel_nn_acc(int kind, float *dA, const float *dY, const float *W, int 
   if (c1 <= c0) return;
   switch (kind) {
     case PF_KERNEL_AVX512:
-      if (T < PF_GEMM_MIN_ROWS || !gemm512(0, dA, K, dY, N, T, N, W, K, c0, c1, 1)) nn_avx512(dA, dY, W, T, K, N, c0, c1);
+      if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 0, dA, K, dY, N, T, N, W, K, c0, c1, 1)) nn_avx512(dA, dY, W, T, K, N, c0, c1);
       return;
-    case PF_KERNEL_AVX2: nn_avx2(dA, dY, W, T, K, N, c0, c1); return;
+    case PF_KERNEL_AVX2:
+      if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 0, dA, K, dY, N, T, N, W, K, c0, c1, 1)) nn_avx2(dA, dY, W, T, K, N, c0, c1);
+      return;
     default:
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, c1 - c0, N, 1.0f, dY, N, W + c0, K, 1.0f, dA + c0, K);
   }
