@@ -14,7 +14,8 @@
 **              weight serving 16 sequences
 **   < 10       4 × 4 tiles of dot products (NT), 6 × 32 outer products (NN);
 **              Q8_0 weights read as Q8_0 blocks in decode (pf_kernel_nt_q8)
-** AVX2: the tile kernels. Also here: the vector e^x of softmax, SwiGLU and
+** AVX2: the packed GEMM with a 6 × 16 tile from 24 rows, else the tiles.
+** Also here: the vector e^x of softmax, SwiGLU and
 ** GELU, register transposes, and the scratch buffers the kernels reuse.
 **
 ** Callers split the output columns into slices, one per task (ops.c).

@@ -70,7 +70,7 @@ static void bench_model(const char *path) {
   for (int i = 0; i < nd; i++) pf_forward(m, w, &s, &one, 1, &toks[np + i], logits, 0, &e);
   double dec = now() - t0;
   /* decode, 16 sequences with 16 different prefixes */
-  int B16 = 16, P16 = 10, steps16 = 32, plen = 16;
+  int B16 = 16, P16 = 10, steps16 = 64, plen = 16;
   size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, npk = (size_t)hp->n_layer * 2 * P16 * kvd;
   float *pk = malloc(sizeof(float) * npk), *lg16 = malloc(sizeof(float) * B16 * V);
   pf_seq *ss[16];
