@@ -26,7 +26,6 @@ static int logits_chunk(int V) {
   int c = (int)(((size_t)8 << 20) / (size_t)(V > 0 ? V : 1));
   return c < 64 ? 64 : c > 256 ? 256 : c;
 }
-#define CHUNK logits_chunk(V)
 
 int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
 
@@ -85,9 +84,10 @@ static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
 #define A(p, n) if (!((p) = malloc(sizeof(*(p)) * ((size_t)(n) + 1)))) return -1;
   A(w->x_in, L * Tc * d) A(w->rstd1, L * Tc) A(w->q, L * Tc * d) A(w->k, L * Tc * kvd) A(w->v, L * Tc * kvd)
   A(w->att, L * Ac) A(w->x_mid, L * Tc * d) A(w->rstd2, L * Tc) A(w->g, L * Tc * ff) A(w->u, L * Tc * ff)
-  A(w->x_fin, Tc * d) A(w->mean1, L * Tc) A(w->mean2, L * Tc) A(w->qkv, Tc * 3 * d) A(w->meanc, CHUNK) A(w->xb, Tc * d) A(w->ao, Tc * d) A(w->hb, Tc * ff) A(w->dx, Tc * d) A(w->dxb, Tc * d)
+  size_t chunk = (size_t)logits_chunk((int)V);
+  A(w->x_fin, Tc * d) A(w->mean1, L * Tc) A(w->mean2, L * Tc) A(w->qkv, Tc * 3 * d) A(w->meanc, chunk) A(w->xb, Tc * d) A(w->ao, Tc * d) A(w->hb, Tc * ff) A(w->dx, Tc * d) A(w->dxb, Tc * d)
   A(w->dq, Tc * d) A(w->dk, Tc * kvd) A(w->dv, Tc * kvd) A(w->dh, Tc * ff) A(w->dg, Tc * ff) A(w->du, Tc * ff)
-  A(w->logits, CHUNK * V) A(w->dlogits, CHUNK * V) A(w->xn, CHUNK * d) A(w->dxn, CHUNK * d) A(w->rstdc, CHUNK)
+  A(w->logits, chunk * V) A(w->dlogits, chunk * V) A(w->xn, chunk * d) A(w->dxn, chunk * d) A(w->rstdc, chunk)
   A(w->pos, Tc) A(w->seq_of, Tc) A(w->att_off, Tc + 1) A(w->tgt_row, Tc) A(w->tgt_id, Tc)
 #undef A
   return 0;
@@ -398,8 +398,8 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
   /* loss at target rows, in chunks; backward into dx at those rows */
   if (backward) memset(w->dx, 0, sizeof(float) * T * d);
   double loss = 0;
-  for (int c0 = 0; c0 < n_t; c0 += CHUNK) {
-    int nc = n_t - c0 < CHUNK ? n_t - c0 : CHUNK;
+  for (int c0 = 0, chunk = logits_chunk(V); c0 < n_t; c0 += chunk) {
+    int nc = n_t - c0 < chunk ? n_t - c0 : chunk;
     for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
     if (gpt2) pf_layernorm_forward(w->xn, w->meanc, w->rstdc, w->dxn, m->out_norm, m->out_norm_b, nc, d, hp->norm_eps);
     else pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);

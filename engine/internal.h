@@ -208,9 +208,11 @@ double pf_kernel_gflops(int kind);
 /* out[T, c0:c1] = inp (T, n_in) · W[c0:c1]^T, W (n_out, n_in), ldc = n_out (one slice) */
 void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* dinp[T, c0:c1] += dout (T, n_out) · W[:, c0:c1], W (n_out, n_in), ldc = n_in (one slice) */
+void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* the whole product (as pf_matmul, or pf_matmul_backward_input when nn) on the
 ** pool with A packed once for all threads; 0 when kind or shape do not suit it
-** (AVX-512, more than 48 rows) or memory is short, and nothing was done */
+** (AVX-512 and more than 48 rows, or AVX2 and 24 or more) or memory is short,
+** and nothing was done */
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
                      int nslice);
 /* dst[i] = e^(x[i] - sub) for i < n (dst may be NULL, or x); returns the sum in double. AVX-512: a
@@ -233,7 +235,6 @@ void pf_scratch_release(void);   /* free the kept ones (after training: tens of 
 /* vectorised dot product and y += a x, for attention */
 float pf_vdot(const float *a, const float *b, int n);
 void pf_vaxpy(float *y, float a, const float *x, int n);
-void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, int T, int n_in, int n_out, int c0, int c1);
 
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);

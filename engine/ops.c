@@ -62,24 +62,25 @@ static void mm_run(int nn, float *out, const float *a, const float *w, const uin
   else pf_parallel_for(nslice, mm_task, &j);
 }
 
-/* Elementwise work over [0, n) in chunks on the pool (results do not depend
-** on the chunking). */
+/* Items [0, n) in one chunk per thread, on the pool when the items hold
+** enough elements (per_item each) to be worth it; every item is computed the
+** same way whatever the chunking. */
 typedef struct range_job { range_fn fn; void *ctx; size_t n, chunk; } range_job;
 static void range_task(void *arg, int i) {
   const range_job *j = arg;
   size_t i0 = (size_t)i * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
-  j->fn(j->ctx, i0, i1);
+  if (i0 < i1) j->fn(j->ctx, i0, i1);
 }
-void pf_parallel_range(size_t n, range_fn fn, void *ctx) {
+static void parallel_items(size_t n, size_t per_item, range_fn fn, void *ctx) {
   int nt = pf_get_threads();
-  if (nt <= 1 || n < 32768) { fn(ctx, 0, n); return; }
+  if (nt <= 1 || n < 2 || n * per_item < 32768) { fn(ctx, 0, n); return; }
+  if ((size_t)nt > n) nt = (int)n;
   range_job j = {fn, ctx, n, (n + (size_t)nt - 1) / (size_t)nt};
   pf_parallel_for(nt, range_task, &j);
 }
+void pf_parallel_range(size_t n, range_fn fn, void *ctx) { parallel_items(n, 1, fn, ctx); }
 
-/* Row-wise work (norms, RoPE): rows [0, T) in one chunk per thread when the
-** rows hold enough elements to be worth it. Each row is computed the same way
-** whatever the chunking. */
+/* Row-wise work (norms, RoPE): rows [0, T) through parallel_items. */
 typedef struct row_args {
   float *out, *o2, *o3;
   const float *inp, *w, *b, *dout, *a1, *a2;
@@ -87,20 +88,7 @@ typedef struct row_args {
   int C, n_head, head_dim, rope_dim;
   float eps, base, sign;
 } row_args;
-typedef void (*rows_fn)(const row_args *a, size_t t0, size_t t1);
-typedef struct rows_job { rows_fn fn; const row_args *a; size_t T, chunk; } rows_job;
-static void rows_task(void *arg, int i) {
-  const rows_job *j = arg;
-  size_t t0 = (size_t)i * j->chunk, t1 = t0 + j->chunk < j->T ? t0 + j->chunk : j->T;
-  if (t0 < t1) j->fn(j->a, t0, t1);
-}
-static void parallel_rows(int T, size_t per_row, rows_fn fn, const row_args *a) {
-  int nt = pf_get_threads();
-  if (nt <= 1 || T < 2 || (size_t)T * per_row < 32768) { fn(a, 0, (size_t)T); return; }
-  if (nt > T) nt = T;
-  rows_job j = {fn, a, (size_t)T, ((size_t)T + (size_t)nt - 1) / (size_t)nt};
-  pf_parallel_for(nt, rows_task, &j);
-}
+static void parallel_rows(int T, size_t per_row, range_fn fn, row_args *a) { parallel_items((size_t)T, per_row, fn, a); }
 
 /* y += x over n elements, on the pool when long */
 typedef struct add_args { float *y; const float *x; } add_args;
@@ -138,9 +126,9 @@ void pf_matmul_w(const pf_model *m, float *out, const float *inp, const float *w
   pf_matmul(out, inp, w, T, n_in, n_out);
 }
 
-/* out = inp / rms(inp) * weight, per row of C. */
-/* rows of out = inp / rms(inp) * weight; 1/rms to o2 when given */
-static void rmsnorm_rows(const row_args *a, size_t t0, size_t t1) {
+/* out = inp / rms(inp) * weight, per row of C; 1/rms to o2 when given */
+static void rmsnorm_rows(void *arg, size_t t0, size_t t1) {
+  const row_args *a = arg;
   int C = a->C;
   for (size_t t = t0; t < t1; t++) {
     const float *x = a->inp + t * C;
@@ -168,7 +156,8 @@ static inline float rope_freq(const float *f, int i, int rope_dim, float base) {
 }
 
 /* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by sign * pos * base^(-2i/rope_dim). */
-static void rope_rows(const row_args *ra, size_t t0, size_t t1) {
+static void rope_rows(void *arg, size_t t0, size_t t1) {
+  const row_args *ra = arg;
   float *x = ra->out, base = ra->base, sign = ra->sign, freq[ROPE_TAB];
   int n_head = ra->n_head, head_dim = ra->head_dim, rope_dim = ra->rope_dim;
   const int *pos = ra->pos;
@@ -254,7 +243,8 @@ void pf_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 
 /* In the forward pass this was: out[i] = inp[i] * rstd * weight[i].
 ** dinp[i] += rstd * w[i] * dout[i] - inp[i] * rstd^3 / C * sum_j dout[j] w[j] inp[j] */
-static void rmsnorm_bwd_rows(const row_args *a, size_t t0, size_t t1) {
+static void rmsnorm_bwd_rows(void *arg, size_t t0, size_t t1) {
+  const row_args *a = arg;
   int C = a->C;
   for (size_t t = t0; t < t1; t++) {
     const float *x = a->inp + t * C, *dy = a->dout + t * C, *weight = a->w;
@@ -304,8 +294,6 @@ void pf_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
   pf_parallel_range(n, swiglu_bwd_range, &a);
 }
 
-/* Cross-entropy of logits (n, V) against targets; writes dlogits = scale *
-** (softmax - onehot) and returns the summed loss in nats (double). */
 /* One row: loss = logsumexp(l) - l[target]; the softmax goes to dlogits
 ** (scaled, minus scale at the target). exp is taken once per logit. */
 static double xent_row(float *dl, const float *l, int target, int V, float scale) {
@@ -325,31 +313,30 @@ typedef struct xent_job {
   const float *logits;
   const int *targets;
   double *row_loss;
-  int n, V, nt;
+  int V;
   float scale;
 } xent_job;
 
-static void xent_task(void *arg, int i) {
+static void xent_range(void *arg, size_t r0, size_t r1) {
   const xent_job *j = arg;
-  int per = (j->n + j->nt - 1) / j->nt, r1 = (i + 1) * per < j->n ? (i + 1) * per : j->n;
-  for (int r = i * per; r < r1; r++)
-    j->row_loss[r] = xent_row(j->dlogits ? j->dlogits + (size_t)r * j->V : NULL, j->logits + (size_t)r * j->V,
-                              j->targets[r], j->V, j->scale);
+  for (size_t r = r0; r < r1; r++)
+    j->row_loss[r] = xent_row(j->dlogits ? j->dlogits + r * j->V : NULL, j->logits + r * j->V, j->targets[r], j->V,
+                              j->scale);
 }
 
-/* Rows split over the pool; the total is summed in row order, so it does not
+/* Cross-entropy of logits (n, V) against targets; writes dlogits = scale *
+** (softmax - onehot) and returns the summed loss in nats (double). Rows are
+** split over the pool; the total is summed in row order, so it does not
 ** depend on the number of threads. */
 double pf_xent_forward_backward(float *dlogits, const float *logits, const int *targets, int n, int V, float scale) {
   double loss = 0, *row_loss = n > 1 ? malloc(sizeof(double) * (size_t)n) : NULL;
-  int nt = pf_get_threads();
-  if (!row_loss || nt <= 1 || (size_t)n * V < 65536) {   /* alone (also when out of memory) */
-    free(row_loss);
+  if (!row_loss) {   /* one row, or out of memory: row by row here */
     for (int r = 0; r < n; r++)
       loss += xent_row(dlogits ? dlogits + (size_t)r * V : NULL, logits + (size_t)r * V, targets[r], V, scale);
     return loss;
   }
-  xent_job j = {dlogits, logits, targets, row_loss, n, V, nt < n ? nt : n, scale};
-  pf_parallel_for(j.nt, xent_task, &j);
+  xent_job j = {dlogits, logits, targets, row_loss, V, scale};
+  parallel_items((size_t)n, (size_t)V, xent_range, &j);
   for (int r = 0; r < n; r++) loss += row_loss[r];
   free(row_loss);
   return loss;
@@ -358,7 +345,8 @@ double pf_xent_forward_backward(float *dlogits, const float *logits, const int *
 /* ------------------------------------------------------- GPT-2 building blocks */
 
 /* LayerNorm with bias, keeping mean and 1/std per row for the backward pass. */
-static void layernorm_rows(const row_args *a, size_t t0, size_t t1) {
+static void layernorm_rows(void *arg, size_t t0, size_t t1) {
+  const row_args *a = arg;
   int C = a->C;
   float *out = a->out, *mean = a->o2, *rstd = a->o3, eps = a->eps;
   const float *w = a->w, *b = a->b;
@@ -383,7 +371,8 @@ void pf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 
 /* In the forward pass this was: out = (x - mean) * rstd * w + b.
 ** dinp += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w. */
-static void layernorm_bwd_rows(const row_args *a, size_t t0, size_t t1) {
+static void layernorm_bwd_rows(void *arg, size_t t0, size_t t1) {
+  const row_args *a = arg;
   int C = a->C;
   float *dinp = a->out;
   const float *w = a->w, *mean = a->a1, *rstd = a->a2;
