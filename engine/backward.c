@@ -339,10 +339,12 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
   for (int s = 0; s < b->n_seq; s++)
     for (int i = 0; i < b->len[s]; i++) {
       size_t r = (size_t)seq_start_of[s] + i;
-      const float *src = i < E ? pin->embd + (size_t)i * d : m->tok_embd + (size_t)b->tokens[r] * d;
-      memcpy(x + r * d, src, sizeof(float) * d);
-      if (gpt2)
-        for (int j = 0; j < d; j++) x[r * d + j] += m->pos_embd[(size_t)(P + i) * d + j];
+      if (i < E) memcpy(x + r * d, pin->embd + (size_t)i * d, sizeof(float) * d);
+      else pf_wt_row(&m->tok_embd, b->tokens[r], x + r * d);
+      if (gpt2) {
+        pf_wt_row(&m->pos_embd, P + i, w->xb);
+        for (int j = 0; j < d; j++) x[r * d + j] += w->xb[j];
+      }
     }
   int iT = (int)T;
   for (int l = 0; l < L; l++) {
@@ -356,7 +358,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     if (gpt2) {
       pf_layernorm_forward(w->xb, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, Ly->attn_norm_b,
                            iT, d, hp->norm_eps);
-      pf_matmul(w->qkv, w->xb, Ly->wqkv, iT, d, 3 * d);
+      pf_matmul_w(w->qkv, w->xb, &Ly->wqkv, iT);
       pf_add_bias(w->qkv, Ly->bqkv, iT, 3 * d);
       for (size_t r = 0; r < T; r++) {
         memcpy(q + r * d, w->qkv + r * 3 * d, sizeof(float) * d);
@@ -365,32 +367,32 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
       }
     } else {
       pf_rmsnorm_forward(w->xb, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, iT, d, hp->norm_eps);
-      pf_matmul(q, w->xb, Ly->wq, iT, d, d);
-      pf_matmul(k, w->xb, Ly->wk, iT, d, kvd);
-      pf_matmul(v, w->xb, Ly->wv, iT, d, kvd);
+      pf_matmul_w(q, w->xb, &Ly->wq, iT);
+      pf_matmul_w(k, w->xb, &Ly->wk, iT);
+      pf_matmul_w(v, w->xb, &Ly->wv, iT);
       pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
       pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     }
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
                 P, iT, 0, b->n_seq, max_keys - P, 0, seq_of, pos, att_off, seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_task, &aj);
-    pf_matmul(w->xb, w->ao, Ly->wo, iT, d, d);
+    pf_matmul_w(w->xb, w->ao, &Ly->wo, iT);
     if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
     pf_add_inplace(x, w->xb, T * d);
     memcpy(x_mid, x, sizeof(float) * T * d);
     if (gpt2) {   /* g holds the pre-GELU activations */
       pf_layernorm_forward(w->xb, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, Ly->ffn_norm_b, iT,
                            d, hp->norm_eps);
-      pf_matmul(g, w->xb, Ly->w_up, iT, d, ff);
+      pf_matmul_w(g, w->xb, &Ly->w_up, iT);
       pf_add_bias(g, Ly->b_up, iT, ff);
       pf_gelu_forward(w->hb, g, T * ff);
     } else {
       pf_rmsnorm_forward(w->xb, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, iT, d, hp->norm_eps);
-      pf_matmul(g, w->xb, Ly->w_gate, iT, d, ff);
-      pf_matmul(u, w->xb, Ly->w_up, iT, d, ff);
+      pf_matmul_w(g, w->xb, &Ly->w_gate, iT);
+      pf_matmul_w(u, w->xb, &Ly->w_up, iT);
       pf_swiglu_forward(w->hb, g, u, T * ff);
     }
-    pf_matmul(w->xb, w->hb, Ly->w_down, iT, ff, d);
+    pf_matmul_w(w->xb, w->hb, &Ly->w_down, iT);
     if (gpt2) pf_add_bias(w->xb, Ly->b_down, iT, d);
     pf_add_inplace(x, w->xb, T * d);
   }
@@ -403,12 +405,12 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
     if (gpt2) pf_layernorm_forward(w->xn, w->meanc, w->rstdc, w->dxn, m->out_norm, m->out_norm_b, nc, d, hp->norm_eps);
     else pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);
-    pf_matmul(w->logits, w->xn, m->output, nc, d, V);
+    pf_matmul_w(w->logits, w->xn, &m->output, nc);
     loss += pf_xent_forward_backward(backward ? w->dlogits : NULL, w->logits, w->tgt_id + c0, nc, V, loss_scale);
     if (!backward) continue;
     /* w->dxn holds the rows' inputs; use xn as the gradient buffer */
     memset(w->xn, 0, sizeof(float) * (size_t)nc * d);
-    pf_matmul_backward_input(w->xn, w->dlogits, m->output, nc, d, V);
+    pf_matmul_backward_input_w(w->xn, w->dlogits, &m->output, nc);
     for (int r = 0; r < nc; r++) {
       float *dst = w->dx + (size_t)w->tgt_row[c0 + r] * d;
       if (gpt2)
@@ -434,25 +436,25 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     **   llama: x += swiglu(xb·Wg^T, xb·Wu^T)·Wd^T,      xb = rmsnorm(x_mid)
     **   gpt2:  x += gelu(xb·Wu^T + bu)·Wd^T + bd,       xb = layernorm(x_mid) */
     memset(w->dh, 0, sizeof(float) * T * ff);
-    pf_matmul_backward_input(w->dh, dx, Ly->w_down, iT, ff, d);
+    pf_matmul_backward_input_w(w->dh, dx, &Ly->w_down, iT);
     memset(w->dg, 0, sizeof(float) * T * ff);
     memset(w->dxb, 0, sizeof(float) * T * d);
     if (gpt2) {
       pf_gelu_backward(w->dg, g, w->dh, T * ff);
-      pf_matmul_backward_input(w->dxb, w->dg, Ly->w_up, iT, d, ff);
+      pf_matmul_backward_input_w(w->dxb, w->dg, &Ly->w_up, iT);
       pf_layernorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, iT, d);
     } else {
       memset(w->du, 0, sizeof(float) * T * ff);
       pf_swiglu_backward(w->dg, w->du, w->dh, g, u, T * ff);
-      pf_matmul_backward_input(w->dxb, w->dg, Ly->w_gate, iT, d, ff);
-      pf_matmul_backward_input(w->dxb, w->du, Ly->w_up, iT, d, ff);
+      pf_matmul_backward_input_w(w->dxb, w->dg, &Ly->w_gate, iT);
+      pf_matmul_backward_input_w(w->dxb, w->du, &Ly->w_up, iT);
       pf_rmsnorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->rstd2 + (size_t)l * T, iT, d);
     }
     /* attention. In the forward pass this was x_mid = x_in + attn(q, k, v)·Wo^T (+ bo), with
     **   llama: q, k = rope(xb·Wq^T), rope(xb·Wk^T), v = xb·Wv^T,  xb = rmsnorm(x_in)
     **   gpt2:  [q k v] = xb·Wqkv^T + bqkv,                        xb = layernorm(x_in) */
     memset(w->ao, 0, sizeof(float) * T * d);   /* ao is dao here */
-    pf_matmul_backward_input(w->ao, dx, Ly->wo, iT, d, d);
+    pf_matmul_backward_input_w(w->ao, dx, &Ly->wo, iT);
     memset(w->dq, 0, sizeof(float) * T * d);
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
@@ -468,14 +470,14 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
         memcpy(w->qkv + r * 3 * d + d, w->dk + r * kvd, sizeof(float) * d);
         memcpy(w->qkv + r * 3 * d + 2 * d, w->dv + r * kvd, sizeof(float) * d);
       }
-      pf_matmul_backward_input(w->dxb, w->qkv, Ly->wqkv, iT, d, 3 * d);
+      pf_matmul_backward_input_w(w->dxb, w->qkv, &Ly->wqkv, iT);
       pf_layernorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, iT, d);
     } else {
       pf_rope_backward(w->dq, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
       pf_rope_backward(w->dk, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
-      pf_matmul_backward_input(w->dxb, w->dq, Ly->wq, iT, d, d);
-      pf_matmul_backward_input(w->dxb, w->dk, Ly->wk, iT, d, kvd);
-      pf_matmul_backward_input(w->dxb, w->dv, Ly->wv, iT, d, kvd);
+      pf_matmul_backward_input_w(w->dxb, w->dq, &Ly->wq, iT);
+      pf_matmul_backward_input_w(w->dxb, w->dk, &Ly->wk, iT);
+      pf_matmul_backward_input_w(w->dxb, w->dv, &Ly->wv, iT);
       pf_rmsnorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->rstd1 + (size_t)l * T, iT, d);
     }
   }
@@ -504,7 +506,7 @@ int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_p
     const float *src = w->x_fin + t * d;
     if (hp->arch == PF_ARCH_GPT2) pf_layernorm_forward(w->xn, NULL, NULL, src, m->out_norm, m->out_norm_b, 1, d, hp->norm_eps);
     else pf_rmsnorm(w->xn, src, m->out_norm, 1, d, hp->norm_eps);
-    pf_matmul(logits + t * hp->n_vocab, w->xn, m->output, 1, d, hp->n_vocab);
+    pf_matmul_w(logits + t * hp->n_vocab, w->xn, &m->output, 1);
   }
   return PF_OK;
 }

@@ -152,16 +152,18 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     for (int j = 0; j < n_tok[i]; j++, t++) { seq_of[t] = i; pos[t] = seqs[i]->n_pos + j; }
 
   for (int t = 0; t < T; t++) {
-    memcpy(x + (size_t)t * d, m->tok_embd + (size_t)tokens[t] * d, sizeof(float) * d);
-    if (gpt2)   /* learned positions: the prompt after a prefix of P starts at position P */
-      for (int i = 0; i < d; i++) x[(size_t)t * d + i] += m->pos_embd[(size_t)pos[t] * d + i];
+    pf_wt_row(&m->tok_embd, tokens[t], x + (size_t)t * d);
+    if (gpt2) {   /* learned positions: the prompt after a prefix of P starts at position P */
+      pf_wt_row(&m->pos_embd, pos[t], xb);
+      for (int i = 0; i < d; i++) x[(size_t)t * d + i] += xb[i];
+    }
   }
 
   for (int l = 0; l < hp->n_layer; l++) {
     const pf_layer *L = &m->layers[l];
     if (gpt2) {
       pf_layernorm_forward(xb, NULL, NULL, x, L->attn_norm, L->attn_norm_b, T, d, hp->norm_eps);
-      pf_matmul_w(m, qkv, xb, L->wqkv, T, d, 3 * d);
+      pf_matmul_w(qkv, xb, &L->wqkv, T);
       pf_add_bias(qkv, L->bqkv, T, 3 * d);
       for (int t = 0; t < T; t++) {
         memcpy(q + (size_t)t * d, qkv + (size_t)t * 3 * d, sizeof(float) * d);
@@ -170,9 +172,9 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
       }
     } else {
       pf_rmsnorm(xb, x, L->attn_norm, T, d, hp->norm_eps);
-      pf_matmul_w(m, q, xb, L->wq, T, d, d);
-      pf_matmul_w(m, k, xb, L->wk, T, d, kvd);
-      pf_matmul_w(m, v, xb, L->wv, T, d, kvd);
+      pf_matmul_w(q, xb, &L->wq, T);
+      pf_matmul_w(k, xb, &L->wk, T);
+      pf_matmul_w(v, xb, &L->wv, T);
       pf_rope(q, pos, T, hp->n_head, hd, hp->rope_dim, hp->rope_base);
       pf_rope(k, pos, T, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     }
@@ -183,22 +185,22 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
       memcpy(s->v + at, v + (size_t)t * kvd, sizeof(float) * kvd);
     }
     attention(ao, att, max_ctx, q, seqs, seq_of, pos, T, l, hp);
-    pf_matmul_w(m, xb, ao, L->wo, T, d, d);
+    pf_matmul_w(xb, ao, &L->wo, T);
     if (gpt2) pf_add_bias(xb, L->bo, T, d);
     pf_add_inplace(x, xb, (size_t)T * d);
 
     if (gpt2) {
       pf_layernorm_forward(xb, NULL, NULL, x, L->ffn_norm, L->ffn_norm_b, T, d, hp->norm_eps);
-      pf_matmul_w(m, hb, xb, L->w_up, T, d, ff);
+      pf_matmul_w(hb, xb, &L->w_up, T);
       pf_add_bias(hb, L->b_up, T, ff);
       pf_gelu_forward(hb, hb, (size_t)T * ff);
     } else {
       pf_rmsnorm(xb, x, L->ffn_norm, T, d, hp->norm_eps);
-      pf_matmul_w(m, hb, xb, L->w_gate, T, d, ff);
-      pf_matmul_w(m, hb2, xb, L->w_up, T, d, ff);
+      pf_matmul_w(hb, xb, &L->w_gate, T);
+      pf_matmul_w(hb2, xb, &L->w_up, T);
       pf_swiglu_forward(hb, hb, hb2, (size_t)T * ff);   /* silu(gate) * up */
     }
-    pf_matmul_w(m, xb, hb, L->w_down, T, ff, d);
+    pf_matmul_w(xb, hb, &L->w_down, T);
     if (gpt2) pf_add_bias(xb, L->b_down, T, d);
     pf_add_inplace(x, xb, (size_t)T * d);
   }
@@ -214,7 +216,7 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     }
   if (gpt2) pf_layernorm_forward(xb, NULL, NULL, xb, m->out_norm, m->out_norm_b, R, d, hp->norm_eps);
   else pf_rmsnorm(xb, xb, m->out_norm, R, d, hp->norm_eps);
-  pf_matmul_w(m, logits, xb, m->output, R, d, hp->n_vocab);
+  pf_matmul_w(logits, xb, &m->output, R);
   for (int i = 0; i < n_seq; i++) seqs[i]->n_pos += n_tok[i];
   return PF_OK;
 }

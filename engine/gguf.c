@@ -36,100 +36,6 @@ const char *gguf_type_name(uint32_t t) {
   return t < GGUF_T_COUNT ? names[t] : "unknown";
 }
 
-const char *ggml_type_name(uint32_t t) {
-  switch (t) {
-    case GGML_F32: return "F32";
-    case GGML_F16: return "F16";
-    case GGML_Q4_0: return "Q4_0";
-    case GGML_Q4_1: return "Q4_1";
-    case GGML_Q5_0: return "Q5_0";
-    case GGML_Q5_1: return "Q5_1";
-    case GGML_Q8_0: return "Q8_0";
-    case GGML_Q8_1: return "Q8_1";
-    case GGML_Q2_K: return "Q2_K";
-    case GGML_Q3_K: return "Q3_K";
-    case GGML_Q4_K: return "Q4_K";
-    case GGML_Q5_K: return "Q5_K";
-    case GGML_Q6_K: return "Q6_K";
-    case GGML_Q8_K: return "Q8_K";
-    case GGML_BF16: return "BF16";
-    default: return NULL;
-  }
-}
-
-/* Byte size of n elements of a tensor type we can load. */
-int ggml_type_size(uint32_t t, uint64_t n, uint64_t *nbytes) {
-  switch (t) {
-    case GGML_F32: if (n > UINT64_MAX / 4) return 0; *nbytes = n * 4; return 1;
-    case GGML_F16:
-    case GGML_BF16: if (n > UINT64_MAX / 2) return 0; *nbytes = n * 2; return 1;
-    case GGML_Q8_0: if (n % 32) return 0; *nbytes = (n / 32) * 34; return 1;
-    default: return 0;
-  }
-}
-
-float pf_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (man == 0) bits = sign;
-    else { /* subnormal: normalise */
-      int e = -1;
-      do { e++; man <<= 1; } while (!(man & 0x400));
-      man &= 0x3ff;
-      bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
-    }
-  } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
-  else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t pf_f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, m = x & 0x7fffff;
-  if (e == 0xff) return (uint16_t)(sign | 0x7c00 | (m ? 0x200 : 0));
-  int exp = (int)e - 127 + 15;
-  if (exp >= 31) return (uint16_t)(sign | 0x7c00);
-  if (exp <= 0) {
-    if (exp < -10) return (uint16_t)sign;
-    m |= 0x800000;
-    int shift = 14 - exp;
-    uint32_t half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1))) half++;
-    return (uint16_t)(sign | half);
-  }
-  uint32_t half = sign | ((uint32_t)exp << 10) | (m >> 13), rem = m & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;  /* may carry into exp: fine */
-  return (uint16_t)half;
-}
-
-int ggml_to_f32(uint32_t type, const uint8_t *src, float *dst, uint64_t n) {
-  uint64_t i;
-  switch (type) {
-    case GGML_F32: memcpy(dst, src, n * 4); return 1;
-    case GGML_F16:
-      for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); dst[i] = pf_f16_to_f32(h); }
-      return 1;
-    case GGML_BF16:
-      for (i = 0; i < n; i++) {
-        uint16_t h; memcpy(&h, src + 2 * i, 2);
-        uint32_t b = (uint32_t)h << 16; memcpy(&dst[i], &b, 4);
-      }
-      return 1;
-    case GGML_Q8_0:
-      for (i = 0; i < n / 32; i++) {
-        const uint8_t *blk = src + i * 34;
-        uint16_t h; memcpy(&h, blk, 2);
-        float d = pf_f16_to_f32(h);
-        for (int j = 0; j < 32; j++) dst[i * 32 + j] = d * (float)(int8_t)blk[2 + j];
-      }
-      return 1;
-    default: return 0;
-  }
-}
-
 /* ------------------------------------------------------ the bounded reader */
 
 typedef struct rd {
@@ -296,19 +202,18 @@ static int read_tensor_info(rd *r, gguf_tensor *t, uint64_t idx) {
   }
   at = r->off;
   if (rd_u32(r, &t->type, what)) return PF_ERR;
-  if (!ggml_type_name(t->type))
+  if (!pf_type_name(t->type))
     return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' has unknown type %u (at offset %llu)", tn, t->type,
                      (unsigned long long)at);
-  if (!ggml_type_size(t->type, t->n_elem, &t->nbytes)) {
-    if (t->type == GGML_Q8_0)
-      return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': Q8_0 needs a multiple of 32 elements, has %llu",
-                       tn, (unsigned long long)t->n_elem);
-    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' has type %s, which is not supported (supported: F32, F16, BF16, Q8_0)",
-                     tn, ggml_type_name(t->type));
-  }
-  if (t->type == GGML_Q8_0 && t->ne[0] % 32)
-    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': Q8_0 rows of %llu elements are not a multiple of 32",
-                     tn, (unsigned long long)t->ne[0]);
+  if (!pf_type_loadable(t->type))
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s' has type %s, which is not supported (supported: %s)", tn,
+                     pf_type_name(t->type), pf_type_list());
+  if (t->ne[0] % (uint64_t)pf_type_blck(t->type))
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': %s rows of %llu elements are not a multiple of its block size %d",
+                     tn, pf_type_name(t->type), (unsigned long long)t->ne[0], pf_type_blck(t->type));
+  if (!pf_type_nbytes(t->type, t->n_elem, &t->nbytes))
+    return pf_seterr(r->err, PF_ERR, "GGUF tensor '%s': the byte size of %llu %s elements overflows", tn,
+                     (unsigned long long)t->n_elem, pf_type_name(t->type));
   return rd_u64(r, &t->offset, what);
 }
 

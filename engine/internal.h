@@ -17,12 +17,15 @@ enum {
   GGUF_T_FLOAT64 = 12, GGUF_T_COUNT = 13
 };
 
-/* ggml tensor types we know by number */
+/* ggml tensor types we know by number (quant.c says which load) */
 enum {
   GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6,
   GGML_Q5_1 = 7, GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_Q2_K = 10, GGML_Q3_K = 11,
-  GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15,
-  GGML_BF16 = 30, GGML_TYPE_COUNT = 40
+  GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15, GGML_IQ2_XXS = 16,
+  GGML_IQ2_XS = 17, GGML_IQ3_XXS = 18, GGML_IQ1_S = 19, GGML_IQ4_NL = 20, GGML_IQ3_S = 21,
+  GGML_IQ2_S = 22, GGML_IQ4_XS = 23, GGML_I8 = 24, GGML_I16 = 25, GGML_I32 = 26, GGML_I64 = 27,
+  GGML_F64 = 28, GGML_IQ1_M = 29, GGML_BF16 = 30, GGML_TQ1_0 = 34, GGML_TQ2_0 = 35,
+  GGML_MXFP4 = 39, GGML_TYPE_COUNT = 40
 };
 
 #define GGUF_MAX_DIMS 4
@@ -78,11 +81,45 @@ const gguf_kv *gguf_find(const gguf_file *g, const char *key);
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);
 int gguf_str_eq(gguf_str s, const char *c);
 const char *gguf_type_name(uint32_t t);
-const char *ggml_type_name(uint32_t t);
-/* bytes for n elements of ggml type t; 0 if unknown or not a block multiple */
-int ggml_type_size(uint32_t t, uint64_t n, uint64_t *nbytes);
-/* Convert n elements of a supported tensor type to f32. */
-int ggml_to_f32(uint32_t type, const uint8_t *src, float *dst, uint64_t n);
+
+/* ------------------------------------------------------ weight types (quant.c) */
+
+const char *pf_type_name(uint32_t t);            /* NULL for a number ggml does not define */
+int pf_type_loadable(uint32_t t);                /* can the engine compute with it? */
+const char *pf_type_list(void);            /* their names, for error texts */
+int pf_type_blck(uint32_t t);                    /* elements per block (1 for F32, F16, BF16) */
+int pf_type_from_name(const char *s);            /* "q4_k" -> GGML_Q4_K (any case), -1 if unknown */
+/* bytes for n elements of a loadable type t; 0 if n is not a whole number of blocks */
+int pf_type_nbytes(uint32_t t, uint64_t n, uint64_t *nbytes);
+size_t pf_type_row_size(uint32_t t, int64_t n);       /* bytes of a row of n elements (a block multiple) */
+/* dst[0 .. k1-k0) = elements [k0, k1) of a row of type t; for block types k0 is a multiple of 32 and k1
+** too or the row's end. Exact: the reference's arithmetic in the reference's order. */
+void pf_dequant(uint32_t t, const uint8_t *row, int64_t k0, int64_t k1, float *dst);
+/* the same for any range [k0, k1) of the row */
+void pf_dequant_any(uint32_t t, const uint8_t *row, int64_t k0, int64_t k1, float *dst);
+/* n elements of a loadable type to f32 (n a block multiple) */
+int pf_to_f32(uint32_t type, const uint8_t *src, float *dst, uint64_t n);
+/* Are every block's scales finite? 0 and the first bad block's index if not. */
+int pf_check_blocks(uint32_t t, const uint8_t *data, uint64_t nbytes, uint64_t *bad_block);
+/* Quantize n floats (a block multiple) into type t (the project's own quantizers). */
+int pf_quantize(uint32_t t, const float *src, uint8_t *dst, int64_t n);
+extern const int8_t pf_iq4nl_values[16];
+/* Q3_K's 16 6-bit scales from their 12 packed bytes, minus 32 */
+static inline int pf_q3k_scale(const uint8_t *s, int i) {
+  int lo = i < 8 ? s[i] & 0xF : s[i - 8] >> 4;
+  int hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+/* Q4_K and Q5_K's 8 6-bit scales and mins from their 12 packed bytes */
+static inline void pf_k4_scale_min(const uint8_t *q, int j, int *sc, int *mn) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *mn = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
 float pf_f16_to_f32(uint16_t h);
 uint16_t pf_f32_to_f16(float f);
 
@@ -138,19 +175,33 @@ int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int add_bos,
 
 /* ------------------------------------------------------------------ model */
 
+/* A weight matrix as the file stores it, read in place from the mapped file:
+** rows (n_out) of cols (n_in) elements of a ggml type (quant.c). Kernels
+** take it as it is; nothing is converted to f32 ahead of use. */
+typedef struct pf_wt {
+  const uint8_t *data;   /* rows × row_bytes */
+  uint32_t type;         /* GGML_* */
+  int rows, cols;
+  size_t row_bytes;
+} pf_wt;
+/* the f32 rows of an F32 weight, NULL for other types */
+static inline const float *pf_wt_f32(const pf_wt *w) { return w->type == GGML_F32 ? (const float *)w->data : NULL; }
+/* dst[0 .. cols) = row r */
+void pf_wt_row(const pf_wt *w, int r, float *dst);
+
 typedef struct pf_layer {
   float *attn_norm;  /* (n_embd) */
-  float *wq;         /* (n_head*head_dim, n_embd) */
-  float *wk;         /* (kv_dim, n_embd) */
-  float *wv;         /* (kv_dim, n_embd) */
-  float *wo;         /* (n_embd, n_head*head_dim) */
+  pf_wt wq;          /* (n_head*head_dim, n_embd) */
+  pf_wt wk;          /* (kv_dim, n_embd) */
+  pf_wt wv;          /* (kv_dim, n_embd) */
+  pf_wt wo;          /* (n_embd, n_head*head_dim) */
   float *ffn_norm;   /* (n_embd) */
-  float *w_gate;     /* (n_ff, n_embd) */
-  float *w_up;       /* (n_ff, n_embd) */
-  float *w_down;     /* (n_embd, n_ff) */
+  pf_wt w_gate;      /* (n_ff, n_embd) */
+  pf_wt w_up;        /* (n_ff, n_embd) */
+  pf_wt w_down;      /* (n_embd, n_ff) */
   /* gpt2 (wo, w_up, w_down above are shared) */
   float *attn_norm_b; /* (n_embd) */
-  float *wqkv;       /* (3*n_embd, n_embd): q, k, v stacked */
+  pf_wt wqkv;        /* (3*n_embd, n_embd): q, k, v stacked */
   float *bqkv;       /* (3*n_embd) */
   float *bo;         /* (n_embd) */
   float *ffn_norm_b; /* (n_embd) */
@@ -164,15 +215,13 @@ struct pf_model {
   pf_hparams hp;
   pf_vocab vocab;
   int has_weights;
-  float *tok_embd;     /* (n_vocab, n_embd) */
+  pf_wt tok_embd;      /* (n_vocab, n_embd) */
   float *out_norm;     /* (n_embd) */
   float *out_norm_b;   /* (n_embd) gpt2 */
-  float *pos_embd;     /* (n_ctx, n_embd) gpt2 learned positions */
-  float *output;       /* (n_vocab, n_embd); may alias tok_embd */
+  pf_wt pos_embd;      /* (n_ctx, n_embd) gpt2 learned positions */
+  pf_wt output;        /* (n_vocab, n_embd); may be tok_embd */
   pf_layer *layers;    /* (n_layer) */
-  void **owned;        /* converted tensors to free */
-  struct pf_q8w { const float *f; const uint8_t *q; } *q8;   /* Q8_0 matrices: their f32 copy and their blocks */
-  int n_q8, cap_q8;
+  void **owned;        /* vectors converted to f32, and misaligned F32 matrices copied, to free */
   int n_owned, cap_owned;
   uint64_t n_params;
   uint64_t file_id[4];
@@ -211,10 +260,22 @@ void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T,
 void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* the whole product (as pf_matmul, or pf_matmul_backward_input when nn) on the
 ** pool with A packed once for all threads; 0 when kind or shape do not suit it
-** (AVX-512 and more than 48 rows, or AVX2 and 24 or more) or memory is short,
-** and nothing was done */
-int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
-                     int nslice);
+** (AVX-512 and 48 rows or fewer, or AVX2 and fewer than 24) or memory is short,
+** and nothing was done. W is f32 (w), or of another type (qw, w NULL). */
+int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in,
+                     int n_out, int nslice);
+/* pf_kernel_nt and pf_kernel_nn_acc for a weight of any type (W (rows, cols) = (n_out, n_in)) */
+void pf_kernel_nt_w(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
+void pf_kernel_nn_w(int kind, float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
+/* kernels_q.c: decode-sized products reading W's blocks as stored, any row count (8 at a time) */
+void pf_kernel_nt_dec(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
+/* the products on panels of W unpacked to f32, through OpenBLAS: the fallback of kernels without their own */
+void pf_kernel_nt_panels(float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
+void pf_kernel_nn_panels(float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
+/* dst[0 .. k1-k0) = elements [k0, k1) of row r of W, any range (vectorised where the CPU allows) */
+void pf_wt_deq(const pf_wt *W, int r, int k0, int k1, float *dst);
+/* dst[0 .. nr) = elements [n0, n0+nw) of row r, zero past nw; tmp holds 64 floats */
+void pf_wt_deq_cols(const pf_wt *W, int r, int n0, int nw, int nr, float *dst, float *tmp);
 /* dst[i] = e^(x[i] - sub) for i < n (dst may be NULL, or x); returns the sum in double. AVX-512: a
 ** polynomial e^x (relative error < 2e-7), else expf */
 double pf_vexp_sum(float *dst, const float *x, float sub, int n);
@@ -238,14 +299,11 @@ void pf_vaxpy(float *y, float a, const float *x, int n);
 
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
-/* the same for a weight of model m: a Q8_0 weight is read as Q8_0 blocks in decode (T <= PF_Q8_ROWS, AVX-512),
-** a quarter of the memory traffic of its f32 copy */
-#define PF_Q8_ROWS 8
-extern int pf_q8_decode;   /* tests: 0 turns that off */
-void pf_matmul_w(const pf_model *m, float *out, const float *inp, const float *w, int T, int n_in, int n_out);
-/* out[T, c0:c1] = inp (T, n_in) · W^T with W as Q8_0 rows of n_in / 32 blocks (34 bytes: f16 scale, 32 int8) */
-void pf_kernel_nt_q8(int kind, float *out, const float *inp, const uint8_t *q8, int T, int n_in, int n_out, int c0,
-                     int c1);
+/* out (T, w->rows) = inp (T, w->cols) · Wᵀ for a weight of any type: F32 rows through pf_matmul's kernels,
+** others read as stored (kernels_q.c) */
+void pf_matmul_w(float *out, const float *inp, const pf_wt *w, int T);
+/* dinp (T, w->cols) += dout (T, w->rows) · W */
+void pf_matmul_backward_input_w(float *dinp, const float *dout, const pf_wt *w, int T);
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 /* y += x, n elements (on the pool when long) */
 void pf_add_inplace(float *y, const float *x, size_t n);

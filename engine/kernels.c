@@ -12,8 +12,9 @@
 **              the pool with A packed by all threads together)
 **   10..48     NT decode batches: A transposed, W read in place, one FMA per
 **              weight serving 16 sequences
-**   < 10       4 × 4 tiles of dot products (NT), 6 × 32 outer products (NN);
-**              Q8_0 weights read as Q8_0 blocks in decode (pf_kernel_nt_q8)
+**   < 10       4 × 4 tiles of dot products (NT), 6 × 32 outer products (NN)
+** Weights of other types than F32 (pf_kernel_nt_w, pf_kernel_nn_w) use the
+** same kernels on panels unpacked as needed, and kernels_q.c in decode.
 ** AVX2: the packed GEMM with a 6 × 16 tile from 24 rows, else the tiles.
 ** Also here: the vector e^x of softmax, SwiGLU and
 ** GELU, register transposes, and the scratch buffers the kernels reuse.
@@ -434,16 +435,35 @@ typedef struct gm_plan {
   int nt, acc, M, Kd, KC, nblk, mc_max, tiles_max, lda, ldw, ldc;
   float *C, *ap;
   const float *A, *W;
+  const pf_wt *qw;   /* W of another type than F32 (W is then NULL): panels are unpacked from its blocks */
 } gm_plan;
 
 static void gm_plan_init(gm_plan *p, const gm_isa *isa, int nt, float *C, int ldc, const float *A, int lda, int M,
-                         int Kd, const float *W, int ldw, int acc) {
+                         int Kd, const float *W, const pf_wt *qw, int ldw, int acc) {
   p->isa = isa, p->nt = nt, p->acc = acc, p->M = M, p->Kd = Kd, p->lda = lda, p->ldw = ldw, p->ldc = ldc;
-  p->C = C, p->A = A, p->W = W, p->ap = NULL;
+  p->C = C, p->A = A, p->W = W, p->qw = qw, p->ap = NULL;
   p->nblk = (M + GM_MC - 1) / GM_MC;
   p->mc_max = (M + p->nblk - 1) / p->nblk;
   p->tiles_max = (p->mc_max + isa->MR - 1) / isa->MR;
-  p->KC = M <= GM_SMALL_M ? Kd : GM_KC;   /* few rows: K unblocked, so each row of W is read start to end */
+  /* few rows: K unblocked, so each row of W is read start to end; a quantized W is unpacked KC at a time */
+  p->KC = M <= GM_SMALL_M && !qw ? Kd : GM_KC;
+}
+
+/* floats of one B panel buffer: the panel, and for a quantized W the rows it is unpacked into first */
+static size_t gm_bp_floats(const gm_plan *p) {
+  return (size_t)p->KC * p->isa->NR * (p->qw ? 2 : 1) + (p->qw ? 64 : 0);
+}
+
+/* B panel of a quantized W: NT unpacks nw rows' K block into the buffer after the panel, then packs them as
+** f32 rows; NN unpacks each of the kc rows' panel columns straight into the panel. */
+static void gm_pack_q(const gm_plan *p, float *bp, int n0, int nw, int p0, int kc) {
+  int NR = p->isa->NR;
+  float *tmp = bp + (size_t)p->KC * NR;
+  if (p->nt) {
+    for (int r = 0; r < nw; r++) pf_wt_deq(p->qw, n0 + r, p0, p0 + kc, tmp + (size_t)r * kc);
+    p->isa->pack_nt(bp, tmp, kc, 0, nw, 0, kc, 0);
+  } else
+    for (int k = 0; k < kc; k++) pf_wt_deq_cols(p->qw, p0 + k, n0, nw, NR, bp + (size_t)k * NR, tmp);
 }
 
 static size_t gm_ap_floats(const gm_plan *p) {
@@ -484,7 +504,8 @@ static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
       const float *ak = blk + (size_t)ntile * MR * p0;
       for (int n0 = c0; n0 < c1; n0 += NR) {
         int nw = c1 - n0 < NR ? c1 - n0 : NR;
-        if (p->nt) isa->pack_nt(bp, p->W, p->ldw, n0, nw, p0, kc, c1 - n0 - NR < NR ? c1 - n0 - NR : NR);
+        if (p->qw) gm_pack_q(p, bp, n0, nw, p0, kc);
+        else if (p->nt) isa->pack_nt(bp, p->W, p->ldw, n0, nw, p0, kc, c1 - n0 - NR < NR ? c1 - n0 - NR : NR);
         else isa->pack_nn(bp, p->W, p->ldw, n0, nw, p0, kc);
         for (int t = 0, r = m0; t < ntile; t++) {
           int mr = base + (t < extra);
@@ -499,11 +520,11 @@ static void gm_compute(const gm_plan *p, float *bp, int c0, int c1) {
 /* One slice on the calling thread. Returns 0 when its buffers cannot be had
 ** (the caller then uses the tile kernels). */
 static int gemm_slice(const gm_isa *isa, int nt, float *C, int ldc, const float *A, int lda, int M, int Kd,
-                      const float *W, int ldw, int c0, int c1, int acc) {
+                      const float *W, const pf_wt *qw, int ldw, int c0, int c1, int acc) {
   gm_plan p;
-  gm_plan_init(&p, isa, nt, C, ldc, A, lda, M, Kd, W, ldw, acc);
+  gm_plan_init(&p, isa, nt, C, ldc, A, lda, M, Kd, W, qw, ldw, acc);
   size_t cap, a_len = gm_ap_floats(&p);
-  p.ap = pf_scratch_get(a_len + (size_t)p.KC * isa->NR, &cap);
+  p.ap = pf_scratch_get(a_len + gm_bp_floats(&p), &cap);
   if (!p.ap) return 0;
   for (int i = 0; i < p.nblk * p.tiles_max; i++) gm_pack_tile(&p, i);
   gm_compute(&p, p.ap + a_len, c0, c1);
@@ -523,10 +544,12 @@ static void gm_slice_task(void *arg, int i) {
   int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
   if (c1 <= c0) return;
   size_t cap;
-  float *bp = pf_scratch_get((size_t)j->p.KC * NR, &cap);
+  float *bp = pf_scratch_get(gm_bp_floats(&j->p), &cap);
   if (bp) { gm_compute(&j->p, bp, c0, c1); pf_scratch_put(bp, cap); return; }
-  const gm_plan *p = &j->p;   /* no panel buffer: the tile kernels need none */
-  if (p->nt) pf_kernel_nt(j->kind, p->C, p->A, p->W, p->M, p->Kd, p->ldc, c0, c1);
+  const gm_plan *p = &j->p;   /* no panel buffer: kernels that need none */
+  if (p->qw && p->nt) pf_kernel_nt_dec(j->kind, p->C, p->A, p->qw, p->M, c0, c1);
+  else if (p->qw) pf_kernel_nn_panels(p->C, p->A, p->qw, p->M, c0, c1);
+  else if (p->nt) pf_kernel_nt(j->kind, p->C, p->A, p->W, p->M, p->Kd, p->ldc, c0, c1);
   else pf_kernel_nn_acc(j->kind, p->C, p->A, p->W, p->M, p->ldc, p->Kd, c0, c1);
 }
 
@@ -537,13 +560,13 @@ static const gm_isa *gm_isa_for(int kind, int T) {
   return NULL;
 }
 
-int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, int T, int n_in, int n_out,
-                     int nslice) {
+int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in,
+                     int n_out, int nslice) {
   const gm_isa *isa = gm_isa_for(kind, T);
   if (!isa) return 0;
   gm_job j;
-  if (nn) gm_plan_init(&j.p, isa, 0, out, n_in, a, n_out, T, n_out, w, n_in, 1);   /* dA += dY · W */
-  else gm_plan_init(&j.p, isa, 1, out, n_out, a, n_in, T, n_in, w, n_in, 0);        /* out = X · Wᵀ */
+  if (nn) gm_plan_init(&j.p, isa, 0, out, n_in, a, n_out, T, n_out, w, qw, n_in, 1);   /* dA += dY · W */
+  else gm_plan_init(&j.p, isa, 1, out, n_out, a, n_in, T, n_in, w, qw, n_in, 0);        /* out = X · Wᵀ */
   j.kind = kind;
   j.ncol = nn ? n_in : n_out;
   j.nslice = nslice;
@@ -586,7 +609,7 @@ void pf_transpose(float *dst, const float *src, int rows, int cols) {
 ** groups of 16 over the same W block, which is then in cache. */
 
 T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M, int K, const float *W, int ldw, int c0,
-                             int c1, float *at) {
+                             int c1, float *at, const pf_wt *qw, float *wtmp) {
   int ng = (M + 15) / 16, K8 = K & ~7;
   for (int g = 0; g < ng; g++)   /* at[g][k][16] = A[16 g + lane][k], zero past M */
     for (int k = 0; k < K; k += 16) {
@@ -600,7 +623,11 @@ T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M
     }
   for (int n = c0; n < c1; n += 16) {
     int nr = c1 - n < 16 ? c1 - n : 16;
-    const float *w = W + (size_t)n * ldw;
+    const float *w = W ? W + (size_t)n * ldw : wtmp;
+    if (qw) {   /* a quantized W: its 16 rows unpacked into wtmp, read from there */
+      for (int r = 0; r < nr; r++) pf_wt_deq(qw, n + r, 0, K, wtmp + (size_t)r * K);
+      ldw = K;
+    }
     for (int g = 0; g < ng; g++) {
       const float *ag = at + (size_t)g * K * 16;
       __m512 acc[16];
@@ -611,7 +638,7 @@ T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M
           __m512 a[8];
           for (int u = 0; u < 8; u++) a[u] = _mm512_load_ps(ag + (size_t)(k + u) * 16);
           const float *p = w + k;
-          if (g == 0 && (k & 15) == 0 && n + 32 <= c1)   /* the next block's rows, same columns */
+          if (!qw && g == 0 && (k & 15) == 0 && n + 32 <= c1)   /* the next block's rows, same columns */
             for (int i = 0; i < 16; i++) _mm_prefetch((const char *)(p + (size_t)(16 + i) * ldw), _MM_HINT_T0);
 #pragma GCC unroll 16
           for (int i = 0; i < 16; i++, p += ldw) {
@@ -632,70 +659,6 @@ T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M
   }
 }
 
-
-/* ------------------------------------------------ Q8_0 weights in decode
-** A row of W is n_in / 32 blocks of 34 bytes: an f16 scale d and 32 int8 q,
-** value d·q. Each block is widened to 32 floats once and used by every row
-** of A (up to PF_Q8_ROWS); the bytes read are a quarter of the f32 copy's. */
-#define T512Q __attribute__((target("avx512f,fma,f16c")))
-
-T512Q static inline __attribute__((always_inline)) void q8_row512(int T, float *out, int ldc, const float *A, int K,
-                                                                   const uint8_t *wr) {
-  __m512 lo[PF_Q8_ROWS], hi[PF_Q8_ROWS];
-#pragma GCC unroll 8
-  for (int t = 0; t < PF_Q8_ROWS; t++) lo[t] = hi[t] = _mm512_setzero_ps();
-  for (int b = 0; b < K / 32; b++) {
-    const uint8_t *blk = wr + (size_t)b * 34;
-    uint16_t h;
-    memcpy(&h, blk, 2);
-    __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
-    __m512 q0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))));
-    __m512 q1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))));
-#pragma GCC unroll 8
-    for (int t = 0; t < PF_Q8_ROWS; t++)
-      if (t < T) {
-        lo[t] = _mm512_fmadd_ps(_mm512_loadu_ps(A + (size_t)t * K + 32 * b), q0, lo[t]);
-        hi[t] = _mm512_fmadd_ps(_mm512_loadu_ps(A + (size_t)t * K + 32 * b + 16), q1, hi[t]);
-      }
-  }
-#pragma GCC unroll 8
-  for (int t = 0; t < PF_Q8_ROWS; t++)
-    if (t < T) out[(size_t)t * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(lo[t], hi[t]));
-}
-
-T512Q static void nt_q8_512(float *out, const float *A, const uint8_t *q8, int T, int K, int N, int c0, int c1) {
-  size_t rb = (size_t)(K / 32) * 34;
-  for (int n = c0; n < c1; n++) {
-    const uint8_t *wr = q8 + (size_t)n * rb;
-    switch (T) {   /* one instance per row count, each unrolled */
-#define Q8_CASE(r) case r: q8_row512(r, out + n, N, A, K, wr); break;
-      Q8_CASE(1) Q8_CASE(2) Q8_CASE(3) Q8_CASE(4) Q8_CASE(5) Q8_CASE(6) Q8_CASE(7) Q8_CASE(8)
-#undef Q8_CASE
-      default: break;
-    }
-  }
-}
-
-void pf_kernel_nt_q8(int kind, float *out, const float *A, const uint8_t *q8, int T, int K, int N, int c0, int c1) {
-  if (kind == PF_KERNEL_AVX512 && T >= 1 && T <= PF_Q8_ROWS && K % 32 == 0) {
-    nt_q8_512(out, A, q8, T, K, N, c0, c1);
-    return;
-  }
-  size_t rb = (size_t)(K / 32) * 34;   /* plain loops: any row count */
-  for (int t = 0; t < T; t++)
-    for (int n = c0; n < c1; n++) {
-      const uint8_t *wr = q8 + (size_t)n * rb;
-      float s = 0;
-      for (int b = 0; b < K / 32; b++) {
-        uint16_t h;
-        memcpy(&h, wr + (size_t)b * 34, 2);
-        float d = pf_f16_to_f32(h), bs = 0;
-        for (int j = 0; j < 32; j++) bs += A[(size_t)t * K + 32 * b + j] * (float)(int8_t)wr[(size_t)b * 34 + 2 + j];
-        s += d * bs;
-      }
-      out[(size_t)t * N + n] = s;
-    }
-}
 
 /* ---------------------------------------------------------------- AVX2 */
 
@@ -800,12 +763,12 @@ void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, i
       if (T >= SM_MIN && T <= SM_MAX) {
         size_t cap;
         float *at = pf_scratch_get((size_t)((T + 15) / 16) * K * 16, &cap);
-        if (at) { nt_small512(out, N, A, K, T, K, W, K, c0, c1, at); pf_scratch_put(at, cap); return; }
+        if (at) { nt_small512(out, N, A, K, T, K, W, K, c0, c1, at, NULL, NULL); pf_scratch_put(at, cap); return; }
       }
-      if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
+      if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 1, out, N, A, K, T, K, W, NULL, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
       return;
     case PF_KERNEL_AVX2:
-      if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 1, out, N, A, K, T, K, W, K, c0, c1, 0)) nt_avx2(out, A, W, T, K, N, c0, c1);
+      if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 1, out, N, A, K, T, K, W, NULL, K, c0, c1, 0)) nt_avx2(out, A, W, T, K, N, c0, c1);
       return;
     default:
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c1 - c0, K, 1.0f, A, K, W + (size_t)c0 * K, K, 0.0f,
@@ -817,14 +780,49 @@ void pf_kernel_nn_acc(int kind, float *dA, const float *dY, const float *W, int 
   if (c1 <= c0) return;
   switch (kind) {
     case PF_KERNEL_AVX512:
-      if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 0, dA, K, dY, N, T, N, W, K, c0, c1, 1)) nn_avx512(dA, dY, W, T, K, N, c0, c1);
+      if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 0, dA, K, dY, N, T, N, W, NULL, K, c0, c1, 1)) nn_avx512(dA, dY, W, T, K, N, c0, c1);
       return;
     case PF_KERNEL_AVX2:
-      if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 0, dA, K, dY, N, T, N, W, K, c0, c1, 1)) nn_avx2(dA, dY, W, T, K, N, c0, c1);
+      if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 0, dA, K, dY, N, T, N, W, NULL, K, c0, c1, 1)) nn_avx2(dA, dY, W, T, K, N, c0, c1);
       return;
     default:
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, c1 - c0, N, 1.0f, dY, N, W + c0, K, 1.0f, dA + c0, K);
   }
+}
+
+/* The same products for a weight of any type (an F32 one goes to the kernels above). A quantized or
+** half-precision W is read as stored: decode (few rows) through the fused kernels of kernels_q.c, decode
+** batches and long products through the kernels above on rows or panels unpacked as they are needed. */
+void pf_kernel_nt_w(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1) {
+  const float *wf = pf_wt_f32(W);
+  int K = W->cols, N = W->rows;
+  if (wf) { pf_kernel_nt(kind, out, A, wf, T, K, N, c0, c1); return; }
+  if (c1 <= c0) return;
+  switch (kind) {
+    case PF_KERNEL_AVX512:
+      if (T >= SM_MIN && T <= SM_MAX) {
+        size_t cap, at_n = (size_t)((T + 15) / 16) * K * 16;
+        float *at = pf_scratch_get(at_n + (size_t)16 * K, &cap);
+        if (at) { nt_small512(out, N, A, K, T, K, NULL, K, c0, c1, at, W, at + at_n); pf_scratch_put(at, cap); return; }
+      }
+      if (T > SM_MAX && gemm_slice(&gm_avx512, 1, out, N, A, K, T, K, NULL, W, K, c0, c1, 0)) return;
+      break;
+    case PF_KERNEL_AVX2:
+      if (T >= G2_MIN_ROWS && gemm_slice(&gm_avx2, 1, out, N, A, K, T, K, NULL, W, K, c0, c1, 0)) return;
+      break;
+    default: pf_kernel_nt_panels(out, A, W, T, c0, c1); return;
+  }
+  pf_kernel_nt_dec(kind, out, A, W, T, c0, c1);
+}
+
+void pf_kernel_nn_w(int kind, float *dA, const float *dY, const pf_wt *W, int T, int c0, int c1) {
+  const float *wf = pf_wt_f32(W);
+  int K = W->cols, N = W->rows;
+  if (wf) { pf_kernel_nn_acc(kind, dA, dY, wf, T, K, N, c0, c1); return; }
+  if (c1 <= c0) return;
+  const gm_isa *isa = kind == PF_KERNEL_AVX512 ? &gm_avx512 : kind == PF_KERNEL_AVX2 ? &gm_avx2 : NULL;
+  if (isa && gemm_slice(isa, 0, dA, K, dY, N, T, N, NULL, W, K, c0, c1, 1)) return;
+  pf_kernel_nn_panels(dA, dY, W, T, c0, c1);
 }
 
 static atomic_int g_kernel = -1;

@@ -29,7 +29,6 @@ void pf_model_free(pf_model *m) {
   if (!m) return;
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
-  free(m->q8);
   free(m->layers);
   pf_vocab_free(&m->vocab);
   gguf_close(&m->g);
@@ -86,8 +85,10 @@ static int own(pf_model *m, void *p) {
   return 0;
 }
 
-/* Fetch a tensor as f32 with shape (ne0, ne1) — ne1 = 0 for a vector. */
-static int get_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, int required, float **out, pf_err *err) {
+/* The tensor `name`, checked to have shape (ne0, ne1) — ne1 = 0 for a vector — and finite block scales.
+** *out is NULL when it is missing and not required. */
+static int find_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, int required, const gguf_tensor **out,
+                       pf_err *err) {
   const gguf_tensor *t = gguf_find_tensor(&m->g, name);
   *out = NULL;
   if (!t) return required ? pf_seterr(err, PF_ERR, "GGUF tensor '%s' is missing", name) : PF_OK;
@@ -103,32 +104,67 @@ static int get_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, i
                      name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)t->ne[2],
                      (unsigned long long)t->ne[3], (long long)ne0, (long long)ne1);
   }
+  uint64_t bad;
+  if (!pf_check_blocks(t->type, t->data, t->nbytes, &bad))
+    return pf_seterr(err, PF_ERR, "GGUF tensor '%s' (%s): block %llu has a scale that is NaN or infinite", name,
+                     pf_type_name(t->type), (unsigned long long)bad);
+  *out = t;
+  return PF_OK;
+}
+
+/* A vector (norm weights, biases) as f32: in place when the file holds aligned F32, else converted (small). */
+static int get_vector(pf_model *m, const char *name, int64_t n, int required, float **out, pf_err *err) {
+  const gguf_tensor *t;
+  *out = NULL;
+  if (find_tensor(m, name, n, 0, required, &t, err)) return PF_ERR;
+  if (!t) return PF_OK;
   if (t->type == GGML_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
     *out = (float *)t->data;   /* read-only mapping; the engine never writes weights */
     return PF_OK;
   }
-  float *f = malloc(sizeof(float) * (size_t)t->n_elem);
-  if (!f || own(m, f)) { free(f); return pf_seterr(err, PF_NOMEM, "out of memory converting tensor '%s' (%llu elements)", name, (unsigned long long)t->n_elem); }
-  ggml_to_f32(t->type, t->data, f, t->n_elem);
+  float *f = malloc(sizeof(float) * (size_t)n);
+  if (!f || own(m, f)) { free(f); return pf_seterr(err, PF_NOMEM, "out of memory converting tensor '%s'", name); }
+  pf_to_f32(t->type, t->data, f, (uint64_t)n);
   *out = f;
-  if (t->type == GGML_Q8_0 && ne1) {   /* keep where its blocks are, for decode */
-    if (m->n_q8 == m->cap_q8) {
-      int cap = m->cap_q8 ? 2 * m->cap_q8 : 64;
-      struct pf_q8w *q = realloc(m->q8, sizeof *q * (size_t)cap);
-      if (!q) return pf_seterr(err, PF_NOMEM, "out of memory");
-      m->q8 = q, m->cap_q8 = cap;
-    }
-    m->q8[m->n_q8].f = f;
-    m->q8[m->n_q8++].q = t->data;
+  return PF_OK;
+}
+
+/* A matrix of rows × cols as stored: kernels read it in place, whatever its type. An F32 matrix that the
+** file leaves unaligned (general.alignment < 4) is copied. */
+static int get_matrix(pf_model *m, const char *name, int64_t cols, int64_t rows, int required, pf_wt *out,
+                      pf_err *err) {
+  const gguf_tensor *t;
+  memset(out, 0, sizeof *out);
+  if (find_tensor(m, name, cols, rows, required, &t, err)) return PF_ERR;
+  if (!t) return PF_OK;
+  out->data = t->data;
+  out->type = t->type;
+  out->rows = (int)rows;
+  out->cols = (int)cols;
+  out->row_bytes = pf_type_row_size(t->type, cols);
+  if (t->type == GGML_F32 && ((uintptr_t)t->data % sizeof(float))) {
+    void *f = malloc((size_t)t->nbytes);
+    if (!f || own(m, f)) { free(f); return pf_seterr(err, PF_NOMEM, "out of memory copying tensor '%s'", name); }
+    memcpy(f, t->data, (size_t)t->nbytes);
+    out->data = f;
   }
   return PF_OK;
 }
 
-/* Fetch "blk.<l>.<suffix>" with shape (n0, n1). */
-static int layer_tensor(pf_model *m, int l, const char *suffix, int64_t n0, int64_t n1, float **out, pf_err *err) {
+void pf_wt_row(const pf_wt *w, int r, float *dst) {
+  pf_dequant(w->type, w->data + (size_t)r * w->row_bytes, 0, w->cols, dst);
+}
+
+/* "blk.<l>.<suffix>": a matrix of n1 rows of n0, or a vector of n0 */
+static int layer_matrix(pf_model *m, int l, const char *suffix, int64_t n0, int64_t n1, pf_wt *out, pf_err *err) {
   char nm[GGUF_MAX_NAME + 16];
   snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);
-  return get_tensor(m, nm, n0, n1, 1, out, err);
+  return get_matrix(m, nm, n0, n1, 1, out, err);
+}
+static int layer_vector(pf_model *m, int l, const char *suffix, int64_t n0, float **out, pf_err *err) {
+  char nm[GGUF_MAX_NAME + 16];
+  snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);
+  return get_vector(m, nm, n0, 1, out, err);
 }
 
 /* Token embeddings (and gpt2's learned positions), the final norm (with gpt2's bias), the output head
@@ -136,13 +172,13 @@ static int layer_tensor(pf_model *m, int l, const char *suffix, int64_t n0, int6
 static int load_outer(pf_model *m, int gpt2, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   int64_t d = hp->n_embd, V = hp->n_vocab;
-  if (get_tensor(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
-      (gpt2 && get_tensor(m, "position_embd.weight", d, hp->n_ctx, 1, &m->pos_embd, err)) ||
-      get_tensor(m, "output_norm.weight", d, 0, 1, &m->out_norm, err) ||
-      (gpt2 && get_tensor(m, "output_norm.bias", d, 0, 1, &m->out_norm_b, err)) ||
-      get_tensor(m, "output.weight", d, V, 0, &m->output, err))
+  if (get_matrix(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
+      (gpt2 && get_matrix(m, "position_embd.weight", d, hp->n_ctx, 1, &m->pos_embd, err)) ||
+      get_vector(m, "output_norm.weight", d, 1, &m->out_norm, err) ||
+      (gpt2 && get_vector(m, "output_norm.bias", d, 1, &m->out_norm_b, err)) ||
+      get_matrix(m, "output.weight", d, V, 0, &m->output, err))
     return PF_ERR;
-  if (!m->output) m->output = m->tok_embd;   /* tied embeddings */
+  if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
   m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
   if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
   return PF_OK;
@@ -175,18 +211,21 @@ static int load_llama(pf_model *m, pf_err *err) {
   if (load_outer(m, 0, err)) return PF_ERR;
   for (int l = 0; l < hp->n_layer; l++) {
     pf_layer *L = &m->layers[l];
-#define T(field, suffix, n0, n1) \
-  if (layer_tensor(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
-    T(attn_norm, "attn_norm.weight", d, 0)
-    T(wq, "attn_q.weight", d, d)
-    T(wk, "attn_k.weight", d, kvd)
-    T(wv, "attn_v.weight", d, kvd)
-    T(wo, "attn_output.weight", d, d)
-    T(ffn_norm, "ffn_norm.weight", d, 0)
-    T(w_gate, "ffn_gate.weight", d, ff)
-    T(w_up, "ffn_up.weight", d, ff)
-    T(w_down, "ffn_down.weight", ff, d)
-#undef T
+#define M(field, suffix, n0, n1) \
+  if (layer_matrix(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
+#define V(field, suffix, n0) \
+  if (layer_vector(m, l, suffix, n0, &L->field, err)) return PF_ERR;
+    V(attn_norm, "attn_norm.weight", d)
+    M(wq, "attn_q.weight", d, d)
+    M(wk, "attn_k.weight", d, kvd)
+    M(wv, "attn_v.weight", d, kvd)
+    M(wo, "attn_output.weight", d, d)
+    V(ffn_norm, "ffn_norm.weight", d)
+    M(w_gate, "ffn_gate.weight", d, ff)
+    M(w_up, "ffn_up.weight", d, ff)
+    M(w_down, "ffn_down.weight", ff, d)
+#undef M
+#undef V
   }
   return PF_OK;
 }
@@ -211,21 +250,24 @@ static int load_gpt2(pf_model *m, pf_err *err) {
   if (load_outer(m, 1, err)) return PF_ERR;
   for (int l = 0; l < hp->n_layer; l++) {
     pf_layer *L = &m->layers[l];
-#define T(field, suffix, n0, n1) \
-  if (layer_tensor(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
-    T(attn_norm, "attn_norm.weight", d, 0)
-    T(attn_norm_b, "attn_norm.bias", d, 0)
-    T(wqkv, "attn_qkv.weight", d, 3 * d)
-    T(bqkv, "attn_qkv.bias", 3 * d, 0)
-    T(wo, "attn_output.weight", d, d)
-    T(bo, "attn_output.bias", d, 0)
-    T(ffn_norm, "ffn_norm.weight", d, 0)
-    T(ffn_norm_b, "ffn_norm.bias", d, 0)
-    T(w_up, "ffn_up.weight", d, ff)
-    T(b_up, "ffn_up.bias", ff, 0)
-    T(w_down, "ffn_down.weight", ff, d)
-    T(b_down, "ffn_down.bias", d, 0)
-#undef T
+#define M(field, suffix, n0, n1) \
+  if (layer_matrix(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
+#define V(field, suffix, n0) \
+  if (layer_vector(m, l, suffix, n0, &L->field, err)) return PF_ERR;
+    V(attn_norm, "attn_norm.weight", d)
+    V(attn_norm_b, "attn_norm.bias", d)
+    M(wqkv, "attn_qkv.weight", d, 3 * d)
+    V(bqkv, "attn_qkv.bias", 3 * d)
+    M(wo, "attn_output.weight", d, d)
+    V(bo, "attn_output.bias", d)
+    V(ffn_norm, "ffn_norm.weight", d)
+    V(ffn_norm_b, "ffn_norm.bias", d)
+    M(w_up, "ffn_up.weight", d, ff)
+    V(b_up, "ffn_up.bias", ff)
+    M(w_down, "ffn_down.weight", ff, d)
+    V(b_down, "ffn_down.bias", d)
+#undef M
+#undef V
   }
   return PF_OK;
 }

@@ -37,7 +37,7 @@ typedef struct mm_job {
   int kind, nn, T, n_in, n_out, ncol, nslice, align;
   float *out;
   const float *a, *w;
-  const uint8_t *q8;   /* X·Wᵀ with W as Q8_0 blocks */
+  const pf_wt *qw;   /* W of another type than F32 (w is then NULL) */
 } mm_job;
 
 static void mm_task(void *arg, int i) {
@@ -45,19 +45,20 @@ static void mm_task(void *arg, int i) {
   int per = (j->ncol + j->nslice - 1) / j->nslice;
   per = (per + j->align - 1) / j->align * j->align;
   int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
-  if (j->q8) pf_kernel_nt_q8(j->kind, j->out, j->a, j->q8, j->T, j->n_in, j->n_out, c0, c1);
+  if (j->qw && j->nn) pf_kernel_nn_w(j->kind, j->out, j->a, j->qw, j->T, c0, c1);
+  else if (j->qw) pf_kernel_nt_w(j->kind, j->out, j->a, j->qw, j->T, c0, c1);
   else if (j->nn) pf_kernel_nn_acc(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
   else pf_kernel_nt(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
 }
 
-static void mm_run(int nn, float *out, const float *a, const float *w, const uint8_t *q8, int T, int n_in, int n_out) {
+static void mm_run(int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in, int n_out) {
   int nt = pf_get_threads(), ncol = nn ? n_in : n_out, align = 32;
   double flops = 2.0 * T * n_in * n_out;
   int nslice = flops < 2e5 ? 1 : nt;   /* small products: not worth waking anyone */
   if (nslice > (ncol + align - 1) / align) nslice = (ncol + align - 1) / align;
   if (nslice < 1) nslice = 1;
-  if (!q8 && pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, T, n_in, n_out, nslice)) return;
-  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w, q8};
+  if (pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, qw, T, n_in, n_out, nslice)) return;
+  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w, qw};
   if (nslice == 1) mm_task(&j, 0);
   else pf_parallel_for(nslice, mm_task, &j);
 }
@@ -101,6 +102,8 @@ void pf_add_inplace(float *y, const float *x, size_t n) {
   pf_parallel_range(n, add_range, &a);
 }
 
+static int naive_kernels(void) { return g_naive || pf_get_kernel() == PF_KERNEL_NAIVE; }
+
 /* out (T, n_out) = inp (T, n_in) · W^T; W is (n_out, n_in) row-major. */
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
   for (size_t t = 0; t < (size_t)T; t++)
@@ -113,17 +116,22 @@ void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_
 }
 
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
-  if (g_naive || pf_get_kernel() == PF_KERNEL_NAIVE) { pf_matmul_naive(out, inp, w, T, n_in, n_out); return; }
+  if (naive_kernels()) { pf_matmul_naive(out, inp, w, T, n_in, n_out); return; }
   mm_run(0, out, inp, w, NULL, T, n_in, n_out);
 }
 
-int pf_q8_decode = 1;
+void pf_matmul_w(float *out, const float *inp, const pf_wt *w, int T) {
+  const float *wf = pf_wt_f32(w);
+  if (wf) pf_matmul(out, inp, wf, T, w->cols, w->rows);
+  else if (naive_kernels()) pf_kernel_nt_panels(out, inp, w, T, 0, w->rows);
+  else mm_run(0, out, inp, NULL, w, T, w->cols, w->rows);
+}
 
-void pf_matmul_w(const pf_model *m, float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
-  if (pf_q8_decode && m->n_q8 && T <= PF_Q8_ROWS && n_in % 32 == 0 && !g_naive && pf_get_kernel() == PF_KERNEL_AVX512)
-    for (int i = 0; i < m->n_q8; i++)
-      if (m->q8[i].f == w) { mm_run(0, out, inp, w, m->q8[i].q, T, n_in, n_out); return; }
-  pf_matmul(out, inp, w, T, n_in, n_out);
+void pf_matmul_backward_input_w(float *dinp, const float *dout, const pf_wt *w, int T) {
+  const float *wf = pf_wt_f32(w);
+  if (wf) pf_matmul_backward_input(dinp, dout, wf, T, w->cols, w->rows);
+  else if (naive_kernels()) pf_kernel_nn_panels(dinp, dout, w, T, 0, w->cols);
+  else mm_run(1, dinp, dout, NULL, w, T, w->cols, w->rows);
 }
 
 /* out = inp / rms(inp) * weight, per row of C; 1/rms to o2 when given */
@@ -199,7 +207,7 @@ void pf_softmax(float *x, int n) {
 /* dinp (T, n_in) += dout (T, n_out) · W (n_out, n_in).
 ** In the forward pass this was: out = inp · W^T. */
 void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, int T, int n_in, int n_out) {
-  if (g_naive || pf_get_kernel() == PF_KERNEL_NAIVE) {
+  if (naive_kernels()) {
     for (size_t t = 0; t < (size_t)T; t++)
       for (size_t i = 0; i < (size_t)n_in; i++) {
         double acc = 0;

@@ -158,7 +158,7 @@ static int text_kv(const pf_model *m, const char *text, int P, float *kv, float 
   }
   const pf_hparams *hp = &m->hp;
   if (emb)
-    for (int p = 0; p < P; p++) memcpy(emb + (size_t)p * hp->n_embd, m->tok_embd + (size_t)ids[p] * hp->n_embd, sizeof(float) * hp->n_embd);
+    for (int p = 0; p < P; p++) pf_wt_row(&m->tok_embd, ids[p], emb + (size_t)p * hp->n_embd);
   if (kv) {
     pf_seq *s = pf_seq_new(m, P, err);
     pf_work *w = pf_work_new();
@@ -352,9 +352,14 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
   float emb_std = 0;
   {
     double s2 = 0;
-    size_t ne = (size_t)hp->n_vocab * hp->n_embd;
-    for (size_t i = 0; i < ne; i++) s2 += (double)m->tok_embd[i] * m->tok_embd[i];
-    emb_std = (float)sqrt(s2 / (double)ne);
+    float *row = malloc(sizeof(float) * (size_t)hp->n_embd);
+    if (!row) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
+    for (int v = 0; v < hp->n_vocab; v++) {
+      pf_wt_row(&m->tok_embd, v, row);
+      for (int i = 0; i < hp->n_embd; i++) s2 += (double)row[i] * row[i];
+    }
+    free(row);
+    emb_std = (float)sqrt(s2 / ((double)hp->n_vocab * hp->n_embd));
   }
   if (p->init_text) {
     init_kv = malloc(sizeof(float) * kvn);

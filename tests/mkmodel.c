@@ -10,7 +10,10 @@
 **   prefix-mkmodel gpt2-tiny.gguf --arch gpt2 --layers 2 --embd 32 --heads 4 --ff 64 --vocab 400
 **
 ** Options: --arch llama|gpt2, --layers, --embd, --heads, --heads-kv, --ff,
-** --vocab, --ctx, --seed, --type f32|f16|bf16|q8_0, --scale (weight scale),
+** --vocab, --ctx, --seed, --scale (weight scale),
+** --type TYPE (the matrices' type: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
+**   q6_k, iq4_nl, iq4_xs, or llama-quantize's mixes q4_k_m and q5_k_m; norms stay f32; rows that are
+**   not a whole number of blocks fall back as llama-quantize does),
 ** --tied (llama: no output.weight; gpt2 is tied unless --untied), --vocab-only (tokenizer, no tensors),
 ** --vocab-from FILE (copy the tokenizer of another GGUF: llama, or gpt2 with its merges),
 ** --poison (a NaN weight, for testing how training reports divergence).
@@ -37,56 +40,63 @@ static float frand(void) {  /* uniform in [-1, 1) */
   return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
 
+/* --type: one type for every matrix, or llama-quantize's mixes q4_k_m / q5_k_m (base Q4_K / Q5_K; Q6_K for the
+** output and for attn_v and ffn_down in the layers where llama.cpp's use_more_bits holds) */
+static int g_mix;   /* 0, or the base type of a _k_m mix */
 static int type_of(const char *s) {
-  if (!strcmp(s, "f32")) return GGML_F32;
-  if (!strcmp(s, "f16")) return GGML_F16;
-  if (!strcmp(s, "bf16")) return GGML_BF16;
-  if (!strcmp(s, "q8_0")) return GGML_Q8_0;
-  return -1;
+  if (!strcasecmp(s, "q4_k_m")) return g_mix = GGML_Q4_K;
+  if (!strcasecmp(s, "q5_k_m")) return g_mix = GGML_Q5_K;
+  return pf_type_from_name(s);
+}
+static int more_bits(int l, int n) { return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2; }
+
+/* the type of a matrix named `name` (layer l of n), with llama-quantize's fallback when its rows are not a
+** whole number of blocks (K-quants to 32-element types, then F16) */
+static int matrix_type(const cfg *c, const char *name, int l, uint64_t ne0) {
+  int t = type_of(c->type);
+  if (g_mix && (!strcmp(name, "output.weight") ||
+                ((strstr(name, "attn_v.weight") || strstr(name, "ffn_down.weight")) && more_bits(l, c->layers))))
+    t = GGML_Q6_K;
+  if (ne0 % (uint64_t)pf_type_blck(t)) {
+    switch (t) {
+      case GGML_Q2_K: case GGML_Q3_K: t = GGML_Q4_0; break;
+      case GGML_Q4_K: t = GGML_Q5_0; break;
+      case GGML_Q5_K: t = GGML_Q5_1; break;
+      case GGML_Q6_K: t = GGML_Q8_0; break;
+      case GGML_IQ4_XS: t = GGML_IQ4_NL; break;
+      default: break;
+    }
+    if (ne0 % (uint64_t)pf_type_blck(t)) t = GGML_F16;
+  }
+  return t;
 }
 
 /* Encode n floats as type t into a malloc'ed buffer. */
 static void *encode(const float *x, uint64_t n, int t, size_t *nbytes) {
-  uint8_t *o;
-  if (t == GGML_F32) { o = malloc(n * 4); memcpy(o, x, n * 4); *nbytes = n * 4; return o; }
-  if (t == GGML_F16 || t == GGML_BF16) {
-    o = malloc(n * 2);
-    for (uint64_t i = 0; i < n; i++) {
-      uint16_t h;
-      if (t == GGML_F16) h = pf_f32_to_f16(x[i]);
-      else { uint32_t b; memcpy(&b, &x[i], 4); h = (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16); }
-      memcpy(o + 2 * i, &h, 2);
-    }
-    *nbytes = n * 2;
-    return o;
-  }
-  /* Q8_0: blocks of 32 with an f16 scale */
-  o = malloc(n / 32 * 34);
-  for (uint64_t b = 0; b < n / 32; b++) {
-    float amax = 0;
-    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
-    float d = amax / 127.0f, id = d ? 1.0f / d : 0;
-    uint16_t h = pf_f32_to_f16(d);
-    memcpy(o + b * 34, &h, 2);
-    for (int j = 0; j < 32; j++) o[b * 34 + 2 + j] = (uint8_t)(int8_t)lrintf(x[b * 32 + j] * id);
-  }
-  *nbytes = n / 32 * 34;
+  uint64_t nb = 0;
+  pf_type_nbytes((uint32_t)t, n, &nb);
+  uint8_t *o = malloc(nb ? nb : 1);
+  pf_quantize((uint32_t)t, x, o, (int64_t)n);
+  *nbytes = nb;
   return o;
 }
 
-static void tensor(gguf_builder *b, const cfg *c, const char *name, uint64_t ne0, uint64_t ne1, float scale,
-                   float offset) {
+static void tensor_l(gguf_builder *b, const cfg *c, const char *name, int l, uint64_t ne0, uint64_t ne1, float scale,
+                     float offset) {
   uint64_t ne[2] = {ne0, ne1}, n = ne0 * (ne1 ? ne1 : 1);
   float *x = malloc(n * sizeof(float));
   for (uint64_t i = 0; i < n; i++) x[i] = offset + scale * frand();
   if (g_poison && !strcmp(name, "blk.0.attn_q.weight")) x[0] = NAN;
-  int t = ne1 && ne0 % 32 == 0 ? type_of(c->type) : GGML_F32;  /* vectors stay f32, as llama.cpp does */
-  if (!ne1 && t != GGML_F32) t = GGML_F32;
+  int t = ne1 ? matrix_type(c, name, l, ne0) : GGML_F32;   /* vectors stay f32, as llama.cpp does */
   size_t nb;
   void *data = encode(x, n, t, &nb);
   gb_tensor(b, name, ne1 ? 2 : 1, ne, (uint32_t)t, data, nb);
   free(data);
   free(x);
+}
+static void tensor(gguf_builder *b, const cfg *c, const char *name, uint64_t ne0, uint64_t ne1, float scale,
+                   float offset) {
+  tensor_l(b, c, name, 0, ne0, ne1, scale, offset);
 }
 
 /* Copy the tokenizer of another GGUF (--vocab-from): tokens and types, the
@@ -189,7 +199,7 @@ static int write_llama(gguf_builder *b, const cfg *c, int V) {
   if (!c->tied) tensor(b, c, "output.weight", (uint64_t)d, (uint64_t)V, s / sqrtf((float)d) * 4, 0);
   for (int l = 0; l < c->layers; l++) {
     char nm[64];
-#define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor(b, c, nm, n0, n1, sc, off);
+#define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor_l(b, c, nm, l, n0, n1, sc, off);
     float si = s / sqrtf((float)d), sf = s / sqrtf((float)c->ff);
     W("attn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
     W("attn_q.weight", (uint64_t)d, (uint64_t)d, si, 0)
@@ -262,7 +272,7 @@ static int write_gpt2(gguf_builder *b, const cfg *c, int V) {
   tensor(b, c, "position_embd.weight", (uint64_t)d, (uint64_t)c->ctx, 0.2f * s, 0);
   for (int l = 0; l < c->layers; l++) {
     char nm[64];
-#define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor(b, c, nm, n0, n1, sc, off);
+#define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor_l(b, c, nm, l, n0, n1, sc, off);
     W("attn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
     W("attn_norm.bias", (uint64_t)d, 0, 0.1f, 0)
     W("attn_qkv.weight", (uint64_t)d, (uint64_t)(3 * d), si, 0)
@@ -308,9 +318,12 @@ int main(int argc, char **argv) {
     else { fprintf(stderr, "prefix-mkmodel: unknown or incomplete argument '%s'\n", a); return 2; }
 #undef ARG
   }
-  if (!c.out) { fprintf(stderr, "usage: prefix-mkmodel OUT.gguf [--arch llama|gpt2] [--layers N] [--embd N] [--heads N] [--heads-kv N] [--ff N] [--vocab N] [--ctx N] [--seed S] [--type f32|f16|bf16|q8_0] [--tied] [--vocab-only] [--vocab-from FILE]\n"); return 2; }
+  if (!c.out) { fprintf(stderr, "usage: prefix-mkmodel OUT.gguf [--arch llama|gpt2] [--layers N] [--embd N] [--heads N] [--heads-kv N] [--ff N] [--vocab N] [--ctx N] [--seed S] [--type TYPE] [--tied] [--vocab-only] [--vocab-from FILE]\n"); return 2; }
   if (!c.heads_kv) c.heads_kv = c.heads;
-  if (type_of(c.type) < 0) { fprintf(stderr, "prefix-mkmodel: --type must be f32, f16, bf16 or q8_0\n"); return 2; }
+  if (type_of(c.type) < 0) {
+    fprintf(stderr, "prefix-mkmodel: --type must be one of %s (any case), or q4_k_m, q5_k_m\n", pf_type_list());
+    return 2;
+  }
   if (c.layers < 1 || c.embd < 2 || c.heads < 1 || c.embd % c.heads || c.heads % c.heads_kv || c.ff < 1 || c.ctx < 1) {
     fprintf(stderr, "prefix-mkmodel: inconsistent shape (embd must divide by heads, heads by heads-kv)\n");
     return 2;

@@ -164,15 +164,20 @@ int main(void) {
   uint64_t nebytes[] = {1ull << 62};
   header(&b, 3, 1, 0);
   tinfo(&b, "t", 1, nebytes, GGML_F32, 0);
-  expect_reject("byte-count overflow", b.p, b.n, "GGUF tensor 't' has type F32, which is not supported");
+  expect_reject("byte-count overflow", b.p, b.n, "GGUF tensor 't': the byte size of 4611686018427387904 F32 elements overflows");
 
   header(&b, 3, 1, 0);
   tinfo(&b, "t", 1, ne1, 99, 0);
   expect_reject("unknown tensor type", b.p, b.n, "GGUF tensor 't' has unknown type 99");
 
   header(&b, 3, 1, 0);
-  tinfo(&b, "t", 1, ne1, GGML_Q4_K, 0);
-  expect_reject("known but unsupported tensor type", b.p, b.n, "GGUF tensor 't' has type Q4_K, which is not supported");
+  tinfo(&b, "t", 1, ne1, GGML_IQ2_XXS, 0);
+  expect_reject("known but unsupported tensor type", b.p, b.n, "GGUF tensor 't' has type IQ2_XXS, which is not supported (supported: F32, F16, BF16, Q4_0");
+
+  uint64_t ne288[] = {288, 4};
+  header(&b, 3, 1, 0);
+  tinfo(&b, "t", 2, ne288, GGML_Q4_K, 0);
+  expect_reject("rows not a block multiple", b.p, b.n, "GGUF tensor 't': Q4_K rows of 288 elements are not a multiple of its block size 256");
 
   header(&b, 3, 1, 0);
   tinfo(&b, "t", 1, ne1, GGML_F32, 1024);

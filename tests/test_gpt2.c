@@ -42,7 +42,7 @@ static double *ref_tensor(ref_model *r, const char *name, int layer) {
   const gguf_tensor *t = gguf_find_tensor(&r->g, nm);
   if (!t) return NULL;
   float *f = malloc(sizeof(float) * t->n_elem);
-  ggml_to_f32(t->type, t->data, f, t->n_elem);
+  pf_to_f32(t->type, t->data, f, t->n_elem);
   double *dd = malloc(sizeof(double) * t->n_elem);
   for (uint64_t i = 0; i < t->n_elem; i++) dd[i] = f[i];
   free(f);
