@@ -3,6 +3,7 @@
 #   make demo     runs examples/quickstart.sql in the sqlite3 shell
 #   make test     engine C tests + SQL tests; ends with "N passed, M failed"
 #   make bench    prints throughput figures (never fails on time)
+#   make bench-compare  the same beside llama.cpp's benchmarks, on the same files and threads
 # Run as root on Debian, demo/test/bench first install missing packages.
 
 CC      ?= cc
@@ -24,7 +25,7 @@ EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
 
-.PHONY: all deps demo test test-c test-sql bench clean sanitize
+.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
@@ -58,6 +59,10 @@ test: deps all $(TEST_BINS)
 
 bench: deps all
 	@sh tests/bench.sh $(BUILD)
+
+# side by side with llama.cpp (built once from the npm package node-llama-cpp); see docs/performance.md
+bench-compare: deps all
+	@sh tests/bench_compare.sh $(BUILD)
 
 # The same tests under AddressSanitizer + UBSan, in their own build folder.
 sanitize:

@@ -358,7 +358,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     if (gpt2) {
       pf_layernorm_forward(w->xb, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, Ly->attn_norm_b,
                            iT, d, hp->norm_eps);
-      pf_matmul_w(w->qkv, w->xb, &Ly->wqkv, iT);
+      pf_matmul_w_exact(w->qkv, w->xb, &Ly->wqkv, iT);
       pf_add_bias(w->qkv, Ly->bqkv, iT, 3 * d);
       for (size_t r = 0; r < T; r++) {
         memcpy(q + r * d, w->qkv + r * 3 * d, sizeof(float) * d);
@@ -367,32 +367,32 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
       }
     } else {
       pf_rmsnorm_forward(w->xb, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, iT, d, hp->norm_eps);
-      pf_matmul_w(q, w->xb, &Ly->wq, iT);
-      pf_matmul_w(k, w->xb, &Ly->wk, iT);
-      pf_matmul_w(v, w->xb, &Ly->wv, iT);
+      pf_matmul_w_exact(q, w->xb, &Ly->wq, iT);
+      pf_matmul_w_exact(k, w->xb, &Ly->wk, iT);
+      pf_matmul_w_exact(v, w->xb, &Ly->wv, iT);
       pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
       pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
     }
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
                 P, iT, 0, b->n_seq, max_keys - P, 0, seq_of, pos, att_off, seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_task, &aj);
-    pf_matmul_w(w->xb, w->ao, &Ly->wo, iT);
+    pf_matmul_w_exact(w->xb, w->ao, &Ly->wo, iT);
     if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
     pf_add_inplace(x, w->xb, T * d);
     memcpy(x_mid, x, sizeof(float) * T * d);
     if (gpt2) {   /* g holds the pre-GELU activations */
       pf_layernorm_forward(w->xb, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, Ly->ffn_norm_b, iT,
                            d, hp->norm_eps);
-      pf_matmul_w(g, w->xb, &Ly->w_up, iT);
+      pf_matmul_w_exact(g, w->xb, &Ly->w_up, iT);
       pf_add_bias(g, Ly->b_up, iT, ff);
       pf_gelu_forward(w->hb, g, T * ff);
     } else {
       pf_rmsnorm_forward(w->xb, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, iT, d, hp->norm_eps);
-      pf_matmul_w(g, w->xb, &Ly->w_gate, iT);
-      pf_matmul_w(u, w->xb, &Ly->w_up, iT);
+      pf_matmul_w_exact(g, w->xb, &Ly->w_gate, iT);
+      pf_matmul_w_exact(u, w->xb, &Ly->w_up, iT);
       pf_swiglu_forward(w->hb, g, u, T * ff);
     }
-    pf_matmul_w(w->xb, w->hb, &Ly->w_down, iT);
+    pf_matmul_w_exact(w->xb, w->hb, &Ly->w_down, iT);
     if (gpt2) pf_add_bias(w->xb, Ly->b_down, iT, d);
     pf_add_inplace(x, w->xb, T * d);
   }
@@ -405,7 +405,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
     if (gpt2) pf_layernorm_forward(w->xn, w->meanc, w->rstdc, w->dxn, m->out_norm, m->out_norm_b, nc, d, hp->norm_eps);
     else pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);
-    pf_matmul_w(w->logits, w->xn, &m->output, nc);
+    pf_matmul_w_exact(w->logits, w->xn, &m->output, nc);
     loss += pf_xent_forward_backward(backward ? w->dlogits : NULL, w->logits, w->tgt_id + c0, nc, V, loss_scale);
     if (!backward) continue;
     /* w->dxn holds the rows' inputs; use xn as the gradient buffer */
@@ -506,7 +506,7 @@ int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_p
     const float *src = w->x_fin + t * d;
     if (hp->arch == PF_ARCH_GPT2) pf_layernorm_forward(w->xn, NULL, NULL, src, m->out_norm, m->out_norm_b, 1, d, hp->norm_eps);
     else pf_rmsnorm(w->xn, src, m->out_norm, 1, d, hp->norm_eps);
-    pf_matmul_w(logits + t * hp->n_vocab, w->xn, &m->output, 1);
+    pf_matmul_w_exact(logits + t * hp->n_vocab, w->xn, &m->output, 1);
   }
   return PF_OK;
 }

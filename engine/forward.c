@@ -103,13 +103,9 @@ static void attn_task(void *arg, int t) {
   const float *V = s->v + (size_t)j->layer * s->n_ctx * kvd;
   int n = j->pos[t] + 1;
   for (int h = 0; h < hp->n_head; h++) {
-    const float *qh = j->q + ((size_t)t * hp->n_head + h) * hd;
     int kh = h / grp;
-    for (int i = 0; i < n; i++) att[i] = pf_vdot(qh, K + (size_t)i * kvd + (size_t)kh * hd, hd) * scale;
-    pf_softmax(att, n);
-    float *o = j->out + ((size_t)t * hp->n_head + h) * hd;
-    memset(o, 0, sizeof(float) * (size_t)hd);
-    for (int i = 0; i < n; i++) pf_vaxpy(o, att[i], V + (size_t)i * kvd + (size_t)kh * hd, hd);
+    pf_attend(j->out + ((size_t)t * hp->n_head + h) * hd, j->q + ((size_t)t * hp->n_head + h) * hd,
+              K + (size_t)kh * hd, V + (size_t)kh * hd, n, kvd, hd, scale, att);
   }
 }
 

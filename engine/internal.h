@@ -263,12 +263,20 @@ void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, 
 ** (AVX-512 and 48 rows or fewer, or AVX2 and fewer than 24) or memory is short,
 ** and nothing was done. W is f32 (w), or of another type (qw, w NULL). */
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in,
-                     int n_out, int nslice);
-/* pf_kernel_nt and pf_kernel_nn_acc for a weight of any type (W (rows, cols) = (n_out, n_in)) */
-void pf_kernel_nt_w(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
+                     int n_out, int nslice, int exact);
+/* pf_kernel_nt and pf_kernel_nn_acc for a weight of any type (W (rows, cols) = (n_out, n_in)); exact: f32
+** products of the dequantized weights only (no integer products) */
+void pf_kernel_nt_w(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1, int exact);
 void pf_kernel_nn_w(int kind, float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
 /* kernels_q.c: decode-sized products reading W's blocks as stored, any row count (8 at a time) */
-void pf_kernel_nt_dec(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
+void pf_kernel_nt_dec(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1, int exact);
+/* decode of the common block types in integers (activations rounded to int8 per 32; kernels_q.c), where the
+** CPU has AVX-512 VNNI; tests: 0 turns it off */
+extern int pf_int8;
+int pf_kernel_nt_int8(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
+/* out (M, W->rows) = inp · Wᵀ in integers on the pool (nslice column slices), for M > 48; 0 when the type, CPU
+** or memory do not allow it (nothing was done) */
+int pf_gemm_int8(float *out, const float *inp, const pf_wt *W, int M, int nslice);
 /* the products on panels of W unpacked to f32, through OpenBLAS: the fallback of kernels without their own */
 void pf_kernel_nt_panels(float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
 void pf_kernel_nn_panels(float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
@@ -293,6 +301,10 @@ void pf_transpose(float *dst, const float *src, int rows, int cols);
 float *pf_scratch_get(size_t n, size_t *cap);
 void pf_scratch_put(float *p, size_t cap);
 void pf_scratch_release(void);   /* free the kept ones (after training: tens of MB) */
+/* one query row of attention: out (hd) = softmax(q·Kᵀ·scale)·V over n rows of K and V (stride ld), the
+** probabilities left in att (n) */
+void pf_attend(float *out, const float *q, const float *K, const float *V, int n, int ld, int hd, float scale,
+               float *att);
 /* vectorised dot product and y += a x, for attention */
 float pf_vdot(const float *a, const float *b, int n);
 void pf_vaxpy(float *y, float a, const float *x, int n);
@@ -300,8 +312,11 @@ void pf_vaxpy(float *y, float a, const float *x, int n);
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 /* out (T, w->rows) = inp (T, w->cols) · Wᵀ for a weight of any type: F32 rows through pf_matmul's kernels,
-** others read as stored (kernels_q.c) */
+** others read as stored (kernels_q.c), the common block types in integers where the CPU has AVX-512 VNNI
+** (kernels_int8.c: generation) */
 void pf_matmul_w(float *out, const float *inp, const pf_wt *w, int T);
+/* the same in f32 products of the dequantized weights (training, scoring) */
+void pf_matmul_w_exact(float *out, const float *inp, const pf_wt *w, int T);
 /* dinp (T, w->cols) += dout (T, w->rows) · W */
 void pf_matmul_backward_input_w(float *dinp, const float *dout, const pf_wt *w, int T);
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);

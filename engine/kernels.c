@@ -24,6 +24,7 @@
 ** against them on odd shapes.
 */
 #include "internal.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -235,33 +236,6 @@ T512 static void gm_tile_n(int mr, float *c, int ldc, const float *ap, const flo
   }
 }
 
-/* r[i][j] -> r[j][i] for a 16 × 16 block: 32-bit and 64-bit interleaves, then
-** two rounds of 128-bit lane shuffles. */
-T512 static inline __attribute__((always_inline)) void gm_transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int g = 0; g < 4; g++) {   /* r[4g + c], 128-bit lane L: rows 4g..4g+3 at column 4L + c */
-    __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
-    __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
-    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-  }
-  for (int c = 0; c < 4; c++) {   /* collect lane L of r[c], r[4+c], r[8+c], r[12+c]: column 4L + c */
-    __m512 v = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), x = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
-    __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88), x2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
-    t[c] = _mm512_shuffle_f32x4(v, v2, 0x88);
-    t[8 + c] = _mm512_shuffle_f32x4(v, v2, 0xdd);
-    t[4 + c] = _mm512_shuffle_f32x4(x, x2, 0x88);
-    t[12 + c] = _mm512_shuffle_f32x4(x, x2, 0xdd);
-  }
-  for (int i = 0; i < 16; i++) r[i] = t[i];
-}
-
 /* B panel for NT: bp[k][j] = W[n0 + j][k0 + k], zero past nw columns, in
 ** 16 × 16 transposes. The same columns of the next panel's rows (pf_rows of
 ** them) are prefetched, so reading W from memory overlaps the work: many
@@ -278,7 +252,7 @@ T512 static void gm_pack_nt(float *bp, const float *W, int ldw, int n0, int nw, 
       for (int i = 0; i < 16 && 16 * h + i < pf_rows; i++)
         _mm_prefetch((const char *)(w + (size_t)(GM_NR + i) * ldw + k), _MM_HINT_T0);
       for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(km, w + (size_t)i * ldw + k) : _mm512_setzero_ps();
-      gm_transpose16(r);
+      pf_transpose16(r);
       for (int j = 0; j < kk; j++) _mm512_store_ps(bp + (size_t)(k + j) * GM_NR + 16 * h, r[j]);
     }
   }
@@ -291,7 +265,7 @@ T512 static void gm_pack_a(float *ap, const float *A, int lda, int mr, int k0, i
     __mmask16 km = kk == 16 ? 0xFFFF : (__mmask16)((1u << kk) - 1);
     __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = i < mr ? _mm512_maskz_loadu_ps(km, A + (size_t)i * lda + k0 + k) : _mm512_setzero_ps();
-    gm_transpose16(r);
+    pf_transpose16(r);
     for (int j = 0; j < kk; j++) _mm512_mask_storeu_ps(ap + (size_t)(k + j) * GM_MR, (1u << GM_MR) - 1, r[j]);
   }
 }
@@ -352,6 +326,12 @@ void pf_scratch_release(void) {
 }
 
 __attribute__((destructor)) static void scratch_at_unload(void) { pf_scratch_release(); }
+/* fork() with the lock held by another thread would leave it locked forever in the child */
+static void scratch_prepare(void) { pthread_mutex_lock(&g_scr_mu); }
+static void scratch_release_lock(void) { pthread_mutex_unlock(&g_scr_mu); }
+__attribute__((constructor)) static void scratch_init(void) {
+  pthread_atfork(scratch_prepare, scratch_release_lock, scratch_release_lock);
+}
 
 /* ------------------------------------------- AVX2 pieces of the packed GEMM
 ** 6 × 16 register tile (12 accumulators, 2 loads of W and 6 broadcasts of A
@@ -547,7 +527,7 @@ static void gm_slice_task(void *arg, int i) {
   float *bp = pf_scratch_get(gm_bp_floats(&j->p), &cap);
   if (bp) { gm_compute(&j->p, bp, c0, c1); pf_scratch_put(bp, cap); return; }
   const gm_plan *p = &j->p;   /* no panel buffer: kernels that need none */
-  if (p->qw && p->nt) pf_kernel_nt_dec(j->kind, p->C, p->A, p->qw, p->M, c0, c1);
+  if (p->qw && p->nt) pf_kernel_nt_dec(j->kind, p->C, p->A, p->qw, p->M, c0, c1, 1);
   else if (p->qw) pf_kernel_nn_panels(p->C, p->A, p->qw, p->M, c0, c1);
   else if (p->nt) pf_kernel_nt(j->kind, p->C, p->A, p->W, p->M, p->Kd, p->ldc, c0, c1);
   else pf_kernel_nn_acc(j->kind, p->C, p->A, p->W, p->M, p->ldc, p->Kd, c0, c1);
@@ -561,7 +541,8 @@ static const gm_isa *gm_isa_for(int kind, int T) {
 }
 
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in,
-                     int n_out, int nslice) {
+                     int n_out, int nslice, int exact) {
+  if (qw && !nn && !exact && T > SM_MAX && pf_gemm_int8(out, a, qw, T, nslice)) return 1;
   const gm_isa *isa = gm_isa_for(kind, T);
   if (!isa) return 0;
   gm_job j;
@@ -586,7 +567,7 @@ T512 static void transpose512(float *dst, const float *src, int rows, int cols) 
     for (int c = 0; c < c16; c += 16) {
       __m512 r[16];
       for (int u = 0; u < 16; u++) r[u] = _mm512_loadu_ps(src + (size_t)(i + u) * cols + c);
-      gm_transpose16(r);
+      pf_transpose16(r);
       for (int u = 0; u < 16; u++) _mm512_storeu_ps(dst + (size_t)(c + u) * rows + i, r[u]);
     }
   for (int i = 0; i < rows; i++)
@@ -618,7 +599,7 @@ T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M
       __m512 r[16];
       for (int i = 0; i < 16; i++)
         r[i] = i < rows ? _mm512_maskz_loadu_ps(km, A + (size_t)(16 * g + i) * lda + k) : _mm512_setzero_ps();
-      gm_transpose16(r);
+      pf_transpose16(r);
       for (int j = 0; j < kk; j++) _mm512_store_ps(at + ((size_t)g * K + k + j) * 16, r[j]);
     }
   for (int n = c0; n < c1; n += 16) {
@@ -652,7 +633,7 @@ T512 static void nt_small512(float *out, int ldc, const float *A, int lda, int M
         __m512 a = _mm512_load_ps(ag + (size_t)k * 16);
         for (int i = 0; i < nr; i++) acc[i] = _mm512_fmadd_ps(a, _mm512_set1_ps(w[(size_t)i * ldw + k]), acc[i]);
       }
-      gm_transpose16(acc);
+      pf_transpose16(acc);
       __mmask16 nm = nr == 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
       for (int t = 0; t < 16 && 16 * g + t < M; t++) _mm512_mask_storeu_ps(out + (size_t)(16 * g + t) * ldc + n, nm, acc[t]);
     }
@@ -760,6 +741,11 @@ void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, i
   if (c1 <= c0) return;
   switch (kind) {
     case PF_KERNEL_AVX512:
+      if (T <= 2) {   /* decode: each row of W streamed once (one stream is what the prefetchers follow best) */
+        pf_wt w = {(const uint8_t *)W, GGML_F32, N, K, sizeof(float) * (size_t)K};
+        pf_kernel_nt_dec(kind, out, A, &w, T, c0, c1, 1);
+        return;
+      }
       if (T >= SM_MIN && T <= SM_MAX) {
         size_t cap;
         float *at = pf_scratch_get((size_t)((T + 15) / 16) * K * 16, &cap);
@@ -793,13 +779,15 @@ void pf_kernel_nn_acc(int kind, float *dA, const float *dY, const float *W, int 
 /* The same products for a weight of any type (an F32 one goes to the kernels above). A quantized or
 ** half-precision W is read as stored: decode (few rows) through the fused kernels of kernels_q.c, decode
 ** batches and long products through the kernels above on rows or panels unpacked as they are needed. */
-void pf_kernel_nt_w(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1) {
+void pf_kernel_nt_w(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1, int exact) {
   const float *wf = pf_wt_f32(W);
   int K = W->cols, N = W->rows;
   if (wf) { pf_kernel_nt(kind, out, A, wf, T, K, N, c0, c1); return; }
   if (c1 <= c0) return;
   switch (kind) {
     case PF_KERNEL_AVX512:
+      /* decode and decode batches of the common block types in integers, where the CPU has VNNI */
+      if (!exact && T <= SM_MAX && pf_kernel_nt_int8(kind, out, A, W, T, c0, c1)) return;
       if (T >= SM_MIN && T <= SM_MAX) {
         size_t cap, at_n = (size_t)((T + 15) / 16) * K * 16;
         float *at = pf_scratch_get(at_n + (size_t)16 * K, &cap);
@@ -812,7 +800,7 @@ void pf_kernel_nt_w(int kind, float *out, const float *A, const pf_wt *W, int T,
       break;
     default: pf_kernel_nt_panels(out, A, W, T, c0, c1); return;
   }
-  pf_kernel_nt_dec(kind, out, A, W, T, c0, c1);
+  pf_kernel_nt_dec(kind, out, A, W, T, c0, c1, exact);
 }
 
 void pf_kernel_nn_w(int kind, float *dA, const float *dY, const pf_wt *W, int T, int c0, int c1) {
@@ -1086,6 +1074,62 @@ static float dot_plain(const float *a, const float *b, int n) {
 }
 static void axpy_plain(float *y, float a, const float *x, int n) {
   for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* One query row of attention over n cached rows (K, V rows at stride ld):
+** out = softmax(q·Kᵀ·scale)·V, the probabilities left in att. AVX-512 for
+** head sizes of 16..128 in steps of 16: q and the output stay in registers,
+** two keys per step; other sizes and kernels through pf_vdot / pf_vaxpy. */
+T512 static void attend512(float *out, const float *q, const float *K, const float *V, int n, int ld, int hd,
+                           float scale, float *att) {
+  int nv = hd / 16;
+  __m512 qv[8], ov[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; j++) qv[j] = j < nv ? _mm512_loadu_ps(q + 16 * j) : _mm512_setzero_ps(), ov[j] = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 1 < n; i += 2) {
+    const float *k0 = K + (size_t)i * ld, *k1 = k0 + ld;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+      if (j < nv) {
+        a0 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k0 + 16 * j), a0);
+        a1 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k1 + 16 * j), a1);
+      }
+    att[i] = _mm512_reduce_add_ps(a0) * scale;
+    att[i + 1] = _mm512_reduce_add_ps(a1) * scale;
+  }
+  for (; i < n; i++) {
+    const float *k0 = K + (size_t)i * ld;
+    __m512 a0 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+      if (j < nv) a0 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k0 + 16 * j), a0);
+    att[i] = _mm512_reduce_add_ps(a0) * scale;
+  }
+  pf_softmax(att, n);
+  for (i = 0; i < n; i++) {
+    __m512 a = _mm512_set1_ps(att[i]);
+    const float *v = V + (size_t)i * ld;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+      if (j < nv) ov[j] = _mm512_fmadd_ps(a, _mm512_loadu_ps(v + 16 * j), ov[j]);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; j++)
+    if (j < nv) _mm512_storeu_ps(out + 16 * j, ov[j]);
+}
+
+void pf_attend(float *out, const float *q, const float *K, const float *V, int n, int ld, int hd, float scale,
+               float *att) {
+  if (pf_get_kernel() == PF_KERNEL_AVX512 && hd % 16 == 0 && hd <= 128) {
+    attend512(out, q, K, V, n, ld, hd, scale, att);
+    return;
+  }
+  for (int i = 0; i < n; i++) att[i] = pf_vdot(q, K + (size_t)i * ld, hd) * scale;
+  pf_softmax(att, n);
+  memset(out, 0, sizeof(float) * (size_t)hd);
+  for (int i = 0; i < n; i++) pf_vaxpy(out, att[i], V + (size_t)i * ld, hd);
 }
 
 float pf_vdot(const float *a, const float *b, int n) {

@@ -202,7 +202,12 @@ T512Q static inline void d512_iq4_xs(const uint8_t *b, int c, __m512 *lo, __m512
   *hi = _mm512_mul_ps(d, h);
 }
 
-/* F16 and BF16: a "block" of 32 elements, 64 bytes */
+/* F32, F16 and BF16: a "block" of 32 elements, 128 or 64 bytes */
+T512Q static inline void d512_f32(const uint8_t *b, int c, __m512 *lo, __m512 *hi) {
+  (void)c;
+  *lo = _mm512_loadu_ps((const float *)b);
+  *hi = _mm512_loadu_ps((const float *)(b + 64));
+}
 T512Q static inline void d512_f16(const uint8_t *b, int c, __m512 *lo, __m512 *hi) {
   (void)c;
   *lo = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
@@ -221,6 +226,10 @@ T512Q static inline void d512_bf16(const uint8_t *b, int c, __m512 *lo, __m512 *
 ** FMA chains of a single row overlap) and reduces them at the row's end. */
 
 #define DEC_MAX 8
+/* decode streams W from memory: hardware prefetchers stop at 4 KB pages, so
+** each row also prefetches its own bytes this far ahead (measured on an f32
+** matrix of 98 MB, one core: 37.5 -> 42 GB/s) */
+#define DEC_AHEAD 2048
 
 #define DEF_TYPE(TY, DEQ, BYTES, PER)                                                                                  \
   T512Q static void deq_##TY(const uint8_t *row, int ch0, int ch1, float *dst) {                                       \
@@ -233,23 +242,38 @@ T512Q static inline void d512_bf16(const uint8_t *b, int c, __m512 *lo, __m512 *
   }                                                                                                                    \
   T512Q static inline __attribute__((always_inline)) void row_##TY(int T, float *out, int ldc, const float *A, int lda, \
                                                                   int nch, const uint8_t *row) {                      \
-    __m512 acc[2][DEC_MAX][2];                                                                                         \
-    _Pragma("GCC unroll 8") for (int t = 0; t < DEC_MAX; t++) acc[0][t][0] = acc[0][t][1] = acc[1][t][0] =            \
-        acc[1][t][1] = _mm512_setzero_ps();                                                                            \
-    int par = T <= 2 ? 2 : 1;                                                                                          \
-    for (int c = 0; c < nch; c++) {                                                                                    \
+    __m512 a0[DEC_MAX], b0[DEC_MAX], a1[DEC_MAX], b1[DEC_MAX];                                                         \
+    _Pragma("GCC unroll 8") for (int t = 0; t < DEC_MAX; t++) a0[t] = b0[t] = a1[t] = b1[t] = _mm512_setzero_ps();    \
+    int c = 0;                                                                                                         \
+    size_t pf = DEC_AHEAD; /* the next byte of the row to prefetch, DEC_AHEAD ahead of the chunk in work */            \
+    if (T <= 4) /* two chunks a step, four accumulators a row, so the FMA chains overlap */                           \
+      for (; c + 1 < nch; c += 2) {                                                                                    \
+        __m512 l0, h0, l1, h1;                                                                                         \
+        for (size_t e = (size_t)(c + 2) * BYTES / PER + DEC_AHEAD; pf < e; pf += 64)                                   \
+          _mm_prefetch((const char *)row + pf, _MM_HINT_T0);                                                           \
+        DEQ(row + (size_t)(c / PER) * BYTES, c % PER, &l0, &h0);                                                       \
+        DEQ(row + (size_t)((c + 1) / PER) * BYTES, (c + 1) % PER, &l1, &h1);                                           \
+        _Pragma("GCC unroll 8") for (int t = 0; t < DEC_MAX; t++) if (t < T) {                                         \
+          const float *a = A + (size_t)t * lda + 32 * (size_t)c;                                                       \
+          a0[t] = _mm512_fmadd_ps(_mm512_loadu_ps(a), l0, a0[t]);                                                      \
+          b0[t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + 16), h0, b0[t]);                                                 \
+          a1[t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + 32), l1, a1[t]);                                                 \
+          b1[t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + 48), h1, b1[t]);                                                 \
+        }                                                                                                              \
+      }                                                                                                                \
+    for (; c < nch; c++) {                                                                                             \
       __m512 lo, hi;                                                                                                   \
+      for (size_t e = (size_t)(c + 1) * BYTES / PER + DEC_AHEAD; pf < e; pf += 64)                                     \
+        _mm_prefetch((const char *)row + pf, _MM_HINT_T0);                                                             \
       DEQ(row + (size_t)(c / PER) * BYTES, c % PER, &lo, &hi);                                                         \
-      int u = par == 2 ? c & 1 : 0;                                                                                    \
       _Pragma("GCC unroll 8") for (int t = 0; t < DEC_MAX; t++) if (t < T) {                                           \
         const float *a = A + (size_t)t * lda + 32 * (size_t)c;                                                         \
-        acc[u][t][0] = _mm512_fmadd_ps(_mm512_loadu_ps(a), lo, acc[u][t][0]);                                          \
-        acc[u][t][1] = _mm512_fmadd_ps(_mm512_loadu_ps(a + 16), hi, acc[u][t][1]);                                     \
+        a0[t] = _mm512_fmadd_ps(_mm512_loadu_ps(a), lo, a0[t]);                                                        \
+        b0[t] = _mm512_fmadd_ps(_mm512_loadu_ps(a + 16), hi, b0[t]);                                                   \
       }                                                                                                                \
     }                                                                                                                  \
     _Pragma("GCC unroll 8") for (int t = 0; t < DEC_MAX; t++) if (t < T) out[(size_t)t * ldc] =                        \
-        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][t][0], acc[0][t][1]),                                 \
-                                           _mm512_add_ps(acc[1][t][0], acc[1][t][1])));                               \
+        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0[t], b0[t]), _mm512_add_ps(a1[t], b1[t])));                \
   }                                                                                                                    \
   T512Q static void dec_##TY(float *out, int ldc, const float *A, int lda, int T, const uint8_t *W, size_t rb,         \
                              int nch, int c0, int c1) {                                                                \
@@ -281,6 +305,7 @@ DEF_TYPE(q5_k, d512_q5_k, 176, 8)
 DEF_TYPE(q6_k, d512_q6_k, 210, 8)
 DEF_TYPE(iq4_nl, d512_iq4_nl, 18, 1)
 DEF_TYPE(iq4_xs, d512_iq4_xs, 136, 8)
+DEF_TYPE(f32, d512_f32, 128, 1)
 DEF_TYPE(f16, d512_f16, 64, 1)
 DEF_TYPE(bf16, d512_bf16, 64, 1)
 
@@ -293,6 +318,7 @@ static const struct { deq_fn deq; dec_fn dec; } g_q512[GGML_TYPE_COUNT] = {
   [GGML_Q3_K] = {deq_q3_k, dec_q3_k}, [GGML_Q4_K] = {deq_q4_k, dec_q4_k}, [GGML_Q5_K] = {deq_q5_k, dec_q5_k},
   [GGML_Q6_K] = {deq_q6_k, dec_q6_k}, [GGML_IQ4_NL] = {deq_iq4_nl, dec_iq4_nl},
   [GGML_IQ4_XS] = {deq_iq4_xs, dec_iq4_xs}, [GGML_F16] = {deq_f16, dec_f16}, [GGML_BF16] = {deq_bf16, dec_bf16},
+  [GGML_F32] = {deq_f32, dec_f32},
 };
 
 static int use512(void) { return pf_get_kernel() == PF_KERNEL_AVX512 && !pf_get_naive(); }
@@ -333,8 +359,9 @@ static void dec_generic(float *out, const float *A, const pf_wt *W, int T, int c
   }
 }
 
-void pf_kernel_nt_dec(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1) {
+void pf_kernel_nt_dec(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1, int exact) {
   int K = W->cols, N = W->rows;
+  if (!exact && pf_kernel_nt_int8(kind, out, A, W, T, c0, c1)) return;
   if (kind != PF_KERNEL_AVX512 || !g_q512[W->type].dec) { dec_generic(out, A, W, T, c0, c1); return; }
   int nch = K / 32, tail = K - 32 * nch;   /* F16/BF16 rows may end in a part chunk */
   for (int t0 = 0; t0 < T; t0 += DEC_MAX) {
@@ -402,3 +429,4 @@ void pf_kernel_nn_panels(float *dA, const float *dY, const pf_wt *W, int T, int 
   }
   pf_scratch_put(tmp, cap);
 }
+

@@ -34,7 +34,7 @@ int pf_get_threads(void) {
 
 /* A product split into column slices, one task each, run on the pool. */
 typedef struct mm_job {
-  int kind, nn, T, n_in, n_out, ncol, nslice, align;
+  int kind, nn, T, n_in, n_out, ncol, nslice, align, exact;
   float *out;
   const float *a, *w;
   const pf_wt *qw;   /* W of another type than F32 (w is then NULL) */
@@ -46,19 +46,20 @@ static void mm_task(void *arg, int i) {
   per = (per + j->align - 1) / j->align * j->align;
   int c0 = i * per, c1 = c0 + per < j->ncol ? c0 + per : j->ncol;
   if (j->qw && j->nn) pf_kernel_nn_w(j->kind, j->out, j->a, j->qw, j->T, c0, c1);
-  else if (j->qw) pf_kernel_nt_w(j->kind, j->out, j->a, j->qw, j->T, c0, c1);
+  else if (j->qw) pf_kernel_nt_w(j->kind, j->out, j->a, j->qw, j->T, c0, c1, j->exact);
   else if (j->nn) pf_kernel_nn_acc(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
   else pf_kernel_nt(j->kind, j->out, j->a, j->w, j->T, j->n_in, j->n_out, c0, c1);
 }
 
-static void mm_run(int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in, int n_out) {
+static void mm_run(int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in, int n_out,
+                   int exact) {
   int nt = pf_get_threads(), ncol = nn ? n_in : n_out, align = 32;
   double flops = 2.0 * T * n_in * n_out;
   int nslice = flops < 2e5 ? 1 : nt;   /* small products: not worth waking anyone */
   if (nslice > (ncol + align - 1) / align) nslice = (ncol + align - 1) / align;
   if (nslice < 1) nslice = 1;
-  if (pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, qw, T, n_in, n_out, nslice)) return;
-  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, out, a, w, qw};
+  if (pf_gemm_parallel(pf_get_kernel(), nn, out, a, w, qw, T, n_in, n_out, nslice, exact)) return;
+  mm_job j = {pf_get_kernel(), nn, T, n_in, n_out, ncol, nslice, align, exact, out, a, w, qw};
   if (nslice == 1) mm_task(&j, 0);
   else pf_parallel_for(nslice, mm_task, &j);
 }
@@ -117,21 +118,23 @@ void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_
 
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
   if (naive_kernels()) { pf_matmul_naive(out, inp, w, T, n_in, n_out); return; }
-  mm_run(0, out, inp, w, NULL, T, n_in, n_out);
+  mm_run(0, out, inp, w, NULL, T, n_in, n_out, 1);
 }
 
-void pf_matmul_w(float *out, const float *inp, const pf_wt *w, int T) {
+static void matmul_w(float *out, const float *inp, const pf_wt *w, int T, int exact) {
   const float *wf = pf_wt_f32(w);
   if (wf) pf_matmul(out, inp, wf, T, w->cols, w->rows);
   else if (naive_kernels()) pf_kernel_nt_panels(out, inp, w, T, 0, w->rows);
-  else mm_run(0, out, inp, NULL, w, T, w->cols, w->rows);
+  else mm_run(0, out, inp, NULL, w, T, w->cols, w->rows, exact);
 }
+void pf_matmul_w(float *out, const float *inp, const pf_wt *w, int T) { matmul_w(out, inp, w, T, 0); }
+void pf_matmul_w_exact(float *out, const float *inp, const pf_wt *w, int T) { matmul_w(out, inp, w, T, 1); }
 
 void pf_matmul_backward_input_w(float *dinp, const float *dout, const pf_wt *w, int T) {
   const float *wf = pf_wt_f32(w);
   if (wf) pf_matmul_backward_input(dinp, dout, wf, T, w->cols, w->rows);
   else if (naive_kernels()) pf_kernel_nn_panels(dinp, dout, w, T, 0, w->cols);
-  else mm_run(1, dinp, dout, NULL, w, T, w->cols, w->rows);
+  else mm_run(1, dinp, dout, NULL, w, T, w->cols, w->rows, 1);
 }
 
 /* out = inp / rms(inp) * weight, per row of C; 1/rms to o2 when given */
@@ -216,7 +219,7 @@ void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, in
       }
     return;
   }
-  mm_run(1, dinp, dout, w, NULL, T, n_in, n_out);
+  mm_run(1, dinp, dout, w, NULL, T, n_in, n_out, 1);
 }
 
 /* dw (n_out, n_in) += dout^T (n_out, T) · inp (T, n_in). */

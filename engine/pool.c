@@ -6,7 +6,8 @@
 ** briefly for the next job (decode issues hundreds of small jobs per token),
 ** then sleep on a condition variable. One job runs at a time: a caller that
 ** finds the pool busy (another connection's statement) runs its job inline.
-** The workers are joined when the library is unloaded.
+** The workers are joined when the library is unloaded; a forked child
+** starts its own.
 */
 #include "internal.h"
 
@@ -38,8 +39,10 @@ static void run_tasks(void) {
   }
 }
 
+static int g_start_gen[MAX_WORKERS];   /* the job generation when each worker was started */
+
 static void *worker(void *arg) {
-  int id = (int)(intptr_t)arg, seen = 0;
+  int id = (int)(intptr_t)arg, seen = g_start_gen[id];   /* jobs from before its start are not its */
   for (;;) {
     int gen;
     for (int spin = 0;; spin++) {   /* spin, then sleep */
@@ -70,6 +73,7 @@ void pf_parallel_for(int n, pf_task_fn fn, void *ctx) {
     return;
   }
   while (g_nthr < want) {
+    g_start_gen[g_nthr] = atomic_load(&g_gen);
     if (pthread_create(&g_thr[g_nthr], NULL, worker, (void *)(intptr_t)g_nthr) != 0) break;
     g_nthr++;
   }
@@ -89,6 +93,22 @@ void pf_parallel_for(int n, pf_task_fn fn, void *ctx) {
     if (spin > 1000) sched_yield();
   pthread_mutex_unlock(&g_pool_mu);
 }
+
+/* fork(): the child has none of the workers (only the forking thread
+** survives), so the pool forgets them and starts new ones on demand. The
+** pool lock is held across fork so no job is half run in the child. (glibc
+** drops these handlers when the extension is unloaded.) */
+static void pool_prepare(void) { pthread_mutex_lock(&g_pool_mu); }
+static void pool_parent(void) { pthread_mutex_unlock(&g_pool_mu); }
+static void pool_child(void) {
+  g_nthr = 0;
+  atomic_store(&g_active, 0);
+  /* the parent's sleeping workers are counted in these; the child starts them afresh */
+  pthread_mutex_init(&g_wake_mu, NULL);
+  pthread_cond_init(&g_wake, NULL);
+  pthread_mutex_unlock(&g_pool_mu);
+}
+__attribute__((constructor)) static void pool_init(void) { pthread_atfork(pool_prepare, pool_parent, pool_child); }
 
 /* When the library is unloaded (the extension's last connection closed, or
 ** the process exits), stop the workers before their code goes away. */

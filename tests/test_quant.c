@@ -198,10 +198,10 @@ static void test_kernels(void) {
           if (pf_set_kernel(kind) != kind) continue;
           /* the kernel on two column slices, as the pool runs it, then the whole product through pf_matmul_w */
           int cut = (N / 2 + 31) / 32 * 32 < N ? (N / 2 + 31) / 32 * 32 : 0;
-          pf_kernel_nt_w(kind, got, a, &w, T, 0, cut);
-          pf_kernel_nt_w(kind, got, a, &w, T, cut, N);
+          pf_kernel_nt_w(kind, got, a, &w, T, 0, cut, 1);
+          pf_kernel_nt_w(kind, got, a, &w, T, cut, N, 1);
           double d = t_maxdiff(got, ref, (size_t)T * N);
-          pf_matmul_w(got, a, &w, T);
+          pf_matmul_w_exact(got, a, &w, T);
           double d2 = t_maxdiff(got, ref, (size_t)T * N);
           if (d2 > d) d = d2;
           if (d > worst_nt) worst_nt = d;
@@ -239,6 +239,84 @@ static void test_kernels(void) {
              pf_type_name((uint32_t)t));
     CHECK(ok_nn && ran > 0, name, "max diff %g", worst_nn);
   }
+}
+
+/* ------------------------------------------- the integer products (generation)
+** Activations rounded to int8 per 32 (step d = max|a| / 127, error <= d/2): each output is within
+** Σ_k |w_k| · d_k / 2 of the exact product (plus f32 rounding). Checked for decode (1..48 rows) and the
+** prefill GEMM (49..200 rows) on every type that has integer kernels. */
+static void test_int8(void) {
+  if (pf_set_kernel(PF_KERNEL_AVX512) != PF_KERNEL_AVX512) { pf_set_kernel(PF_KERNEL_AUTO); return; }
+  const int types[] = {GGML_Q4_0, GGML_Q8_0, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+  const int Ts[] = {1, 2, 3, 4, 5, 8, 9, 16, 33, 48, 49, 64, 130, 200};
+  for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+    int t = types[ti], K = 512, N = 77, ok = 1, used = 0;
+    double worst = 0;
+    pf_wt w;
+    float *wf;
+    uint8_t *q = make_weight(t, K, N, &w, &wf);
+    int Tm = 200;
+    float *a = malloc(sizeof(float) * (size_t)Tm * K), *got = malloc(sizeof(float) * (size_t)Tm * N);
+    float *ref = malloc(sizeof(float) * (size_t)Tm * N), *bound = malloc(sizeof(float) * (size_t)Tm * N);
+    for (int i = 0; i < Tm * K; i++) a[i] = t_frand() * (i % 97 == 0 ? 4.0f : 1.0f);
+    pf_matmul_naive(ref, a, wf, Tm, K, N);
+    for (int i = 0; i < Tm; i++)
+      for (int n = 0; n < N; n++) {
+        double b = 0;
+        for (int c = 0; c < K / 32; c++) {
+          float amax = 0;
+          for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(a[(size_t)i * K + 32 * c + k]));
+          for (int k = 0; k < 32; k++) b += fabs(wf[(size_t)n * K + 32 * c + k]) * amax / 127.0 / 2;
+        }
+        bound[(size_t)i * N + n] = (float)(b * 1.01 + 1e-4 * fabs(ref[(size_t)i * N + n]) + 1e-5);
+      }
+    for (size_t tt = 0; tt < sizeof Ts / sizeof Ts[0]; tt++) {
+      int T = Ts[tt];
+      int ran = T <= 48 ? pf_kernel_nt_int8(PF_KERNEL_AVX512, got, a, &w, T, 0, N) : pf_gemm_int8(got, a, &w, T, 2);
+      used += ran;
+      for (int i = 0; ran && i < T * N; i++) {
+        double d = fabs(got[i] - ref[i]);
+        if (d > bound[i]) ok = 0;
+        if (d / bound[i] > worst) worst = d / bound[i];
+      }
+    }
+    char name[160];
+    snprintf(name, sizeof name, "%s: integer products (decode 1..48 rows, prefill GEMM 49..200) within the int8 rounding bound",
+             pf_type_name((uint32_t)t));
+    /* without VNNI the integer kernels decline (used == 0) and the f32 kernels run: nothing to check */
+    CHECK(ok, name, "worst %.3f of the bound, %d products ran", worst, used);
+    free(q); free(wf); free(a); free(got); free(ref); free(bound);
+  }
+  pf_set_kernel(PF_KERNEL_AUTO);
+}
+
+/* NLL of a text through generation's forward (prefill, then token-by-token decode), integer products
+** where the CPU has them */
+static double nll_forward(const pf_model *m, const int *ids, int n, int n_prefill) {
+  pf_err e;
+  int V = m->hp.n_vocab;
+  float *lg = malloc(sizeof(float) * (size_t)n * V);
+  pf_seq *s = pf_seq_new(m, n, &e);
+  pf_work *w = pf_work_new();
+  double nll = 0;
+  if (pf_forward(m, w, &s, &n_prefill, 1, ids, lg, 1, &e)) { nll = NAN; goto done; }
+  for (int i = n_prefill; i < n; i++) {
+    int one = 1;
+    if (pf_forward(m, w, &s, &one, 1, ids + i, lg + (size_t)i * V, 0, &e)) { nll = NAN; goto done; }
+  }
+  for (int i = 0; i + 1 < n; i++) {
+    const float *l = lg + (size_t)i * V;
+    double mx = l[0], se = 0;
+    for (int v = 1; v < V; v++) mx = fmax(mx, l[v]);
+    for (int v = 0; v < V; v++) se += exp(l[v] - mx);
+    nll += mx + log(se) - l[ids[i + 1]];
+  }
+  nll /= n - 1;
+done:
+  free(lg);
+  pf_seq_free(s);
+  pf_work_free(w);
+  return nll;
 }
 
 /* ------------------------------------------- whole models against their f32 copies */
@@ -299,6 +377,15 @@ static void test_models(void) {
     double a = nll_of(q, text, n, &tq), b = nll_of(f, text, n, &tf);
     snprintf(name, sizeof name, "%s: NLL %.6f through its blocks = %.6f through its f32 copy (1e-4 relative)", files[i], a, b);
     CHECK(tq == tf && tq > 100 && fabs(a - b) <= 1e-4 * fabs(b), name, "tokens %d/%d", tq, tf);
+    /* generation's forward: prefill 100 tokens, decode the rest; integer products where the CPU has them */
+    int *ids, nid;
+    if (pf_tokenize(q, text, n, 1, &ids, &nid, &e) == PF_OK) {
+      double g = nll_forward(q, ids, nid, 100), gf = nll_forward(f, ids, nid, 100);
+      snprintf(name, sizeof name, "%s: NLL %.6f through generation's forward (prefill + decode) = %.6f of the f32 copy (2e-3 relative)",
+               files[i], g, gf);
+      CHECK(fabs(g - gf) <= 2e-3 * fabs(gf), name, "diff %g", fabs(g - gf));
+      free(ids);
+    }
 
     /* decode: token by token through the KV cache, logits as the f32 copy's */
     int V = q->hp.n_vocab, toks[12] = {1, 5, 9, 200, 17, 42, 300, 7, 77, 100, 64, 3};
@@ -306,12 +393,14 @@ static void test_models(void) {
     pf_seq *sq = pf_seq_new(q, 16, &e), *sf = pf_seq_new(f, 16, &e);
     pf_work *wk = pf_work_new();
     int one = 1, ok = 1;
+    pf_int8 = 0;
     for (int t = 0; t < 12; t++) {
       ok &= pf_forward(q, wk, &sq, &one, 1, &toks[t], lq + (size_t)t * V, 0, &e) == PF_OK;
       ok &= pf_forward(f, wk, &sf, &one, 1, &toks[t], lf + (size_t)t * V, 0, &e) == PF_OK;
     }
+    pf_int8 = 1;
     double d = t_maxdiff(lq, lf, (size_t)12 * V);
-    snprintf(name, sizeof name, "%s: decode logits through the blocks = through the f32 copy", files[i]);
+    snprintf(name, sizeof name, "%s: decode logits (f32 products) through the blocks = through the f32 copy", files[i]);
     CHECK(ok && d < 1e-4, name, "max diff %g", d);
 
     /* training: the prefix gradient through the quantized W = through the f32 copy */
@@ -434,6 +523,7 @@ int main(void) {
   test_reference();
   test_quantizers();
   test_kernels();
+  test_int8();
   test_models();
   test_malformed();
   test_mkmodel_types();

@@ -1,0 +1,76 @@
+#!/bin/sh
+# make bench-compare: this project's bench and llama.cpp's, one after the other, on the same GGUF files
+# with the same threads, and the ratios. Not part of make test (the first run builds llama.cpp: ~10 min
+# on 2 cores).
+#
+# llama.cpp comes from the source shipped in the npm package node-llama-cpp (pinned below): its
+# llama/gitRelease.bundle is cloned and built for this CPU (llama-bench, llama-batched-bench,
+# llama-simple, llama-quantize) into $BUILD/llama.cpp. The models: a 134M Llama (dim 768, 12 layers,
+# ff 2048, vocab 32000) written in F32 by prefix-mkmodel, then converted by llama.cpp's own
+# llama-quantize into F16, Q8_0, Q4_K_M and Q6_K, as the files users download are made.
+#
+#   make bench-compare [THREADS=n]
+set -e
+BUILD=${1:-dist}
+THREADS=${THREADS:-$(nproc)}
+NODE_LLAMA_CPP=3.22.1
+L=$BUILD/llama.cpp
+B=$L/build/bin
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if [ ! -x "$B/llama-bench" ]; then
+  missing=""
+  for c in cmake g++ git npm; do need $c || missing="$missing $c"; done
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      pkgs=$(echo "$missing" | sed 's/npm/nodejs npm/')
+      echo "bench-compare: installing$pkgs"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+    else
+      echo "bench-compare: needs$missing (sudo apt-get install cmake g++ git nodejs npm)" >&2; exit 1
+    fi
+  fi
+  echo "bench-compare: building llama.cpp from node-llama-cpp@$NODE_LLAMA_CPP (once; ~10 minutes on 2 cores)"
+  rm -rf "$L" && mkdir -p "$L"
+  (cd "$L" && npm pack -q "node-llama-cpp@$NODE_LLAMA_CPP" >/dev/null && tar xzf "node-llama-cpp-$NODE_LLAMA_CPP.tgz" &&
+   git clone -q package/llama/gitRelease.bundle src 2>/dev/null &&
+   cmake -S src -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+         -DLLAMA_BUILD_SERVER=OFF >cmake.log 2>&1 &&
+   cmake --build build -j"$(nproc)" --target llama-bench llama-batched-bench llama-simple llama-quantize >build.log 2>&1) ||
+    { echo "bench-compare: building llama.cpp failed; see $L/cmake.log and $L/build.log" >&2; exit 1; }
+fi
+
+M=$BUILD/bench
+mkdir -p "$M"
+[ -f "$M/llama134m.gguf" ] || "$BUILD/prefix-mkmodel" "$M/llama134m.gguf" --layers 12 --embd 768 --heads 12 --ff 2048 --vocab 32000 --ctx 1024
+FILES="$M/llama134m.gguf"
+for t in F16 Q8_0 Q4_K_M Q6_K; do
+  f=$M/llama134m-lq-$t.gguf
+  [ -f "$f" ] || "$B/llama-quantize" "$M/llama134m.gguf" "$f" $t >/dev/null 2>&1
+  FILES="$FILES $f"
+done
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $THREADS threads, $(date -u +%Y-%m-%d)"
+echo "llama.cpp: $(cat "$L/package/llama/llama.cpp.info.json" 2>/dev/null | tr -d ' \n') from node-llama-cpp@$NODE_LLAMA_CPP"
+printf '%-10s | %-26s | %-26s | %-24s | %-22s | %s\n' "file" "prefill t/s (pp128)" "decode t/s (tg128)" "16 seqs t/s (batched)" \
+  "peak MB (32 tokens)" "ours: train t/s, MB"
+printf '%-10s | %8s %8s %7s | %8s %8s %7s | %7s %7s %7s | %6s %6s %7s |\n' "" ours llama ratio ours llama ratio ours llama ratio \
+  ours llama ratio
+for f in $FILES; do
+  name=$(basename "$f" .gguf | sed 's/llama134m-lq-//; s/llama134m/F32/')
+  ours=$("$BUILD/prefix-bench" --threads "$THREADS" --csv "$f")
+  lb=$("$B/llama-bench" -m "$f" -t "$THREADS" -p 128 -n 128 -r 3 -o csv 2>/dev/null)
+  # llama-bench's csv: the columns by their header's names
+  field() { echo "$lb" | awk -F, -v want="$1" -v np="$2" -v ng="$3" 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    { gsub(/"/, ""); if ($c["n_prompt"] == np && $c["n_gen"] == ng) print $c[want] }'; }
+  lpp=$(field avg_ts 128 0)
+  ltg=$(field avg_ts 0 128)
+  lbb=$("$B/llama-batched-bench" -m "$f" -t "$THREADS" -c 2048 -npp 26 -ntg 64 -npl 16 2>/dev/null | awk -F'|' '$2 ~ /26/ {gsub(/ /,"",$9); print $9}')
+  lrss=$("$BUILD/prefix-bench" --peak "$B/llama-simple" -m "$f" -n 32 "Once upon a time")
+  echo "$ours" | awk -F, -v n="$name" -v lpp="$lpp" -v ltg="$ltg" -v lbb="$lbb" -v lrss="$lrss" '{
+    printf "%-10s | %8.0f %8.0f %6.2fx | %8.1f %8.1f %6.2fx | %7.0f %7.0f %6.2fx | %6d %6d %6.2fx | %7.0f %6d\n",
+      n, $4, lpp, $4 / lpp, $5, ltg, $5 / ltg, $6, lbb, $6 / lbb, $8, lrss, $8 / lrss, $7, $9 }'
+done
+echo "ratio: ours / llama.cpp (peak MB: lower is better). llama.cpp: llama-bench -p 128 -n 128 -r 3 (mean), llama-batched-bench"
+echo "-npp 26 -ntg 64 -npl 16 (S_TG), llama-simple -n 32; ours: prefix-bench (tests/bench.c, the same shapes)."
