@@ -30,6 +30,7 @@ static int logits_chunk(int V) {
 int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
 
 struct pf_tws {
+  size_t budget;   /* bytes of saved activations one pass may hold (0: PF_ACT_BUDGET) */
   size_t T_cap, att_cap;
   int L, d, kvd, ff, V;
   /* saved activations, per layer */
@@ -54,6 +55,7 @@ struct pf_tws {
 };
 
 static void tws_free_bufs(pf_tws *w) {
+  size_t budget = w->budget;
   float **f[] = {&w->x_in, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->x_mid, &w->rstd2, &w->g, &w->u, &w->x_fin,
                  &w->mean1, &w->mean2, &w->qkv, &w->meanc,
                  &w->xb, &w->ao, &w->hb, &w->dx, &w->dxb, &w->dq, &w->dk, &w->dv, &w->dh, &w->dg, &w->du,
@@ -61,6 +63,7 @@ static void tws_free_bufs(pf_tws *w) {
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
   free(w->pos); free(w->seq_of); free(w->att_off); free(w->tgt_row); free(w->tgt_id); free(w->tmp);
   memset(w, 0, sizeof *w);
+  w->budget = budget;
 }
 
 void pf_tws_free(pf_tws *w) {
@@ -68,6 +71,8 @@ void pf_tws_free(pf_tws *w) {
   tws_free_bufs(w);
   free(w);
 }
+
+void pf_tws_set_budget(pf_tws *w, size_t bytes) { w->budget = bytes; }
 
 pf_tws *pf_tws_new(void) { return calloc(1, sizeof(pf_tws)); }
 
@@ -286,8 +291,9 @@ static void attn_task(void *arg, int kh) {
   else attn_fwd_rows(j, kh);
 }
 
-int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
-                  int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
+/* One pass over a batch: the forward keeping what backward needs, the loss, the backward. */
+static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                      int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
   int gpt2 = hp->arch == PF_ARCH_GPT2;
@@ -491,12 +497,50 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
   return PF_OK;
 }
 
-/* Logits at every row (for tests): runs the training forward without loss. */
+/* Bytes a pass saves for one sequence of len tokens after P prefix positions (the per-layer activations
+** and attention probabilities that tws_reserve sizes). */
+static size_t seq_act_bytes(const pf_model *m, int P, int len) {
+  const pf_hparams *hp = &m->hp;
+  size_t L = (size_t)hp->n_layer, kvd = (size_t)hp->n_head_kv * hp->head_dim;
+  size_t per_tok = L * (3 * (size_t)hp->n_embd + 2 * kvd + 2 * (size_t)hp->n_ff + 4);
+  size_t keys = (size_t)len * (size_t)P + (size_t)len * ((size_t)len + 1) / 2;
+  return sizeof(float) * ((size_t)len * per_tok + L * (size_t)hp->n_head * keys);
+}
+
+/* A batch whose saved activations would exceed the budget runs as several passes over parts of it (whole
+** sequences each); their losses add and their gradients accumulate, so the result is the batch's, up to
+** float rounding of the sums. */
+int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                  int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  size_t budget = w->budget ? w->budget : PF_ACT_BUDGET, off = 0;
+  int P = pin ? pin->P : 0;
+  *loss_sum = 0;
+  *n_tgt = 0;
+  for (int s0 = 0; s0 < b->n_seq;) {
+    size_t bytes = seq_act_bytes(m, P, b->len[s0]), n_tok = (size_t)b->len[s0];
+    int s1 = s0 + 1;
+    for (; s1 < b->n_seq && bytes + seq_act_bytes(m, P, b->len[s1]) <= budget; s1++) {
+      bytes += seq_act_bytes(m, P, b->len[s1]);
+      n_tok += (size_t)b->len[s1];
+    }
+    pf_tbatch part = {s1 - s0, b->len + s0, b->tokens + off, b->targets + off};
+    double ls;
+    int nt, rc = train_pass(m, w, &part, pin, loss_scale, backward, &ls, &nt, cancel, carg, err);
+    if (rc) return rc;
+    *loss_sum += ls;
+    *n_tgt += nt;
+    off += n_tok;
+    s0 = s1;
+  }
+  return PF_OK;
+}
+
+/* Logits at every row (for tests): runs the training forward without loss, in one pass. */
 int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float *logits,
                     pf_err *err) {
   double ls;
   int nt;
-  int rc = pf_train_step(m, w, b, pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
+  int rc = train_pass(m, w, b, pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
   if (rc) return rc;
   size_t T = 0;
   for (int s = 0; s < b->n_seq; s++) T += (size_t)b->len[s];
@@ -521,7 +565,7 @@ int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float 
   pf_tbatch b = {1, &E, tok, tgt};
   pf_prefix_in pin = {0, NULL, NULL, E, embd, NULL};
   double ls;
-  int nt, rc = pf_train_step(m, w, &b, &pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
+  int nt, rc = train_pass(m, w, &b, &pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
   if (!rc) {
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
     for (int l = 0; l < hp->n_layer; l++) {

@@ -335,6 +335,7 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
 
   pp = pf_pparams_new(m, p->mode, P, p->mid_dim, err);
   w = pf_tws_new();
+  if (w && p->activation_mb > 0) pf_tws_set_budget(w, (size_t)p->activation_mb << 20);
   size_t kvn = (size_t)hp->n_layer * 2 * P * hp->n_head_kv * hp->head_dim;
   best_kv = malloc(sizeof(float) * kvn);
   int cap_b = bs > 1 ? bs : 1;

@@ -31,6 +31,10 @@ typedef struct pf_prefix_in {
 typedef struct pf_tws pf_tws;   /* training workspace: saved activations */
 pf_tws *pf_tws_new(void);
 void pf_tws_free(pf_tws *w);
+/* Bytes of saved activations one pass may hold: a bigger batch runs as passes over parts of it (whole
+** sequences), gradients accumulated. 0 = PF_ACT_BUDGET. */
+#define PF_ACT_BUDGET ((size_t)128 << 20)
+void pf_tws_set_budget(pf_tws *w, size_t bytes);
 
 /* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
 ** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
@@ -70,6 +74,7 @@ typedef struct pf_train_params {
   int dtype;           /* PF_DTYPE_* of the BLOB payload */
   int progress;        /* draw a progress bar on stderr */
   int add_eos;         /* append EOS to every completion (default 1) */
+  int activation_mb;   /* saved activations per pass (0 = PF_ACT_BUDGET); bigger batches run in parts */
 } pf_train_params;
 
 void pf_train_params_default(pf_train_params *p);

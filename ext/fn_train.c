@@ -60,6 +60,7 @@ static const pfx_opt train_table[] = {
     {"dtype", PFX_OPT_ENUM, TO(dtype), 0, 0, "f32|f16", 0, 0},
     {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0},
     {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0},
+    {"activation_mb", PFX_OPT_INT, TO(activation_mb), 16, 1 << 20, 0, 0, 0},
 };
 
 typedef struct score_opts { int add_eos; } score_opts;
