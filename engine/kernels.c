@@ -709,6 +709,72 @@ T256 static void nt_tile256(float *c, int ldc, const float *a, int lda, const fl
     }
 }
 
+/* 8 × 8 transpose in registers */
+T256 static inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+/* AVX2 decode batches (SM2_MIN..G2_MIN_ROWS rows, 8 sequences per group), as nt_small512: A transposed
+** once (at[g][k][8]), W read in place (or its 8 rows unpacked into wtmp), each weight broadcast into
+** one FMA for 8 sequences, the 8 × 8 results transposed back. */
+#define SM2_MIN 6
+T256 static void nt_small256(float *out, int ldc, const float *A, int lda, int M, int K, const float *W, int ldw, int c0,
+                             int c1, float *at, const pf_wt *qw, float *wtmp) {
+  int ng = (M + 7) / 8;
+  for (int g = 0; g < ng; g++)
+    for (int k = 0; k < K; k++)
+      for (int l = 0; l < 8; l++) at[((size_t)g * K + k) * 8 + l] = 8 * g + l < M ? A[(size_t)(8 * g + l) * lda + k] : 0.0f;
+  for (int n = c0; n < c1; n += 8) {
+    int nr = c1 - n < 8 ? c1 - n : 8;
+    const float *w = W ? W + (size_t)n * ldw : wtmp;
+    if (qw) {
+      for (int r = 0; r < nr; r++) pf_wt_deq(qw, n + r, 0, K, wtmp + (size_t)r * K);
+      ldw = K;
+    }
+    for (int g = 0; g < ng; g++) {
+      const float *ag = at + (size_t)g * K * 8;
+      __m256 acc[8];
+      for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+      int k = 0;
+      if (nr == 8)
+        for (; k + 4 <= K; k += 4) {
+          __m256 a0 = _mm256_load_ps(ag + (size_t)k * 8), a1 = _mm256_load_ps(ag + (size_t)(k + 1) * 8);
+          __m256 a2 = _mm256_load_ps(ag + (size_t)(k + 2) * 8), a3 = _mm256_load_ps(ag + (size_t)(k + 3) * 8);
+          const float *p = w + k;
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; i++, p += ldw) {
+            __m256 s = acc[i];
+            s = _mm256_fmadd_ps(a0, _mm256_broadcast_ss(p), s);
+            s = _mm256_fmadd_ps(a1, _mm256_broadcast_ss(p + 1), s);
+            s = _mm256_fmadd_ps(a2, _mm256_broadcast_ss(p + 2), s);
+            s = _mm256_fmadd_ps(a3, _mm256_broadcast_ss(p + 3), s);
+            acc[i] = s;
+          }
+        }
+      for (; k < K; k++) {
+        __m256 a = _mm256_load_ps(ag + (size_t)k * 8);
+        for (int i = 0; i < nr; i++) acc[i] = _mm256_fmadd_ps(a, _mm256_broadcast_ss(w + (size_t)i * ldw + k), acc[i]);
+      }
+      transpose8(acc);
+      for (int t = 0; t < 8 && 8 * g + t < M; t++) {
+        if (nr == 8) _mm256_storeu_ps(out + (size_t)(8 * g + t) * ldc + n, acc[t]);
+        else _mm256_maskstore_ps(out + (size_t)(8 * g + t) * ldc + n, _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), acc[t]);
+      }
+    }
+  }
+}
+
 T256 static void nt_avx2(float *out, const float *A, const float *W, int T, int K, int N, int c0, int c1) {
   int tb = K > 0 ? (int)(((size_t)256 * 1024) / ((size_t)K * 4)) : T;
   if (tb < 4) tb = 4;
@@ -783,6 +849,16 @@ void pf_kernel_nt(int kind, float *out, const float *A, const float *W, int T, i
       if (T < PF_GEMM_MIN_ROWS || !gemm_slice(&gm_avx512, 1, out, N, A, K, T, K, W, NULL, K, c0, c1, 0)) nt_avx512(out, A, W, T, K, N, c0, c1);
       return;
     case PF_KERNEL_AVX2:
+      if (T <= 2) {   /* decode: rows of W streamed one at a time, as for AVX-512 */
+        pf_wt w = {(const uint8_t *)W, GGML_F32, N, K, sizeof(float) * (size_t)K};
+        pf_kernel_nt_dec(kind, out, A, &w, T, c0, c1, 1);
+        return;
+      }
+      if (T >= SM2_MIN && T < G2_MIN_ROWS) {
+        size_t cap;
+        float *at = pf_scratch_get((size_t)((T + 7) / 8) * K * 8, &cap);
+        if (at) { nt_small256(out, N, A, K, T, K, W, K, c0, c1, at, NULL, NULL); pf_scratch_put(at, cap); return; }
+      }
       if (T < G2_MIN_ROWS || !gemm_slice(&gm_avx2, 1, out, N, A, K, T, K, W, NULL, K, c0, c1, 0)) nt_avx2(out, A, W, T, K, N, c0, c1);
       return;
     default:
@@ -825,6 +901,11 @@ void pf_kernel_nt_w(int kind, float *out, const float *A, const pf_wt *W, int T,
       if (T > SM_MAX && gemm_slice(&gm_avx512, 1, out, N, A, K, T, K, NULL, W, K, c0, c1, 0)) return;
       break;
     case PF_KERNEL_AVX2:
+      if (T >= SM2_MIN && T < G2_MIN_ROWS) {
+        size_t cap, at_n = (size_t)((T + 7) / 8) * K * 8;
+        float *at = pf_scratch_get(at_n + (size_t)8 * K, &cap);
+        if (at) { nt_small256(out, N, A, K, T, K, NULL, K, c0, c1, at, W, at + at_n); pf_scratch_put(at, cap); return; }
+      }
       if (T >= G2_MIN_ROWS && gemm_slice(&gm_avx2, 1, out, N, A, K, T, K, NULL, W, K, c0, c1, 0)) return;
       break;
     default: pf_kernel_nt_panels(out, A, W, T, c0, c1); return;
@@ -978,8 +1059,47 @@ T512 static double vexp_sum512(float *dst, const float *x, float sub, int n) {
   return sum;
 }
 
+/* The same e^x in 8 lanes for AVX2: 2^n built in the exponent bits (n is in -126..127 after the clamp). */
+T256 static inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+/* lanes below n (n < 8) for maskload/maskstore */
+T256 static inline __m256i mask256(size_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+T256 static double vexp_sum256(float *dst, const float *x, float sub, int n) {
+  double sum = 0;
+  __m256 vs = _mm256_set1_ps(sub);
+  for (int i0 = 0; i0 < n; i0 += 1024) {
+    int i1 = i0 + 1024 < n ? i0 + 1024 : n;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = i0; i < i1; i += 8) {
+      __m256i m = mask256((size_t)(i1 - i));
+      __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vs)), _mm256_castsi256_ps(m));
+      if (dst) _mm256_maskstore_ps(dst + i, m, e);
+      acc = _mm256_add_ps(acc, e);
+    }
+    sum += hsum256(acc);
+  }
+  return sum;
+}
+
 double pf_vexp_sum(float *dst, const float *x, float sub, int n) {
   if (pf_get_kernel() == PF_KERNEL_AVX512) return vexp_sum512(dst, x, sub, n);
+  if (pf_get_kernel() == PF_KERNEL_AVX2) return vexp_sum256(dst, x, sub, n);
   double sum = 0;
   for (int i = 0; i < n; i++) {
     float e = expf(x[i] - sub);
@@ -1010,15 +1130,40 @@ T512 static void silu_mul_bwd512(float *dg, float *du, const float *dh, const fl
     _mm512_mask_storeu_ps(du + i, m, _mm512_fmadd_ps(vd, silu, _mm512_maskz_loadu_ps(m, du + i)));
   }
 }
+T256 static void silu_mul256(float *h, const float *g, const float *u, size_t n) {
+  __m256 one = _mm256_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 8) {
+    __m256i m = mask256(n - i);
+    __m256 vg = _mm256_maskload_ps(g + i, m);
+    __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), vg))));
+    _mm256_maskstore_ps(h + i, m, _mm256_mul_ps(_mm256_mul_ps(vg, sg), _mm256_maskload_ps(u + i, m)));
+  }
+}
+T256 static void silu_mul_bwd256(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+  __m256 one = _mm256_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 8) {
+    __m256i m = mask256(n - i);
+    __m256 vg = _mm256_maskload_ps(g + i, m), vu = _mm256_maskload_ps(u + i, m), vd = _mm256_maskload_ps(dh + i, m);
+    __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), vg))));
+    __m256 silu = _mm256_mul_ps(vg, sg);
+    __m256 dsilu = _mm256_fmadd_ps(silu, _mm256_sub_ps(one, sg), sg);
+    _mm256_maskstore_ps(dg + i, m, _mm256_fmadd_ps(_mm256_mul_ps(vd, vu), dsilu, _mm256_maskload_ps(dg + i, m)));
+    _mm256_maskstore_ps(du + i, m, _mm256_fmadd_ps(vd, silu, _mm256_maskload_ps(du + i, m)));
+  }
+}
 int pf_silu_mul_fast(float *h, const float *g, const float *u, size_t n) {
-  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
-  silu_mul512(h, g, u, n);
-  return 1;
+  switch (pf_get_kernel()) {
+    case PF_KERNEL_AVX512: silu_mul512(h, g, u, n); return 1;
+    case PF_KERNEL_AVX2: silu_mul256(h, g, u, n); return 1;
+    default: return 0;
+  }
 }
 int pf_silu_mul_bwd_fast(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
-  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
-  silu_mul_bwd512(dg, du, dh, g, u, n);
-  return 1;
+  switch (pf_get_kernel()) {
+    case PF_KERNEL_AVX512: silu_mul_bwd512(dg, du, dh, g, u, n); return 1;
+    case PF_KERNEL_AVX2: silu_mul_bwd256(dg, du, dh, g, u, n); return 1;
+    default: return 0;
+  }
 }
 
 
@@ -1050,15 +1195,44 @@ T512 static void gelu_bwd512(float *dinp, const float *inp, const float *dout, s
     _mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, dout + i), d, _mm512_maskz_loadu_ps(m, dinp + i)));
   }
 }
+T256 static inline __m256 tanh256(__m256 u) {
+  __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(one, exp256(_mm256_add_ps(u, u)))));
+}
+T256 static void gelu256(float *out, const float *inp, size_t n) {
+  for (size_t i = 0; i < n; i += 8) {
+    __m256i m = mask256(n - i);
+    __m256 x = _mm256_maskload_ps(inp + i, m), x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 t = tanh256(_mm256_mul_ps(_mm256_set1_ps(GELU_K), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x)));
+    _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), t)));
+  }
+}
+T256 static void gelu_bwd256(float *dinp, const float *inp, const float *dout, size_t n) {
+  __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), k = _mm256_set1_ps(GELU_K);
+  for (size_t i = 0; i < n; i += 8) {
+    __m256i m = mask256(n - i);
+    __m256 x = _mm256_maskload_ps(inp + i, m), x2 = _mm256_mul_ps(x, x);
+    __m256 t = tanh256(_mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), x2), x, x)));
+    __m256 d = _mm256_mul_ps(half, _mm256_add_ps(one, t));
+    __m256 sech2 = _mm256_fnmadd_ps(t, t, one);
+    __m256 du = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_set1_ps(3.0f * 0.044715f), x2, one));
+    d = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(half, x), sech2), du, d);
+    _mm256_maskstore_ps(dinp + i, m, _mm256_fmadd_ps(_mm256_maskload_ps(dout + i, m), d, _mm256_maskload_ps(dinp + i, m)));
+  }
+}
 int pf_gelu_fast(float *out, const float *inp, size_t n) {
-  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
-  gelu512(out, inp, n);
-  return 1;
+  switch (pf_get_kernel()) {
+    case PF_KERNEL_AVX512: gelu512(out, inp, n); return 1;
+    case PF_KERNEL_AVX2: gelu256(out, inp, n); return 1;
+    default: return 0;
+  }
 }
 int pf_gelu_bwd_fast(float *dinp, const float *inp, const float *dout, size_t n) {
-  if (pf_get_kernel() != PF_KERNEL_AVX512) return 0;
-  gelu_bwd512(dinp, inp, dout, n);
-  return 1;
+  switch (pf_get_kernel()) {
+    case PF_KERNEL_AVX512: gelu_bwd512(dinp, inp, dout, n); return 1;
+    case PF_KERNEL_AVX2: gelu_bwd256(dinp, inp, dout, n); return 1;
+    default: return 0;
+  }
 }
 
 /* ------------------------------------------ vector helpers for attention */

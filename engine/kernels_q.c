@@ -309,6 +309,144 @@ DEF_TYPE(f32, d512_f32, 128, 1)
 DEF_TYPE(f16, d512_f16, 64, 1)
 DEF_TYPE(bf16, d512_bf16, 64, 1)
 
+/* ------------------------------------------- the same for AVX2 CPUs
+** d256_<type>(blk, c, v): elements 32c..32c+31 of the block to v[0..4), 8
+** each, for the common types (the others unpack through quant.c's loops).
+** Row kernels take up to 3 rows of A at once (16 registers). */
+
+#define T256Q __attribute__((target("avx2,fma,f16c")))
+
+/* 32 unsigned bytes to 4 × 8 floats */
+T256Q static inline void u8x32_ps(__m256i q, __m256 v[4]) {
+  __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  v[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  v[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+  v[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  v[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+}
+T256Q static inline float f16s2(const uint8_t *p) {
+  uint16_t h;
+  memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+T256Q static inline __m256i ld32(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+T256Q static inline void d256_f32(const uint8_t *b, int c, __m256 v[4]) {
+  (void)c;
+  for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps((const float *)b + 8 * i);
+}
+T256Q static inline void d256_f16(const uint8_t *b, int c, __m256 v[4]) {
+  (void)c;
+  for (int i = 0; i < 4; i++) v[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 16 * i)));
+}
+T256Q static inline void d256_bf16(const uint8_t *b, int c, __m256 v[4]) {
+  (void)c;
+  for (int i = 0; i < 4; i++)
+    v[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(b + 16 * i))), 16));
+}
+T256Q static inline void d256_q8_0(const uint8_t *b, int c, __m256 v[4]) {
+  (void)c;
+  __m256 d = _mm256_set1_ps(f16s2(b));
+  for (int i = 0; i < 4; i++)
+    v[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + 8 * i)))), d);
+}
+T256Q static inline void d256_q4_0(const uint8_t *b, int c, __m256 v[4]) {
+  (void)c;
+  __m128i q = _mm_loadu_si128((const __m128i *)(b + 2)), m4 = _mm_set1_epi8(0x0F);
+  __m256i qq = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+  __m256 d = _mm256_set1_ps(f16s2(b)), e8 = _mm256_set1_ps(8.0f);
+  u8x32_ps(qq, v);
+  for (int i = 0; i < 4; i++) v[i] = _mm256_mul_ps(_mm256_sub_ps(v[i], e8), d);   /* (q - 8) exact in f32 */
+}
+T256Q static inline void d256_q4_k(const uint8_t *b, int c, __m256 v[4]) {
+  int sc, mn;
+  pf_k4_scale_min(b + 4, c, &sc, &mn);
+  __m256 d = _mm256_set1_ps(f16s2(b) * (float)sc), m = _mm256_set1_ps(f16s2(b + 2) * (float)mn);
+  __m256i q = _mm256_and_si256(_mm256_srl_epi16(ld32(b + 16 + 32 * (c / 2)), _mm_cvtsi32_si128(4 * (c % 2))),
+                               _mm256_set1_epi8(0x0F));
+  u8x32_ps(q, v);
+  for (int i = 0; i < 4; i++) v[i] = _mm256_sub_ps(_mm256_mul_ps(d, v[i]), m);
+}
+T256Q static inline void d256_q5_k(const uint8_t *b, int c, __m256 v[4]) {
+  int sc, mn;
+  pf_k4_scale_min(b + 4, c, &sc, &mn);
+  __m256 d = _mm256_set1_ps(f16s2(b) * (float)sc), m = _mm256_set1_ps(f16s2(b + 2) * (float)mn);
+  __m256i q = _mm256_and_si256(_mm256_srl_epi16(ld32(b + 48 + 32 * (c / 2)), _mm_cvtsi32_si128(4 * (c % 2))),
+                               _mm256_set1_epi8(0x0F));
+  __m256i bit = _mm256_set1_epi8((char)(1 << c)), qh = ld32(b + 16);
+  q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit), _mm256_set1_epi8(16)));
+  u8x32_ps(q, v);
+  for (int i = 0; i < 4; i++) v[i] = _mm256_sub_ps(_mm256_mul_ps(d, v[i]), m);
+}
+T256Q static inline void d256_q6_k(const uint8_t *b, int c, __m256 v[4]) {
+  int h = c / 4, p = c % 4;
+  __m256i lo = _mm256_and_si256(_mm256_srl_epi16(ld32(b + 64 * h + 32 * (p % 2)), _mm_cvtsi32_si128(4 * (p / 2))),
+                                _mm256_set1_epi8(0x0F));
+  __m256i hi = _mm256_and_si256(_mm256_srl_epi16(ld32(b + 128 + 32 * h), _mm_cvtsi32_si128(2 * p)), _mm256_set1_epi8(3));
+  u8x32_ps(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), v);
+  const int8_t *sc = (const int8_t *)(b + 192);
+  float d = f16s2(b + 208);
+  __m256 d0 = _mm256_set1_ps(d * (float)sc[8 * h + 2 * p]), d1 = _mm256_set1_ps(d * (float)sc[8 * h + 2 * p + 1]);
+  __m256 e32 = _mm256_set1_ps(32.0f);
+  v[0] = _mm256_mul_ps(d0, _mm256_sub_ps(v[0], e32));   /* (q - 32) exact in f32 */
+  v[1] = _mm256_mul_ps(d0, _mm256_sub_ps(v[1], e32));
+  v[2] = _mm256_mul_ps(d1, _mm256_sub_ps(v[2], e32));
+  v[3] = _mm256_mul_ps(d1, _mm256_sub_ps(v[3], e32));
+}
+
+#define DEC2_MAX 3
+#define DEF_TYPE256(TY, DEQ, BYTES, PER)                                                                               \
+  T256Q static void deq2_##TY(const uint8_t *row, int ch0, int ch1, float *dst) {                                      \
+    for (int c = ch0; c < ch1; c++, dst += 32) {                                                                       \
+      __m256 v[4];                                                                                                     \
+      DEQ(row + (size_t)(c / PER) * BYTES, c % PER, v);                                                                \
+      for (int i = 0; i < 4; i++) _mm256_storeu_ps(dst + 8 * i, v[i]);                                                 \
+    }                                                                                                                  \
+  }                                                                                                                    \
+  T256Q static inline __attribute__((always_inline)) void row2_##TY(int T, float *out, int ldc, const float *A,       \
+                                                                   int lda, int nch, const uint8_t *row) {           \
+    __m256 acc[DEC2_MAX][4];                                                                                           \
+    _Pragma("GCC unroll 3") for (int t = 0; t < DEC2_MAX; t++)                                                         \
+      for (int i = 0; i < 4; i++) acc[t][i] = _mm256_setzero_ps();                                                     \
+    size_t pf = DEC_AHEAD;                                                                                             \
+    for (int c = 0; c < nch; c++) {                                                                                    \
+      __m256 v[4];                                                                                                     \
+      for (size_t e = (size_t)(c + 1) * BYTES / PER + DEC_AHEAD; pf < e; pf += 64)                                     \
+        _mm_prefetch((const char *)row + pf, _MM_HINT_T0);                                                             \
+      DEQ(row + (size_t)(c / PER) * BYTES, c % PER, v);                                                                \
+      _Pragma("GCC unroll 3") for (int t = 0; t < DEC2_MAX; t++) if (t < T) {                                          \
+        const float *a = A + (size_t)t * lda + 32 * (size_t)c;                                                         \
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)                                                            \
+          acc[t][i] = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8 * i), v[i], acc[t][i]);                                    \
+      }                                                                                                                \
+    }                                                                                                                  \
+    _Pragma("GCC unroll 3") for (int t = 0; t < DEC2_MAX; t++) if (t < T) {                                            \
+      __m256 s = _mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3]));             \
+      __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));                                   \
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));                                                                          \
+      h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));                                                                      \
+      out[(size_t)t * ldc] = _mm_cvtss_f32(h);                                                                         \
+    }                                                                                                                  \
+  }                                                                                                                    \
+  T256Q static void dec2_##TY(float *out, int ldc, const float *A, int lda, int T, const uint8_t *W, size_t rb,       \
+                              int nch, int c0, int c1) {                                                               \
+    for (int n = c0; n < c1; n++) {                                                                                    \
+      const uint8_t *row = W + (size_t)n * rb;                                                                         \
+      if (T == 1) row2_##TY(1, out + n, ldc, A, lda, nch, row);                                                        \
+      else if (T == 2) row2_##TY(2, out + n, ldc, A, lda, nch, row);                                                   \
+      else row2_##TY(3, out + n, ldc, A, lda, nch, row);                                                               \
+    }                                                                                                                  \
+  }
+
+DEF_TYPE256(f32, d256_f32, 128, 1)
+DEF_TYPE256(f16, d256_f16, 64, 1)
+DEF_TYPE256(bf16, d256_bf16, 64, 1)
+DEF_TYPE256(q8_0, d256_q8_0, 34, 1)
+DEF_TYPE256(q4_0, d256_q4_0, 18, 1)
+DEF_TYPE256(q4_k, d256_q4_k, 144, 8)
+DEF_TYPE256(q5_k, d256_q5_k, 176, 8)
+DEF_TYPE256(q6_k, d256_q6_k, 210, 8)
+
 typedef void (*deq_fn)(const uint8_t *row, int ch0, int ch1, float *dst);
 typedef void (*dec_fn)(float *out, int ldc, const float *A, int lda, int T, const uint8_t *W, size_t rb, int nch,
                        int c0, int c1);
@@ -320,19 +458,28 @@ static const struct { deq_fn deq; dec_fn dec; } g_q512[GGML_TYPE_COUNT] = {
   [GGML_IQ4_XS] = {deq_iq4_xs, dec_iq4_xs}, [GGML_F16] = {deq_f16, dec_f16}, [GGML_BF16] = {deq_bf16, dec_bf16},
   [GGML_F32] = {deq_f32, dec_f32},
 };
+static const struct { deq_fn deq; dec_fn dec; } g_q256[GGML_TYPE_COUNT] = {
+  [GGML_F32] = {deq2_f32, dec2_f32}, [GGML_F16] = {deq2_f16, dec2_f16}, [GGML_BF16] = {deq2_bf16, dec2_bf16},
+  [GGML_Q8_0] = {deq2_q8_0, dec2_q8_0}, [GGML_Q4_0] = {deq2_q4_0, dec2_q4_0}, [GGML_Q4_K] = {deq2_q4_k, dec2_q4_k},
+  [GGML_Q5_K] = {deq2_q5_k, dec2_q5_k}, [GGML_Q6_K] = {deq2_q6_k, dec2_q6_k},
+};
 
-static int use512(void) { return pf_get_kernel() == PF_KERNEL_AVX512 && !pf_get_naive(); }
+/* the unpacking and decode kernels for the kernel kind in use, if this type has them */
+static deq_fn deq_for(int kind, uint32_t type) {
+  if (pf_get_naive()) return NULL;
+  return kind == PF_KERNEL_AVX512 ? g_q512[type].deq : kind == PF_KERNEL_AVX2 ? g_q256[type].deq : NULL;
+}
 
 /* ------------------------------------------------------------ row ranges */
 
 void pf_wt_deq(const pf_wt *W, int r, int k0, int k1, float *dst) {
   const uint8_t *row = W->data + (size_t)r * W->row_bytes;
   if (k1 <= k0) return;
-  if (!use512() || !g_q512[W->type].deq) { pf_dequant_any(W->type, row, k0, k1, dst); return; }
+  deq_fn deq = deq_for(pf_get_kernel(), W->type);
   int a0 = (k0 + 31) / 32, a1 = k1 / 32;   /* whole chunks inside the range */
-  if (a0 >= a1) { pf_dequant_any(W->type, row, k0, k1, dst); return; }
+  if (!deq || a0 >= a1) { pf_dequant_any(W->type, row, k0, k1, dst); return; }
   if (32 * a0 > k0) pf_dequant_any(W->type, row, k0, 32 * a0, dst);
-  g_q512[W->type].deq(row, a0, a1, dst + 32 * a0 - k0);
+  deq(row, a0, a1, dst + 32 * a0 - k0);
   if (k1 > 32 * a1) pf_dequant_any(W->type, row, 32 * a1, k1, dst + 32 * a1 - k0);
 }
 
@@ -362,11 +509,13 @@ static void dec_generic(float *out, const float *A, const pf_wt *W, int T, int c
 void pf_kernel_nt_dec(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1, int exact) {
   int K = W->cols, N = W->rows;
   if (!exact && pf_kernel_nt_int8(kind, out, A, W, T, c0, c1)) return;
-  if (kind != PF_KERNEL_AVX512 || !g_q512[W->type].dec) { dec_generic(out, A, W, T, c0, c1); return; }
+  dec_fn dec = kind == PF_KERNEL_AVX512 ? g_q512[W->type].dec : kind == PF_KERNEL_AVX2 ? g_q256[W->type].dec : NULL;
+  int rows = kind == PF_KERNEL_AVX512 ? DEC_MAX : DEC2_MAX;
+  if (!dec) { dec_generic(out, A, W, T, c0, c1); return; }
   int nch = K / 32, tail = K - 32 * nch;   /* F16/BF16 rows may end in a part chunk */
-  for (int t0 = 0; t0 < T; t0 += DEC_MAX) {
-    int tt = T - t0 < DEC_MAX ? T - t0 : DEC_MAX;
-    g_q512[W->type].dec(out + (size_t)t0 * N, N, A + (size_t)t0 * K, K, tt, W->data, W->row_bytes, nch, c0, c1);
+  for (int t0 = 0; t0 < T; t0 += rows) {
+    int tt = T - t0 < rows ? T - t0 : rows;
+    dec(out + (size_t)t0 * N, N, A + (size_t)t0 * K, K, tt, W->data, W->row_bytes, nch, c0, c1);
   }
   if (tail) {
     float buf[32];

@@ -246,27 +246,66 @@ static void test_kernels(void) {
   CHECK(ok, "Q8_0 block dequantizes to scale * int8", "");
 }
 
-/* the vector e^x of softmax and SiLU: within 4e-7 relative of exp on
-** [-87, 88], tiny below, NaN kept; and the sum it returns */
+/* the vector e^x of softmax and SiLU (AVX-512 and AVX2): within 4e-7 relative
+** of exp on [-87, 88], tiny below, NaN kept; and the sum it returns */
 static void test_vexp(void) {
-  int n = 19001, ok = 1;
+  int n = 19001;
   float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
   for (int i = 0; i < n; i++) x[i] = -100.0f + 0.01f * (float)i;   /* -100 .. 90 */
   x[5] = NAN;
-  double sum = pf_vexp_sum(y, x, 0.0f, n), worst = 0;
-  for (int i = 0; i < n; i++) {
-    if (i == 5) { ok &= isnan(y[i]); continue; }
-    if (x[i] < -87.0f) { ok &= y[i] >= 0 && y[i] < 2e-38f; continue; }
-    if (x[i] > 88.0f) continue;
-    double e = exp((double)x[i]), rel = fabs(y[i] - e) / e;
-    if (rel > worst) worst = rel;
+  for (int kind = PF_KERNEL_AVX2; kind <= PF_KERNEL_AVX512; kind++) {
+    if (pf_set_kernel(kind) != kind) continue;
+    int ok = 1;
+    double sum = pf_vexp_sum(y, x, 0.0f, n), worst = 0;
+    for (int i = 0; i < n; i++) {
+      if (i == 5) { ok &= isnan(y[i]); continue; }
+      if (x[i] < -87.0f) { ok &= y[i] >= 0 && y[i] < 2e-38f; continue; }
+      if (x[i] > 88.0f) continue;
+      double e = exp((double)x[i]), rel = fabs(y[i] - e) / e;
+      if (rel > worst) worst = rel;
+    }
+    ok &= worst < 4e-7 && isnan(sum);
+    double s2 = pf_vexp_sum(NULL, x + 10000, 1.0f, 1000), ref = 0;   /* the sum alone, with an offset */
+    for (int i = 0; i < 1000; i++) ref += exp((double)x[10000 + i] - 1.0);
+    ok &= fabs(s2 - ref) <= 1e-6 * ref;
+    char name[128];
+    snprintf(name, sizeof name, "vector exp (%s): 4e-7 relative on [-87, 88], tiny below, NaN kept; sums", pf_kernel_name(kind));
+    CHECK(ok, name, "worst %g", worst);
   }
-  ok &= worst < 4e-7 && isnan(sum);
-  double s2 = pf_vexp_sum(NULL, x + 10000, 1.0f, 1000), ref = 0;   /* the sum alone, with an offset */
-  for (int i = 0; i < 1000; i++) ref += exp((double)x[10000 + i] - 1.0);
-  ok &= fabs(s2 - ref) <= 1e-6 * ref;
-  CHECK(ok, "vector exp: 4e-7 relative on [-87, 88], tiny below, NaN kept; sums", "worst %g", worst);
+  pf_set_kernel(PF_KERNEL_AUTO);
   free(x); free(y);
+}
+
+/* SwiGLU and GELU forward and backward through the vector kernels (AVX-512, AVX2) = the scalar formulas */
+static void test_activations(void) {
+  size_t n = 1003;
+  float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n), *dh = malloc(sizeof(float) * n);
+  float *h = malloc(sizeof(float) * n), *dg = malloc(sizeof(float) * n), *du = malloc(sizeof(float) * n);
+  for (size_t i = 0; i < n; i++) g[i] = 8 * t_frand(), u[i] = t_frand(), dh[i] = t_frand();
+  for (int kind = PF_KERNEL_AVX2; kind <= PF_KERNEL_AVX512; kind++) {
+    if (pf_set_kernel(kind) != kind) continue;
+    double w1 = 0, w2 = 0, w3 = 0, w4 = 0;
+    for (size_t i = 0; i < n; i++) dg[i] = du[i] = 0.25f;
+    int ran = pf_silu_mul_fast(h, g, u, n) && pf_silu_mul_bwd_fast(dg, du, dh, g, u, n);
+    for (size_t i = 0; i < n; i++) {
+      double sg = 1 / (1 + exp(-(double)g[i])), silu = g[i] * sg;
+      w1 = fmax(w1, fabs(h[i] - silu * u[i]));
+      w2 = fmax(w2, fabs(dg[i] - (0.25 + dh[i] * u[i] * (sg + silu * (1 - sg)))) + fabs(du[i] - (0.25 + dh[i] * silu)));
+    }
+    for (size_t i = 0; i < n; i++) dg[i] = 0.25f;
+    ran &= pf_gelu_fast(h, g, n) && pf_gelu_bwd_fast(dg, g, dh, n);
+    for (size_t i = 0; i < n; i++) {
+      double x = g[i], t = tanh(0.7978845608028654 * (x + 0.044715 * x * x * x));
+      double d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * 0.7978845608028654 * (1 + 3 * 0.044715 * x * x);
+      w3 = fmax(w3, fabs(h[i] - 0.5 * x * (1 + t)));
+      w4 = fmax(w4, fabs(dg[i] - (0.25 + dh[i] * d)));
+    }
+    char name[128];
+    snprintf(name, sizeof name, "SwiGLU and GELU forward and backward (%s) = the scalar formulas", pf_kernel_name(kind));
+    CHECK(ran && w1 < 1e-5 && w2 < 1e-5 && w3 < 1e-5 && w4 < 1e-5, name, "%g %g %g %g", w1, w2, w3, w4);
+  }
+  pf_set_kernel(PF_KERNEL_AUTO);
+  free(g); free(u); free(dh); free(h); free(dg); free(du);
 }
 
 int main(void) {
@@ -285,6 +324,7 @@ int main(void) {
   test_kernels();
   test_transpose();
   test_vexp();
+  test_activations();
   pf_model_free(m);
   return t_failed ? 1 : 0;
 }
