@@ -8,10 +8,10 @@
 ** a sequence sits at position P + i. The loss is the cross-entropy of the
 ** next token at positions with a target (the completion), so logits are only
 ** computed there. No weight gradients are computed: a step costs about two
-** forward passes. Llama and GPT-2 share the loop; their layers differ in the
-** norm, the projections, RoPE and the feed-forward.
+** forward passes. The layers are block.c's phases, as in inference; only
+** attention (over the shared prefix and each sequence's own tokens) is here.
 */
-#include "internal.h"
+#include "block.h"
 #include "train.h"
 
 #include <math.h>
@@ -32,23 +32,23 @@ int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
 struct pf_tws {
   size_t budget;   /* bytes of saved activations one pass may hold (0: PF_ACT_BUDGET) */
   size_t T_cap, att_cap;
-  int L, d, kvd, ff, V;
-  /* saved activations, per layer */
+  int L, d, qd, kvd, ff, V, nh, nkv;
+  /* saved activations, per layer (the pf_bsave of each, and attention's) */
   float *x_in;    /* (L, T, d) residual stream entering the layer */
-  float *rstd1;   /* (L, T) */
-  float *q;       /* (L, T, d) post-RoPE queries */
+  float *mean1, *rstd1, *mean2, *rstd2;   /* (L, T) norm statistics (means: LayerNorm) */
+  float *q;       /* (L, T, q_dim) post-RoPE queries */
   float *k, *v;   /* (L, T, kvd) post-RoPE keys, values */
+  float *qr, *kr; /* (L, T, q_dim), (L, T, kvd) before the per-head norms (q/k-norm models, else unused) */
+  float *qrs, *krs; /* (L, T, n_head), (L, T, n_head_kv) the per-head norms' 1/rms */
   float *att;     /* (L, att_n) softmax probabilities, per token and head over its keys */
   float *x_mid;   /* (L, T, d) residual stream entering the feed-forward */
-  float *rstd2;   /* (L, T) */
-  float *g, *u;   /* (L, T, ff) gate and up projections */
+  float *g, *u;   /* (L, T, ff) gate and up before the activation */
   float *x_fin;   /* (T, d) */
-  float *mean1, *mean2; /* (L, T) gpt2 LayerNorm means (rstd1/rstd2 hold 1/std) */
-  float *qkv;     /* (T, 3d) gpt2 fused projection scratch, and its gradient */
-  float *meanc;   /* (logits chunk) */
   /* scratch */
-  float *xb, *ao, *hb, *dx, *dxb, *dq, *dk, *dv, *dh, *dg, *du;
-  float *logits, *dlogits, *xn, *dxn, *rstdc;
+  float *blk;     /* the block phases' scratch (pf_bscratch) */
+  float *ao, *dx, *dq, *dk, *dv;
+  float *dxb, *dh, *dg, *du, *dcat;   /* the backward phases' scratch (pf_bgrad) */
+  float *logits, *dlogits, *xn, *dxn, *meanc, *rstdc;
   float *tmp;     /* (n_head_kv, max keys) attention backward scratch */
   size_t tmp_cap;
   int *pos, *seq_of, *att_off, *tgt_row, *tgt_id;
@@ -56,10 +56,9 @@ struct pf_tws {
 
 static void tws_free_bufs(pf_tws *w) {
   size_t budget = w->budget;
-  float **f[] = {&w->x_in, &w->rstd1, &w->q, &w->k, &w->v, &w->att, &w->x_mid, &w->rstd2, &w->g, &w->u, &w->x_fin,
-                 &w->mean1, &w->mean2, &w->qkv, &w->meanc,
-                 &w->xb, &w->ao, &w->hb, &w->dx, &w->dxb, &w->dq, &w->dk, &w->dv, &w->dh, &w->dg, &w->du,
-                 &w->logits, &w->dlogits, &w->xn, &w->dxn, &w->rstdc};
+  float **f[] = {&w->x_in, &w->mean1, &w->rstd1, &w->mean2, &w->rstd2, &w->q, &w->k, &w->v, &w->qr, &w->kr, &w->qrs,
+                 &w->krs, &w->att, &w->x_mid, &w->g, &w->u, &w->x_fin, &w->blk, &w->ao, &w->dx, &w->dq, &w->dk, &w->dv,
+                 &w->dxb, &w->dh, &w->dg, &w->du, &w->dcat, &w->logits, &w->dlogits, &w->xn, &w->dxn, &w->meanc, &w->rstdc};
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
   free(w->pos); free(w->seq_of); free(w->att_off); free(w->tgt_row); free(w->tgt_id); free(w->tmp);
   memset(w, 0, sizeof *w);
@@ -78,24 +77,40 @@ pf_tws *pf_tws_new(void) { return calloc(1, sizeof(pf_tws)); }
 
 static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
   const pf_hparams *hp = &m->hp;
-  size_t L = (size_t)hp->n_layer, d = (size_t)hp->n_embd, kvd = (size_t)hp->n_head_kv * hp->head_dim,
-         ff = (size_t)hp->n_ff, V = (size_t)hp->n_vocab;
-  if (T <= w->T_cap && att_n <= w->att_cap && w->L == (int)L && w->d == (int)d && w->ff == (int)ff && w->V == (int)V)
+  size_t L = (size_t)hp->n_layer, d = (size_t)hp->n_embd, qd = (size_t)pf_q_dim(hp), kvd = (size_t)pf_kv_dim(hp),
+         ff = (size_t)hp->n_ff, V = (size_t)hp->n_vocab, nh = (size_t)hp->n_head, nkv = (size_t)hp->n_head_kv;
+  if (T <= w->T_cap && att_n <= w->att_cap && w->L == (int)L && w->d == (int)d && w->qd == (int)qd &&
+      w->kvd == (int)kvd && w->ff == (int)ff && w->V == (int)V && w->nh == (int)nh && w->nkv == (int)nkv)
     return 0;
   size_t Tc = T > w->T_cap ? T : w->T_cap, Ac = att_n > w->att_cap ? att_n : w->att_cap;
   tws_free_bufs(w);
   w->T_cap = Tc; w->att_cap = Ac;
-  w->L = (int)L; w->d = (int)d; w->kvd = (int)kvd; w->ff = (int)ff; w->V = (int)V;
+  w->L = (int)L; w->d = (int)d; w->qd = (int)qd; w->kvd = (int)kvd; w->ff = (int)ff; w->V = (int)V;
+  w->nh = (int)nh; w->nkv = (int)nkv;
+  size_t qkn = hp->qk_norm ? 1 : 0, cat = qd + 2 * kvd > 2 * ff ? qd + 2 * kvd : 2 * ff;
 #define A(p, n) if (!((p) = malloc(sizeof(*(p)) * ((size_t)(n) + 1)))) return -1;
-  A(w->x_in, L * Tc * d) A(w->rstd1, L * Tc) A(w->q, L * Tc * d) A(w->k, L * Tc * kvd) A(w->v, L * Tc * kvd)
-  A(w->att, L * Ac) A(w->x_mid, L * Tc * d) A(w->rstd2, L * Tc) A(w->g, L * Tc * ff) A(w->u, L * Tc * ff)
+  A(w->x_in, L * Tc * d) A(w->mean1, L * Tc) A(w->rstd1, L * Tc) A(w->mean2, L * Tc) A(w->rstd2, L * Tc)
+  A(w->q, L * Tc * qd) A(w->k, L * Tc * kvd) A(w->v, L * Tc * kvd)
+  A(w->qr, qkn * L * Tc * qd) A(w->kr, qkn * L * Tc * kvd) A(w->qrs, qkn * L * Tc * nh) A(w->krs, qkn * L * Tc * nkv)
+  A(w->att, L * Ac) A(w->x_mid, L * Tc * d) A(w->g, L * Tc * ff) A(w->u, L * Tc * ff)
   size_t chunk = (size_t)logits_chunk((int)V);
-  A(w->x_fin, Tc * d) A(w->mean1, L * Tc) A(w->mean2, L * Tc) A(w->qkv, Tc * 3 * d) A(w->meanc, chunk) A(w->xb, Tc * d) A(w->ao, Tc * d) A(w->hb, Tc * ff) A(w->dx, Tc * d) A(w->dxb, Tc * d)
-  A(w->dq, Tc * d) A(w->dk, Tc * kvd) A(w->dv, Tc * kvd) A(w->dh, Tc * ff) A(w->dg, Tc * ff) A(w->du, Tc * ff)
-  A(w->logits, chunk * V) A(w->dlogits, chunk * V) A(w->xn, chunk * d) A(w->dxn, chunk * d) A(w->rstdc, chunk)
+  A(w->x_fin, Tc * d) A(w->blk, pf_block_scratch_floats(hp, (int)Tc)) A(w->ao, Tc * qd) A(w->dx, Tc * d)
+  A(w->dq, Tc * qd) A(w->dk, Tc * kvd) A(w->dv, Tc * kvd)
+  A(w->dxb, Tc * d) A(w->dh, Tc * ff) A(w->dg, Tc * ff) A(w->du, Tc * ff) A(w->dcat, Tc * cat)
+  A(w->logits, chunk * V) A(w->dlogits, chunk * V) A(w->xn, chunk * d) A(w->dxn, chunk * d) A(w->meanc, chunk)
+  A(w->rstdc, chunk)
   A(w->pos, Tc) A(w->seq_of, Tc) A(w->att_off, Tc + 1) A(w->tgt_row, Tc) A(w->tgt_id, Tc)
 #undef A
   return 0;
+}
+
+/* layer l's saved activations, for the block phases */
+static pf_bsave layer_save(const pf_tws *w, int l, size_t T) {
+  size_t L = (size_t)l;
+  pf_bsave s = {w->x_in + L * T * w->d, w->mean1 + L * T, w->rstd1 + L * T, w->qr + L * T * w->qd,
+                w->kr + L * T * w->kvd, w->qrs + L * T * w->nh, w->krs + L * T * w->nkv, w->x_mid + L * T * w->d,
+                w->mean2 + L * T, w->rstd2 + L * T, w->g + L * T * w->ff, w->u + L * T * w->ff};
+  return s;
 }
 
 /* key/value row j of token t's attention: the prefix for j < P, else the
@@ -296,8 +311,7 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
                       int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
-  int gpt2 = hp->arch == PF_ARCH_GPT2;
-  int L = hp->n_layer, d = hp->n_embd, hd = hp->head_dim, kvd = hp->n_head_kv * hd, ff = hp->n_ff, V = hp->n_vocab;
+  int L = hp->n_layer, d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp), V = hp->n_vocab;
   int P = pin ? pin->P : 0, E = pin ? pin->E : 0, nh = hp->n_head;
   size_t T = 0, att_n = 0;
   int max_keys = 0;
@@ -309,7 +323,7 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
   *loss_sum = 0;
   *n_tgt = 0;
   if (T == 0) return PF_OK;
-  if (gpt2 && max_keys > hp->n_ctx)
+  if (hp->rope == PF_ROPE_NONE && max_keys > hp->n_ctx)
     return pf_seterr(err, PF_TOOBIG, "prefix (%d) + sequence (%d) exceed the model's %d learned positions", P, max_keys - P,
                      hp->n_ctx);
   if (tws_reserve(w, m, T + (size_t)b->n_seq + (size_t)max_keys, att_n))
@@ -341,66 +355,30 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
     }
   }
   const int *pos = w->pos, *seq_of = w->seq_of, *att_off = w->att_off;
+  int iT = (int)T;
+  pf_bscratch bs;
+  pf_block_scratch_point(&bs, w->blk, hp, iT, 1);
+  pf_bgrad bg = {w->dxb, w->dh, w->dg, w->du, w->dcat};
   float *x = w->x_fin;  /* the running residual stream; ends as x_fin */
-  for (int s = 0; s < b->n_seq; s++)
+  for (int s = 0; s < b->n_seq; s++)   /* the first E tokens of each sequence are the learned embeddings */
     for (int i = 0; i < b->len[s]; i++) {
       size_t r = (size_t)seq_start_of[s] + i;
       if (i < E) memcpy(x + r * d, pin->embd + (size_t)i * d, sizeof(float) * d);
       else pf_wt_row(&m->tok_embd, b->tokens[r], x + r * d);
-      if (gpt2) {
-        pf_wt_row(&m->pos_embd, P + i, w->xb);
-        for (int j = 0; j < d; j++) x[r * d + j] += w->xb[j];
-      }
     }
-  int iT = (int)T;
+  pf_block_embed(m, x, NULL, pos, iT, bs.xb);   /* learned positions (gpt2) */
   for (int l = 0; l < L; l++) {
     if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
     const pf_layer *Ly = &m->layers[l];
-    float *x_in = w->x_in + (size_t)l * T * d, *q = w->q + (size_t)l * T * d;
-    float *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd, *x_mid = w->x_mid + (size_t)l * T * d;
-    float *g = w->g + (size_t)l * T * ff, *u = w->u + (size_t)l * T * ff;
+    pf_bsave sv = layer_save(w, l, T);
+    float *q = w->q + (size_t)l * T * qd, *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd;
     const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
-    memcpy(x_in, x, sizeof(float) * T * d);
-    if (gpt2) {
-      pf_layernorm_forward(w->xb, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, Ly->attn_norm_b,
-                           iT, d, hp->norm_eps);
-      pf_matmul_w_exact(w->qkv, w->xb, &Ly->wqkv, iT);
-      pf_add_bias(w->qkv, Ly->bqkv, iT, 3 * d);
-      for (size_t r = 0; r < T; r++) {
-        memcpy(q + r * d, w->qkv + r * 3 * d, sizeof(float) * d);
-        memcpy(k + r * kvd, w->qkv + r * 3 * d + d, sizeof(float) * d);
-        memcpy(v + r * kvd, w->qkv + r * 3 * d + 2 * d, sizeof(float) * d);
-      }
-    } else {
-      pf_rmsnorm_forward(w->xb, w->rstd1 + (size_t)l * T, x, Ly->attn_norm, iT, d, hp->norm_eps);
-      pf_matmul_w_exact(q, w->xb, &Ly->wq, iT);
-      pf_matmul_w_exact(k, w->xb, &Ly->wk, iT);
-      pf_matmul_w_exact(v, w->xb, &Ly->wv, iT);
-      pf_rope(q, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
-      pf_rope(k, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
-    }
+    pf_block_attn_in(m, Ly, x, pos, iT, q, k, v, &bs, &sv);
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
                 P, iT, 0, b->n_seq, max_keys - P, 0, seq_of, pos, att_off, seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_task, &aj);
-    pf_matmul_w_exact(w->xb, w->ao, &Ly->wo, iT);
-    if (gpt2) pf_add_bias(w->xb, Ly->bo, iT, d);
-    pf_add_inplace(x, w->xb, T * d);
-    memcpy(x_mid, x, sizeof(float) * T * d);
-    if (gpt2) {   /* g holds the pre-GELU activations */
-      pf_layernorm_forward(w->xb, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, Ly->ffn_norm_b, iT,
-                           d, hp->norm_eps);
-      pf_matmul_w_exact(g, w->xb, &Ly->w_up, iT);
-      pf_add_bias(g, Ly->b_up, iT, ff);
-      pf_gelu_forward(w->hb, g, T * ff);
-    } else {
-      pf_rmsnorm_forward(w->xb, w->rstd2 + (size_t)l * T, x, Ly->ffn_norm, iT, d, hp->norm_eps);
-      pf_matmul_w_exact(g, w->xb, &Ly->w_gate, iT);
-      pf_matmul_w_exact(u, w->xb, &Ly->w_up, iT);
-      pf_swiglu_forward(w->hb, g, u, T * ff);
-    }
-    pf_matmul_w_exact(w->xb, w->hb, &Ly->w_down, iT);
-    if (gpt2) pf_add_bias(w->xb, Ly->b_down, iT, d);
-    pf_add_inplace(x, w->xb, T * d);
+    pf_block_attn_out(m, Ly, w->ao, iT, x, &bs);
+    pf_block_ffn(m, Ly, x, iT, &bs, &sv);
   }
 
   /* loss at target rows, in chunks; backward into dx at those rows */
@@ -409,21 +387,16 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
   for (int c0 = 0, chunk = logits_chunk(V); c0 < n_t; c0 += chunk) {
     int nc = n_t - c0 < chunk ? n_t - c0 : chunk;
     for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
-    if (gpt2) pf_layernorm_forward(w->xn, w->meanc, w->rstdc, w->dxn, m->out_norm, m->out_norm_b, nc, d, hp->norm_eps);
-    else pf_rmsnorm_forward(w->xn, w->rstdc, w->dxn, m->out_norm, nc, d, hp->norm_eps);
-    pf_matmul_w_exact(w->logits, w->xn, &m->output, nc);
+    pf_block_final_norm(m, w->xn, w->meanc, w->rstdc, w->dxn, nc);
+    pf_block_logits(m, w->logits, w->xn, nc, 1);
     loss += pf_xent_forward_backward(backward ? w->dlogits : NULL, w->logits, w->tgt_id + c0, nc, V, loss_scale);
     if (!backward) continue;
     /* w->dxn holds the rows' inputs; use xn as the gradient buffer */
     memset(w->xn, 0, sizeof(float) * (size_t)nc * d);
     pf_matmul_backward_input_w(w->xn, w->dlogits, &m->output, nc);
-    for (int r = 0; r < nc; r++) {
-      float *dst = w->dx + (size_t)w->tgt_row[c0 + r] * d;
-      if (gpt2)
-        pf_layernorm_backward(dst, w->xn + (size_t)r * d, w->dxn + (size_t)r * d, m->out_norm, w->meanc + r, w->rstdc + r,
-                              1, d);
-      else pf_rmsnorm_backward(dst, w->xn + (size_t)r * d, w->dxn + (size_t)r * d, m->out_norm, w->rstdc + r, 1, d);
-    }
+    for (int r = 0; r < nc; r++)
+      pf_block_final_norm_backward(m, w->dx + (size_t)w->tgt_row[c0 + r] * d, w->xn + (size_t)r * d,
+                                   w->dxn + (size_t)r * d, w->meanc + r, w->rstdc + r, 1);
   }
   *loss_sum = loss;
   *n_tgt = n_t;
@@ -433,35 +406,13 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
   for (int l = L - 1; l >= 0; l--) {
     if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
     const pf_layer *Ly = &m->layers[l];
-    float *x_in = w->x_in + (size_t)l * T * d, *q = w->q + (size_t)l * T * d;
-    float *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd, *x_mid = w->x_mid + (size_t)l * T * d;
-    float *g = w->g + (size_t)l * T * ff, *u = w->u + (size_t)l * T * ff;
+    pf_bsave sv = layer_save(w, l, T);
+    float *q = w->q + (size_t)l * T * qd, *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd;
     const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
     float *dpk = P && pin->dkv ? pin->dkv + (size_t)l * 2 * P * kvd : NULL, *dpv = dpk ? dpk + (size_t)P * kvd : NULL;
-    /* feed-forward. In the forward pass this was
-    **   llama: x += swiglu(xb·Wg^T, xb·Wu^T)·Wd^T,      xb = rmsnorm(x_mid)
-    **   gpt2:  x += gelu(xb·Wu^T + bu)·Wd^T + bd,       xb = layernorm(x_mid) */
-    memset(w->dh, 0, sizeof(float) * T * ff);
-    pf_matmul_backward_input_w(w->dh, dx, &Ly->w_down, iT);
-    memset(w->dg, 0, sizeof(float) * T * ff);
-    memset(w->dxb, 0, sizeof(float) * T * d);
-    if (gpt2) {
-      pf_gelu_backward(w->dg, g, w->dh, T * ff);
-      pf_matmul_backward_input_w(w->dxb, w->dg, &Ly->w_up, iT);
-      pf_layernorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->mean2 + (size_t)l * T, w->rstd2 + (size_t)l * T, iT, d);
-    } else {
-      memset(w->du, 0, sizeof(float) * T * ff);
-      pf_swiglu_backward(w->dg, w->du, w->dh, g, u, T * ff);
-      pf_matmul_backward_input_w(w->dxb, w->dg, &Ly->w_gate, iT);
-      pf_matmul_backward_input_w(w->dxb, w->du, &Ly->w_up, iT);
-      pf_rmsnorm_backward(dx, w->dxb, x_mid, Ly->ffn_norm, w->rstd2 + (size_t)l * T, iT, d);
-    }
-    /* attention. In the forward pass this was x_mid = x_in + attn(q, k, v)·Wo^T (+ bo), with
-    **   llama: q, k = rope(xb·Wq^T), rope(xb·Wk^T), v = xb·Wv^T,  xb = rmsnorm(x_in)
-    **   gpt2:  [q k v] = xb·Wqkv^T + bqkv,                        xb = layernorm(x_in) */
-    memset(w->ao, 0, sizeof(float) * T * d);   /* ao is dao here */
-    pf_matmul_backward_input_w(w->ao, dx, &Ly->wo, iT);
-    memset(w->dq, 0, sizeof(float) * T * d);
+    pf_block_ffn_backward(m, Ly, dx, iT, &sv, &bg);
+    pf_block_attn_out_backward(m, Ly, dx, iT, w->ao);   /* ao is dao here */
+    memset(w->dq, 0, sizeof(float) * T * qd);
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
     tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
@@ -469,23 +420,7 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
     pf_parallel_for(hp->n_head_kv, attn_task, &bj);
     /* below layer 0's attention only the input embeddings could take a gradient */
     if (l == 0 && !(E && pin->dembd)) break;
-    memset(w->dxb, 0, sizeof(float) * T * d);
-    if (gpt2) {
-      for (size_t r = 0; r < T; r++) {
-        memcpy(w->qkv + r * 3 * d, w->dq + r * d, sizeof(float) * d);
-        memcpy(w->qkv + r * 3 * d + d, w->dk + r * kvd, sizeof(float) * d);
-        memcpy(w->qkv + r * 3 * d + 2 * d, w->dv + r * kvd, sizeof(float) * d);
-      }
-      pf_matmul_backward_input_w(w->dxb, w->qkv, &Ly->wqkv, iT);
-      pf_layernorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->mean1 + (size_t)l * T, w->rstd1 + (size_t)l * T, iT, d);
-    } else {
-      pf_rope_backward(w->dq, pos, iT, nh, hd, hp->rope_dim, hp->rope_base);
-      pf_rope_backward(w->dk, pos, iT, hp->n_head_kv, hd, hp->rope_dim, hp->rope_base);
-      pf_matmul_backward_input_w(w->dxb, w->dq, &Ly->wq, iT);
-      pf_matmul_backward_input_w(w->dxb, w->dk, &Ly->wk, iT);
-      pf_matmul_backward_input_w(w->dxb, w->dv, &Ly->wv, iT);
-      pf_rmsnorm_backward(dx, w->dxb, x_in, Ly->attn_norm, w->rstd1 + (size_t)l * T, iT, d);
-    }
+    pf_block_attn_in_backward(m, Ly, dx, w->dq, w->dk, w->dv, pos, iT, &sv, &bg);
   }
   if (E && pin->dembd)
     for (int s = 0; s < b->n_seq; s++)
@@ -501,8 +436,9 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
 ** and attention probabilities that tws_reserve sizes). */
 static size_t seq_act_bytes(const pf_model *m, int P, int len) {
   const pf_hparams *hp = &m->hp;
-  size_t L = (size_t)hp->n_layer, kvd = (size_t)hp->n_head_kv * hp->head_dim;
-  size_t per_tok = L * (3 * (size_t)hp->n_embd + 2 * kvd + 2 * (size_t)hp->n_ff + 4);
+  size_t L = (size_t)hp->n_layer, kvd = (size_t)pf_kv_dim(hp), qd = (size_t)pf_q_dim(hp);
+  size_t per_tok = L * (2 * (size_t)hp->n_embd + qd + 2 * kvd + 2 * (size_t)hp->n_ff + 4 +
+                        (hp->qk_norm ? qd + kvd + (size_t)hp->n_head + (size_t)hp->n_head_kv : 0));
   size_t keys = (size_t)len * (size_t)P + (size_t)len * ((size_t)len + 1) / 2;
   return sizeof(float) * ((size_t)len * per_tok + L * (size_t)hp->n_head * keys);
 }
@@ -547,10 +483,8 @@ int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_p
   const pf_hparams *hp = &m->hp;
   int d = hp->n_embd;
   for (size_t t = 0; t < T; t++) {
-    const float *src = w->x_fin + t * d;
-    if (hp->arch == PF_ARCH_GPT2) pf_layernorm_forward(w->xn, NULL, NULL, src, m->out_norm, m->out_norm_b, 1, d, hp->norm_eps);
-    else pf_rmsnorm(w->xn, src, m->out_norm, 1, d, hp->norm_eps);
-    pf_matmul_w_exact(logits + t * hp->n_vocab, w->xn, &m->output, 1);
+    pf_block_final_norm(m, w->xn, NULL, NULL, w->x_fin + t * d, 1);
+    pf_block_logits(m, logits + t * hp->n_vocab, w->xn, 1, 1);
   }
   return PF_OK;
 }
@@ -567,7 +501,7 @@ int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float 
   double ls;
   int nt, rc = train_pass(m, w, &b, &pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
   if (!rc) {
-    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t kvd = (size_t)pf_kv_dim(hp);
     for (int l = 0; l < hp->n_layer; l++) {
       memcpy(kv + (size_t)l * 2 * E * kvd, w->k + (size_t)l * E * kvd, sizeof(float) * E * kvd);
       memcpy(kv + ((size_t)l * 2 + 1) * E * kvd, w->v + (size_t)l * E * kvd, sizeof(float) * E * kvd);

@@ -189,25 +189,36 @@ static inline const float *pf_wt_f32(const pf_wt *w) { return w->type == GGML_F3
 /* dst[0 .. cols) = row r */
 void pf_wt_row(const pf_wt *w, int r, float *dst);
 
+/* One layer's tensors. Which are present is the file's choice (llama.cpp's
+** loader takes the same optional ones): q, k, v fused (wqkv) or separate,
+** with or without biases; gate and up fused (phi3: w_up of 2·n_ff rows, gate
+** first) or separate; per-head q/k norms; biases on everything (gpt2). */
 typedef struct pf_layer {
-  float *attn_norm;  /* (n_embd) */
-  pf_wt wq;          /* (n_head*head_dim, n_embd) */
-  pf_wt wk;          /* (kv_dim, n_embd) */
-  pf_wt wv;          /* (kv_dim, n_embd) */
-  pf_wt wo;          /* (n_embd, n_head*head_dim) */
-  float *ffn_norm;   /* (n_embd) */
-  pf_wt w_gate;      /* (n_ff, n_embd) */
-  pf_wt w_up;        /* (n_ff, n_embd) */
-  pf_wt w_down;      /* (n_embd, n_ff) */
-  /* gpt2 (wo, w_up, w_down above are shared) */
-  float *attn_norm_b; /* (n_embd) */
-  pf_wt wqkv;        /* (3*n_embd, n_embd): q, k, v stacked */
-  float *bqkv;       /* (3*n_embd) */
-  float *bo;         /* (n_embd) */
-  float *ffn_norm_b; /* (n_embd) */
-  float *b_up;       /* (n_ff) */
-  float *b_down;     /* (n_embd) */
+  float *attn_norm, *attn_norm_b;   /* (n_embd); the bias with LayerNorm */
+  pf_wt wqkv;                       /* (q_dim + 2·kv_dim, n_embd): q, k, v stacked, or absent */
+  float *bqkv;                      /* (q_dim + 2·kv_dim) */
+  pf_wt wq, wk, wv;                 /* (q_dim, n_embd), (kv_dim, n_embd) × 2 when not fused */
+  float *bq, *bk, *bv;              /* their biases (qwen2), or NULL */
+  float *q_norm, *k_norm;           /* (head_dim) per-head RMSNorm weights (qwen3), or NULL */
+  pf_wt wo;                         /* (n_embd, q_dim) */
+  float *bo;                        /* (n_embd) or NULL */
+  float *ffn_norm, *ffn_norm_b;     /* (n_embd) */
+  pf_wt w_gate;                     /* (n_ff, n_embd), absent when fused into w_up or no gate (GELU) */
+  pf_wt w_up;                       /* (n_ff, n_embd), or (2·n_ff, n_embd) fused: gate rows then up rows */
+  float *b_gate, *b_up;             /* (n_ff) or NULL (a fused up has one bias of 2·n_ff) */
+  pf_wt w_down;                     /* (n_embd, n_ff) */
+  float *b_down;                    /* (n_embd) or NULL */
 } pf_layer;
+
+/* RoPE as a model does it: pair i of a head's first `dim` values is turned by
+** pos · scale · base^(-2i/dim) / factors[i] */
+typedef struct pf_rope_cfg {
+  int dim;               /* rotated values per head (even, <= head_dim) */
+  int neox;              /* 0: pairs (x[2i], x[2i+1]) (llama.cpp NORM); 1: pairs (x[i], x[i + dim/2]) (NEOX) */
+  float base;
+  float scale;           /* linear scaling of positions; 1 = none */
+  const float *factors;  /* (dim/2) frequency divisors (Llama 3's rope_freqs.weight), or NULL */
+} pf_rope_cfg;
 
 struct pf_model {
   char *path;
@@ -217,16 +228,24 @@ struct pf_model {
   int has_weights;
   pf_wt tok_embd;      /* (n_vocab, n_embd) */
   float *out_norm;     /* (n_embd) */
-  float *out_norm_b;   /* (n_embd) gpt2 */
-  pf_wt pos_embd;      /* (n_ctx, n_embd) gpt2 learned positions */
+  float *out_norm_b;   /* (n_embd) LayerNorm bias, or NULL */
+  pf_wt pos_embd;      /* (n_ctx, n_embd) learned positions (gpt2) */
   pf_wt output;        /* (n_vocab, n_embd); may be tok_embd */
+  float *output_b;     /* (n_vocab) or NULL (qwen2 files may have one) */
+  float *rope_freqs;   /* (rope_dim / 2) or NULL */
+  pf_rope_cfg rope;    /* the model's RoPE, for the ops */
   pf_layer *layers;    /* (n_layer) */
+  uint8_t *used;       /* while loading: which of the file's tensors were taken */
   void **owned;        /* vectors converted to f32, and misaligned F32 matrices copied, to free */
   int n_owned, cap_owned;
   uint64_t n_params;
   uint64_t file_id[4];
   char fingerprint[17];
 };
+
+/* q_dim and kv_dim of a model */
+static inline int pf_q_dim(const pf_hparams *hp) { return hp->n_head * hp->head_dim; }
+static inline int pf_kv_dim(const pf_hparams *hp) { return hp->n_head_kv * hp->head_dim; }
 
 /* decoding helpers (tokenizer.c) */
 int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len, pf_err *err);
@@ -324,6 +343,8 @@ void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_
 void pf_add_inplace(float *y, const float *x, size_t n);
 void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps);
 void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base);
+/* x (T, n_head·head_dim) rotated as r says (sign -1: the inverse rotation, which is also its backward) */
+void pf_rope_ex(float *x, const int *pos, int T, int n_head, int head_dim, const pf_rope_cfg *r, float sign);
 void pf_softmax(float *x, int n);
 
 #endif

@@ -17,19 +17,12 @@ uint64_t pf_model_file_size(const pf_model *m) { return m->g.size; }
 const char *pf_model_fingerprint(const pf_model *m) { return m->fingerprint; }
 void pf_model_file_id(const pf_model *m, uint64_t id[4]) { memcpy(id, m->file_id, sizeof m->file_id); }
 
-const char *pf_model_arch_name(const pf_model *m) {
-  switch (m->hp.arch) {
-    case PF_ARCH_LLAMA: return "llama";
-    case PF_ARCH_GPT2: return "gpt2";
-    default: return "none";
-  }
-}
-
 void pf_model_free(pf_model *m) {
   if (!m) return;
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
   free(m->layers);
+  free(m->used);
   pf_vocab_free(&m->vocab);
   gguf_close(&m->g);
   free(m->path);
@@ -92,6 +85,7 @@ static int find_tensor(pf_model *m, const char *name, int64_t ne0, int64_t ne1, 
   const gguf_tensor *t = gguf_find_tensor(&m->g, name);
   *out = NULL;
   if (!t) return required ? pf_seterr(err, PF_ERR, "GGUF tensor '%s' is missing", name) : PF_OK;
+  if (m->used) m->used[t - m->g.tensors] = 1;
   int nd = ne1 ? 2 : 1;
   int ok = t->ne[0] == (uint64_t)ne0 && (nd == 1 ? t->ne[1] == 1 : t->ne[1] == (uint64_t)ne1) && t->ne[2] == 1 &&
            t->ne[3] == 1;
@@ -155,130 +149,229 @@ void pf_wt_row(const pf_wt *w, int r, float *dst) {
   pf_dequant(w->type, w->data + (size_t)r * w->row_bytes, 0, w->cols, dst);
 }
 
-/* "blk.<l>.<suffix>": a matrix of n1 rows of n0, or a vector of n0 */
-static int layer_matrix(pf_model *m, int l, const char *suffix, int64_t n0, int64_t n1, pf_wt *out, pf_err *err) {
-  char nm[GGUF_MAX_NAME + 16];
-  snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);
-  return get_matrix(m, nm, n0, n1, 1, out, err);
-}
-static int layer_vector(pf_model *m, int l, const char *suffix, int64_t n0, float **out, pf_err *err) {
-  char nm[GGUF_MAX_NAME + 16];
-  snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);
-  return get_vector(m, nm, n0, 1, out, err);
+/* ------------------------------------------------------------ families
+** What each general.architecture's block does; which optional tensors a
+** file has (fused or separate projections, biases, q/k norms, rope_freqs)
+** is read from the file itself, as llama.cpp's loader does. */
+typedef struct family {
+  const char *name;
+  int arch, norm, rope, act;
+  const char *eps_key;   /* the norm epsilon's key */
+  int qk_norm;           /* 1: attn_q_norm / attn_k_norm required */
+} family;
+
+static const family g_families[] = {
+  {"llama", PF_ARCH_LLAMA, PF_NORM_RMS, PF_ROPE_NORM, PF_ACT_SWIGLU, "attention.layer_norm_rms_epsilon", 0},
+  {"qwen2", PF_ARCH_QWEN2, PF_NORM_RMS, PF_ROPE_NEOX, PF_ACT_SWIGLU, "attention.layer_norm_rms_epsilon", 0},
+  {"qwen3", PF_ARCH_QWEN3, PF_NORM_RMS, PF_ROPE_NEOX, PF_ACT_SWIGLU, "attention.layer_norm_rms_epsilon", 1},
+  {"phi3", PF_ARCH_PHI3, PF_NORM_RMS, PF_ROPE_NEOX, PF_ACT_SWIGLU, "attention.layer_norm_rms_epsilon", 0},
+  {"gpt2", PF_ARCH_GPT2, PF_NORM_LAYER, PF_ROPE_NONE, PF_ACT_GELU, "attention.layer_norm_epsilon", 0},
+};
+#define N_FAMILIES (int)(sizeof g_families / sizeof g_families[0])
+
+static const family *family_of(int arch) {
+  for (int i = 0; i < N_FAMILIES; i++) if (g_families[i].arch == arch) return &g_families[i];
+  return NULL;
 }
 
-/* Token embeddings (and gpt2's learned positions), the final norm (with gpt2's bias), the output head
-** (tied to the embeddings when the file has none) and the layer array. */
-static int load_outer(pf_model *m, int gpt2, pf_err *err) {
-  const pf_hparams *hp = &m->hp;
-  int64_t d = hp->n_embd, V = hp->n_vocab;
-  if (get_matrix(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
-      (gpt2 && get_matrix(m, "position_embd.weight", d, hp->n_ctx, 1, &m->pos_embd, err)) ||
-      get_vector(m, "output_norm.weight", d, 1, &m->out_norm, err) ||
-      (gpt2 && get_vector(m, "output_norm.bias", d, 1, &m->out_norm_b, err)) ||
-      get_matrix(m, "output.weight", d, V, 0, &m->output, err))
-    return PF_ERR;
-  if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
-  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+const char *pf_model_arch_name(const pf_model *m) {
+  const family *f = family_of(m->hp.arch);
+  return f ? f->name : "none";
+}
+
+/* Keys that change a model's math in ways this engine does not compute: refused, never ignored. */
+static int refuse_unsupported(const pf_model *m, const char *a, pf_err *err) {
+  static const char *keys[] = {"expert_count", "attn_logit_softcapping", "final_logit_softcapping", "attention.scale",
+                               "embedding_scale", "residual_scale", "logit_scale", "attention.clamp_kqv",
+                               "rope.scaling.attn_factor", "attention.sliding_window_pattern"};
+  char full[128];
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    snprintf(full, sizeof full, "%s.%s", a, keys[i]);
+    const gguf_kv *kv = gguf_find(&m->g, full);
+    if (!kv) continue;
+    if (!strcmp(keys[i], "expert_count") && kv->type != GGUF_T_STRING && kv->v.u == 0) continue;   /* 0: dense */
+    return pf_seterr(err, PF_ERR, "GGUF metadata %s is set: this engine does not implement it (it would change the model's output)", full);
+  }
+  snprintf(full, sizeof full, "%s.attention.causal", a);
+  const gguf_kv *kv = gguf_find(&m->g, full);
+  if (kv && kv->type == GGUF_T_BOOL && !kv->v.u)
+    return pf_seterr(err, PF_ERR, "GGUF metadata %s is false: only causal (generative) models are supported", full);
   return PF_OK;
 }
 
-static int load_llama(pf_model *m, pf_err *err) {
+/* RoPE scaling: none, or linear (positions divided by the factor); Llama 3's per-pair factors come as the
+** rope_freqs.weight tensor. YaRN, LongRoPE and the rest are refused. */
+static int rope_scaling(pf_model *m, const char *a, pf_err *err) {
+  char full[128];
+  snprintf(full, sizeof full, "%s.rope.scaling.type", a);
+  const gguf_kv *kv = gguf_find(&m->g, full);
+  m->hp.rope_scale = 1.0f;
+  if (!kv) return PF_OK;
+  if (kv->type != GGUF_T_STRING) return pf_seterr(err, PF_ERR, "GGUF metadata %s has type %s, expected string", full, gguf_type_name(kv->type));
+  if (gguf_str_eq(kv->v.s, "none")) return PF_OK;
+  if (gguf_str_eq(kv->v.s, "linear")) {
+    float f;
+    if (hp_float(m, a, "rope.scaling.factor", 1.0f, 1e-3f, 1e6f, &f, err)) return PF_ERR;
+    m->hp.rope_scale = 1.0f / f;
+    return PF_OK;
+  }
+  return pf_seterr(err, PF_ERR, "GGUF metadata %s = '%.*s' is not supported (supported: none, linear; Llama 3's factors come as rope_freqs.weight)",
+                   full, (int)(kv->v.s.n < 40 ? kv->v.s.n : 40), kv->v.s.p);
+}
+
+static int load_hparams(pf_model *m, const family *f, pf_err *err) {
   pf_hparams *hp = &m->hp;
-  const char *a = "llama";
+  const char *a = f->name;
+  char nm[96];
+  hp->norm = f->norm, hp->rope = f->rope, hp->act = f->act;
   if (hp_int(m, a, "block_count", 1, 0, 1, 1024, &hp->n_layer, err) ||
       hp_int(m, a, "embedding_length", 1, 0, 1, 1 << 16, &hp->n_embd, err) ||
       hp_int(m, a, "feed_forward_length", 1, 0, 1, 1 << 20, &hp->n_ff, err) ||
       hp_int(m, a, "attention.head_count", 1, 0, 1, 1 << 12, &hp->n_head, err) ||
       hp_int(m, a, "attention.head_count_kv", 0, hp->n_head, 1, 1 << 12, &hp->n_head_kv, err) ||
-      hp_int(m, a, "context_length", 1, 0, 1, 1 << 24, &hp->n_ctx, err) ||
-      hp_float(m, a, "rope.freq_base", 10000.0f, 1.0f, 1e12f, &hp->rope_base, err) ||
-      hp_float(m, a, "attention.layer_norm_rms_epsilon", 1e-5f, 0.0f, 1.0f, &hp->norm_eps, err))
+      hp_int(m, a, "context_length", 1, 0, 1, 1 << 24, &hp->n_ctx_train, err) ||
+      hp_float(m, a, f->eps_key, 1e-5f, 0.0f, 1.0f, &hp->norm_eps, err) ||
+      refuse_unsupported(m, a, err))
     return PF_ERR;
-  if (hp->n_embd % hp->n_head)
-    return pf_seterr(err, PF_ERR, "GGUF llama.embedding_length %d is not a multiple of llama.attention.head_count %d",
-                     hp->n_embd, hp->n_head);
   if (hp->n_head % hp->n_head_kv)
-    return pf_seterr(err, PF_ERR, "GGUF llama.attention.head_count %d is not a multiple of head_count_kv %d",
-                     hp->n_head, hp->n_head_kv);
-  hp->head_dim = hp->n_embd / hp->n_head;
-  if (hp_int(m, a, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim, &hp->rope_dim, err)) return PF_ERR;
-  if (hp->rope_dim % 2) return pf_seterr(err, PF_ERR, "GGUF llama.rope.dimension_count %d is odd", hp->rope_dim);
-  hp->n_vocab = m->vocab.n;
-
-  int64_t d = hp->n_embd, kvd = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
-  if (load_outer(m, 0, err)) return PF_ERR;
-  for (int l = 0; l < hp->n_layer; l++) {
-    pf_layer *L = &m->layers[l];
-#define M(field, suffix, n0, n1) \
-  if (layer_matrix(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
-#define V(field, suffix, n0) \
-  if (layer_vector(m, l, suffix, n0, &L->field, err)) return PF_ERR;
-    V(attn_norm, "attn_norm.weight", d)
-    M(wq, "attn_q.weight", d, d)
-    M(wk, "attn_k.weight", d, kvd)
-    M(wv, "attn_v.weight", d, kvd)
-    M(wo, "attn_output.weight", d, d)
-    V(ffn_norm, "ffn_norm.weight", d)
-    M(w_gate, "ffn_gate.weight", d, ff)
-    M(w_up, "ffn_up.weight", d, ff)
-    M(w_down, "ffn_down.weight", ff, d)
-#undef M
-#undef V
-  }
-  return PF_OK;
-}
-
-static int load_gpt2(pf_model *m, pf_err *err) {
-  pf_hparams *hp = &m->hp;
-  const char *a = "gpt2";
-  if (hp_int(m, a, "block_count", 1, 0, 1, 1024, &hp->n_layer, err) ||
-      hp_int(m, a, "embedding_length", 1, 0, 1, 1 << 16, &hp->n_embd, err) ||
-      hp_int(m, a, "feed_forward_length", 1, 0, 1, 1 << 20, &hp->n_ff, err) ||
-      hp_int(m, a, "attention.head_count", 1, 0, 1, 1 << 12, &hp->n_head, err) ||
-      hp_int(m, a, "context_length", 1, 0, 1, 1 << 24, &hp->n_ctx, err) ||
-      hp_float(m, a, "attention.layer_norm_epsilon", 1e-5f, 0.0f, 1.0f, &hp->norm_eps, err))
+    return pf_seterr(err, PF_ERR, "GGUF %s.attention.head_count %d is not a multiple of head_count_kv %d", a, hp->n_head,
+                     hp->n_head_kv);
+  int dflt_hd = hp->n_embd % hp->n_head ? 0 : hp->n_embd / hp->n_head, vdim;
+  if (hp_int(m, a, "attention.key_length", 0, dflt_hd, 1, 1 << 12, &hp->head_dim, err) ||
+      hp_int(m, a, "attention.value_length", 0, hp->head_dim, 1, 1 << 12, &vdim, err))
     return PF_ERR;
-  if (hp->n_embd % hp->n_head)
-    return pf_seterr(err, PF_ERR, "GGUF gpt2.embedding_length %d is not a multiple of gpt2.attention.head_count %d",
-                     hp->n_embd, hp->n_head);
-  hp->n_head_kv = hp->n_head;
-  hp->head_dim = hp->n_embd / hp->n_head;
-  hp->n_vocab = m->vocab.n;
-  int64_t d = hp->n_embd, ff = hp->n_ff;
-  if (load_outer(m, 1, err)) return PF_ERR;
-  for (int l = 0; l < hp->n_layer; l++) {
-    pf_layer *L = &m->layers[l];
-#define M(field, suffix, n0, n1) \
-  if (layer_matrix(m, l, suffix, n0, n1, &L->field, err)) return PF_ERR;
-#define V(field, suffix, n0) \
-  if (layer_vector(m, l, suffix, n0, &L->field, err)) return PF_ERR;
-    V(attn_norm, "attn_norm.weight", d)
-    V(attn_norm_b, "attn_norm.bias", d)
-    M(wqkv, "attn_qkv.weight", d, 3 * d)
-    V(bqkv, "attn_qkv.bias", 3 * d)
-    M(wo, "attn_output.weight", d, d)
-    V(bo, "attn_output.bias", d)
-    V(ffn_norm, "ffn_norm.weight", d)
-    V(ffn_norm_b, "ffn_norm.bias", d)
-    M(w_up, "ffn_up.weight", d, ff)
-    V(b_up, "ffn_up.bias", ff)
-    M(w_down, "ffn_down.weight", ff, d)
-    V(b_down, "ffn_down.bias", d)
-#undef M
-#undef V
+  if (hp->head_dim == 0)
+    return pf_seterr(err, PF_ERR, "GGUF %s.embedding_length %d is not a multiple of %s.attention.head_count %d (and %s.attention.key_length is not set)",
+                     a, hp->n_embd, a, hp->n_head, a);
+  if (vdim != hp->head_dim)
+    return pf_seterr(err, PF_ERR, "GGUF %s.attention.value_length %d differs from key_length %d: not supported", a, vdim,
+                     hp->head_dim);
+  hp->n_ctx = hp->n_ctx_train;
+  int window;
+  if (hp_int(m, a, "attention.sliding_window", 0, 0, 0, 1 << 24, &window, err)) return PF_ERR;
+  /* a context no longer than the window attends to everything: the window has nothing to slide */
+  if (window > 0 && window < hp->n_ctx) hp->n_ctx = window;
+  hp->rope_scale = 1.0f;
+  if (hp->rope != PF_ROPE_NONE) {
+    if (hp_float(m, a, "rope.freq_base", 10000.0f, 1.0f, 1e12f, &hp->rope_base, err) ||
+        hp_int(m, a, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim, &hp->rope_dim, err) ||
+        rope_scaling(m, a, err))
+      return PF_ERR;
+    if (hp->rope_dim % 2) return pf_seterr(err, PF_ERR, "GGUF %s.rope.dimension_count %d is odd", a, hp->rope_dim);
   }
+  hp->n_vocab = m->vocab.n;
+  (void)nm;
   return PF_OK;
 }
+
+/* A layer's tensors: whichever of the optional ones the file has. */
+static int load_layer(pf_model *m, const family *f, int l, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  pf_layer *L = &m->layers[l];
+  int64_t d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp), ff = hp->n_ff, hd = hp->head_dim;
+  int ln = hp->norm == PF_NORM_LAYER;
+  char nm[GGUF_MAX_NAME + 16];
+#define NAME(suffix) (snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix), nm)
+  if (get_vector(m, NAME("attn_norm.weight"), d, 1, &L->attn_norm, err) ||
+      get_vector(m, NAME("attn_norm.bias"), d, ln, &L->attn_norm_b, err) ||
+      get_matrix(m, NAME("attn_qkv.weight"), d, qd + 2 * kvd, 0, &L->wqkv, err))
+    return PF_ERR;
+  if (L->wqkv.data) {
+    if (get_vector(m, NAME("attn_qkv.bias"), qd + 2 * kvd, 0, &L->bqkv, err)) return PF_ERR;
+  } else if (get_matrix(m, NAME("attn_q.weight"), d, qd, 1, &L->wq, err) ||
+             get_matrix(m, NAME("attn_k.weight"), d, kvd, 1, &L->wk, err) ||
+             get_matrix(m, NAME("attn_v.weight"), d, kvd, 1, &L->wv, err))
+    return PF_ERR;
+  if (get_vector(m, NAME("attn_q.bias"), qd, 0, &L->bq, err) || get_vector(m, NAME("attn_k.bias"), kvd, 0, &L->bk, err) ||
+      get_vector(m, NAME("attn_v.bias"), kvd, 0, &L->bv, err) ||
+      get_vector(m, NAME("attn_q_norm.weight"), hd, f->qk_norm, &L->q_norm, err) ||
+      get_vector(m, NAME("attn_k_norm.weight"), hd, f->qk_norm || L->q_norm, &L->k_norm, err) ||
+      get_matrix(m, NAME("attn_output.weight"), qd, d, 1, &L->wo, err) ||
+      get_vector(m, NAME("attn_output.bias"), d, 0, &L->bo, err) ||
+      get_vector(m, NAME("ffn_norm.weight"), d, 1, &L->ffn_norm, err) ||
+      get_vector(m, NAME("ffn_norm.bias"), d, ln, &L->ffn_norm_b, err) ||
+      get_matrix(m, NAME("ffn_down.weight"), ff, d, 1, &L->w_down, err) ||
+      get_vector(m, NAME("ffn_down.bias"), d, 0, &L->b_down, err))
+    return PF_ERR;
+  if (hp->act == PF_ACT_GELU) {
+    if (get_matrix(m, NAME("ffn_up.weight"), d, ff, 1, &L->w_up, err) || get_vector(m, NAME("ffn_up.bias"), ff, 0, &L->b_up, err))
+      return PF_ERR;
+  } else {
+    if (get_matrix(m, NAME("ffn_gate.weight"), d, ff, 0, &L->w_gate, err)) return PF_ERR;
+    int64_t up = L->w_gate.data ? ff : 2 * ff;   /* no gate: gate and up fused in ffn_up (phi3) */
+    if (get_matrix(m, NAME("ffn_up.weight"), d, up, 1, &L->w_up, err) || get_vector(m, NAME("ffn_up.bias"), up, 0, &L->b_up, err) ||
+        get_vector(m, NAME("ffn_gate.bias"), ff, 0, &L->b_gate, err))
+      return PF_ERR;
+  }
+#undef NAME
+  if (hp->qk_norm != (L->q_norm != NULL) && l > 0)
+    return pf_seterr(err, PF_ERR, "GGUF: layer %d %s per-head q/k norms and layer 0 %s", l, L->q_norm ? "has" : "lacks",
+                     hp->qk_norm ? "has them" : "does not");
+  return PF_OK;
+}
+
+static int load_weights(pf_model *m, const family *f, pf_err *err) {
+  pf_hparams *hp = &m->hp;
+  int64_t d = hp->n_embd, V = hp->n_vocab;
+  int ln = hp->norm == PF_NORM_LAYER;
+  m->used = calloc((size_t)m->g.n_tensors, 1);
+  if (!m->used) return pf_seterr(err, PF_NOMEM, "out of memory");
+  if (get_matrix(m, "token_embd.weight", d, V, 1, &m->tok_embd, err) ||
+      (hp->rope == PF_ROPE_NONE && get_matrix(m, "position_embd.weight", d, hp->n_ctx_train, 1, &m->pos_embd, err)) ||
+      get_vector(m, "output_norm.weight", d, 1, &m->out_norm, err) ||
+      get_vector(m, "output_norm.bias", d, ln, &m->out_norm_b, err) ||
+      get_matrix(m, "output.weight", d, V, 0, &m->output, err) || get_vector(m, "output.bias", V, 0, &m->output_b, err) ||
+      (hp->rope != PF_ROPE_NONE && get_vector(m, "rope_freqs.weight", hp->rope_dim / 2, 0, &m->rope_freqs, err)))
+    return PF_ERR;
+  if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
+  for (int i = 0; m->rope_freqs && i < hp->rope_dim / 2; i++)
+    if (!(m->rope_freqs[i] > 0) || !isfinite(m->rope_freqs[i]))
+      return pf_seterr(err, PF_ERR, "GGUF tensor 'rope_freqs.weight': factor %d is %g (factors must be positive)", i,
+                       (double)m->rope_freqs[i]);
+  m->rope = (pf_rope_cfg){hp->rope_dim, hp->rope == PF_ROPE_NEOX, hp->rope_base, hp->rope_scale, m->rope_freqs};
+  m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+  if (!m->layers) return pf_seterr(err, PF_NOMEM, "out of memory");
+  for (int l = 0; l < hp->n_layer; l++) {
+    if (l == 0) hp->qk_norm = gguf_find_tensor(&m->g, "blk.0.attn_q_norm.weight") != NULL;
+    if (load_layer(m, f, l, err)) return PF_ERR;
+  }
+  /* every tensor of the file takes part: one this engine does not know would be silently ignored */
+  for (uint64_t i = 0; i < m->g.n_tensors; i++)
+    if (!m->used[i]) {
+      const gguf_tensor *t = &m->g.tensors[i];
+      return pf_seterr(err, PF_ERR, "GGUF tensor '%.*s' is not part of a %s model as this engine computes it (not supported)",
+                       (int)(t->name.n < 64 ? t->name.n : 64), t->name.p, f->name);
+    }
+  return PF_OK;
+}
+
+/* The fingerprint: a canonical serialization of the hyperparameters (little-endian 32-bit fields, the
+** first 12 in the layout of format 1, then fields later families added, only when they differ from
+** their defaults) and of every tensor's name, shape, type and bytes. */
+static void put_le32(uint8_t *b, uint32_t v) { b[0] = (uint8_t)v, b[1] = (uint8_t)(v >> 8), b[2] = (uint8_t)(v >> 16), b[3] = (uint8_t)(v >> 24); }
+static uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 static void make_fingerprint(pf_model *m) {
-  uint64_t h = pf_hash64(&m->hp, sizeof m->hp, 1);
+  const pf_hparams *hp = &m->hp;
+  uint8_t b[24 * 4];
+  uint32_t fields[] = {(uint32_t)hp->arch, (uint32_t)hp->n_layer, (uint32_t)hp->n_embd, (uint32_t)hp->n_head,
+                       (uint32_t)hp->n_head_kv, (uint32_t)hp->head_dim, (uint32_t)hp->n_ff, (uint32_t)hp->n_vocab,
+                       (uint32_t)hp->n_ctx_train, f32_bits(hp->norm_eps), f32_bits(hp->rope_base), (uint32_t)hp->rope_dim};
+  size_t n = 0;
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++, n += 4) put_le32(b + n, fields[i]);
+  if (hp->n_ctx != hp->n_ctx_train || hp->rope_scale != 1.0f) {   /* added with the model families */
+    put_le32(b + n, 2), n += 4;
+    put_le32(b + n, (uint32_t)hp->n_ctx), n += 4;
+    put_le32(b + n, f32_bits(hp->rope_scale)), n += 4;
+  }
+  uint64_t h = pf_hash64(b, n, 1);
   h = pf_hash64(pf_model_arch_name(m), strlen(pf_model_arch_name(m)), h);
   for (uint64_t i = 0; i < m->g.n_tensors; i++) {
     const gguf_tensor *t = &m->g.tensors[i];
+    uint8_t ne[GGUF_MAX_DIMS * 8];
+    for (int d = 0; d < GGUF_MAX_DIMS; d++) put_le32(ne + 8 * d, (uint32_t)t->ne[d]), put_le32(ne + 8 * d + 4, (uint32_t)(t->ne[d] >> 32));
     h = pf_hash64(t->name.p, t->name.n, h);
-    h = pf_hash64(t->ne, sizeof t->ne, h ^ t->type);
+    h = pf_hash64(ne, sizeof ne, h ^ t->type);
     h = pf_hash64(t->data, t->nbytes, h);
   }
   if (m->g.n_tensors == 0) {   /* vocab-only: the tokens identify it */
@@ -306,22 +399,24 @@ pf_model *pf_model_load(const char *path, pf_err *err) {
     pf_seterr(err, PF_ERR, "'%s': GGUF general.architecture is %s", path, arch ? "not a string" : "missing");
     goto fail;
   }
-  if (gguf_str_eq(arch->v.s, "llama")) m->hp.arch = PF_ARCH_LLAMA;
-  else if (gguf_str_eq(arch->v.s, "gpt2")) m->hp.arch = PF_ARCH_GPT2;
-  else {
-    pf_seterr(err, PF_ERR, "'%s': architecture '%.*s' is not supported (supported: llama, gpt2)", path,
+  const family *f = NULL;
+  for (int i = 0; i < N_FAMILIES; i++) if (gguf_str_eq(arch->v.s, g_families[i].name)) f = &g_families[i];
+  if (!f) {
+    pf_seterr(err, PF_ERR, "'%s': architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, phi3, gpt2)", path,
               (int)(arch->v.s.n < 40 ? arch->v.s.n : 40), arch->v.s.p);
     goto fail;
   }
+  m->hp.arch = f->arch;
   if (pf_vocab_load(&m->vocab, &m->g, &e2)) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
   for (uint64_t i = 0; i < m->g.n_tensors; i++) m->n_params += m->g.tensors[i].n_elem;
   if (m->g.n_tensors > 0) {
-    int rc = m->hp.arch == PF_ARCH_LLAMA ? load_llama(m, &e2) : load_gpt2(m, &e2);
-    if (rc) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
+    if (load_hparams(m, f, &e2) || load_weights(m, f, &e2)) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
     m->has_weights = 1;
   } else {
     m->hp.n_vocab = m->vocab.n;
   }
+  free(m->used);
+  m->used = NULL;
   make_fingerprint(m);
   return m;
 fail:

@@ -86,9 +86,8 @@ void pf_parallel_range(size_t n, range_fn fn, void *ctx) { parallel_items(n, 1, 
 typedef struct row_args {
   float *out, *o2, *o3;
   const float *inp, *w, *b, *dout, *a1, *a2;
-  const int *pos;
-  int C, n_head, head_dim, rope_dim;
-  float eps, base, sign;
+  int C;
+  float eps;
 } row_args;
 static void parallel_rows(int T, size_t per_row, range_fn fn, row_args *a) { parallel_items((size_t)T, per_row, fn, a); }
 
@@ -156,44 +155,48 @@ void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C,
   parallel_rows(T, (size_t)C, rmsnorm_rows, &a);
 }
 
-/* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by pos * base^(-2i/rope_dim). */
-/* base^(-2i/rope_dim): from a table when rope_dim <= 512 (every real model), else computed */
+/* RoPE. Pair i of each head's first r->dim values — adjacent (x[2i], x[2i+1]) or, NEOX, the halves
+** (x[i], x[i + dim/2]) — is turned by the angle pos · scale · base^(-2i/dim) / factors[i]; sign -1 turns
+** it back, which is the backward (the rotation is orthogonal). The frequencies are computed once per call
+** (a table on the stack for dim <= 512, every real model). */
 #define ROPE_TAB 256
-static void rope_freqs(float *f, int rope_dim, float base) {
-  for (int i = 0; i < rope_dim / 2 && i < ROPE_TAB; i++) f[i] = powf(base, -2.0f * (float)i / (float)rope_dim);
-}
-static inline float rope_freq(const float *f, int i, int rope_dim, float base) {
-  return rope_dim / 2 <= ROPE_TAB ? f[i] : powf(base, -2.0f * (float)i / (float)rope_dim);
+typedef struct rope_job { float *x; const int *pos; int n_head, head_dim; const pf_rope_cfg *r; float sign; } rope_job;
+
+static float rope_freq(const pf_rope_cfg *r, int i) {
+  float f = powf(r->base, -2.0f * (float)i / (float)r->dim);
+  return r->factors ? f / r->factors[i] : f;
 }
 
-/* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by sign * pos * base^(-2i/rope_dim). */
 static void rope_rows(void *arg, size_t t0, size_t t1) {
-  const row_args *ra = arg;
-  float *x = ra->out, base = ra->base, sign = ra->sign, freq[ROPE_TAB];
-  int n_head = ra->n_head, head_dim = ra->head_dim, rope_dim = ra->rope_dim;
-  const int *pos = ra->pos;
-  rope_freqs(freq, rope_dim, base);
-  for (size_t t = t0; t < t1; t++)
-    for (int i = 0; i < rope_dim / 2; i++) {
-      float theta = (float)pos[t] * rope_freq(freq, i, rope_dim, base);
-      float c = cosf(theta), s = sign * sinf(theta);
-      for (int h = 0; h < n_head; h++) {
-        float *p = x + ((size_t)t * n_head + h) * head_dim + 2 * i;
-        float a = p[0], b = p[1];
-        p[0] = a * c - b * s;
-        p[1] = a * s + b * c;
+  const rope_job *j = arg;
+  const pf_rope_cfg *r = j->r;
+  int half = r->dim / 2, nh = j->n_head, hd = j->head_dim;
+  float freq[ROPE_TAB];
+  for (int i = 0; i < half && i < ROPE_TAB; i++) freq[i] = rope_freq(r, i);
+  for (size_t t = t0; t < t1; t++) {
+    float p = (float)j->pos[t] * r->scale;
+    for (int i = 0; i < half; i++) {
+      float theta = p * (i < ROPE_TAB ? freq[i] : rope_freq(r, i));
+      float c = cosf(theta), sn = j->sign * sinf(theta);
+      for (int h = 0; h < nh; h++) {
+        float *x = j->x + ((size_t)t * nh + h) * hd;
+        float *a = r->neox ? x + i : x + 2 * i, *b = r->neox ? x + i + half : x + 2 * i + 1;
+        float u = *a, w = *b;
+        *a = u * c - w * sn;
+        *b = u * sn + w * c;
       }
     }
+  }
 }
 
-static void rope_apply(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base, float sign) {
-  row_args a = {.out = x, .pos = pos, .n_head = n_head, .head_dim = head_dim, .rope_dim = rope_dim, .base = base,
-                .sign = sign};
-  parallel_rows(T, (size_t)n_head * head_dim, rope_rows, &a);
+void pf_rope_ex(float *x, const int *pos, int T, int n_head, int head_dim, const pf_rope_cfg *r, float sign) {
+  rope_job j = {x, pos, n_head, head_dim, r, sign};
+  parallel_items((size_t)T, (size_t)n_head * head_dim, rope_rows, &j);
 }
 
 void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
-  rope_apply(x, pos, T, n_head, head_dim, rope_dim, base, 1.0f);
+  pf_rope_cfg r = {rope_dim, 0, base, 1.0f, NULL};
+  pf_rope_ex(x, pos, T, n_head, head_dim, &r, 1.0f);
 }
 
 void pf_softmax(float *x, int n) {
@@ -274,7 +277,8 @@ void pf_rmsnorm_backward(float *dinp, const float *dout, const float *inp, const
 
 /* The rotation is orthogonal: its backward is the rotation by -theta. */
 void pf_rope_backward(float *dx, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base) {
-  rope_apply(dx, pos, T, n_head, head_dim, rope_dim, base, -1.0f);
+  pf_rope_cfg r = {rope_dim, 0, base, 1.0f, NULL};
+  pf_rope_ex(dx, pos, T, n_head, head_dim, &r, -1.0f);
 }
 
 typedef struct ew { float *o1, *o2; const float *i1, *i2, *i3; } ew;

@@ -48,21 +48,33 @@ typedef int (*pf_cancel_fn)(void *arg);
 
 /* ------------------------------------------------------------------ model */
 
-enum { PF_ARCH_NONE = 0, PF_ARCH_LLAMA = 1, PF_ARCH_GPT2 = 2 };
+/* model families (general.architecture): llama (Llama 1-3, Mistral, ...), gpt2, qwen2, qwen3, phi3 */
+enum { PF_ARCH_NONE = 0, PF_ARCH_LLAMA = 1, PF_ARCH_GPT2 = 2, PF_ARCH_QWEN2 = 3, PF_ARCH_QWEN3 = 4, PF_ARCH_PHI3 = 5 };
+enum { PF_NORM_RMS = 0, PF_NORM_LAYER = 1 };                     /* RMSNorm; LayerNorm with bias */
+enum { PF_ROPE_NONE = 0, PF_ROPE_NORM = 1, PF_ROPE_NEOX = 2 };   /* learned positions; adjacent pairs; halves */
+enum { PF_ACT_SWIGLU = 0, PF_ACT_GELU = 1 };                     /* silu(gate)·up; gelu(up) */
 
+/* A model's hyperparameters and its block description: what every layer
+** does, read once from the GGUF metadata (and which tensors the file has). */
 typedef struct pf_hparams {
   int arch;        /* PF_ARCH_* */
   int n_layer;
   int n_embd;
   int n_head;
   int n_head_kv;
-  int head_dim;    /* n_embd / n_head */
+  int head_dim;    /* attention.key_length, else n_embd / n_head */
   int n_ff;
   int n_vocab;
-  int n_ctx;       /* training context length from the file */
+  int n_ctx;       /* context length usable here: the file's, or its sliding window if smaller */
+  int n_ctx_train; /* context length from the file */
   float norm_eps;
-  float rope_base; /* llama */
-  int rope_dim;    /* llama: rotated dims per head (== head_dim) */
+  float rope_base; /* frequency base */
+  int rope_dim;    /* rotated dims per head (<= head_dim) */
+  float rope_scale;/* positions multiplied by this (linear RoPE scaling; 1 = none) */
+  int norm;        /* PF_NORM_* */
+  int rope;        /* PF_ROPE_* */
+  int act;         /* PF_ACT_* */
+  int qk_norm;     /* per-head RMSNorm of queries and keys before RoPE (qwen3) */
 } pf_hparams;
 
 typedef struct pf_model pf_model;
@@ -73,7 +85,7 @@ pf_model *pf_model_load(const char *path, pf_err *err);
 void pf_model_free(pf_model *m);
 
 const pf_hparams *pf_model_hparams(const pf_model *m);
-const char *pf_model_arch_name(const pf_model *m);   /* "llama", "gpt2" */
+const char *pf_model_arch_name(const pf_model *m);   /* "llama", "gpt2", "qwen2", "qwen3", "phi3" */
 int pf_model_has_weights(const pf_model *m);
 uint64_t pf_model_n_params(const pf_model *m);
 uint64_t pf_model_file_size(const pf_model *m);
