@@ -115,10 +115,11 @@ static int run_batch(const pf_model *m, row *rows, int n, const pf_sample_params
     for (int a = 0; a < na; a++) {
       row *r = &rows[act[a]];
       float *lg = logits + (size_t)a * hp->n_vocab;
-      if (p->ignore_eos && m->vocab.eos >= 0) lg[m->vocab.eos] = -INFINITY;
+      if (p->ignore_eos)
+        for (int e = 0; e < m->vocab.n_eog; e++) lg[m->vocab.eog[e]] = -INFINITY;
       int tok = pf_sampler_sample(r->smp, lg, r->ids, r->n_ids);
       int fin = 0;
-      if (tok == m->vocab.eos) { r->it->res.finish = PF_FINISH_EOS; fin = 1; }
+      if (pf_vocab_is_eog(&m->vocab, tok)) { r->it->res.finish = PF_FINISH_EOS; fin = 1; }
       else {
         r->ids[r->n_ids++] = tok;
         r->it->res.n_tokens++;
@@ -162,7 +163,7 @@ int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_ba
       pf_batch_item *it = &items[b0 + i];
       row *r = &rows[i];
       r->it = it;
-      if ((rc = pf_tokenize(m, it->prompt, it->prompt_len, m->vocab.add_bos, &r->ids, &r->n_ids, err))) break;
+      if ((rc = pf_tokenize(m, it->prompt, it->prompt_len, 1, &r->ids, &r->n_ids, err))) break;
       if (r->n_ids == 0) { rc = pf_seterr(err, PF_ERR, "the prompt is empty and the model adds no BOS token"); break; }
       long need = (long)it->prefix_len + r->n_ids + p->max_tokens;
       if (need > hp->n_ctx) {

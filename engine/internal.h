@@ -126,6 +126,10 @@ uint16_t pf_f32_to_f16(float f);
 /* --------------------------------------------------------------- tokenizer */
 
 enum { PF_TOK_NONE = 0, PF_TOK_SPM = 1, PF_TOK_BPE = 2 };
+/* byte-level BPE pre-tokenizers: llama.cpp's default (punctuation runs, GPT-2's rules, digit runs, groups of 3),
+** GPT-2's, Llama 3's (letters after one symbol, digits in threes, newlines kept together), Qwen2's (the same
+** with single digits), SmolLM's (single digits, then GPT-2's) */
+enum { PF_PRE_DEFAULT = 0, PF_PRE_GPT2, PF_PRE_LLAMA3, PF_PRE_QWEN2, PF_PRE_SMOLLM };
 enum { PF_TT_NORMAL = 1, PF_TT_UNKNOWN = 2, PF_TT_CONTROL = 3,
        PF_TT_USER = 4, PF_TT_UNUSED = 5, PF_TT_BYTE = 6 };
 
@@ -137,13 +141,16 @@ typedef struct pf_vocab {
   float *score;
   int *type;
   int bos, eos, unk;      /* -1 if none */
-  int add_bos;
+  int eot, eom;           /* end of turn / of message (tokenizer.ggml.eot_token_id, eom_token_id), -1 if none */
+  int add_bos, add_eos;   /* what a prompt gets (tokenizer.ggml.add_bos_token, add_eos_token) */
   int add_space_prefix;
   int byte_tok[256];      /* SPM: id of <0xXX>, -1 if missing */
   /* open-addressing hash: token text -> id */
   int *hash;
   uint32_t hash_cap;
   /* byte-level BPE (gpt2) */
+  int pre;                /* PF_PRE_*: the pre-tokenizer (tokenizer.ggml.pre) */
+  int ignore_merges;      /* a pre-tokenized piece that is a token is taken whole (Llama 3) */
   int byte_id[256];       /* the single-character token of each byte */
   char **bytes;           /* each token's raw bytes (the byte<->unicode mapping undone) */
   int *nbytes;
@@ -151,11 +158,17 @@ typedef struct pf_vocab {
   int *mrank, *mres;
   uint32_t mcap;
   int n_merges;
-  int *special;           /* ids matched verbatim in text (control and user-defined tokens) */
+  /* both kinds */
+  int *special;           /* ids matched verbatim in text (control, user-defined, unknown), longest first */
   int n_special;
+  uint8_t special_first[256];   /* 1 for each byte a special token starts with */
+  uint8_t *rstrip;        /* (n) 1: white space after this special token in text is dropped (Phi-3, as llama.cpp) */
+  int *eog;               /* end-of-generation ids: eos, eot, eom, and turn-ending control tokens */
+  int n_eog;
 } pf_vocab;
 
 int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err);
+int pf_vocab_is_eog(const pf_vocab *v, int id);
 
 /* symbols being merged (a linked list over a byte buffer) */
 typedef struct pf_sym { int start, len, prev, next, id; } pf_sym;
@@ -169,9 +182,7 @@ int pf_bpe_load(pf_vocab *v, const gguf_file *g, pf_err *err);
 void pf_bpe_free(pf_vocab *v);
 int pf_spm_encode(const pf_vocab *v, const char *text, size_t len, int space_prefix, int **ids, int *n,
                   int *cap, pf_err *err);
-/* tokenize with control over the SentencePiece space prefix (tokenizer.c) */
-int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int add_bos, int space_prefix, int **ids,
-                   int *n_ids, pf_err *err);
+int pf_bpe_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n, int *cap, pf_err *err);
 
 /* ------------------------------------------------------------------ model */
 

@@ -174,10 +174,11 @@ static const family *family_of(int arch) {
   return NULL;
 }
 
-const char *pf_model_arch_name(const pf_model *m) {
-  const family *f = family_of(m->hp.arch);
-  return f ? f->name : "none";
+const char *pf_arch_name(int arch) {
+  const family *f = family_of(arch);
+  return f ? f->name : "unknown";
 }
+const char *pf_model_arch_name(const pf_model *m) { return m->hp.arch ? pf_arch_name(m->hp.arch) : "none"; }
 
 /* Keys that change a model's math in ways this engine does not compute: refused, never ignored. */
 static int refuse_unsupported(const pf_model *m, const char *a, pf_err *err) {

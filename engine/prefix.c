@@ -339,7 +339,7 @@ int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err) {
 }
 
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len) {
-  const char *arch = p->arch == PF_ARCH_LLAMA ? "llama" : p->arch == PF_ARCH_GPT2 ? "gpt2" : "unknown";
+  const char *arch = pf_arch_name(p->arch);
   size_t cap = p->meta_len + 1024;
   char *s = malloc(cap);
   if (!s) return NULL;

@@ -86,6 +86,7 @@ void pf_model_free(pf_model *m);
 
 const pf_hparams *pf_model_hparams(const pf_model *m);
 const char *pf_model_arch_name(const pf_model *m);   /* "llama", "gpt2", "qwen2", "qwen3", "phi3" */
+const char *pf_arch_name(int arch);                   /* the same for a PF_ARCH_* ("unknown" if none) */
 int pf_model_has_weights(const pf_model *m);
 uint64_t pf_model_n_params(const pf_model *m);
 uint64_t pf_model_file_size(const pf_model *m);
@@ -101,10 +102,20 @@ int pf_token_bos(const pf_model *m);   /* -1 if none */
 int pf_token_eos(const pf_model *m);
 int pf_add_bos(const pf_model *m);     /* does a prompt start with BOS? */
 
-/* Tokenize UTF-8 text. *ids is malloc'ed (caller frees). add_bos: 1 to put
-** BOS first (when the model has one). */
-int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_bos,
+/* Tokenize UTF-8 text. *ids is malloc'ed (caller frees). add_special: 1 to add the special tokens the
+** vocabulary asks for (BOS first and EOS last, per tokenizer.ggml.add_bos_token / add_eos_token and the
+** tokenizer's defaults). Special tokens written in the text (<|im_start|>, </s>, ...) are matched verbatim. */
+int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_special,
                 int **ids, int *n_ids, pf_err *err);
+/* Tokenize with each choice explicit: BOS first, EOS last, the SentencePiece space prefix on the first
+** fragment, special tokens written in the text parsed (else only user-defined ones) */
+enum { PF_TOKF_BOS = 1, PF_TOKF_EOS = 2, PF_TOKF_PREFIX = 4, PF_TOKF_SPECIAL = 8 };
+int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int flags, int **ids, int *n_ids, pf_err *err);
+/* the flags pf_tokenize uses, with add_special and parse_special as given */
+int pf_tok_flags(const pf_model *m, int add_special, int parse_special);
+/* Does this token end a generation? EOS, EOT, EOM and the turn-ending control tokens (<|eot_id|>,
+** <|im_end|>, <|end|>, ...) */
+int pf_token_is_eog(const pf_model *m, int id);
 
 /* Raw bytes of a token (byte-fallback tokens give their byte). Returns the
 ** number of bytes written to buf (at most cap), or -1 for a bad id. */
@@ -116,6 +127,17 @@ int pf_token_bytes(const pf_model *m, int id, char *buf, int cap);
 ** or incomplete UTF-8 becomes U+FFFD. */
 int pf_detokenize(const pf_model *m, const int *ids, int n_ids, int strip_leading,
                   char **text, size_t *len, pf_err *err);
+
+/* ------------------------------------------------------------------- chat */
+
+/* One message of a conversation (not NUL-terminated; lengths in bytes). */
+typedef struct pf_chat_msg { const char *role; size_t role_len; const char *content; size_t content_len; } pf_chat_msg;
+/* The prompt for a conversation in the format of the model's chat template (recognised from
+** tokenizer.chat_template by its text, as llama.cpp does), or of the format `name` (NULL: the model's).
+** add_ass: end with the assistant's turn opened. *out is malloc'ed, NUL-terminated; BOS is not in it. */
+int pf_chat_format(const pf_model *m, const char *name, const pf_chat_msg *msgs, int n, int add_ass, char **out,
+                   size_t *out_len, pf_err *err);
+const char *pf_chat_template_names(void);   /* the formats, for messages */
 
 /* ------------------------------------------------------- forward, caches */
 

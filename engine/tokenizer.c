@@ -7,43 +7,85 @@
 #include <stdlib.h>
 #include <string.h>
 
-int pf_bpe_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n, int *cap, pf_err *err);
 int pf_bpe_token_bytes(const pf_vocab *v, int id, char *buf, int cap);
 
 int pf_token_bos(const pf_model *m) { return m->vocab.bos; }
 int pf_token_eos(const pf_model *m) { return m->vocab.eos; }
 int pf_add_bos(const pf_model *m) { return m->vocab.add_bos; }
+int pf_token_is_eog(const pf_model *m, int id) { return pf_vocab_is_eog(&m->vocab, id); }
 
-int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_bos, int **ids, int *n_ids, pf_err *err) {
-  return pf_tokenize_ex(m, text, len, add_bos, m->vocab.add_space_prefix, ids, n_ids, err);
+int pf_tokenize(const pf_model *m, const char *text, size_t len, int add_special, int **ids, int *n_ids, pf_err *err) {
+  return pf_tokenize_ex(m, text, len, pf_tok_flags(m, add_special, 1), ids, n_ids, err);
 }
 
-int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int add_bos, int space_prefix, int **ids,
-                   int *n_ids, pf_err *err) {
-  int *out = NULL, n = 0, cap = 0, rc;
+int pf_tok_flags(const pf_model *m, int add_special, int parse_special) {
+  const pf_vocab *v = &m->vocab;
+  return (add_special && v->add_bos ? PF_TOKF_BOS : 0) | (add_special && v->add_eos ? PF_TOKF_EOS : 0) |
+         (v->add_space_prefix ? PF_TOKF_PREFIX : 0) | (parse_special ? PF_TOKF_SPECIAL : 0);
+}
+
+/* The earliest special token at or after pos (the longest there), or len. Without parse_special only
+** user-defined tokens count, as in llama.cpp. */
+static size_t next_special(const pf_vocab *v, const char *text, size_t len, size_t pos, int parse_special, int *id) {
+  *id = -1;
+  if (v->n_special == 0) return len;
+  for (size_t i = pos; i < len; i++) {
+    if (!v->special_first[(unsigned char)text[i]]) continue;
+    for (int k = 0; k < v->n_special; k++) {   /* longest first */
+      int t = v->special[k];
+      if (!parse_special && v->type[t] != PF_TT_USER) continue;
+      if ((size_t)v->len[t] <= len - i && (unsigned char)v->text[t][0] == (unsigned char)text[i] &&
+          !memcmp(text + i, v->text[t], (size_t)v->len[t])) {
+        *id = t;
+        return i;
+      }
+    }
+  }
+  return len;
+}
+
+/* Text is split at special tokens (control, user-defined and unknown tokens written in it, matched verbatim,
+** as llama.cpp does when it parses specials); the text between is encoded by the vocabulary's tokenizer. A
+** SentencePiece fragment gets the space prefix at the start (space_prefix) and after a special token
+** (when the vocabulary adds one), as llama.cpp's tokenizer does. */
+int pf_tokenize_ex(const pf_model *m, const char *text, size_t len, int flags, int **ids, int *n_ids, pf_err *err) {
+  const pf_vocab *v = &m->vocab;
+  int *out = NULL, n = 0, cap = 0, rc = PF_OK, prefix = !!(flags & PF_TOKF_PREFIX);
   *ids = NULL;
   *n_ids = 0;
-  if (add_bos && m->vocab.bos >= 0) {
-    out = malloc(sizeof(int) * 64);
-    if (!out) return pf_seterr(err, PF_NOMEM, "out of memory tokenizing");
-    cap = 64;
-    out[n++] = m->vocab.bos;
+  if ((flags & PF_TOKF_BOS) && v->bos >= 0 && pf_push_id(&out, &n, &cap, v->bos)) goto nomem;
+  for (size_t pos = 0; pos < len;) {
+    int sid;
+    size_t at = next_special(v, text, len, pos, flags & PF_TOKF_SPECIAL, &sid);
+    if (at > pos) {
+      if (v->kind == PF_TOK_SPM) rc = pf_spm_encode(v, text + pos, at - pos, prefix, &out, &n, &cap, err);
+      else rc = pf_bpe_encode(v, text + pos, at - pos, &out, &n, &cap, err);
+      if (rc) { free(out); return rc; }
+    }
+    if (sid < 0) break;
+    if (pf_push_id(&out, &n, &cap, sid)) goto nomem;
+    prefix = v->add_space_prefix;
+    pos = at + (size_t)v->len[sid];
+    if (v->rstrip[sid])
+      while (pos < len && (text[pos] == ' ' || (text[pos] >= '\t' && text[pos] <= '\r'))) pos++;
   }
-  if (m->vocab.kind == PF_TOK_SPM) rc = pf_spm_encode(&m->vocab, text, len, space_prefix, &out, &n, &cap, err);
-  else rc = pf_bpe_encode(&m->vocab, text, len, &out, &n, &cap, err);
-  if (rc) { free(out); return rc; }
-  if (!out) { out = malloc(sizeof(int)); if (!out) return pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); }
+  if ((flags & PF_TOKF_EOS) && v->eos >= 0 && pf_push_id(&out, &n, &cap, v->eos)) goto nomem;
+  if (!out && !(out = malloc(sizeof(int)))) goto nomem;
   *ids = out;
   *n_ids = n;
   return PF_OK;
+nomem:
+  free(out);
+  return pf_seterr(err, PF_NOMEM, "out of memory tokenizing");
 }
 
 /* Tokens that decode to nothing. SentencePiece-style vocabularies hide their
 ** control tokens (<s>, </s>) as sentencepiece does; byte-level BPE decodes its
 ** special tokens to their text (<|endoftext|>), as GPT-2's tokenizer does,
-** so that decode(encode(text)) == text. */
+** so that decode(encode(text)) == text — except the BOS the tokenizer itself
+** puts in front (Llama 3's <|begin_of_text|>). */
 static int is_special(const pf_vocab *v, int id) {
-  if (v->kind == PF_TOK_BPE) return v->type[id] == PF_TT_UNUSED;
+  if (v->kind == PF_TOK_BPE) return v->type[id] == PF_TT_UNUSED || (id == v->bos && v->add_bos);
   return id == v->bos || id == v->eos || v->type[id] == PF_TT_CONTROL || v->type[id] == PF_TT_UNUSED;
 }
 

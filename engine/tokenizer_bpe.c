@@ -35,8 +35,8 @@ int pf_gpt2_byte_utf8(int b, char out[3]) {
 
 void pf_bpe_free(pf_vocab *v) {
   if (v->bytes) for (int i = 0; i < v->n; i++) free(v->bytes[i]);
-  free(v->bytes); free(v->nbytes); free(v->mkey); free(v->mrank); free(v->mres); free(v->special);
-  v->bytes = NULL; v->nbytes = NULL; v->mkey = NULL; v->mrank = NULL; v->mres = NULL; v->special = NULL;
+  free(v->bytes); free(v->nbytes); free(v->mkey); free(v->mrank); free(v->mres);
+  v->bytes = NULL; v->nbytes = NULL; v->mkey = NULL; v->mrank = NULL; v->mres = NULL;
 }
 
 static uint32_t pair_hash(uint64_t k) {
@@ -64,7 +64,6 @@ int pf_bpe_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
   v->bytes = calloc((size_t)v->n, sizeof *v->bytes);
   v->nbytes = calloc((size_t)v->n, sizeof *v->nbytes);
   if (!v->bytes || !v->nbytes) return pf_seterr(err, PF_NOMEM, "out of memory loading the gpt2 vocabulary");
-  int n_special = 0;
   for (int i = 0; i < v->n; i++) {
     const uint8_t *t = (const uint8_t *)v->text[i];
     utf8proc_ssize_t len = v->len[i], o = 0;
@@ -81,7 +80,6 @@ int pf_bpe_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
       o += r;
     }
     v->nbytes[i] = k;
-    if (special && v->len[i] > 0) n_special++;
   }
   for (int b = 0; b < 256; b++) {
     char u[4];
@@ -92,10 +90,6 @@ int pf_bpe_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
     if (v->byte_id[b] < 0)
       return pf_seterr(err, PF_ERR, "the gpt2 vocabulary has no token for byte 0x%02X (a byte-level BPE needs all 256)", b);
   }
-  v->special = malloc(sizeof(int) * (size_t)(n_special + 1));
-  if (!v->special) return pf_seterr(err, PF_NOMEM, "out of memory");
-  for (int i = 0; i < v->n; i++)
-    if ((v->type[i] == PF_TT_CONTROL || v->type[i] == PF_TT_USER) && v->len[i] > 0) v->special[v->n_special++] = i;
 
   const gguf_kv *mg = gguf_find(g, "tokenizer.ggml.merges");
   if (!mg) return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.merges is missing (a gpt2 tokenizer needs its merges)");
@@ -163,25 +157,130 @@ int pf_bpe_token_bytes(const pf_vocab *v, int id, char *buf, int cap) {
   return n;
 }
 
-/* ------------------------------------------------------------ pre-tokenizer */
-
-enum { C_OTHER, C_LETTER, C_NUMBER, C_SPACE };
+/* ------------------------------------------------------------ pre-tokenizers
+** Each is the regular expressions llama.cpp uses for that tokenizer.ggml.pre,
+** written out as scanners over code points: a scanner returns the length of
+** its expression's match at position i of a piece (0: no match there).
+** Expressions that match everywhere split a piece completely; the others
+** cut out their matches and leave the text between as pieces, and a
+** pre-tokenizer applies its expressions one after another. Categories come
+** from utf8proc: \p{L} letters, \p{N} numbers, \s Unicode white space. */
 
 static int is_white(int32_t c) {
   return (c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
          c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
-
-static int cls(int32_t c) {
-  if (c < 0) return C_OTHER;   /* a byte that is not UTF-8 */
-  if (is_white(c)) return C_SPACE;
+static int is_L(int32_t c) {
+  if (c < 0) return 0;   /* a byte that is not UTF-8 */
   switch (utf8proc_category(c)) {
     case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: return C_LETTER;
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO: return C_NUMBER;
-    default: return C_OTHER;
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: return 1;
+    default: return 0;
   }
 }
+static int is_N(int32_t c) {
+  if (c < 0) return 0;
+  switch (utf8proc_category(c)) {
+    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO: return 1;
+    default: return 0;
+  }
+}
+static int is_P(int32_t c) {   /* \p{P}, and the symbols llama.cpp's default expression adds: $ + < = > ^ ~ | */
+  if (c < 0) return 0;
+  if (c == '$' || c == '+' || c == '<' || c == '=' || c == '>' || c == '^' || c == '~' || c == '|') return 1;
+  switch (utf8proc_category(c)) {
+    case UTF8PROC_CATEGORY_PC: case UTF8PROC_CATEGORY_PD: case UTF8PROC_CATEGORY_PS: case UTF8PROC_CATEGORY_PE:
+    case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF: case UTF8PROC_CATEGORY_PO: return 1;
+    default: return 0;
+  }
+}
+static int is_nl(int32_t c) { return c == '\r' || c == '\n'; }
+static int lower(int32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+enum { C_OTHER, C_LETTER, C_NUMBER, C_SPACE };
+static int cls(int32_t c) { return is_white(c) ? C_SPACE : is_L(c) ? C_LETTER : is_N(c) ? C_NUMBER : C_OTHER; }
+
+/* 's 't 're 've 'm 'll 'd (any case when ci) */
+static int contraction(const int32_t *cp, int n, int i, int ci) {
+  if (cp[i] != '\'' || i + 1 >= n) return 0;
+  int a = ci ? lower(cp[i + 1]) : cp[i + 1], b = i + 2 < n ? (ci ? lower(cp[i + 2]) : cp[i + 2]) : 0;
+  if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+  if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+  return 0;
+}
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static int scan_gpt2(const int32_t *cp, int n, int i) {
+  int j = contraction(cp, n, i, 0);
+  if (j) return j;
+  int c = cls(cp[i]);
+  if (cp[i] == ' ' && i + 1 < n && cls(cp[i + 1]) != C_SPACE) {   /* " ?" + a run */
+    int k = cls(cp[i + 1]);
+    for (j = i + 2; j < n && cls(cp[j]) == k;) j++;
+    return j - i;
+  }
+  if (c != C_SPACE) {
+    for (j = i + 1; j < n && cls(cp[j]) == c;) j++;
+    return j - i;
+  }
+  for (j = i + 1; j < n && cls(cp[j]) == C_SPACE;) j++;
+  if (j < n && j - i > 1) return j - 1 - i;   /* \s+(?!\S): leave the last space to the word after it */
+  return j - i;
+}
+
+/* Llama 3 (digits 3 at a time) and Qwen2 (one at a time):
+** (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static int scan_llama3_n(const int32_t *cp, int n, int i, int max_digits) {
+  int j = contraction(cp, n, i, 1);
+  if (j) return j;
+  int32_t c = cp[i];
+  if (!is_nl(c) && !is_L(c) && !is_N(c) && i + 1 < n && is_L(cp[i + 1])) {   /* one symbol (or space) + letters */
+    for (j = i + 2; j < n && is_L(cp[j]);) j++;
+    return j - i;
+  }
+  if (is_L(c)) {
+    for (j = i + 1; j < n && is_L(cp[j]);) j++;
+    return j - i;
+  }
+  if (is_N(c)) {
+    for (j = i + 1; j < n && is_N(cp[j]) && j - i < max_digits;) j++;
+    return j - i;
+  }
+  int k = c == ' ' ? i + 1 : i;
+  if (k < n && !is_white(cp[k]) && !is_L(cp[k]) && !is_N(cp[k])) {   /* symbols, then newlines */
+    for (j = k + 1; j < n && !is_white(cp[j]) && !is_L(cp[j]) && !is_N(cp[j]);) j++;
+    while (j < n && is_nl(cp[j])) j++;
+    return j - i;
+  }
+  if (is_white(c)) {
+    int end = i, last_nl = -1;
+    while (end < n && is_white(cp[end])) { if (is_nl(cp[end])) last_nl = end; end++; }
+    if (last_nl >= 0) return last_nl + 1 - i;   /* \s*[\r\n]+ */
+    if (end == n || end - i == 1) return end - i;   /* \s+(?!\S) at the end, or \s+ */
+    return end - 1 - i;   /* \s+(?!\S): leave the last space to what follows */
+  }
+  return 1;
+}
+static int scan_llama3(const int32_t *cp, int n, int i) { return scan_llama3_n(cp, n, i, 3); }
+static int scan_qwen2(const int32_t *cp, int n, int i) { return scan_llama3_n(cp, n, i, 1); }
+
+/* llama.cpp's default expressions: [\p{P}\$\+<=>\^~\|]+ then GPT-2's, then \p{N}+, then [0-9][0-9][0-9] */
+static int scan_punct(const int32_t *cp, int n, int i) {
+  int j = i;
+  while (j < n && is_P(cp[j])) j++;
+  return j - i;
+}
+static int scan_numbers(const int32_t *cp, int n, int i) {
+  int j = i;
+  while (j < n && is_N(cp[j])) j++;
+  return j - i;
+}
+static int scan_digits3(const int32_t *cp, int n, int i) {
+  return i + 2 < n && cp[i] >= '0' && cp[i] <= '9' && cp[i + 1] >= '0' && cp[i + 1] <= '9' && cp[i + 2] >= '0' &&
+                 cp[i + 2] <= '9' ? 3 : 0;
+}
+static int scan_number1(const int32_t *cp, int n, int i) { (void)n; return is_N(cp[i]) ? 1 : 0; }
+
+typedef int (*scan_fn)(const int32_t *cp, int n, int i);
 
 /* BPE: a pair merges when the merges list has it; a lower rank merges first. */
 static int bpe_pair(const pf_vocab *v, const char *buf, const pf_sym *a, const pf_sym *b, float *score, int *id) {
@@ -192,8 +291,14 @@ static int bpe_pair(const pf_vocab *v, const char *buf, const pf_sym *a, const p
   return 1;
 }
 
-/* Encode one pre-tokenized piece. */
-static int encode_word(const pf_vocab *v, const char *w, int n, pf_sym *s, int **ids, int *nid, int *cap) {
+/* Encode one pre-tokenized piece (its bytes). tmp holds 2 bytes per byte of the piece. */
+static int encode_word(const pf_vocab *v, const char *w, int n, pf_sym *s, char *tmp, int **ids, int *nid, int *cap) {
+  if (v->ignore_merges && n > 1) {   /* the whole piece is a token: taken as it is */
+    int o = 0;
+    for (int i = 0; i < n; i++) o += pf_gpt2_byte_utf8((unsigned char)w[i], tmp + o);
+    int id = pf_vocab_find(v, tmp, (size_t)o);
+    if (id >= 0) return pf_push_id(ids, nid, cap, id);
+  }
   for (int i = 0; i < n; i++) {
     s[i].start = i; s[i].len = 1; s[i].prev = i - 1; s[i].next = i + 1 < n ? i + 1 : -1;
     s[i].id = v->byte_id[(unsigned char)w[i]];
@@ -204,15 +309,28 @@ static int encode_word(const pf_vocab *v, const char *w, int n, pf_sym *s, int *
   return 0;
 }
 
-/* Split [text, text+len) (no special tokens inside) into GPT-2 pieces and encode them. */
-static int encode_segment(const pf_vocab *v, const char *text, size_t len, int **ids, int *nid, int *cap, pf_err *err) {
+/* Split text (no special tokens inside) into pieces by the vocabulary's pre-tokenizer and encode them. */
+int pf_bpe_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *nid, int *cap, pf_err *err) {
   if (len == 0) return PF_OK;
-  /* code points with their byte offsets; a byte that is not UTF-8 stands alone */
+  static const scan_fn pre_default[] = {scan_punct, scan_gpt2, scan_numbers, scan_digits3};
+  static const scan_fn pre_gpt2[] = {scan_gpt2}, pre_llama3[] = {scan_llama3}, pre_qwen2[] = {scan_qwen2};
+  static const scan_fn pre_smollm[] = {scan_number1, scan_gpt2};
+  const scan_fn *scans;
+  int n_scans;
+  switch (v->pre) {
+    case PF_PRE_GPT2: scans = pre_gpt2, n_scans = 1; break;
+    case PF_PRE_LLAMA3: scans = pre_llama3, n_scans = 1; break;
+    case PF_PRE_QWEN2: scans = pre_qwen2, n_scans = 1; break;
+    case PF_PRE_SMOLLM: scans = pre_smollm, n_scans = 2; break;
+    default: scans = pre_default, n_scans = 4; break;
+  }
+  /* code points with their byte offsets; a byte that is not UTF-8 stands alone (-1) */
   int32_t *cp = malloc(sizeof(int32_t) * (len + 1));
-  int *off = malloc(sizeof(int) * (len + 1));
+  int *off = malloc(sizeof(int) * (len + 1)), *cut = malloc(sizeof(int) * (len + 2)), *cut2 = malloc(sizeof(int) * (len + 2));
   pf_sym *s = malloc(sizeof(pf_sym) * (len + 1));
+  char *tmp = malloc(2 * len + 1);
   int rc = PF_OK;
-  if (!cp || !off || !s) { rc = pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); goto done; }
+  if (!cp || !off || !cut || !cut2 || !s || !tmp) { rc = pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); goto done; }
   int n = 0;
   for (size_t o = 0; o < len;) {
     utf8proc_int32_t c;
@@ -222,56 +340,34 @@ static int encode_segment(const pf_vocab *v, const char *text, size_t len, int *
     else { cp[n++] = c; o += (size_t)r; }
   }
   off[n] = (int)len;
-  for (int i = 0; i < n;) {
-    int j = i + 1;
-    if (cp[i] == '\'' && i + 1 < n) {
-      int a = cp[i + 1], b = i + 2 < n ? cp[i + 2] : 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') j = i + 2;
-      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) j = i + 3;
-    }
-    if (j == i + 1) {
-      int c = cls(cp[i]);
-      if (cp[i] == ' ' && i + 1 < n && cls(cp[i + 1]) != C_SPACE) {   /* " ?" + a run */
-        int k = cls(cp[i + 1]);
-        j = i + 2;
-        while (j < n && cls(cp[j]) == k) j++;
-      } else if (c != C_SPACE) {
-        while (j < n && cls(cp[j]) == c) j++;
-      } else {                                                          /* whitespace */
-        while (j < n && cls(cp[j]) == C_SPACE) j++;
-        if (j < n && j - i > 1) j--;                /* leave the last one for the next word */
-        else if (j < n) j = i + 1;
+  /* piece boundaries (code point indices), refined by each expression in turn */
+  int nc = 2;
+  cut[0] = 0, cut[1] = n;
+  for (int e = 0; e < n_scans; e++) {
+    int m = 0;
+    for (int p = 0; p + 1 < nc; p++) {
+      int a = cut[p], b = cut[p + 1], gap = a;
+      cut2[m++] = a;
+      for (int i = a; i < b;) {
+        int k = scans[e](cp + a, b - a, i - a);
+        if (k <= 0) { i++; continue; }
+        if (i > gap) cut2[m++] = i;   /* the text before the match */
+        if (i + k < b) cut2[m++] = i + k;
+        i += k;
+        gap = i;
       }
     }
-    if (encode_word(v, text + off[i], off[j] - off[i], s, ids, nid, cap)) {
+    cut2[m++] = n;
+    int *t = cut; cut = cut2; cut2 = t;
+    nc = m;
+  }
+  for (int p = 0; p + 1 < nc; p++)
+    if (cut[p + 1] > cut[p] &&
+        encode_word(v, text + off[cut[p]], off[cut[p + 1]] - off[cut[p]], s, tmp, ids, nid, cap)) {
       rc = pf_seterr(err, PF_NOMEM, "out of memory tokenizing");
       goto done;
     }
-    i = j;
-  }
 done:
-  free(cp); free(off); free(s);
+  free(cp); free(off); free(cut); free(cut2); free(s); free(tmp);
   return rc;
-}
-
-int pf_bpe_encode(const pf_vocab *v, const char *text, size_t len, int **ids, int *n, int *cap, pf_err *err) {
-  size_t pos = 0;
-  while (pos < len) {
-    /* the earliest special token at or after pos (the longest one there) */
-    size_t best = len;
-    int best_id = -1;
-    for (int k = 0; k < v->n_special; k++) {
-      int id = v->special[k];
-      const char *f = memmem(text + pos, len - pos, v->text[id], (size_t)v->len[id]);
-      if (!f) continue;
-      size_t at = (size_t)(f - text);
-      if (at < best || (at == best && best_id >= 0 && v->len[id] > v->len[best_id])) { best = at; best_id = id; }
-    }
-    int rc = encode_segment(v, text + pos, best - pos, ids, n, cap, err);
-    if (rc) return rc;
-    if (best_id < 0) break;
-    if (pf_push_id(ids, n, cap, best_id)) return pf_seterr(err, PF_NOMEM, "out of memory tokenizing");
-    pos = best + (size_t)v->len[best_id];
-  }
-  return PF_OK;
 }

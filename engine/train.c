@@ -75,8 +75,9 @@ int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const cha
                    int **ids, int *n, int *n_prompt, pf_err *err) {
   int *a = NULL, na = 0, *c = NULL, nc = 0, rc;
   *ids = NULL;
-  if ((rc = pf_tokenize(m, prompt, plen, m->vocab.add_bos, &a, &na, err))) return rc;
-  if ((rc = pf_tokenize_ex(m, completion, clen, 0, 0, &c, &nc, err))) { free(a); return rc; }
+  int f = pf_tok_flags(m, 1, 1) & ~PF_TOKF_EOS;   /* EOS, if any, goes after the completion (add_eos) */
+  if ((rc = pf_tokenize_ex(m, prompt, plen, f, &a, &na, err))) return rc;
+  if ((rc = pf_tokenize_ex(m, completion, clen, PF_TOKF_SPECIAL, &c, &nc, err))) { free(a); return rc; }
   int eos = add_eos && m->vocab.eos >= 0;
   int *all = malloc(sizeof(int) * (size_t)(na + nc + eos + 1));
   if (!all) { free(a); free(c); return pf_seterr(err, PF_NOMEM, "out of memory tokenizing"); }
@@ -151,7 +152,7 @@ static void gather(const tseq *seqs, const int *idx, int n, int *len, int *tok, 
 /* the model's own keys/values for the first P tokens of text */
 static int text_kv(const pf_model *m, const char *text, int P, float *kv, float *emb, pf_err *err) {
   int *ids, n, rc;
-  if ((rc = pf_tokenize(m, text, strlen(text), m->vocab.add_bos, &ids, &n, err))) return rc;
+  if ((rc = pf_tokenize_ex(m, text, strlen(text), pf_tok_flags(m, 1, 1) & ~PF_TOKF_EOS, &ids, &n, err))) return rc;
   if (n < P) {
     free(ids);
     return pf_seterr(err, PF_ERR, "init_text is %d tokens; it needs at least prefix_len (%d)", n, P);

@@ -13,6 +13,7 @@
 ** not DETERMINISTIC because a name may be rebound to another model.
 */
 #include "ext.h"
+#include <stddef.h>
 SQLITE_EXTENSION_INIT3
 
 #include <stdlib.h>
@@ -51,9 +52,24 @@ static void fn_model_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv
   sqlite3_result_int(ctx, 1);
 }
 
+typedef struct tok_opts { int add_special, parse_special; } tok_opts;
+static const pfx_opt tok_table[] = {
+    {"add_special", PFX_OPT_BOOL, offsetof(tok_opts, add_special), 0, 0, 0, 0, 0},
+    {"parse_special", PFX_OPT_BOOL, offsetof(tok_opts, parse_special), 0, 0, 0, 0, 0},
+};
+
 static void fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  (void)argc;
   const char *fn = "prefix_tokenize";
+  tok_opts o = {1, 1};
+  char **owned = NULL, *em = NULL;
+  int n_owned = 0;
+  if (argc > 2 && pfx_parse_options(sqlite3_context_db_handle(ctx), fn, argv[2], tok_table, 2, &o, &owned, &n_owned, &em)) {
+    pfx_result_errorf(ctx, "%s", em ? em : "options");
+    sqlite3_free(em);
+    pfx_opts_free(owned, n_owned);
+    return;
+  }
+  pfx_opts_free(owned, n_owned);
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
   if (!pm) return;
   int len;
@@ -62,7 +78,8 @@ static void fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   pf_err e;
   if (text) {
     const pf_model *m = pfx_model_engine(pm);
-    if (pf_tokenize(m, text, (size_t)len, pf_add_bos(m), &ids, &n, &e)) pfx_result_err(ctx, fn, &e);
+    if (pf_tokenize_ex(m, text, (size_t)len, pf_tok_flags(m, o.add_special, o.parse_special), &ids, &n, &e))
+      pfx_result_err(ctx, fn, &e);
     else {
       sqlite3_str *s = sqlite3_str_new(sqlite3_context_db_handle(ctx));
       sqlite3_str_appendchar(s, 1, '[');
@@ -223,6 +240,7 @@ int pfx_register_models(sqlite3 *db) {
       {"prefix_model_load", 2, SQLITE_DIRECTONLY, fn_model_load},
       {"prefix_model_unload", 1, SQLITE_DIRECTONLY, fn_model_unload},
       {"prefix_tokenize", 2, SQLITE_INNOCUOUS, fn_tokenize},
+      {"prefix_tokenize", 3, SQLITE_INNOCUOUS, fn_tokenize},
       {"prefix_detokenize", 2, SQLITE_INNOCUOUS, fn_detokenize},
   };
   int rc = SQLITE_OK;

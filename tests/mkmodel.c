@@ -9,14 +9,16 @@
 **       --vocab-from ../shared/data/gpt2/gpt2-vocab-only.gguf
 **   prefix-mkmodel gpt2-tiny.gguf --arch gpt2 --layers 2 --embd 32 --heads 4 --ff 64 --vocab 400
 **
-** Options: --arch llama|gpt2, --layers, --embd, --heads, --heads-kv, --ff,
-** --vocab, --ctx, --seed, --scale (weight scale),
+** Options: --arch llama|llama3|mistral|qwen2|qwen3|phi3|gpt2 (the family's GGUF layout, see
+** write_family), --layers, --embd, --heads, --heads-kv, --head-dim (attention.key_length), --ff, --vocab,
+** --ctx, --seed, --scale (weight scale), --rope-dim (partial rotary), --rope-scale F (linear RoPE scaling),
 ** --type TYPE (the matrices' type: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
 **   q6_k, iq4_nl, iq4_xs, or llama-quantize's mixes q4_k_m and q5_k_m; norms stay f32; rows that are
 **   not a whole number of blocks fall back as llama-quantize does),
 ** --tied (llama: no output.weight; gpt2 is tied unless --untied), --vocab-only (tokenizer, no tensors),
-** --vocab-from FILE (copy the tokenizer of another GGUF: llama, or gpt2 with its merges),
-** --poison (a NaN weight, for testing how training reports divergence).
+** --vocab-from FILE (copy the tokenizer of another GGUF, with its pre-tokenizer, flags and chat
+** template), --poison (a NaN weight, for testing how training reports divergence); for tests of
+** refusals: --rope-scaling TYPE, --extra-key name=value, --extra-tensor name.
 */
 #include "internal.h"
 #include "gguf_write.h"
@@ -31,6 +33,12 @@ typedef struct cfg {
   int layers, embd, heads, heads_kv, ff, vocab, ctx, tied, vocab_only, untied;
   uint64_t seed;
   float scale;
+  int head_dim, rope_dim;          /* 0: embd / heads, head_dim */
+  float rope_scale;                /* > 0: linear RoPE scaling by this factor */
+  const char *rope_scaling;        /* a rope.scaling.type to write as it is (tests of refusal) */
+  const char *extra_key[8], *extra_tensor[8];
+  const char *pre;                 /* the made BPE vocabulary's tokenizer.ggml.pre (default gpt-2) */
+  int n_extra_key, n_extra_tensor;
 } cfg;
 
 static uint64_t rng_state;
@@ -101,18 +109,12 @@ static void tensor(gguf_builder *b, const cfg *c, const char *name, uint64_t ne0
 
 /* Copy the tokenizer of another GGUF (--vocab-from): tokens and types, the
 ** scores of a llama tokenizer or the merges of a gpt2 one, special ids. */
-static int copy_vocab(gguf_builder *b, const char *path, int want_kind, int *n_vocab) {
+static int copy_vocab(gguf_builder *b, const char *path, int *n_vocab) {
   gguf_file g;
   pf_err e;
   pf_vocab v;
   if (gguf_open(&g, path, &e)) { fprintf(stderr, "%s\n", e.msg); return -1; }
   if (pf_vocab_load(&v, &g, &e)) { fprintf(stderr, "%s\n", e.msg); gguf_close(&g); return -1; }
-  if (v.kind != want_kind) {
-    fprintf(stderr, "prefix-mkmodel: --vocab-from needs a %s tokenizer\n", want_kind == PF_TOK_SPM ? "llama" : "gpt2");
-    pf_vocab_free(&v);
-    gguf_close(&g);
-    return -1;
-  }
   int32_t *types = malloc(sizeof(int32_t) * (size_t)v.n);
   for (int i = 0; i < v.n; i++) types[i] = v.type[i];
   gb_str(b, "tokenizer.ggml.model", v.kind == PF_TOK_SPM ? "llama" : "gpt2");
@@ -138,6 +140,23 @@ static int copy_vocab(gguf_builder *b, const char *path, int want_kind, int *n_v
   if (v.bos >= 0) gb_u32(b, "tokenizer.ggml.bos_token_id", (uint32_t)v.bos);
   if (v.eos >= 0) gb_u32(b, "tokenizer.ggml.eos_token_id", (uint32_t)v.eos);
   if (v.kind == PF_TOK_SPM && v.unk >= 0) gb_u32(b, "tokenizer.ggml.unknown_token_id", (uint32_t)v.unk);
+  if (v.eot >= 0) gb_u32(b, "tokenizer.ggml.eot_token_id", (uint32_t)v.eot);
+  /* the rest of the tokenizer's keys as they are: pre-tokenizer, flags, chat template */
+  const char *str_keys[] = {"tokenizer.ggml.pre", "tokenizer.chat_template"};
+  for (int k = 0; k < 2; k++) {
+    const gguf_kv *kv = gguf_find(&g, str_keys[k]);
+    if (!kv || kv->type != GGUF_T_STRING) continue;
+    char *val = malloc(kv->v.s.n + 1);
+    memcpy(val, kv->v.s.p, kv->v.s.n);
+    val[kv->v.s.n] = 0;
+    gb_str(b, str_keys[k], val);
+    free(val);
+  }
+  const char *bool_keys[] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix"};
+  for (int k = 0; k < 3; k++) {
+    const gguf_kv *kv = gguf_find(&g, bool_keys[k]);
+    if (kv && kv->type == GGUF_T_BOOL) gb_bool(b, bool_keys[k], (int)kv->v.u);
+  }
   *n_vocab = v.n;
   free(types);
   pf_vocab_free(&v);
@@ -146,7 +165,7 @@ static int copy_vocab(gguf_builder *b, const char *path, int want_kind, int *n_v
 }
 
 static int write_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
-  if (c->vocab_from) return copy_vocab(b, c->vocab_from, PF_TOK_SPM, n_vocab);
+  if (c->vocab_from) return copy_vocab(b, c->vocab_from, n_vocab);
   /* synthetic SentencePiece-style vocabulary: specials, 256 bytes, then pieces */
   int n = c->vocab;
   if (n < 3 + 256 + 1) { fprintf(stderr, "--vocab must be at least %d\n", 3 + 256 + 1); return -1; }
@@ -181,40 +200,87 @@ static int write_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
   return 0;
 }
 
-static int write_llama(gguf_builder *b, const cfg *c, int V) {
-  int d = c->embd, hd = d / c->heads, kvd = c->heads_kv * hd;
-  gb_u32(b, "llama.context_length", (uint32_t)c->ctx);
-  gb_u32(b, "llama.embedding_length", (uint32_t)d);
-  gb_u32(b, "llama.block_count", (uint32_t)c->layers);
-  gb_u32(b, "llama.feed_forward_length", (uint32_t)c->ff);
-  gb_u32(b, "llama.attention.head_count", (uint32_t)c->heads);
-  gb_u32(b, "llama.attention.head_count_kv", (uint32_t)c->heads_kv);
-  gb_u32(b, "llama.rope.dimension_count", (uint32_t)hd);
-  gb_f32(b, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-  gb_f32(b, "llama.rope.freq_base", 10000.0f);
+/* The families' GGUF layouts, as llama.cpp's converter writes them:
+**   llama    q, k, v, gate, up, down separate; adjacent-pair RoPE; output separate unless --tied
+**   llama3   llama with rope_freqs.weight (frequency divisors), base 500000, tied output
+**   mistral  llama with GQA and a separate output (the SentencePiece vocabulary is the default)
+**   qwen2    biases on q, k, v; NEOX RoPE, base 1e6; tied output
+**   qwen3    per-head RMSNorm on q and k; head size from attention.key_length; NEOX; tied output
+**   phi3     fused attn_qkv, fused ffn_up (gate rows then up rows); NEOX; separate output */
+static int write_family(gguf_builder *b, const cfg *c, int V) {
+  const char *fam = c->arch, *a = !strcmp(fam, "llama3") || !strcmp(fam, "mistral") ? "llama" : fam;
+  int llama3 = !strcmp(fam, "llama3"), qwen2 = !strcmp(fam, "qwen2"), qwen3 = !strcmp(fam, "qwen3"), phi3 = !strcmp(fam, "phi3");
+  int d = c->embd, hd = c->head_dim ? c->head_dim : d / c->heads, qd = c->heads * hd, kvd = c->heads_kv * hd, ff = c->ff;
+  int rd = c->rope_dim ? c->rope_dim : hd, tied = c->tied || llama3 || qwen2 || qwen3;
+  char k[128];
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", a, suffix), k)
+  gb_u32(b, KEY("context_length"), (uint32_t)c->ctx);
+  gb_u32(b, KEY("embedding_length"), (uint32_t)d);
+  gb_u32(b, KEY("block_count"), (uint32_t)c->layers);
+  gb_u32(b, KEY("feed_forward_length"), (uint32_t)ff);
+  gb_u32(b, KEY("attention.head_count"), (uint32_t)c->heads);
+  gb_u32(b, KEY("attention.head_count_kv"), (uint32_t)c->heads_kv);
+  gb_u32(b, KEY("rope.dimension_count"), (uint32_t)rd);
+  gb_f32(b, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+  gb_f32(b, KEY("rope.freq_base"), llama3 ? 500000.0f : qwen2 || qwen3 ? 1e6f : 10000.0f);
+  if (qwen3 || c->head_dim) {
+    gb_u32(b, KEY("attention.key_length"), (uint32_t)hd);
+    gb_u32(b, KEY("attention.value_length"), (uint32_t)hd);
+  }
+  if (c->rope_scale > 0) {
+    gb_str(b, KEY("rope.scaling.type"), "linear");
+    gb_f32(b, KEY("rope.scaling.factor"), c->rope_scale);
+  }
+  if (c->rope_scaling) gb_str(b, KEY("rope.scaling.type"), c->rope_scaling);
+  for (int i = 0; i < c->n_extra_key; i++) {   /* name=value: an integer, a float or a string */
+    const char *eq = strchr(c->extra_key[i], '=');
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(eq - c->extra_key[i]), c->extra_key[i]);
+    char *end;
+    long iv = strtol(eq + 1, &end, 10);
+    if (!*end) gb_u32(b, name, (uint32_t)iv);
+    else if (strtod(eq + 1, &end), !*end) gb_f32(b, name, (float)atof(eq + 1));
+    else gb_str(b, name, eq + 1);
+  }
+#undef KEY
   if (c->vocab_only) return 0;
-  float s = c->scale;
+  float s = c->scale, si = s / sqrtf((float)d), so = s / sqrtf((float)qd), sf = s / sqrtf((float)ff);
   tensor(b, c, "token_embd.weight", (uint64_t)d, (uint64_t)V, s, 0);
   tensor(b, c, "output_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f);
-  if (!c->tied) tensor(b, c, "output.weight", (uint64_t)d, (uint64_t)V, s / sqrtf((float)d) * 4, 0);
+  if (!tied) tensor(b, c, "output.weight", (uint64_t)d, (uint64_t)V, s / sqrtf((float)d) * 4, 0);
+  if (llama3) tensor(b, c, "rope_freqs.weight", (uint64_t)(rd / 2), 0, 3.5f, 4.5f);   /* divisors in 1..8 */
+  for (int i = 0; i < c->n_extra_tensor; i++) tensor(b, c, c->extra_tensor[i], (uint64_t)d, 0, 0.1f, 0);
   for (int l = 0; l < c->layers; l++) {
     char nm[64];
 #define W(suffix, n0, n1, sc, off) snprintf(nm, sizeof nm, "blk.%d." suffix, l); tensor_l(b, c, nm, l, n0, n1, sc, off);
-    float si = s / sqrtf((float)d), sf = s / sqrtf((float)c->ff);
     W("attn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
-    W("attn_q.weight", (uint64_t)d, (uint64_t)d, si, 0)
-    W("attn_k.weight", (uint64_t)d, (uint64_t)kvd, si, 0)
-    W("attn_v.weight", (uint64_t)d, (uint64_t)kvd, si, 0)
-    W("attn_output.weight", (uint64_t)d, (uint64_t)d, si, 0)
+    if (phi3) { W("attn_qkv.weight", (uint64_t)d, (uint64_t)(qd + 2 * kvd), si, 0) }
+    else {
+      W("attn_q.weight", (uint64_t)d, (uint64_t)qd, si, 0)
+      W("attn_k.weight", (uint64_t)d, (uint64_t)kvd, si, 0)
+      W("attn_v.weight", (uint64_t)d, (uint64_t)kvd, si, 0)
+    }
+    if (qwen2) {
+      W("attn_q.bias", (uint64_t)qd, 0, 0.3f, 0)
+      W("attn_k.bias", (uint64_t)kvd, 0, 0.3f, 0)
+      W("attn_v.bias", (uint64_t)kvd, 0, 0.3f, 0)
+    }
+    if (qwen3) {
+      W("attn_q_norm.weight", (uint64_t)hd, 0, 0.1f, 1.0f)
+      W("attn_k_norm.weight", (uint64_t)hd, 0, 0.1f, 1.0f)
+    }
+    W("attn_output.weight", (uint64_t)qd, (uint64_t)d, so, 0)
     W("ffn_norm.weight", (uint64_t)d, 0, 0.1f, 1.0f)
-    W("ffn_gate.weight", (uint64_t)d, (uint64_t)c->ff, si, 0)
-    W("ffn_up.weight", (uint64_t)d, (uint64_t)c->ff, si, 0)
-    W("ffn_down.weight", (uint64_t)c->ff, (uint64_t)d, sf, 0)
+    if (phi3) { W("ffn_up.weight", (uint64_t)d, (uint64_t)(2 * ff), si, 0) }
+    else {
+      W("ffn_gate.weight", (uint64_t)d, (uint64_t)ff, si, 0)
+      W("ffn_up.weight", (uint64_t)d, (uint64_t)ff, si, 0)
+    }
+    W("ffn_down.weight", (uint64_t)ff, (uint64_t)d, sf, 0)
 #undef W
   }
   return 0;
 }
-
 
 /* GPT-2's byte -> code point mapping, as UTF-8 (the engine's) */
 static void byte_char(int byte, char *out) { pf_gpt2_byte_utf8(byte, out); }
@@ -222,7 +288,7 @@ static void byte_char(int byte, char *out) { pf_gpt2_byte_utf8(byte, out); }
 /* A byte-level BPE vocabulary: copied from a GGUF (--vocab-from), or made:
 ** the 256 byte tokens, merges of frequent English pairs, <|endoftext|> last. */
 static int write_bpe_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
-  if (c->vocab_from) return copy_vocab(b, c->vocab_from, PF_TOK_BPE, n_vocab);
+  if (c->vocab_from) return copy_vocab(b, c->vocab_from, n_vocab);
   int n = c->vocab;
   if (n < 257 + 1) { fprintf(stderr, "--vocab must be at least 258 for gpt2\n"); return -1; }
   char **tok = calloc((size_t)n, sizeof *tok), **merges = calloc((size_t)n, sizeof *merges);
@@ -246,6 +312,7 @@ static int write_bpe_vocab(gguf_builder *b, const cfg *c, int *n_vocab) {
   tok[k] = strdup("<|endoftext|>");
   type[k] = PF_TT_CONTROL;
   gb_str(b, "tokenizer.ggml.model", "gpt2");
+  gb_str(b, "tokenizer.ggml.pre", c->pre ? c->pre : "gpt-2");
   gb_arr_str(b, "tokenizer.ggml.tokens", (const char *const *)tok, n);
   gb_arr_i32(b, "tokenizer.ggml.token_type", type, n);
   gb_arr_str(b, "tokenizer.ggml.merges", (const char *const *)merges, nm);
@@ -294,7 +361,7 @@ static int write_gpt2(gguf_builder *b, const cfg *c, int V) {
 }
 
 int main(int argc, char **argv) {
-  cfg c = {NULL, "llama", NULL, "f32", 2, 32, 4, 0, 64, 300, 256, 0, 0, 0, 42, 1.0f};
+  cfg c = {.arch = "llama", .type = "f32", .layers = 2, .embd = 32, .heads = 4, .ff = 64, .vocab = 300, .ctx = 256, .seed = 42, .scale = 1.0f};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define ARG(name) (!strcmp(a, name) && v && (i++, 1))
@@ -310,6 +377,13 @@ int main(int argc, char **argv) {
     else if (ARG("--type")) c.type = v;
     else if (ARG("--scale")) c.scale = (float)atof(v);
     else if (ARG("--vocab-from")) c.vocab_from = v;
+    else if (ARG("--head-dim")) c.head_dim = atoi(v);
+    else if (ARG("--pre")) c.pre = v;
+    else if (ARG("--rope-dim")) c.rope_dim = atoi(v);
+    else if (ARG("--rope-scale")) c.rope_scale = (float)atof(v);
+    else if (ARG("--rope-scaling")) c.rope_scaling = v;
+    else if (ARG("--extra-key") && c.n_extra_key < 8 && strchr(v, '=')) c.extra_key[c.n_extra_key++] = v;
+    else if (ARG("--extra-tensor") && c.n_extra_tensor < 8) c.extra_tensor[c.n_extra_tensor++] = v;
     else if (!strcmp(a, "--tied")) c.tied = 1;
     else if (!strcmp(a, "--untied")) c.untied = 1;
     else if (!strcmp(a, "--vocab-only")) c.vocab_only = 1;
@@ -318,28 +392,31 @@ int main(int argc, char **argv) {
     else { fprintf(stderr, "prefix-mkmodel: unknown or incomplete argument '%s'\n", a); return 2; }
 #undef ARG
   }
-  if (!c.out) { fprintf(stderr, "usage: prefix-mkmodel OUT.gguf [--arch llama|gpt2] [--layers N] [--embd N] [--heads N] [--heads-kv N] [--ff N] [--vocab N] [--ctx N] [--seed S] [--type TYPE] [--tied] [--vocab-only] [--vocab-from FILE]\n"); return 2; }
+  if (!c.out) { fprintf(stderr, "usage: prefix-mkmodel OUT.gguf [--arch llama|llama3|mistral|qwen2|qwen3|phi3|gpt2] [--layers N] [--embd N] [--heads N] [--heads-kv N] [--head-dim N] [--ff N] [--vocab N] [--ctx N] [--seed S] [--type TYPE] [--tied] [--vocab-only] [--vocab-from FILE] [--rope-dim N] [--rope-scale F]\n"); return 2; }
   if (!c.heads_kv) c.heads_kv = c.heads;
   if (type_of(c.type) < 0) {
     fprintf(stderr, "prefix-mkmodel: --type must be one of %s (any case), or q4_k_m, q5_k_m\n", pf_type_list());
     return 2;
   }
-  if (c.layers < 1 || c.embd < 2 || c.heads < 1 || c.embd % c.heads || c.heads % c.heads_kv || c.ff < 1 || c.ctx < 1) {
+  if (c.layers < 1 || c.embd < 2 || c.heads < 1 || (c.embd % c.heads && !c.head_dim) || c.heads % c.heads_kv || c.ff < 1 ||
+      c.ctx < 1) {
     fprintf(stderr, "prefix-mkmodel: inconsistent shape (embd must divide by heads, heads by heads-kv)\n");
     return 2;
   }
   rng_state = c.seed * 0x9E3779B97F4A7C15ull + 1;
   gguf_builder *b = gb_new();
-  gb_str(b, "general.architecture", c.arch);
-  gb_str(b, "general.name", "prefix-mkmodel random weights");
   int V = 0, rc;
-  if (!strcmp(c.arch, "llama")) {
-    if (write_vocab(b, &c, &V)) return 1;
-    rc = write_llama(b, &c, V);
-  } else if (!strcmp(c.arch, "gpt2")) {
-    if (write_bpe_vocab(b, &c, &V)) return 1;
-    rc = write_gpt2(b, &c, V);
-  } else { fprintf(stderr, "prefix-mkmodel: --arch must be llama or gpt2\n"); return 2; }
+  const char *arch_key = !strcmp(c.arch, "llama3") || !strcmp(c.arch, "mistral") ? "llama" : c.arch;
+  int bpe = !strcmp(c.arch, "gpt2") || !strcmp(c.arch, "llama3") || !strcmp(c.arch, "qwen2") || !strcmp(c.arch, "qwen3");
+  if (strcmp(c.arch, "llama") && strcmp(c.arch, "llama3") && strcmp(c.arch, "mistral") && strcmp(c.arch, "qwen2") &&
+      strcmp(c.arch, "qwen3") && strcmp(c.arch, "phi3") && strcmp(c.arch, "gpt2")) {
+    fprintf(stderr, "prefix-mkmodel: --arch must be llama, llama3, mistral, qwen2, qwen3, phi3 or gpt2\n");
+    return 2;
+  }
+  gb_str(b, "general.architecture", arch_key);
+  gb_str(b, "general.name", "prefix-mkmodel random weights");
+  if (bpe ? write_bpe_vocab(b, &c, &V) : write_vocab(b, &c, &V)) return 1;
+  rc = !strcmp(c.arch, "gpt2") ? write_gpt2(b, &c, V) : write_family(b, &c, V);
   char err[256];
   if (rc || gb_write(b, c.out, err, sizeof err)) { fprintf(stderr, "prefix-mkmodel: %s\n", rc ? "failed" : err); gb_free(b); return 1; }
   gb_free(b);

@@ -63,6 +63,30 @@ static void op_rope(void) {
   grad_report("gradcheck op: rope", an, num, T * H * D, 1e-2);
 }
 
+/* RoPE as the families use it: NEOX halves, Llama 3 frequency divisors, linear scaling, partial rotary */
+static void op_rope_ex(void) {
+  enum { T = 3, H = 2, D = 8 };
+  float x[T * H * D], r[T * H * D], y[T * H * D], factors[3] = {1.0f, 2.5f, 7.0f};
+  int pos[T] = {0, 5, 17};
+  for (int v = 0; v < 2; v++) {
+    pf_rope_cfg cfg = {6, v == 0, 500000.0f, 0.25f, factors};   /* 6 of 8 dims rotated */
+    for (int i = 0; i < T * H * D; i++) { x[i] = t_frand(); r[i] = t_frand(); }
+    float dx[T * H * D];
+    memcpy(dx, r, sizeof dx);
+    pf_rope_ex(dx, pos, T, H, D, &cfg, -1.0f);
+    double an[T * H * D], num[T * H * D];
+    for (int i = 0; i < T * H * D; i++) {
+      float h = 1e-3f;
+      memcpy(y, x, sizeof y); y[i] += h; pf_rope_ex(y, pos, T, H, D, &cfg, 1.0f); double lp = dotr(y, r, T * H * D);
+      memcpy(y, x, sizeof y); y[i] -= h; pf_rope_ex(y, pos, T, H, D, &cfg, 1.0f); double lm = dotr(y, r, T * H * D);
+      an[i] = dx[i]; num[i] = (lp - lm) / (2 * h);
+    }
+    grad_report(v == 0 ? "gradcheck op: rope NEOX, frequency divisors, linear scaling, partial rotary"
+                       : "gradcheck op: rope adjacent pairs, frequency divisors, linear scaling, partial rotary",
+                an, num, T * H * D, 1e-2);
+  }
+}
+
 static void op_swiglu(void) {
   enum { N = 32 };
   float g[N], u[N], r[N], h[N], dg[N] = {0}, du[N] = {0};
@@ -341,6 +365,7 @@ int main(void) {
   snprintf(model_path, sizeof model_path, "/tmp/pf_grad_%d.gguf", (int)getpid());
   op_rmsnorm();
   op_rope();
+  op_rope_ex();
   op_swiglu();
   op_xent();
   op_matmul();
