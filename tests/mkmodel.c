@@ -360,6 +360,18 @@ static int write_gpt2(gguf_builder *b, const cfg *c, int V) {
   return 0;
 }
 
+static const char usage[] =
+    "usage: prefix-mkmodel OUT.gguf [options]   a GGUF model with random weights, for tests and benchmarks\n"
+    "  --arch A          llama (default), llama3 (rope_freqs, base 500000), mistral, qwen2 (q/k/v biases),\n"
+    "                    qwen3 (q/k norms), phi3 (fused qkv and gate/up), gpt2\n"
+    "  --layers N --embd N --heads N --heads-kv N --head-dim N --ff N --vocab N --ctx N   the shape\n"
+    "  --type T          f32 (default), f16, bf16, q4_0 ... q6_k, iq4_nl, iq4_xs, or the mixes q4_k_m, q5_k_m\n"
+    "  --vocab-from F    copy the tokenizer (tokens, merges, pre-tokenizer, chat template) of GGUF file F\n"
+    "  --vocab-only      write the tokenizer only     --tied / --untied   output head tied or not\n"
+    "  --rope-dim N --rope-scale F --rope-scaling T   partial rotary, linear scaling, the scaling type key\n"
+    "  --pre NAME        tokenizer.ggml.pre           --seed S --scale F   the random weights\n"
+    "  --extra-key K=V --extra-tensor NAME   add metadata / a tensor (to test refusals)\n";
+
 int main(int argc, char **argv) {
   cfg c = {.arch = "llama", .type = "f32", .layers = 2, .embd = 32, .heads = 4, .ff = 64, .vocab = 300, .ctx = 256, .seed = 42, .scale = 1.0f};
   for (int i = 1; i < argc; i++) {
@@ -388,11 +400,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--untied")) c.untied = 1;
     else if (!strcmp(a, "--vocab-only")) c.vocab_only = 1;
     else if (!strcmp(a, "--poison")) g_poison = 1;
+    else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(usage, stdout); return 0; }
     else if (a[0] != '-' && !c.out) c.out = a;
     else { fprintf(stderr, "prefix-mkmodel: unknown or incomplete argument '%s'\n", a); return 2; }
 #undef ARG
   }
-  if (!c.out) { fprintf(stderr, "usage: prefix-mkmodel OUT.gguf [--arch llama|llama3|mistral|qwen2|qwen3|phi3|gpt2] [--layers N] [--embd N] [--heads N] [--heads-kv N] [--head-dim N] [--ff N] [--vocab N] [--ctx N] [--seed S] [--type TYPE] [--tied] [--vocab-only] [--vocab-from FILE] [--rope-dim N] [--rope-scale F]\n"); return 2; }
+  if (!c.out) { fputs(usage, stderr); return 2; }
   if (!c.heads_kv) c.heads_kv = c.heads;
   if (type_of(c.type) < 0) {
     fprintf(stderr, "prefix-mkmodel: --type must be one of %s (any case), or q4_k_m, q5_k_m\n", pf_type_list());

@@ -382,10 +382,34 @@ static void test_keys(void) {
   unlink(path);
 }
 
+/* generation ends at every end-of-generation token a vocabulary declares or uses to end a turn */
+static void test_eog(void) {
+  const struct { const char *file; int eog[3], not_eog; } v[] = {
+    {"llama-bpe", {128001, 128009, 128001}, 128000},   /* <|end_of_text|>, <|eot_id|>; not BOS */
+    {"qwen2", {151643, 151645, 151643}, 151644},       /* <|endoftext|>, <|im_end|>; not <|im_start|> */
+    {"phi-3", {32000, 32007, 32000}, 32010},           /* <|endoftext|>, <|end|>; not <|user|> */
+    {"llama-spm", {2, 2, 2}, 1},                       /* </s> */
+  };
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    char path[4096], name[160];
+    snprintf(path, sizeof path, "%s/vocab/%s.gguf", getenv("PREFIX_DATA_DIR") ? getenv("PREFIX_DATA_DIR") : "../shared/data",
+             v[i].file);
+    pf_err e;
+    pf_model *m = pf_model_load(path, &e);
+    int ok = m != NULL;
+    for (int k = 0; ok && k < 3; k++) ok = pf_token_is_eog(m, v[i].eog[k]);
+    ok = ok && !pf_token_is_eog(m, v[i].not_eog);
+    snprintf(name, sizeof name, "%s: the end-of-generation tokens are EOS and the turn-ending control tokens", v[i].file);
+    CHECK(ok, name, "%s", m ? "" : e.msg);
+    pf_model_free(m);
+  }
+}
+
 int main(void) {
   pf_set_threads(2);
   test_mkmodel_families();
   test_fixtures();
   test_keys();
+  test_eog();
   return t_failed != 0;
 }
