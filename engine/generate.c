@@ -143,14 +143,13 @@ done:
   return rc;
 }
 
-int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_batch, const pf_sample_params *p,
-                      pf_cancel_fn cancel, void *carg, int *bad_item, pf_err *err) {
+static int generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_batch, const pf_sample_params *p,
+                          pf_cancel_fn cancel, void *carg, int *bad_item, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (bad_item) *bad_item = -1;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it can tokenize but not generate");
   if (p->max_tokens < 0) return pf_seterr(err, PF_ERR, "max_tokens must be >= 0, got %d", p->max_tokens);
   if (max_batch < 1) max_batch = 1;
-  if (p->threads > 0) pf_set_threads(p->threads);
   for (int i = 0; i < n; i++) memset(&items[i].res, 0, sizeof items[i].res);
   row *rows = calloc((size_t)(max_batch < n ? max_batch : n) + 1, sizeof *rows);
   if (!rows) return pf_seterr(err, PF_NOMEM, "out of memory");
@@ -205,5 +204,14 @@ int pf_generate(const pf_model *m, const float *prefix, int prefix_len, const ch
   pf_batch_item it = {prefix, prefix_len, prompt, prompt_len, {0}};
   int rc = pf_generate_batch(m, &it, 1, 1, p, cancel, cancel_arg, NULL, err);
   *out = it.res;
+  return rc;
+}
+
+/* The call's thread count applies to this call only. */
+int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_batch, const pf_sample_params *p,
+                      pf_cancel_fn cancel, void *carg, int *bad_item, pf_err *err) {
+  int old = pf_threads_push(p->threads);
+  int rc = generate_batch(m, items, n, max_batch, p, cancel, carg, bad_item, err);
+  pf_threads_pop(old);
   return rc;
 }

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -217,6 +218,51 @@ static int read_tensor_info(rd *r, gguf_tensor *t, uint64_t idx) {
   return rd_u64(r, &t->offset, what);
 }
 
+/* ---------------------------------------------------- name hash sets
+** Keys and tensor names are indexed by an open-addressing set of indices into
+** g->kv / g->tensors (the name is a gguf_str at a fixed offset in each entry),
+** at most half full. */
+#define SET_EMPTY UINT32_MAX
+
+static uint32_t *set_new(uint64_t n, uint32_t *cap) {
+  uint32_t c = 16;
+  while (c < 2 * n) c <<= 1;   /* n <= 2^20: no overflow */
+  *cap = c;
+  uint32_t *s = malloc(sizeof *s * c);
+  if (s) memset(s, 0xff, sizeof *s * c);
+  return s;
+}
+
+static gguf_str set_name(const void *arr, size_t stride, size_t off, uint32_t i) {
+  gguf_str s;
+  memcpy(&s, (const char *)arr + (size_t)i * stride + off, sizeof s);
+  return s;
+}
+
+static uint32_t set_find(const uint32_t *set, uint32_t cap, const void *arr, size_t stride, size_t off,
+                         const void *p, uint64_t n) {
+  if (!set) return SET_EMPTY;
+  uint32_t mask = cap - 1, h = (uint32_t)pf_hash64(p, (size_t)n, 11) & mask;
+  for (;; h = (h + 1) & mask) {
+    uint32_t i = set[h];
+    if (i == SET_EMPTY) return SET_EMPTY;
+    gguf_str s = set_name(arr, stride, off, i);
+    if (s.n == n && !memcmp(s.p, p, (size_t)n)) return i;
+  }
+}
+
+/* Insert entry i; returns i, or the index of an earlier entry with the same name. */
+static uint32_t set_insert(uint32_t *set, uint32_t cap, const void *arr, size_t stride, size_t off, uint32_t i) {
+  gguf_str s = set_name(arr, stride, off, i);
+  uint32_t mask = cap - 1, h = (uint32_t)pf_hash64(s.p, (size_t)s.n, 11) & mask;
+  for (;; h = (h + 1) & mask) {
+    uint32_t j = set[h];
+    if (j == SET_EMPTY) { set[h] = i; return i; }
+    gguf_str t = set_name(arr, stride, off, j);
+    if (t.n == s.n && !memcmp(t.p, s.p, (size_t)s.n)) return j;
+  }
+}
+
 int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {
   rd r = {base, size, 0, err};
   uint32_t magic;
@@ -240,18 +286,23 @@ int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {
 
   g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
   g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
-  if (!g->kv || !g->tensors) { gguf_close(g); return pf_seterr(err, PF_NOMEM, "out of memory reading GGUF header"); }
+  g->kv_idx = set_new(g->n_kv, &g->kv_cap);
+  g->t_idx = set_new(g->n_tensors, &g->t_cap);
+  if (!g->kv || !g->tensors || !g->kv_idx || !g->t_idx) {
+    gguf_close(g);
+    return pf_seterr(err, PF_NOMEM, "out of memory reading GGUF header");
+  }
 
   for (uint64_t i = 0; i < g->n_kv; i++) {
     if (read_kv(&r, &g->kv[i], i)) goto fail;
-    for (uint64_t j = 0; j < i; j++)
-      if (g->kv[j].key.n == g->kv[i].key.n && !memcmp(g->kv[j].key.p, g->kv[i].key.p, g->kv[i].key.n)) {
-        char kn[80];
-        key_name(kn, sizeof kn, g->kv[i].key);
-        pf_seterr(err, PF_ERR, "GGUF key '%s' appears twice (#%llu and #%llu)", kn, (unsigned long long)j,
-                  (unsigned long long)i);
-        goto fail;
-      }
+    uint64_t j = set_insert(g->kv_idx, g->kv_cap, g->kv, sizeof *g->kv, offsetof(gguf_kv, key), (uint32_t)i);
+    if (j != i) {
+      char kn[80];
+      key_name(kn, sizeof kn, g->kv[i].key);
+      pf_seterr(err, PF_ERR, "GGUF key '%s' appears twice (#%llu and #%llu)", kn, (unsigned long long)j,
+                (unsigned long long)i);
+      goto fail;
+    }
   }
   g->alignment = 32;
   const gguf_kv *al = gguf_find(g, "general.alignment");
@@ -269,14 +320,12 @@ int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {
   }
   for (uint64_t i = 0; i < g->n_tensors; i++) {
     if (read_tensor_info(&r, &g->tensors[i], i)) goto fail;
-    for (uint64_t j = 0; j < i; j++)
-      if (g->tensors[j].name.n == g->tensors[i].name.n &&
-          !memcmp(g->tensors[j].name.p, g->tensors[i].name.p, g->tensors[i].name.n)) {
-        char tn[80];
-        key_name(tn, sizeof tn, g->tensors[i].name);
-        pf_seterr(err, PF_ERR, "GGUF tensor '%s' appears twice", tn);
-        goto fail;
-      }
+    if (set_insert(g->t_idx, g->t_cap, g->tensors, sizeof *g->tensors, offsetof(gguf_tensor, name), (uint32_t)i) != i) {
+      char tn[80];
+      key_name(tn, sizeof tn, g->tensors[i].name);
+      pf_seterr(err, PF_ERR, "GGUF tensor '%s' appears twice", tn);
+      goto fail;
+    }
   }
   /* the data section starts at the next multiple of the alignment */
   uint64_t pad = (g->alignment - r.off % g->alignment) % g->alignment;
@@ -300,14 +349,15 @@ int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {
   }
   return PF_OK;
 fail:
-  free(g->kv); free(g->tensors);
-  g->kv = NULL; g->tensors = NULL;
+  free(g->kv); free(g->tensors); free(g->kv_idx); free(g->t_idx);
+  g->kv = NULL; g->tensors = NULL; g->kv_idx = g->t_idx = NULL;
   return PF_ERR;
 }
 
 int gguf_open(gguf_file *g, const char *path, pf_err *err) {
   memset(g, 0, sizeof *g);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below as not a regular file) */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return pf_seterr(err, PF_ERR, "cannot open '%s': %s", path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0) { int e = errno; close(fd); return pf_seterr(err, PF_ERR, "cannot stat '%s': %s", path, strerror(e)); }
@@ -323,22 +373,28 @@ int gguf_open(gguf_file *g, const char *path, pf_err *err) {
     return pf_seterr(err, e2.code, "'%s': %s", path, e2.msg);
   }
   g->fd_mapped = 1;
+  g->file_id[0] = (uint64_t)st.st_dev;
+  g->file_id[1] = (uint64_t)st.st_ino;
+  g->file_id[2] = (uint64_t)st.st_size;
+  g->file_id[3] = (uint64_t)st.st_mtime;
   return PF_OK;
 }
 
 void gguf_close(gguf_file *g) {
   free(g->kv);
   free(g->tensors);
+  free(g->kv_idx);
+  free(g->t_idx);
   if (g->fd_mapped && g->base) munmap((void *)g->base, (size_t)g->size);
   memset(g, 0, sizeof *g);
 }
 
 const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
-  for (uint64_t i = 0; i < g->n_kv; i++) if (gguf_str_eq(g->kv[i].key, key)) return &g->kv[i];
-  return NULL;
+  uint32_t i = set_find(g->kv_idx, g->kv_cap, g->kv, sizeof *g->kv, offsetof(gguf_kv, key), key, strlen(key));
+  return i == SET_EMPTY ? NULL : &g->kv[i];
 }
 
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name) {
-  for (uint64_t i = 0; i < g->n_tensors; i++) if (gguf_str_eq(g->tensors[i].name, name)) return &g->tensors[i];
-  return NULL;
+  uint32_t i = set_find(g->t_idx, g->t_cap, g->tensors, sizeof *g->tensors, offsetof(gguf_tensor, name), name, strlen(name));
+  return i == SET_EMPTY ? NULL : &g->tensors[i];
 }

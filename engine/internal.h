@@ -70,6 +70,11 @@ typedef struct gguf_file {
   gguf_tensor *tensors;
   uint64_t alignment;
   uint64_t data_off;
+  /* name -> index hash sets (open addressing, UINT32_MAX = empty): duplicate checks and look-ups
+  ** in O(1), so a hostile file of a million keys parses in linear time */
+  uint32_t *kv_idx, *t_idx;
+  uint32_t kv_cap, t_cap;
+  uint64_t file_id[4];         /* device, inode, size, mtime of the opened file (fstat, not the path) */
 } gguf_file;
 
 /* Parse a GGUF image already in memory (not owned). */
@@ -267,6 +272,8 @@ int pf_gpt2_byte_utf8(int b, char out[3]);
 
 /* hashing */
 uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
+int pf_byte_token_value(const char *t, int len);                  /* "<0xHH>" -> 0..255, else -1 */
+void pf_quote_bytes(char *out, size_t cap, const char *p, size_t n); /* 'text' for messages, escaped */
 
 /* ------------------------------------------------------------------- ops */
 

@@ -387,13 +387,7 @@ pf_model *pf_model_load(const char *path, pf_err *err) {
   m->path = strdup(path);
   if (!m->path) { pf_seterr(err, PF_NOMEM, "out of memory"); goto fail; }
   if (gguf_open(&m->g, path, err)) goto fail;
-  struct stat st;
-  if (stat(path, &st) == 0) {
-    m->file_id[0] = (uint64_t)st.st_dev;
-    m->file_id[1] = (uint64_t)st.st_ino;
-    m->file_id[2] = (uint64_t)st.st_size;
-    m->file_id[3] = (uint64_t)st.st_mtime;
-  }
+  memcpy(m->file_id, m->g.file_id, sizeof m->file_id);
   pf_err e2;
   const gguf_kv *arch = gguf_find(&m->g, "general.architecture");
   if (!arch || arch->type != GGUF_T_STRING) {

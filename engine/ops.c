@@ -7,30 +7,52 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
 static int g_naive = 0;
-static int g_threads = 0;
+static atomic_int g_threads;                 /* the process default, 0 = not chosen yet */
+static _Thread_local int t_threads;         /* this thread's call asked for so many (0 = the default) */
+static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 
 void pf_set_naive(int naive) { g_naive = naive; }
 int pf_get_naive(void) { return g_naive; }
 
 /* OpenBLAS runs single-threaded (its thread wake-ups cost more than the
 ** small products here); products are split across our own pool (pool.c). */
+static void blas_single(void) { openblas_set_num_threads(1); }
+
+static int clamp_threads(long c) { return c > 0 ? (int)(c < 1024 ? c : 1024) : 1; }
+
 void pf_set_threads(int n) {
   if (n <= 0) {   /* PREFIX_THREADS, else the machine's cores */
     const char *env = getenv("PREFIX_THREADS");
-    long c = env && atoi(env) > 0 ? atoi(env) : sysconf(_SC_NPROCESSORS_ONLN);
-    n = c > 0 ? (int)(c < 1024 ? c : 1024) : 1;
+    n = clamp_threads(env && atoi(env) > 0 ? atoi(env) : sysconf(_SC_NPROCESSORS_ONLN));
   }
-  g_threads = n;
-  openblas_set_num_threads(1);
+  pthread_once(&g_blas_once, blas_single);
+  atomic_store(&g_threads, clamp_threads(n));
 }
+
 int pf_get_threads(void) {
-  if (g_threads <= 0) pf_set_threads(0);
-  return g_threads;
+  if (t_threads > 0) return t_threads;
+  int n = atomic_load(&g_threads);
+  if (n <= 0) {
+    pf_set_threads(0);
+    n = atomic_load(&g_threads);
+  }
+  return n;
 }
+
+int pf_threads_push(int n) {
+  int old = t_threads;
+  pthread_once(&g_blas_once, blas_single);
+  if (n > 0) t_threads = clamp_threads(n);
+  return old;
+}
+
+void pf_threads_pop(int old) { t_threads = old; }
 
 /* A product split into column slices, one task each, run on the pool. */
 typedef struct mm_job {

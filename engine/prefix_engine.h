@@ -161,10 +161,15 @@ void pf_seq_reset(pf_seq *s);   /* back to just the prefix */
 /* Kernel selection for tests: 1 = naive reference loops, 0 = BLAS/fast. */
 void pf_set_naive(int naive);
 int pf_get_naive(void);
-/* Threads used by the compute kernels, process-wide (0 = PREFIX_THREADS, else
-** the machine's cores). */
+/* Threads used by the compute kernels. pf_set_threads sets the process default
+** (0 = PREFIX_THREADS, else the machine's cores). A call's own choice
+** (pf_sample_params.threads, pf_train_params.threads) applies to that call
+** only: pf_threads_push(n) makes n this thread's count until pf_threads_pop(old)
+** with the value push returned. pf_get_threads: the count in effect here. */
 void pf_set_threads(int n);
 int pf_get_threads(void);
+int pf_threads_push(int n);
+void pf_threads_pop(int old);
 /* What runs the products, as JSON: {"threads": n, "kernel": "avx512", "gflops": {"blas": .., "avx512": ..}}
 ** (the kernel in use, and each available kernel's speed as timed once per process). Returns the length, as
 ** snprintf does. */
@@ -196,7 +201,7 @@ typedef struct pf_sample_params {
   int repeat_last_n;      /* window for repeat_penalty; default 64, -1 = all */
   uint64_t seed;
   int ignore_eos;         /* never stop at EOS (its logit is masked) */
-  int threads;            /* compute threads (0 = PREFIX_THREADS or the cores); process-wide */
+  int threads;            /* compute threads for this call (0 = the process default) */
   int n_stop;
   char *stop[PF_MAX_STOPS]; /* not owned by the params */
 } pf_sample_params;

@@ -93,15 +93,13 @@ int pf_token_bytes(const pf_model *m, int id, char *buf, int cap) {
   const pf_vocab *v = &m->vocab;
   if (id < 0 || id >= v->n) return -1;
   if (v->kind == PF_TOK_BPE) return pf_bpe_token_bytes(v, id, buf, cap);
-  if (v->type[id] == PF_TT_BYTE) {
-    unsigned b = 0;
-    for (int i = 3; i < 5; i++) {
-      char c = v->text[id][i];
-      b = b * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 32) - 'a' + 10);
+  if (v->type[id] == PF_TT_BYTE) {   /* the load accepted only <0xHH> as BYTE */
+    int b = pf_byte_token_value(v->text[id], v->len[id]);
+    if (b >= 0) {
+      if (cap < 1) return 0;
+      buf[0] = (char)b;
+      return 1;
     }
-    if (cap < 1) return 0;
-    buf[0] = (char)b;
-    return 1;
   }
   /* "▁" (E2 96 81) -> ' ' */
   const char *t = v->text[id];

@@ -243,9 +243,9 @@ float pf_train_default_lr(const pf_train_params *p) {
 
 static const char *mode_name(int m) { return m == PF_MODE_EMBEDDING ? "embedding" : "prefix"; }
 
-int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
-             const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
-             uint8_t **blob, size_t *blob_len, pf_err *err) {
+static int train_run(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
+                     const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
+                     uint8_t **blob, size_t *blob_len, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   int rc = PF_OK, P = p->prefix_len, E = p->mode == PF_MODE_EMBEDDING ? P : 0, KP = E ? 0 : P;
   tseq *tr = NULL, *va = NULL;
@@ -270,7 +270,6 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
                      p->max_seq_len, P + p->max_seq_len, hp->n_ctx);
   if (p->epochs > 0 && p->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
   if (val && p->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
-  if (p->threads > 0) pf_set_threads(p->threads);
 
   /* tokenize; rows are numbered from 1 as the user counts them */
   int n_all = n_train;
@@ -524,5 +523,15 @@ int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *pro
   pf_tws_free(w);
   free(s.tok);
   free(s.tgt);
+  return rc;
+}
+
+/* The call's thread count applies to this call only. */
+int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
+             const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
+             uint8_t **blob, size_t *blob_len, pf_err *err) {
+  int old = pf_threads_push(p->threads);
+  int rc = train_run(m, train, n_train, val, n_val, p, progress, parg, cancel, carg, blob, blob_len, err);
+  pf_threads_pop(old);
   return rc;
 }

@@ -157,6 +157,35 @@ int pf_vocab_is_eog(const pf_vocab *v, int id) {
   return 0;
 }
 
+/* The byte of a SentencePiece byte token: exactly "<0x" two hex digits ">", else -1.
+** (sscanf's %X would take a sign and "<0x-1>" would give 4294967295.) */
+int pf_byte_token_value(const char *t, int len) {
+  if (len != 6 || memcmp(t, "<0x", 3) || t[5] != '>') return -1;
+  int b = 0;
+  for (int i = 3; i < 5; i++) {
+    int c = (unsigned char)t[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return -1;
+    b = b * 16 + d;
+  }
+  return b;
+}
+
+/* A token's text for an error message: printable ASCII as is, other bytes as \xHH, cut to fit. */
+void pf_quote_bytes(char *out, size_t cap, const char *p, size_t n) {
+  size_t o = 0;
+  if (cap < 8) { if (cap) out[0] = 0; return; }
+  out[o++] = '\'';
+  for (size_t i = 0; i < n; i++) {
+    unsigned c = (unsigned char)p[i];
+    if (o + 8 > cap) { memcpy(out + o, "...", 3); o += 3; break; }
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') out[o++] = (char)c;
+    else o += (size_t)snprintf(out + o, cap - o, "\\x%02X", c);
+  }
+  out[o++] = '\'';
+  out[o] = 0;
+}
+
 int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
   memset(v, 0, sizeof *v);
   v->bos = v->eos = v->unk = v->eot = v->eom = -1;
@@ -220,11 +249,16 @@ int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
       if (v->len[id] == (int)len && !memcmp(v->text[id], v->text[i], len)) break;
       h = (h + 1) & mask;
     }
-    if (v->kind == PF_TOK_SPM && len == 6 && !memcmp(v->text[i], "<0x", 3) && v->text[i][5] == '>') {
-      unsigned b;
-      if (sscanf(v->text[i] + 3, "%2X", &b) == 1) {
+    if (v->kind == PF_TOK_SPM) {
+      int b = pf_byte_token_value(v->text[i], v->len[i]);
+      if (b >= 0) {
         if (v->byte_tok[b] < 0) v->byte_tok[b] = i;
         if (!types) v->type[i] = PF_TT_BYTE;
+      } else if (v->type[i] == PF_TT_BYTE) {
+        char shown[48];
+        pf_quote_bytes(shown, sizeof shown, v->text[i], v->len[i]);
+        pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.tokens[%d] %s has token_type BYTE but is not of the form <0xHH>", i, shown);
+        goto fail;
       }
     }
   }

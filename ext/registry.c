@@ -141,10 +141,11 @@ pfx_model *pfx_registry_get(const char *name, char **errmsg) {
 
 int pfx_registry_snapshot(pfx_model_row **rows, int *n) {
   pthread_mutex_lock(&g_mu);
-  pfx_model_row *r = calloc((size_t)(g_n ? g_n : 1), sizeof *r);
+  int total = g_n;   /* read under the lock: another thread may load or unload right after it */
+  pfx_model_row *r = calloc((size_t)(total ? total : 1), sizeof *r);
   int k = 0;
   if (r) {
-    for (; k < g_n; k++) {
+    for (; k < total; k++) {
       r[k].name = strdup(g_ent[k].name);
       r[k].path = strdup(g_ent[k].path);
       r[k].pm = g_ent[k].pm;
@@ -153,7 +154,7 @@ int pfx_registry_snapshot(pfx_model_row **rows, int *n) {
     }
   }
   pthread_mutex_unlock(&g_mu);
-  if (!r || k < g_n) { pfx_registry_snapshot_free(r, k); return SQLITE_NOMEM; }
+  if (!r || k < total) { pfx_registry_snapshot_free(r, k); return SQLITE_NOMEM; }
   *rows = r;
   *n = k;
   return SQLITE_OK;

@@ -7,6 +7,8 @@
 #include "gguf_write.h"
 #include "testlib.h"
 
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct bb { unsigned char *p; size_t n, cap; } bb;
@@ -60,6 +62,95 @@ static void tinfo(bb *b, const char *name, uint32_t nd, const uint64_t *ne, uint
 }
 
 static void pad_to(bb *b, size_t align) { while (b->n % align) bput(b, "", 1); }
+
+/* A vocab-only SentencePiece GGUF with the given tokens (and token types, if types). */
+static const char *vocab_file(const char *const *toks, const int32_t *types, int n) {
+  gguf_builder *g = gb_new();
+  gb_str(g, "general.architecture", "llama");
+  gb_str(g, "tokenizer.ggml.model", "llama");
+  gb_arr_str(g, "tokenizer.ggml.tokens", toks, n);
+  float sc[16] = {0};
+  gb_arr_f32(g, "tokenizer.ggml.scores", sc, n);
+  if (types) gb_arr_i32(g, "tokenizer.ggml.token_type", types, n);
+  char e[256];
+  const char *path = tmp_path("vocab-case.gguf");
+  int rc = gb_write(g, path, e, sizeof e);
+  gb_free(g);
+  return rc ? NULL : path;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Regressions of issue 11: byte tokens, FIFOs, many keys. */
+static void hostile_regressions(void) {
+  pf_err e;
+  /* "<0x-1>" took sscanf's sign and indexed byte_tok[4294967295]: now it is an ordinary token */
+  const char *t1[] = {"<unk>", "<s>", "</s>", "<0x-1>", "<0x-F>", "<0x+A>", "<0x41>", "\xe2\x96\x81" "a"};
+  const char *path = vocab_file(t1, NULL, 8);
+  pf_model *m = path ? pf_model_load(path, &e) : NULL;
+  CHECK(m != NULL, "a vocabulary with <0x-1> and <0x+A> tokens loads", "%s", m ? "" : e.msg);
+  if (m) {
+    char buf[16];
+    int n = pf_token_bytes(m, 3, buf, sizeof buf);
+    CHECK(n == 6 && !memcmp(buf, "<0x-1>", 6), "<0x-1> is text, not a byte", "n=%d", n);
+    n = pf_token_bytes(m, 6, buf, sizeof buf);
+    CHECK(n == 1 && buf[0] == 'A', "<0x41> is the byte 0x41", "n=%d", n);
+    int *ids, k;
+    int rc = pf_tokenize(m, "A", 1, 0, &ids, &k, &e);   /* '▁' has no token: byte fallback; 'A' via <0x41> */
+    CHECK(rc == 0, "that vocabulary tokenizes", "%s", rc ? e.msg : "");
+    if (!rc) free(ids);
+    pf_model_free(m);
+  }
+  /* a BYTE-typed token that is not <0xHH> (a detokenize read past its text) is refused at load */
+  const char *t2[] = {"<unk>", "<s>", "</s>", "<0x", "a"};
+  const int32_t ty2[] = {2, 3, 3, 6, 1};
+  path = vocab_file(t2, ty2, 5);
+  m = path ? pf_model_load(path, &e) : NULL;
+  CHECK(!m && t_contains(e.msg, "GGUF tokenizer.ggml.tokens[3] '<0x' has token_type BYTE but is not of the form <0xHH>"),
+        "a BYTE token shorter than <0xHH> is refused", "%s", m ? "loaded" : e.msg);
+  pf_model_free(m);
+  const char *t3[] = {"<unk>", "<s>", "</s>", "<0xZZ>", "a"};
+  path = vocab_file(t3, ty2, 5);
+  m = path ? pf_model_load(path, &e) : NULL;
+  CHECK(!m && t_contains(e.msg, "tokenizer.ggml.tokens[3] '<0xZZ>' has token_type BYTE"), "a BYTE token <0xZZ> is refused",
+        "%s", m ? "loaded" : e.msg);
+  pf_model_free(m);
+
+  /* a FIFO: refused at once (open() used to wait for a writer forever) */
+  const char *fifo = tmp_path("fifo.gguf");
+  if (mkfifo(fifo, 0600) == 0) {
+    double t0 = now_s();
+    m = pf_model_load(fifo, &e);
+    CHECK(!m && t_contains(e.msg, "is not a regular file") && now_s() - t0 < 5, "a FIFO is refused without waiting", "%s",
+          m ? "loaded" : e.msg);
+    pf_model_free(m);
+    unlink(fifo);
+  }
+
+  /* 300,000 keys: duplicate checks and look-ups are hashed, so this parses in well under a second
+  ** (the pairwise check took minutes); the duplicate at the end is still found */
+  {
+    int nk = 300000;
+    bb b = {0};
+    header(&b, 3, 0, (uint64_t)nk);
+    char k[32];
+    for (int i = 0; i < nk; i++) {
+      snprintf(k, sizeof k, "k%d", i == nk - 1 ? 17 : i);
+      str(&b, k);
+      u32(&b, 4);   /* uint32 */
+      u32(&b, (uint32_t)i);
+    }
+    double t0 = now_s();
+    expect_reject("a duplicate key among 300,000", b.p, b.n, "GGUF key 'k17' appears twice (#17 and #299999)");
+    double dt = now_s() - t0;
+    CHECK(dt < 10, "300,000 keys parse in linear time", "%.1f s", dt);
+    free(b.p);
+  }
+}
 
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/pf_gguf_XXXXXX");
@@ -266,6 +357,7 @@ int main(void) {
     pf_model_free(m);
   }
   free(b.p);
+  hostile_regressions();
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd)) {}
   return t_failed ? 1 : 0;
