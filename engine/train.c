@@ -96,8 +96,8 @@ typedef struct tseq { int *tok; int *tgt; int len; int n_tgt; } tseq;
 
 /* Build one training sequence: E placeholder slots (embedding mode), the
 ** pair's tokens, and next-token targets on the completion. */
-static int make_seq(const pf_model *m, const pf_example *ex, int row, int E, int max_len, int add_eos, tseq *s,
-                    int *truncated, pf_err *err) {
+static int make_seq(const pf_model *m, const pf_example *ex, int row, int E, int max_len, const char *limit, int add_eos,
+                    tseq *s, int *truncated, pf_err *err) {
   int *ids, n, np, rc;
   if ((rc = pf_pair_tokens(m, ex->prompt, ex->prompt_len, ex->completion, ex->completion_len, add_eos, &ids, &n, &np,
                            err))) {
@@ -107,8 +107,7 @@ static int make_seq(const pf_model *m, const pf_example *ex, int row, int E, int
   }
   if (np >= max_len) {
     free(ids);
-    return pf_seterr(err, PF_TOOBIG, "row %d: the prompt is %d tokens; max_seq_len is %d (raise max_seq_len or shorten the prompt)",
-                     row, np, max_len);
+    return pf_seterr(err, PF_TOOBIG, "row %d: the prompt is %d tokens; %s", row, np, limit);
   }
   if (n > max_len) { n = max_len; (*truncated)++; }
   s->len = E + n;
@@ -263,7 +262,17 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   if (P < 1) return pf_seterr(err, PF_ERR, "prefix_len must be at least 1");
   if (P >= hp->n_ctx) return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) leaves no room in the model's context of %d", P, hp->n_ctx);
   pf_train_params pd = *p;   /* the parameters with defaults resolved */
-  if (pd.max_seq_len == 0) pd.max_seq_len = hp->n_ctx - P < 256 ? hp->n_ctx - P : 256;
+  char limit[200];           /* what bounds a sequence, for the message of a prompt that does not fit */
+  if (pd.max_seq_len == 0) {
+    pd.max_seq_len = hp->n_ctx - P < 256 ? hp->n_ctx - P : 256;
+    if (pd.max_seq_len < 256)
+      snprintf(limit, sizeof limit, "prefix_len (%d) leaves %d of the model's context of %d for prompt and completion "
+               "(lower prefix_len or shorten the prompt)", P, pd.max_seq_len, hp->n_ctx);
+    else
+      snprintf(limit, sizeof limit, "max_seq_len is %d by default (raise max_seq_len, up to %d with prefix_len %d, or "
+               "shorten the prompt)", pd.max_seq_len, hp->n_ctx - P, P);
+  } else
+    snprintf(limit, sizeof limit, "max_seq_len is %d (raise max_seq_len or shorten the prompt)", pd.max_seq_len);
   p = &pd;
   if (P + p->max_seq_len > hp->n_ctx)
     return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) + max_seq_len (%d) = %d exceeds the model's context of %d", P,
@@ -276,13 +285,13 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   tseq *all = calloc((size_t)n_all, sizeof *all);
   if (!all) return pf_seterr(err, PF_NOMEM, "out of memory");
   for (int i = 0; i < n_all; i++)
-    if ((rc = make_seq(m, &train[i], i + 1, E, p->max_seq_len, p->add_eos, &all[i], &truncated, err))) { free_seqs(all, n_all); return rc; }
+    if ((rc = make_seq(m, &train[i], i + 1, E, p->max_seq_len, limit, p->add_eos, &all[i], &truncated, err))) { free_seqs(all, n_all); return rc; }
   if (val) {
     va = calloc((size_t)(n_val ? n_val : 1), sizeof *va);
     if (!va) { free_seqs(all, n_all); return pf_seterr(err, PF_NOMEM, "out of memory"); }
     n_va = n_val;
     for (int i = 0; i < n_val; i++)
-      if ((rc = make_seq(m, &val[i], i + 1, E, p->max_seq_len, p->add_eos, &va[i], &truncated, err))) {
+      if ((rc = make_seq(m, &val[i], i + 1, E, p->max_seq_len, limit, p->add_eos, &va[i], &truncated, err))) {
         char msg[PF_ERRMAX];
         snprintf(msg, sizeof msg, "validation %.400s", err ? err->msg : "");
         pf_seterr(err, rc, "%s", msg);
@@ -507,12 +516,20 @@ int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *pro
   *nll = NAN;
   *n_tokens = 0;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot score");
-  if ((rc = make_seq(m, &ex, 1, 0, hp->n_ctx - prefix_len, add_eos, &s, &tr, err))) {
+  char limit[160];
+  if (prefix_len) snprintf(limit, sizeof limit, "with the prefix (%d positions) it leaves no room for the completion in the model's context of %d", prefix_len, hp->n_ctx);
+  else snprintf(limit, sizeof limit, "it leaves no room for the completion in the model's context of %d", hp->n_ctx);
+  if ((rc = make_seq(m, &ex, 1, 0, hp->n_ctx - prefix_len, limit, add_eos, &s, &tr, err))) {
     char msg[PF_ERRMAX];
     snprintf(msg, sizeof msg, "%s", err->msg + (strncmp(err->msg, "row 1: ", 7) ? 0 : 7));
     return pf_seterr(err, rc, "%s", msg);
   }
   if (tr) { free(s.tok); free(s.tgt); return pf_seterr(err, PF_TOOBIG, "prompt + completion exceed the model's context of %d (with a prefix of %d)", hp->n_ctx, prefix_len); }
+  if (s.n_tgt == 0) {
+    free(s.tok);
+    free(s.tgt);
+    return pf_seterr(err, PF_ERR, "the completion is empty: there is no token to score (add_eos is false)");
+  }
   pf_tws *w = pf_tws_new();
   pf_prefix_in pin = {kv ? prefix_len : 0, kv, NULL, 0, NULL, NULL};
   pf_tbatch b = {1, &s.len, s.tok, s.tgt};

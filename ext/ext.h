@@ -93,6 +93,13 @@ void pfx_result_err(sqlite3_context *ctx, const char *fn, const pf_err *e);
 pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v);
 /* Text argument required (non-NULL); NULL and an error if not. */
 const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v, int *len);
+/* The same for names, paths and SQL, which C reads up to a NUL: one inside the value is refused. */
+const char *pfx_arg_cstr(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v);
+/* Prepare the query a function runs for its rows: one statement, read-only (sqlite3_stmt_readonly), with
+** exactly ncols result columns (cols names them for the message). NULL and *errmsg ("fn: what ...") if not;
+** *rc the SQLite code. */
+sqlite3_stmt *pfx_prepare_rows(sqlite3 *db, const char *fn, const char *what, const char *sql, int ncols,
+                               const char *cols, char **errmsg, int *rc);
 
 /* Eponymous read-only tables: xConnect that declares the schema, marks the
 ** table DIRECTONLY and allocates `size` zeroed bytes; the matching

@@ -46,8 +46,57 @@ const char *pfx_arg_text(sqlite3_context *ctx, const char *fn, const char *what,
   return t;
 }
 
+const char *pfx_arg_cstr(sqlite3_context *ctx, const char *fn, const char *what, sqlite3_value *v) {
+  int len;
+  const char *t = pfx_arg_text(ctx, fn, what, v, &len);
+  if (t && strlen(t) != (size_t)len) {
+    pfx_result_errorf(ctx, "%s: %s contains a NUL byte (at byte %d of %d)", fn, what, (int)strlen(t), len);
+    return NULL;
+  }
+  return t;
+}
+
+sqlite3_stmt *pfx_prepare_rows(sqlite3 *db, const char *fn, const char *what, const char *sql, int ncols,
+                               const char *cols, char **errmsg, int *rc) {
+  sqlite3_stmt *st = NULL, *next = NULL;
+  const char *tail = NULL;
+  *errmsg = NULL;
+  *rc = sqlite3_prepare_v2(db, sql, -1, &st, &tail);
+  if (*rc != SQLITE_OK) {
+    *errmsg = sqlite3_mprintf("%s: %s: %s", fn, what, sqlite3_errmsg(db));
+    if (*rc != SQLITE_NOMEM) *rc = SQLITE_ERROR;
+    return NULL;
+  }
+  *rc = SQLITE_ERROR;
+  if (!st) { *errmsg = sqlite3_mprintf("%s: %s is empty", fn, what); return NULL; }
+  /* what follows must be nothing, white space or comments: prepare it to see */
+  if (tail && *tail) {
+    int r2 = sqlite3_prepare_v2(db, tail, -1, &next, NULL);
+    if (r2 != SQLITE_OK || next) {
+      sqlite3_finalize(next);
+      sqlite3_finalize(st);
+      *errmsg = sqlite3_mprintf("%s: %s must be a single statement; text follows the first one: '%.40s'", fn, what, tail);
+      return NULL;
+    }
+  }
+  if (!sqlite3_stmt_readonly(st)) {
+    sqlite3_finalize(st);
+    *errmsg = sqlite3_mprintf("%s: %s must only read (a SELECT or a read-only WITH); it would write to the database",
+                              fn, what);
+    return NULL;
+  }
+  if (sqlite3_column_count(st) != ncols) {
+    *errmsg = sqlite3_mprintf("%s: %s must return %d columns (%s), it returns %d", fn, what, ncols, cols,
+                              sqlite3_column_count(st));
+    sqlite3_finalize(st);
+    return NULL;
+  }
+  *rc = SQLITE_OK;
+  return st;
+}
+
 pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v) {
-  const char *name = pfx_arg_text(ctx, fn, "model name", v, NULL);
+  const char *name = pfx_arg_cstr(ctx, fn, "model name", v);
   if (!name) return NULL;
   char *e = NULL;
   pfx_model *pm = pfx_registry_get(name, &e);

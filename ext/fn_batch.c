@@ -114,15 +114,10 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
   if (!pm) { char *m = sqlite3_mprintf("%s: %s", fn, e ? e : ""); sqlite3_free(e); return b_fail(cur, m); }
   pfx_batch_opts o;
   if ((rc = pfx_parse_batch_options(db, fn, vo, &o, &owned, &n_owned, &e))) { rc = b_fail(cur, e); e = NULL; goto done; }
-  int prc = sqlite3_prepare_v2(db, query, -1, &st, NULL);
-  if (prc != SQLITE_OK || !st) {
-    rc = b_fail(cur, prc != SQLITE_OK ? sqlite3_mprintf("%s: query: %s", fn, sqlite3_errmsg(db))
-                                      : sqlite3_mprintf("%s: query is empty", fn));
-    goto done;
-  }
-  if (sqlite3_column_count(st) < 3) {
-    rc = b_fail(cur, sqlite3_mprintf("%s: query must return three columns (id, prefix, prompt), it returns %d", fn,
-                                     sqlite3_column_count(st)));
+  int prc;
+  if (!(st = pfx_prepare_rows(db, fn, "query", query, 3, "id, prefix, prompt", &e, &prc))) {
+    rc = b_fail(cur, e);
+    e = NULL;
     goto done;
   }
   int qrc;

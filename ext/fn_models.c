@@ -22,9 +22,9 @@ SQLITE_EXTENSION_INIT3
 static void fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fn = "prefix_model_load";
-  const char *name = pfx_arg_text(ctx, fn, "model name", argv[0], NULL);
+  const char *name = pfx_arg_cstr(ctx, fn, "model name", argv[0]);
   if (!name) return;
-  const char *path = pfx_arg_text(ctx, fn, "path", argv[1], NULL);
+  const char *path = pfx_arg_cstr(ctx, fn, "path", argv[1]);
   if (!path) return;
   if (!name[0]) { sqlite3_result_error(ctx, "prefix_model_load: model name must not be empty", -1); return; }
   char *e = NULL;
@@ -41,7 +41,7 @@ static void fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 static void fn_model_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fn = "prefix_model_unload";
-  const char *name = pfx_arg_text(ctx, fn, "model name", argv[0], NULL);
+  const char *name = pfx_arg_cstr(ctx, fn, "model name", argv[0]);
   if (!name) return;
   char *e = NULL;
   if (pfx_registry_unload(name, &e)) {

@@ -72,8 +72,16 @@ static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, tr
                             char **errmsg) {
   memset(o, 0, sizeof *o);
   pf_train_params_default(&o->p);
+  int dflt_mid = o->p.mid_dim;
+  o->p.mid_dim = -1;   /* to tell whether it was given */
   int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
                              n_owned, errmsg);
+  if (!rc && o->p.mid_dim >= 0 && o->p.mode != PF_MODE_PREFIX) {
+    *errmsg = sqlite3_mprintf("%s: option 'mid_dim' applies to mode 'prefix' only (mode 'embedding' learns the embeddings "
+                              "directly)", fn);
+    rc = SQLITE_ERROR;
+  }
+  if (o->p.mid_dim < 0) o->p.mid_dim = dflt_mid;
   return rc;
 }
 
@@ -123,19 +131,9 @@ static int rows_add(rows *r, const char *fn, sqlite3_value *prompt, sqlite3_valu
 
 /* Run a query returning (prompt, completion) rows. */
 static int rows_from_query(sqlite3 *db, const char *fn, const char *what, const char *sql, rows *r, char **errmsg) {
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-  if (rc != SQLITE_OK) {
-    *errmsg = sqlite3_mprintf("%s: %s: %s", fn, what, sqlite3_errmsg(db));
-    return rc == SQLITE_NOMEM ? rc : SQLITE_ERROR;
-  }
-  if (!st) { *errmsg = sqlite3_mprintf("%s: %s is empty", fn, what); return SQLITE_ERROR; }
-  if (sqlite3_column_count(st) < 2) {
-    *errmsg = sqlite3_mprintf("%s: %s must return two columns (prompt, completion), it returns %d", fn, what,
-                              sqlite3_column_count(st));
-    sqlite3_finalize(st);
-    return SQLITE_ERROR;
-  }
+  int rc;
+  sqlite3_stmt *st = pfx_prepare_rows(db, fn, what, sql, 2, "prompt, completion", errmsg, &rc);
+  if (!st) return rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     rc = rows_add(r, fn, sqlite3_column_value(st, 0), sqlite3_column_value(st, 1), errmsg);
     if (rc) break;
@@ -181,7 +179,7 @@ static void fn_train(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   char **owned = NULL, *emsg = NULL;
   int n_owned = 0, rc;
   train_opts o;
-  const char *query = pfx_arg_text(ctx, fn, "query", argv[1], NULL);
+  const char *query = pfx_arg_cstr(ctx, fn, "query", argv[1]);
   if (!query) goto done;
   rc = parse_train_opts(db, fn, argc > 2 ? argv[2] : NULL, &o, &owned, &n_owned, &emsg);
   if (!rc) rc = rows_from_query(db, fn, "query", query, &tr, &emsg);

@@ -79,15 +79,28 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
   rc = sqlite3_prepare_v2(db, "SELECT key, type, atom, value FROM json_each(?1)", -1, &st, NULL);
   if (rc) goto sqlfail;
   sqlite3_bind_value(st, 1, json);
+  uint64_t seen = 0;   /* tables have fewer than 64 options */
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *key = (const char *)sqlite3_column_text(st, 0);
     const char *jt = (const char *)sqlite3_column_text(st, 1);
     const pfx_opt *o = NULL;
-    for (int i = 0; i < n_table; i++) if (key && !strcmp(key, table[i].name)) { o = &table[i]; break; }
+    int oi = -1;
+    for (int i = 0; i < n_table; i++) if (key && !strcmp(key, table[i].name)) { o = &table[i]; oi = i; break; }
     if (!o) {
       char *k = known_list(table, n_table);
       *errmsg = sqlite3_mprintf("%s: unknown option '%s' (known: %s)", fn, key ? key : "", k ? k : "");
       sqlite3_free(k);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (oi < 64 && (seen >> oi & 1)) {   /* JSON allows it; which one was meant is not known */
+      *errmsg = sqlite3_mprintf("%s: option '%s' is given twice", fn, o->name);
+      rc = SQLITE_ERROR;
+      goto done;
+    }
+    if (oi < 64) seen |= 1ull << oi;
+    if (jt && !strcmp(jt, "text") && strlen((const char *)sqlite3_column_text(st, 2)) != (size_t)sqlite3_column_bytes(st, 2)) {
+      *errmsg = sqlite3_mprintf("%s: option '%s' contains a NUL character", fn, o->name);
       rc = SQLITE_ERROR;
       goto done;
     }
@@ -189,6 +202,11 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
           const char *et = (const char *)sqlite3_column_text(arr, 0);
           if (!et || strcmp(et, "text")) {
             *errmsg = sqlite3_mprintf("%s: option '%s' must hold only strings, got %s", fn, o->name, type_word(et));
+            rc = SQLITE_ERROR;
+            goto done;
+          }
+          if (strlen((const char *)sqlite3_column_text(arr, 1)) != (size_t)sqlite3_column_bytes(arr, 1)) {
+            *errmsg = sqlite3_mprintf("%s: option '%s' contains a NUL character", fn, o->name);
             rc = SQLITE_ERROR;
             goto done;
           }

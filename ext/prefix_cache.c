@@ -6,6 +6,10 @@
 ** the prefixes table, or prefix_generate_batch) decode it once: the process
 ** keeps the 64 most recently used decoded prefixes. Entries are immutable
 ** and reference-counted, so a statement keeps its prefix while others evict.
+**
+** The hash only finds the slot: an entry keeps a copy of the BLOB's bytes and
+** a hit requires them equal, so a BLOB crafted to collide with another
+** tenant's gets decoded (and checked) on its own, never the other's prefix.
 */
 #include "ext.h"
 SQLITE_EXTENSION_INIT3
@@ -21,6 +25,7 @@ struct pfx_prefix_ref {
   pf_prefix p;
   uint64_t key;
   size_t len;
+  uint8_t *bytes;   /* the BLOB, compared on every hit */
   int refs;
   uint64_t used;
 };
@@ -33,6 +38,7 @@ static uint64_t g_hits, g_misses;
 static void unref_locked(pfx_prefix_ref *r) {
   if (--r->refs == 0) {
     pf_prefix_clear(&r->p);
+    free(r->bytes);
     free(r);
   }
 }
@@ -71,14 +77,19 @@ int pfx_register_cache(sqlite3 *db) {
                                     NULL, NULL, NULL);
 }
 
+/* For tests only (tests/test_sqlapi.c finds it with dlsym): keep this many bits of the hash, so that
+** a test can make every BLOB collide and see that the bytes decide. */
+int pfx_test_cache_hash_bits = 64;
+
 int pfx_prefix_decode_cached(const uint8_t *blob, size_t len, pfx_prefix_ref **out, pf_err *err) {
   extern uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
   uint64_t key = pf_hash64(blob, len, 0x5046584341434845ull);
+  if (pfx_test_cache_hash_bits < 64) key &= pfx_test_cache_hash_bits <= 0 ? 0 : (1ull << pfx_test_cache_hash_bits) - 1;
   *out = NULL;
   pthread_mutex_lock(&g_mu);
   for (int i = 0; i < CACHE_SLOTS; i++) {
     pfx_prefix_ref *r = g_slot[i];
-    if (r && r->key == key && r->len == len) {
+    if (r && r->key == key && r->len == len && !memcmp(r->bytes, blob, len)) {
       r->refs++;
       r->used = ++g_clock;
       g_hits++;
@@ -90,9 +101,11 @@ int pfx_prefix_decode_cached(const uint8_t *blob, size_t len, pfx_prefix_ref **o
   g_misses++;
   pthread_mutex_unlock(&g_mu);
   pfx_prefix_ref *r = calloc(1, sizeof *r);
-  if (!r) return pf_seterr(err, PF_NOMEM, "out of memory");
+  if (r) r->bytes = malloc(len ? len : 1);
+  if (!r || !r->bytes) { free(r); return pf_seterr(err, PF_NOMEM, "out of memory caching a prefix of %zu bytes", len); }
+  memcpy(r->bytes, blob, len);
   int rc = pf_prefix_decode(blob, len, &r->p, err);
-  if (rc) { free(r); return rc; }
+  if (rc) { free(r->bytes); free(r); return rc; }
   r->key = key;
   r->len = len;
   r->refs = 2;   /* the cache's and the caller's */

@@ -6,6 +6,7 @@
 #include "testlib.h"
 #include <pthread.h>
 #include <sqlite3.h>
+#include <dlfcn.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +39,60 @@ static int run1(sqlite3 *db, const char *sql, char *out, size_t cap) {
   else snprintf(out, cap, "%s", sqlite3_errmsg(db));
   int rc2 = sqlite3_finalize(st);
   return rc ? rc : rc2 == SQLITE_OK ? rc : rc2;
+}
+
+/* Run one statement with ?1 bound to a BLOB; result as in run1. */
+static int run_blob(sqlite3 *db, const char *sql, const void *blob, int n, char *out, size_t cap) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  if (rc) { snprintf(out, cap, "%s", sqlite3_errmsg(db)); return rc; }
+  sqlite3_bind_blob(st, 1, blob, n, SQLITE_TRANSIENT);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) { snprintf(out, cap, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "NULL"); rc = SQLITE_OK; }
+  else snprintf(out, cap, "%s", sqlite3_errmsg(db));
+  int rc2 = sqlite3_finalize(st);
+  return rc ? rc : rc2;
+}
+
+/* The decoded-prefix cache: a BLOB whose hash collides with a cached one (forced here by keeping 0 bits
+** of the hash) is decoded and checked on its own, never served the other's prefix. */
+static void cache_collision(sqlite3 *db, const char *build) {
+  char so[512], out[4096], refB[4096];
+  snprintf(so, sizeof so, "%s/prefix.so", build);
+  void *h = dlopen(so, RTLD_NOW | RTLD_NOLOAD);
+  int *bits = h ? (int *)dlsym(h, "pfx_test_cache_hash_bits") : NULL;
+  CHECK(bits != NULL, "the cache's test knob is found", "%s", dlerror());
+  if (!bits) return;
+  sqlite3_exec(db, "CREATE TEMP TABLE cc AS SELECT 1 AS k, prefix_train('m', 'SELECT ''Once upon'', '' a time''', "
+                   "'{\"max_steps\": 3, \"seed\": 1}') AS b UNION ALL SELECT 2, prefix_train('m', "
+                   "'SELECT ''Once upon'', '' a time''', '{\"max_steps\": 3, \"seed\": 2}')", NULL, NULL, NULL);
+  sqlite3_stmt *st;
+  unsigned char *a = NULL, *b = NULL;
+  int na = 0, nb = 0;
+  if (sqlite3_prepare_v2(db, "SELECT b FROM cc ORDER BY k", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) { na = sqlite3_column_bytes(st, 0); a = malloc(na); memcpy(a, sqlite3_column_blob(st, 0), na); }
+    if (sqlite3_step(st) == SQLITE_ROW) { nb = sqlite3_column_bytes(st, 0); b = malloc(nb); memcpy(b, sqlite3_column_blob(st, 0), nb); }
+    sqlite3_finalize(st);
+  }
+  CHECK(a && b && na == nb && memcmp(a, b, na), "two different prefixes of the same length", "%d %d", na, nb);
+  if (!a || !b || na != nb) { free(a); free(b); return; }
+  const char *gen = "SELECT prefix_generate('m', ?1, 'Once upon a time', '{\"max_tokens\": 12}')";
+  run_blob(db, gen, b, nb, refB, sizeof refB);
+  *bits = 0;
+  char st0[256], st1[256];
+  run1(db, "SELECT json_extract(prefix_cache_stats(), '$.misses')", st0, sizeof st0);
+  int rc = run_blob(db, gen, a, na, out, sizeof out);   /* cached under the colliding key */
+  rc |= run_blob(db, gen, b, nb, out, sizeof out);
+  run1(db, "SELECT json_extract(prefix_cache_stats(), '$.misses')", st1, sizeof st1);
+  CHECK(rc == 0 && !strcmp(out, refB) && atoi(st1) == atoi(st0) + 2, "a colliding prefix gets its own text, not the cached one's",
+        "rc=%d '%s' vs '%s', misses %s -> %s", rc, out, refB, st0, st1);
+  b[nb / 2] ^= 0x40;   /* damaged: same length, same (forced) hash as the cached A and B */
+  rc = run_blob(db, gen, b, nb, out, sizeof out);
+  CHECK(rc != 0 && strstr(out, "prefix BLOB is damaged"), "a damaged BLOB that collides is still checked", "rc=%d '%s'", rc, out);
+  *bits = 64;
+  free(a);
+  free(b);
+  dlclose(h);
 }
 
 static void *interrupter(void *arg) {
@@ -76,6 +131,8 @@ int main(void) {
   CHECK(rc == 0, "load the random model through the C API", "%s", out);
   snprintf(sql, sizeof sql, "SELECT prefix_model_load('m', '%s')", t_model_path("stories260K.gguf"));
   rc = run1(db, sql, out, sizeof out);
+
+  cache_collision(db, build);
 
   /* interrupt: a generation of 8000 tokens stops soon after sqlite3_interrupt */
   pthread_t th;
