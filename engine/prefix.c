@@ -15,6 +15,7 @@
 #include "internal.h"
 #include "train.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,6 +284,113 @@ void pf_prefix_clear(pf_prefix *p) {
   memset(p, 0, sizeof *p);
 }
 
+/* ---------------------------------------------------- metadata checks
+** The metadata of a BLOB is copied into prefix_info's JSON and into error
+** texts, so a decoded BLOB holds only a well-formed JSON object (RFC 8259:
+** UTF-8, no control characters in strings, nesting at most 64 deep) and a
+** fingerprint of 16 lower-case hex digits, whatever its checksum says. */
+typedef struct jscan { const unsigned char *p, *end; int depth; } jscan;
+
+static void j_ws(jscan *j) { while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++; }
+
+static int j_lit(jscan *j, const char *w) {
+  size_t n = strlen(w);
+  if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n)) return 0;
+  j->p += n;
+  return 1;
+}
+
+static int j_string(jscan *j) {
+  if (j->p >= j->end || *j->p != '"') return 0;
+  j->p++;
+  while (j->p < j->end) {
+    unsigned c = *j->p;
+    if (c == '"') { j->p++; return 1; }
+    if (c < 0x20) return 0;
+    if (c == '\\') {
+      if (++j->p >= j->end) return 0;
+      c = *j->p++;
+      if (c == 'u') {
+        for (int i = 0; i < 4; i++, j->p++)
+          if (j->p >= j->end || !isxdigit(*j->p)) return 0;
+      } else if (!strchr("\"\\/bfnrt", (int)c) || !c) return 0;
+      continue;
+    }
+    if (c < 0x80) { j->p++; continue; }
+    /* one UTF-8 sequence, shortest form, no surrogates, at most U+10FFFF */
+    int need = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
+    if (need < 0 || j->end - j->p <= need) return 0;
+    unsigned c1 = j->p[1];
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F)) return 0;
+    for (int i = 1; i <= need; i++) if ((j->p[i] & 0xC0) != 0x80) return 0;
+    j->p += need + 1;
+  }
+  return 0;
+}
+
+static int j_number(jscan *j) {
+  const unsigned char *s = j->p;
+  if (j->p < j->end && *j->p == '-') j->p++;
+  if (j->p >= j->end) return 0;
+  if (*j->p == '0') j->p++;
+  else if (*j->p >= '1' && *j->p <= '9') while (j->p < j->end && isdigit(*j->p)) j->p++;
+  else return 0;
+  if (j->p < j->end && *j->p == '.') {
+    j->p++;
+    if (j->p >= j->end || !isdigit(*j->p)) return 0;
+    while (j->p < j->end && isdigit(*j->p)) j->p++;
+  }
+  if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+    j->p++;
+    if (j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
+    if (j->p >= j->end || !isdigit(*j->p)) return 0;
+    while (j->p < j->end && isdigit(*j->p)) j->p++;
+  }
+  return j->p > s;
+}
+
+static int j_value(jscan *j) {
+  j_ws(j);
+  if (j->p >= j->end) return 0;
+  unsigned c = *j->p;
+  if (c == '"') return j_string(j);
+  if (c == '{' || c == '[') {
+    if (++j->depth > 64) return 0;
+    unsigned close = c == '{' ? '}' : ']';
+    j->p++;
+    j_ws(j);
+    if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return 1; }
+    for (;;) {
+      if (c == '{') {
+        j_ws(j);
+        if (!j_string(j)) return 0;
+        j_ws(j);
+        if (j->p >= j->end || *j->p++ != ':') return 0;
+      }
+      if (!j_value(j)) return 0;
+      j_ws(j);
+      if (j->p >= j->end) return 0;
+      if (*j->p == ',') { j->p++; continue; }
+      if (*j->p++ != close) return 0;
+      j->depth--;
+      return 1;
+    }
+  }
+  if (c == 't') return j_lit(j, "true");
+  if (c == 'f') return j_lit(j, "false");
+  if (c == 'n') return j_lit(j, "null");
+  return j_number(j);
+}
+
+/* 1 if p[0..n) is exactly one JSON object (white space around it allowed). */
+static int json_is_object(const char *p, size_t n) {
+  jscan j = {(const unsigned char *)p, (const unsigned char *)p + n, 0};
+  j_ws(&j);
+  if (j.p >= j.end || *j.p != '{' || !j_value(&j)) return 0;
+  j_ws(&j);
+  return j.p == j.end;
+}
+
 int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) {
   memset(out, 0, sizeof *out);
   if (len < 4 || memcmp(b, BLOB_MAGIC, 4) != 0)
@@ -307,6 +415,15 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
                      len, (unsigned long long)total);
   if (get64(b + len - 8) != pf_hash64(b, len - 8, 0x53515046))
     return pf_seterr(err, PF_ERR, "prefix BLOB is damaged (checksum mismatch)");
+  for (int i = 0; i < 16; i++) {
+    uint8_t c = b[8 + i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+      return pf_seterr(err, PF_ERR, "prefix BLOB's model fingerprint is not 16 hex digits (byte %d is 0x%02X)", i, c);
+  }
+  if (!strcmp(pf_arch_name((int)get32(b + 24)), "unknown"))
+    return pf_seterr(err, PF_ERR, "prefix BLOB names an unknown architecture (%u)", get32(b + 24));
+  if (ml && !json_is_object((const char *)b + BLOB_HEADER, ml))   /* none at all is allowed */
+    return pf_seterr(err, PF_ERR, "prefix BLOB's metadata (%u bytes) is not a JSON object", ml);
   out->version = ver;
   memcpy(out->fingerprint, b + 8, 16);
   out->fingerprint[16] = 0;

@@ -5,6 +5,7 @@
 */
 #include "internal.h"
 #include "gguf_write.h"
+#include "train.h"
 #include "testlib.h"
 
 #include <sys/stat.h>
@@ -150,6 +151,86 @@ static void hostile_regressions(void) {
     CHECK(dt < 10, "300,000 keys parse in linear time", "%.1f s", dt);
     free(b.p);
   }
+}
+
+/* Prefix BLOBs with a valid checksum but a fingerprint, architecture or metadata that prefix_info would
+** copy into its JSON: refused at decode. */
+static void blob_checks(void) {
+  pf_err e;
+  pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);
+  CHECK(m != NULL, "load stories260K for BLOB checks", "%s", m ? "" : e.msg);
+  if (!m) return;
+  const pf_hparams *hp = pf_model_hparams(m);
+  int P = 2;
+  size_t n = (size_t)hp->n_layer * 2 * P * hp->n_head_kv * hp->head_dim;
+  float *kv = calloc(n, sizeof *kv);
+  static const struct { const char *meta; int ok; } metas[] = {
+      {"{\"a\":1,\"b\":[true,null,-1.5e3,\"\\u00e9\\n\"],\"c\":{}}", 1},
+      {" { } ", 1},
+      {"", 1},
+      {"{\"a\":1", 0},
+      {"{\"a\":1}x", 0},
+      {"[1,2]", 0},
+      {"{\"a\":\"\x01\"}", 0},
+      {"{\"a\":\"\xC0\xAF\"}", 0},        /* overlong '/' */
+      {"{\"a\":\"\xED\xA0\x80\"}", 0},    /* a surrogate */
+      {"{\"a\":01}", 0},
+      {"{\"a\":\"\\x\"}", 0},
+      {"{a:1}", 0},
+      {"{\"a\":1,}", 0},
+      {"{\"},\"x\":\"", 0},
+  };
+  char name[160];
+  for (size_t i = 0; i < sizeof metas / sizeof metas[0]; i++) {
+    uint8_t *b;
+    size_t len;
+    pf_prefix p;
+    int rc = pf_prefix_encode(m, kv, P, 0, metas[i].meta, &b, &len, &e);
+    if (rc) { CHECK(0, "encode", "%s", e.msg); continue; }
+    rc = pf_prefix_decode(b, len, &p, &e);
+    snprintf(name, sizeof name, "BLOB metadata #%zu is %s", i, metas[i].ok ? "accepted" : "refused");
+    CHECK(metas[i].ok ? rc == 0 : rc != 0 && t_contains(e.msg, "is not a JSON object"), name, "%s", rc ? e.msg : "decoded");
+    if (!rc) {
+      char *j = pf_prefix_info_json(&p, len);
+      /* the merged JSON must itself be a JSON object: run it through the same check by decoding a BLOB
+      ** whose metadata it is */
+      uint8_t *b2;
+      size_t l2;
+      pf_prefix p2;
+      int ok = j && !pf_prefix_encode(m, kv, P, 0, j, &b2, &l2, &e);
+      if (ok) { ok = !pf_prefix_decode(b2, l2, &p2, &e); pf_prefix_clear(&p2); free(b2); }
+      snprintf(name, sizeof name, "prefix_info of BLOB #%zu is a JSON object", i);
+      CHECK(ok, name, "%s", j ? j : "NULL");
+      free(j);
+      pf_prefix_clear(&p);
+    }
+    free(b);
+  }
+  /* fingerprint and architecture bytes, checksum recomputed */
+  uint8_t *b;
+  size_t len;
+  if (!pf_prefix_encode(m, kv, P, 0, "{}", &b, &len, &e)) {
+    pf_prefix p;
+    b[11] = '"';
+    uint64_t h = pf_hash64(b, len - 8, 0x53515046);
+    memcpy(b + len - 8, &h, 8);
+    int rc = pf_prefix_decode(b, len, &p, &e);
+    CHECK(rc && t_contains(e.msg, "prefix BLOB's model fingerprint is not 16 hex digits (byte 3 is 0x22)"),
+          "a BLOB whose fingerprint is not hex is refused", "%s", rc ? e.msg : "decoded");
+    if (!rc) pf_prefix_clear(&p);
+    b[11] = 'a';
+    uint32_t arch = 9;
+    memcpy(b + 24, &arch, 4);
+    h = pf_hash64(b, len - 8, 0x53515046);
+    memcpy(b + len - 8, &h, 8);
+    rc = pf_prefix_decode(b, len, &p, &e);
+    CHECK(rc && t_contains(e.msg, "prefix BLOB names an unknown architecture (9)"), "a BLOB of an unknown architecture is refused",
+          "%s", rc ? e.msg : "decoded");
+    if (!rc) pf_prefix_clear(&p);
+    free(b);
+  }
+  free(kv);
+  pf_model_free(m);
 }
 
 int main(void) {
@@ -358,6 +439,7 @@ int main(void) {
   }
   free(b.p);
   hostile_regressions();
+  blob_checks();
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd)) {}
   return t_failed ? 1 : 0;
