@@ -25,7 +25,7 @@ EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
 
-.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize
+.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize fuzz fuzz-build
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
@@ -68,5 +68,27 @@ bench-compare: deps all
 sanitize:
 	$(MAKE) test BUILD=dist-san OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
+# libFuzzer targets (clang, ASan + UBSan) on GGUF files, prefix BLOBs, tokenizers, options and the SQL
+# surface; each runs FUZZ_SECONDS (default 60). Long runs: make fuzz FUZZ_SECONDS=3600. See docs/security.md.
+FUZZ_TARGETS = gguf prefix tokenize options sql
+FUZZ_SECONDS ?= 60
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_BINS = $(patsubst %,dist-fuzz/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_EXT_OBJ = $(patsubst %.c,dist-fuzz/obj/%.o,$(EXT_SRC))
+
+fuzz-build:
+	$(MAKE) BUILD=dist-fuzz CC=clang OPT=-O1 SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" dist-fuzz/libprefix_engine.a $(FUZZ_EXT_OBJ) dist-fuzz/prefix-mkmodel
+	$(MAKE) BUILD=dist-fuzz CC=clang $(FUZZ_BINS)
+
+dist-fuzz/fuzz_gguf dist-fuzz/fuzz_prefix dist-fuzz/fuzz_tokenize: dist-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.h dist-fuzz/libprefix_engine.a
+	clang -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) -Iengine $< dist-fuzz/libprefix_engine.a -o $@ $(LDLIBS)
+
+dist-fuzz/fuzz_options dist-fuzz/fuzz_sql: dist-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/sqlharness.h tests/fuzz/common.h dist-fuzz/libprefix_engine.a $(FUZZ_EXT_OBJ)
+	clang -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) -Iengine $< $(FUZZ_EXT_OBJ) dist-fuzz/libprefix_engine.a -o $@ $(TEST_LDLIBS)
+
+fuzz:
+	@sh tests/deps.sh clang libclang-rt-dev
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 clean:
-	rm -rf dist dist-san
+	rm -rf dist dist-san dist-fuzz

@@ -83,6 +83,8 @@ static int row_append(const pf_model *m, const pf_sample_params *p, row *r, int 
   return 0;
 }
 
+int pf_prefill_chunk = 512;   /* prompt tokens of one sequence per prefill pass (tests change it) */
+
 /* Decode rows [0, n) together (n <= the batch size). */
 static int run_batch(const pf_model *m, row *rows, int n, const pf_sample_params *p, pf_cancel_fn cancel, void *carg,
                      pf_err *err) {
@@ -97,18 +99,41 @@ static int run_batch(const pf_model *m, row *rows, int n, const pf_sample_params
   toks = malloc(sizeof(int) * (total + (size_t)n));
   if (!w || !seqs || !ntok || !act || !logits || !toks) { rc = pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n); goto done; }
 
-  /* prefill every prompt in one pass (rows with max_tokens 0 take no part) */
+  /* prefill every prompt (rows with max_tokens 0 take no part), pf_prefill_chunk tokens of each per pass, as
+  ** llama.cpp's micro-batches: a pass's activations stay bounded however long the prompts, and an interrupt
+  ** is seen between passes */
   int na = 0;
-  size_t o = 0;
-  for (int i = 0; i < n; i++) {
-    if (rows[i].done) continue;
-    seqs[na] = rows[i].seq;
-    ntok[na] = rows[i].n_prompt;
-    memcpy(toks + o, rows[i].ids, sizeof(int) * (size_t)rows[i].n_prompt);
-    o += (size_t)rows[i].n_prompt;
-    act[na++] = i;
+  for (int i = 0; i < n; i++)
+    if (!rows[i].done) act[na++] = i;
+  int *pre = calloc((size_t)n + 1, sizeof *pre), *slot = malloc(sizeof(int) * ((size_t)n + 1));
+  float *pass_lg = malloc(sizeof(float) * (size_t)n * hp->n_vocab);
+  if (!pre || !slot || !pass_lg) { rc = pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n); goto prefill_done; }
+  for (;;) {
+    int k = 0;
+    size_t o = 0;
+    for (int a = 0; a < na; a++) {
+      row *r = &rows[act[a]];
+      int c = r->n_prompt - pre[a] < pf_prefill_chunk ? r->n_prompt - pre[a] : pf_prefill_chunk;
+      if (c <= 0) continue;
+      seqs[k] = r->seq;
+      ntok[k] = c;
+      memcpy(toks + o, r->ids + pre[a], sizeof(int) * (size_t)c);
+      o += (size_t)c;
+      pre[a] += c;
+      slot[k++] = a;
+    }
+    if (!k) break;
+    if (cancel && cancel(carg)) { rc = pf_seterr(err, PF_INTERRUPT, "interrupted"); goto prefill_done; }
+    if ((rc = pf_forward(m, w, seqs, ntok, k, toks, pass_lg, 0, err))) goto prefill_done;
+    for (int j = 0; j < k; j++)   /* a row whose prompt is all in: its next-token logits */
+      if (pre[slot[j]] == rows[act[slot[j]]].n_prompt)
+        memcpy(logits + (size_t)slot[j] * hp->n_vocab, pass_lg + (size_t)j * hp->n_vocab, sizeof(float) * (size_t)hp->n_vocab);
   }
-  if (na && (rc = pf_forward(m, w, seqs, ntok, na, toks, logits, 0, err))) goto done;
+prefill_done:
+  free(pre);
+  free(slot);
+  free(pass_lg);
+  if (rc) goto done;
   while (na > 0) {
     if (cancel && cancel(carg)) { rc = pf_seterr(err, PF_INTERRUPT, "interrupted"); goto done; }
     int nn = 0;

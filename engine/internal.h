@@ -77,6 +77,9 @@ typedef struct gguf_file {
   uint64_t file_id[4];         /* device, inode, size, mtime of the opened file (fstat, not the path) */
 } gguf_file;
 
+/* A model from a GGUF image in memory (not owned; it must outlive the model and be 64-byte aligned);
+** name stands for the path in messages. For the fuzzers and tests. */
+struct pf_model *pf_model_load_mem(const void *data, size_t n, const char *name, pf_err *err);
 /* Parse a GGUF image already in memory (not owned). */
 int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err);
 /* mmap a file and parse it. */
@@ -272,7 +275,8 @@ int pf_gpt2_byte_utf8(int b, char out[3]);
 
 /* hashing */
 uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
-int pf_byte_token_value(const char *t, int len);                  /* "<0xHH>" -> 0..255, else -1 */
+int pf_byte_token_value(const char *t, int len);
+int pf_json_is_object(const char *p, size_t n);                   /* exactly one JSON object (RFC 8259) */                  /* "<0xHH>" -> 0..255, else -1 */
 void pf_quote_bytes(char *out, size_t cap, const char *p, size_t n); /* 'text' for messages, escaped */
 
 /* ------------------------------------------------------------------- ops */
@@ -310,6 +314,7 @@ void pf_kernel_nt_dec(int kind, float *out, const float *inp, const pf_wt *W, in
 /* decode of the common block types in integers (activations rounded to int8 per 32; kernels_q.c), where the
 ** CPU has AVX-512 VNNI; tests: 0 turns it off */
 extern int pf_int8;
+extern int pf_prefill_chunk;   /* generate.c: prompt tokens per sequence per prefill pass */
 int pf_kernel_nt_int8(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
 /* out (M, W->rows) = inp · Wᵀ in integers on the pool (nslice column slices), for M > 48; 0 when the type, CPU
 ** or memory do not allow it (nothing was done) */

@@ -381,6 +381,8 @@ static void make_fingerprint(pf_model *m) {
   snprintf(m->fingerprint, sizeof m->fingerprint, "%016llx", (unsigned long long)h);
 }
 
+static pf_model *model_from_gguf(pf_model *m, const char *path, pf_err *err);
+
 pf_model *pf_model_load(const char *path, pf_err *err) {
   pf_model *m = calloc(1, sizeof *m);
   if (!m) { pf_seterr(err, PF_NOMEM, "out of memory"); return NULL; }
@@ -388,6 +390,27 @@ pf_model *pf_model_load(const char *path, pf_err *err) {
   if (!m->path) { pf_seterr(err, PF_NOMEM, "out of memory"); goto fail; }
   if (gguf_open(&m->g, path, err)) goto fail;
   memcpy(m->file_id, m->g.file_id, sizeof m->file_id);
+  return model_from_gguf(m, path, err);
+fail:
+  pf_model_free(m);
+  return NULL;
+}
+
+pf_model *pf_model_load_mem(const void *data, size_t n, const char *name, pf_err *err) {
+  pf_model *m = calloc(1, sizeof *m);
+  if (!m) { pf_seterr(err, PF_NOMEM, "out of memory"); return NULL; }
+  m->path = strdup(name);
+  pf_err e2;
+  if (!m->path) { pf_seterr(err, PF_NOMEM, "out of memory"); goto fail; }
+  if (gguf_parse(&m->g, data, n, &e2)) { pf_seterr(err, e2.code, "'%s': %s", name, e2.msg); goto fail; }
+  return model_from_gguf(m, name, err);
+fail:
+  pf_model_free(m);
+  return NULL;
+}
+
+/* The rest of a load, on a parsed GGUF: family, vocabulary, hyperparameters, weights. */
+static pf_model *model_from_gguf(pf_model *m, const char *path, pf_err *err) {
   pf_err e2;
   const gguf_kv *arch = gguf_find(&m->g, "general.architecture");
   if (!arch || arch->type != GGUF_T_STRING) {

@@ -383,7 +383,7 @@ static int j_value(jscan *j) {
 }
 
 /* 1 if p[0..n) is exactly one JSON object (white space around it allowed). */
-static int json_is_object(const char *p, size_t n) {
+int pf_json_is_object(const char *p, size_t n) {
   jscan j = {(const unsigned char *)p, (const unsigned char *)p + n, 0};
   j_ws(&j);
   if (j.p >= j.end || *j.p != '{' || !j_value(&j)) return 0;
@@ -422,7 +422,7 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   }
   if (!strcmp(pf_arch_name((int)get32(b + 24)), "unknown"))
     return pf_seterr(err, PF_ERR, "prefix BLOB names an unknown architecture (%u)", get32(b + 24));
-  if (ml && !json_is_object((const char *)b + BLOB_HEADER, ml))   /* none at all is allowed */
+  if (ml && !pf_json_is_object((const char *)b + BLOB_HEADER, ml))   /* none at all is allowed */
     return pf_seterr(err, PF_ERR, "prefix BLOB's metadata (%u bytes) is not a JSON object", ml);
   out->version = ver;
   memcpy(out->fingerprint, b + 8, 16);

@@ -25,7 +25,7 @@ uint64_t pf_hash64(const void *p, size_t n, uint64_t seed) {
     h ^= h >> 29;
   }
   uint64_t w = 0;
-  memcpy(&w, b + i, n - i);
+  if (n > i) memcpy(&w, b + i, n - i);   /* (p may be NULL when n is 0) */
   w *= 0xBF58476D1CE4E5B9ull;
   h = (h ^ w ^ (n - i)) * 0x94D049BB133111EBull;
   h ^= h >> 32;

@@ -75,10 +75,16 @@ int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf
 /* --------------------------------------------------------------- interrupt */
 /* Works on SQLite 3.40 (no sqlite3_is_interrupted) and newer: stepping a tiny
 ** prepared statement on the same connection returns SQLITE_INTERRUPT once
-** sqlite3_interrupt() has been called while our statement runs. */
+** sqlite3_interrupt() has been called while our statement runs. A progress
+** handler (sqlite3_progress_handler, Python's set_progress_handler: how apps
+** put a time limit on a statement) is called only after its N virtual-machine
+** operations within one step, so every 10 ms a longer probe of about 1,700
+** operations runs too: handlers with N up to 1,000 can stop generation and
+** training. */
 typedef struct pfx_cancel {
   sqlite3 *db;
-  sqlite3_stmt *probe;
+  sqlite3_stmt *probe, *probe_long;
+  double last_long;
 } pfx_cancel;
 int pfx_cancel_init(pfx_cancel *c, sqlite3 *db);
 int pfx_cancel_check(void *arg);   /* pf_cancel_fn */

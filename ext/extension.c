@@ -15,6 +15,7 @@ SQLITE_EXTENSION_INIT1
 
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 
 void pfx_result_errorf(sqlite3_context *ctx, const char *fmt, ...) {
   va_list ap;
@@ -131,23 +132,45 @@ int pfx_cursor_open(size_t size, sqlite3_vtab_cursor **pc) {
   return SQLITE_OK;
 }
 
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 int pfx_cancel_init(pfx_cancel *c, sqlite3 *db) {
   c->db = db;
-  c->probe = NULL;
-  return sqlite3_prepare_v2(db, "SELECT 1", -1, &c->probe, NULL);
+  c->probe = c->probe_long = NULL;
+  c->last_long = mono_now();
+  int rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &c->probe, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) "
+                                "SELECT count(*) FROM c", -1, &c->probe_long, NULL);
+  return rc;
+}
+
+static int probe_step(sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_INTERRUPT;
 }
 
 int pfx_cancel_check(void *arg) {
   pfx_cancel *c = arg;
   if (!c || !c->probe) return 0;
-  int rc = sqlite3_step(c->probe);
-  sqlite3_reset(c->probe);
-  return rc == SQLITE_INTERRUPT;
+  if (probe_step(c->probe)) return 1;
+  double t = mono_now();
+  if (c->probe_long && t - c->last_long >= 0.01) {
+    c->last_long = t;
+    return probe_step(c->probe_long);
+  }
+  return 0;
 }
 
 void pfx_cancel_done(pfx_cancel *c) {
   sqlite3_finalize(c->probe);
-  c->probe = NULL;
+  sqlite3_finalize(c->probe_long);
+  c->probe = c->probe_long = NULL;
 }
 
 static void fn_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) {

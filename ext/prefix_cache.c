@@ -103,7 +103,7 @@ int pfx_prefix_decode_cached(const uint8_t *blob, size_t len, pfx_prefix_ref **o
   pfx_prefix_ref *r = calloc(1, sizeof *r);
   if (r) r->bytes = malloc(len ? len : 1);
   if (!r || !r->bytes) { free(r); return pf_seterr(err, PF_NOMEM, "out of memory caching a prefix of %zu bytes", len); }
-  memcpy(r->bytes, blob, len);
+  if (len) memcpy(r->bytes, blob, len);   /* (an empty BLOB may come as NULL) */
   int rc = pf_prefix_decode(blob, len, &r->p, err);
   if (rc) { free(r->bytes); free(r); return rc; }
   r->key = key;

@@ -308,6 +308,39 @@ static void test_activations(void) {
   free(g); free(u); free(dh); free(h); free(dg); free(du);
 }
 
+/* Long prompts are prefilled pf_prefill_chunk tokens at a time: three rows of different lengths (one over
+** two chunks) give the same greedy text with chunks of 512, of 7 and in one pass. */
+static void test_prefill_chunks(pf_model *m) {
+  static char longp[8192];
+  size_t o = 0;
+  while (o + 64 < 4800) o += (size_t)snprintf(longp + o, sizeof longp - o, "Once upon a time there was a little girl named Lily. ");
+  const char *prompts[3] = {"Once upon a time", longp, "The dog ran to the park and"};
+  char *ref[3] = {0};
+  int chunks[3] = {1 << 30, 512, 7}, saved = pf_prefill_chunk, ok = 1, n_prompt = 0;
+  for (int c = 0; c < 3; c++) {
+    pf_prefill_chunk = chunks[c];
+    pf_batch_item it[3];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < 3; i++) it[i].prompt = prompts[i], it[i].prompt_len = strlen(prompts[i]);
+    pf_sample_params p;
+    pf_sample_params_default(&p);
+    p.max_tokens = 12;
+    pf_err e;
+    int rc = pf_generate_batch(m, it, 3, 3, &p, NULL, NULL, NULL, &e);
+    if (rc) { CHECK(0, "chunked prefill runs", "%s", e.msg); break; }
+    n_prompt = it[1].res.n_prompt;
+    for (int i = 0; i < 3; i++) {
+      if (c == 0) ref[i] = strdup(it[i].res.text);
+      else ok &= !strcmp(ref[i], it[i].res.text);
+      pf_gen_result_clear(&it[i].res);
+    }
+  }
+  pf_prefill_chunk = saved;
+  CHECK(ok && n_prompt > 1024, "prefill in chunks of 512 and of 7 = in one pass (rows of 5, >1024 and 8 tokens)",
+        "long prompt %d tokens; '%s'", n_prompt, ref[1] ? ref[1] : "");
+  for (int i = 0; i < 3; i++) free(ref[i]);
+}
+
 int main(void) {
   pf_err e;
   pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);
@@ -321,6 +354,7 @@ int main(void) {
   test_tokenize(m);
   test_greedy(m);
   test_kv_cache(m, "stories260K");
+  test_prefill_chunks(m);
   test_kernels();
   test_transpose();
   test_vexp();

@@ -95,6 +95,9 @@ static void cache_collision(sqlite3 *db, const char *build) {
   dlclose(h);
 }
 
+static double g_ph_deadline;
+static int ph_deadline(void *arg) { (void)arg; return now() > g_ph_deadline; }
+
 static void *interrupter(void *arg) {
   usleep(100 * 1000);
   sqlite3_interrupt((sqlite3 *)arg);
@@ -143,6 +146,15 @@ int main(void) {
   pthread_join(th, NULL);
   CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && dt < 1.5,
         "sqlite3_interrupt stops generation within a second", "rc=%d '%s' after %.2fs", rc, out, dt);
+  /* a progress handler as apps use for time limits (every 1000 operations) stops generation too */
+  g_ph_deadline = now() + 0.1;
+  sqlite3_progress_handler(db, 1000, ph_deadline, NULL);
+  t0 = now();
+  rc = run1(db, "SELECT prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 8000, \"ignore_eos\": true}')", out, sizeof out);
+  dt = now() - t0;
+  sqlite3_progress_handler(db, 0, NULL, NULL);
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && dt < 1.5,
+        "a progress handler of 1000 operations stops generation", "rc=%d '%s' after %.2fs", rc, out, dt);
   /* the connection works normally afterwards */
   rc = run1(db, "SELECT prefix_tokenize('m', 'Once upon a time')", out, sizeof out);
   CHECK(rc == 0 && !strcmp(out, "[1,403,407,261,378]"), "the connection works after an interrupt", "%s", out);
