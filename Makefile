@@ -25,7 +25,7 @@ EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
 
-.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize fuzz fuzz-build
+.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize fuzz fuzz-build oom
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
@@ -90,5 +90,16 @@ fuzz:
 	@sh tests/deps.sh clang libclang-rt-dev
 	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# Allocation-failure injection: every allocation of the engine and the extension in load, tokenize, chat,
+# generate, batch, score, train and info fails in turn (tests/oom/oom.c); ASan + LeakSanitizer build.
+OOM_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OOM_EXT_OBJ = $(patsubst %.c,dist-oom/obj/%.o,$(EXT_SRC))
+oom: deps all
+	$(MAKE) BUILD=dist-oom OPT=-O1 SAN="$(OOM_SAN)" dist-oom/libprefix_engine.a $(OOM_EXT_OBJ)
+	$(CC) -O1 -g $(OOM_SAN) -Iengine tests/oom/oom.c tests/oom/failalloc.c $(OOM_EXT_OBJ) dist-oom/libprefix_engine.a -o dist-oom/oom \
+	  -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=aligned_alloc $(TEST_LDLIBS)
+	$(BUILD)/prefix-mkmodel dist-oom/oom-tiny.gguf --layers 1 --embd 32 --heads 2 --ff 64 --vocab 260 --ctx 64 --type q4_0
+	PREFIX_THREADS=1 OOM_TMP=dist-oom ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 dist-oom/oom
+
 clean:
-	rm -rf dist dist-san dist-fuzz
+	rm -rf dist dist-san dist-fuzz dist-oom

@@ -33,6 +33,7 @@ struct pf_sampler {
   int n_vocab;
   cand *c;
   uint8_t *seen;
+  double *pr;      /* probabilities of the candidates */
   uint64_t s[4];
 };
 
@@ -56,7 +57,8 @@ pf_sampler *pf_sampler_new(const pf_sample_params *p, int n_vocab) {
   s->n_vocab = n_vocab;
   s->c = malloc(sizeof *s->c * (size_t)n_vocab);
   s->seen = calloc((size_t)n_vocab, 1);
-  if (!s->c || !s->seen) { pf_sampler_free(s); return NULL; }
+  s->pr = malloc(sizeof *s->pr * (size_t)n_vocab);   /* here, not per token: sampling never allocates */
+  if (!s->c || !s->seen || !s->pr) { pf_sampler_free(s); return NULL; }
   uint64_t x = p->seed;
   for (int i = 0; i < 4; i++) s->s[i] = splitmix(&x);
   return s;
@@ -66,6 +68,7 @@ void pf_sampler_free(pf_sampler *s) {
   if (!s) return;
   free(s->c);
   free(s->seen);
+  free(s->pr);
   free(s);
 }
 
@@ -100,8 +103,7 @@ int pf_sampler_sample(pf_sampler *s, float *logits, const int *history, int n_hi
   if (p->top_k > 0 && p->top_k < n) n = p->top_k;
   /* softmax over the n candidates, in double for a stable cumulative sum */
   double mx = s->c[0].logit, sum = 0;
-  double *pr = malloc(sizeof(double) * (size_t)n);
-  if (!pr) return s->c[0].id;  /* out of memory: fall back to the most likely token */
+  double *pr = s->pr;
   for (int i = 0; i < n; i++) { pr[i] = exp((double)s->c[i].logit - mx); sum += pr[i]; }
   for (int i = 0; i < n; i++) pr[i] /= sum;
   if (p->top_p < 1.0f) {
@@ -125,6 +127,5 @@ int pf_sampler_sample(pf_sampler *s, float *logits, const int *history, int n_hi
     acc += pr[i];
     if (u < acc) { pick = s->c[i].id; break; }
   }
-  free(pr);
   return pick;
 }

@@ -113,7 +113,13 @@ static int make_seq(const pf_model *m, const pf_example *ex, int row, int E, int
   s->len = E + n;
   s->tok = malloc(sizeof(int) * (size_t)s->len);
   s->tgt = malloc(sizeof(int) * (size_t)s->len);
-  if (!s->tok || !s->tgt) { free(ids); return pf_seterr(err, PF_NOMEM, "out of memory"); }
+  if (!s->tok || !s->tgt) {
+    free(ids);
+    free(s->tok);
+    free(s->tgt);
+    s->tok = s->tgt = NULL;
+    return pf_seterr(err, PF_NOMEM, "out of memory");
+  }
   s->n_tgt = 0;
   for (int i = 0; i < s->len; i++) {
     int j = i - E;   /* index into ids */
