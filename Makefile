@@ -25,7 +25,7 @@ EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
 
-.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize fuzz fuzz-build oom
+.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize fuzz fuzz-build oom tsan
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
@@ -101,5 +101,13 @@ oom: deps all
 	$(BUILD)/prefix-mkmodel dist-oom/oom-tiny.gguf --layers 1 --embd 32 --heads 2 --ff 64 --vocab 260 --ctx 64 --type q4_0
 	PREFIX_THREADS=1 OOM_TMP=dist-oom ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 dist-oom/oom
 
+# ThreadSanitizer: 8 connections on 8 threads run every kind of statement at once (tests/tsan/threads.c)
+TSAN_SECONDS ?= 20
+TSAN_EXT_OBJ = $(patsubst %.c,dist-tsan/obj/%.o,$(EXT_SRC))
+tsan: deps
+	$(MAKE) BUILD=dist-tsan OPT=-O1 SAN="-fsanitize=thread" dist-tsan/libprefix_engine.a $(TSAN_EXT_OBJ)
+	$(CC) -O1 -g -fsanitize=thread tests/tsan/threads.c $(TSAN_EXT_OBJ) dist-tsan/libprefix_engine.a -o dist-tsan/threads $(TEST_LDLIBS)
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TSAN_SECONDS=$(TSAN_SECONDS) dist-tsan/threads
+
 clean:
-	rm -rf dist dist-san dist-fuzz dist-oom
+	rm -rf dist dist-san dist-fuzz dist-oom dist-tsan

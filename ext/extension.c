@@ -13,6 +13,7 @@
 #include "ext.h"
 SQLITE_EXTENSION_INIT1
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
@@ -191,7 +192,17 @@ static void fn_system(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 __declspec(dllexport)
 #endif
 int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
-  SQLITE_EXTENSION_INIT2(pApi);
+#ifndef SQLITE_CORE
+  /* SQLITE_EXTENSION_INIT2 writes the global API pointer on every connection's init, while statements of
+  ** other connections read it on other threads: a data race (always the same value, yet undefined
+  ** behaviour). Written once, under a lock, it never changes while anyone reads it. */
+  static pthread_mutex_t api_mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&api_mu);
+  if (sqlite3_api != pApi) sqlite3_api = pApi;
+  pthread_mutex_unlock(&api_mu);
+#else
+  (void)pApi;
+#endif
   (void)pzErrMsg;
   int rc = sqlite3_create_function_v2(db, "prefix_version", 0,
                                       SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_version,
