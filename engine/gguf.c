@@ -111,7 +111,7 @@ static int key_name(char *out, size_t cap, gguf_str k) {
   size_t n = k.n < cap - 1 ? (size_t)k.n : cap - 1;
   memcpy(out, k.p, n);
   out[n] = 0;
-  for (size_t i = 0; i < n; i++) if ((unsigned char)out[i] < 32) out[i] = '?';
+  for (size_t i = 0; i < n; i++) if ((unsigned char)out[i] < 32 || (unsigned char)out[i] >= 127) out[i] = '?';   /* messages stay printable ASCII */
   return 0;
 }
 

@@ -216,8 +216,10 @@ static int rope_scaling(pf_model *m, const char *a, pf_err *err) {
     m->hp.rope_scale = 1.0f / f;
     return PF_OK;
   }
-  return pf_seterr(err, PF_ERR, "GGUF metadata %s = '%.*s' is not supported (supported: none, linear; Llama 3's factors come as rope_freqs.weight)",
-                   full, (int)(kv->v.s.n < 40 ? kv->v.s.n : 40), kv->v.s.p);
+  char nm[64];
+  pf_quote_bytes(nm, sizeof nm, kv->v.s.p, (size_t)kv->v.s.n);
+  return pf_seterr(err, PF_ERR, "GGUF metadata %s = %s is not supported (supported: none, linear; Llama 3's factors come as rope_freqs.weight)",
+                   full, nm);
 }
 
 static int load_hparams(pf_model *m, const family *f, pf_err *err) {
@@ -340,8 +342,10 @@ static int load_weights(pf_model *m, const family *f, pf_err *err) {
   for (uint64_t i = 0; i < m->g.n_tensors; i++)
     if (!m->used[i]) {
       const gguf_tensor *t = &m->g.tensors[i];
-      return pf_seterr(err, PF_ERR, "GGUF tensor '%.*s' is not part of a %s model as this engine computes it (not supported)",
-                       (int)(t->name.n < 64 ? t->name.n : 64), t->name.p, f->name);
+      char nm[96];
+      pf_quote_bytes(nm, sizeof nm, t->name.p, (size_t)t->name.n);
+      return pf_seterr(err, PF_ERR, "GGUF tensor %s is not part of a %s model as this engine computes it (not supported)",
+                       nm, f->name);
     }
   return PF_OK;
 }
@@ -420,8 +424,9 @@ static pf_model *model_from_gguf(pf_model *m, const char *path, pf_err *err) {
   const family *f = NULL;
   for (int i = 0; i < N_FAMILIES; i++) if (gguf_str_eq(arch->v.s, g_families[i].name)) f = &g_families[i];
   if (!f) {
-    pf_seterr(err, PF_ERR, "'%s': architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, phi3, gpt2)", path,
-              (int)(arch->v.s.n < 40 ? arch->v.s.n : 40), arch->v.s.p);
+    char nm[64];
+    pf_quote_bytes(nm, sizeof nm, arch->v.s.p, (size_t)arch->v.s.n);
+    pf_seterr(err, PF_ERR, "'%s': architecture %s is not supported (supported: llama, qwen2, qwen3, phi3, gpt2)", path, nm);
     goto fail;
   }
   m->hp.arch = f->arch;

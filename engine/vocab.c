@@ -97,8 +97,8 @@ static int pre_tokenizer(pf_vocab *v, const gguf_file *g, pf_err *err) {
   char known[512] = "", nm[64];
   for (size_t i = 0; i < sizeof g_pre / sizeof g_pre[0]; i++)
     snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", g_pre[i].name);
-  snprintf(nm, sizeof nm, "%.*s", (int)(kv->v.s.n < 40 ? kv->v.s.n : 40), kv->v.s.p);
-  return pf_seterr(err, PF_ERR, "tokenizer.ggml.pre '%s' is not supported (supported: %s)", nm, known);
+  pf_quote_bytes(nm, sizeof nm, kv->v.s.p, (size_t)kv->v.s.n);
+  return pf_seterr(err, PF_ERR, "tokenizer.ggml.pre %s is not supported (supported: %s)", nm, known);
 }
 
 /* Tokens matched verbatim in text (control, user-defined, unknown; longest first, so "<|im_start|>" wins over
@@ -198,8 +198,8 @@ int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
   else if (gguf_str_eq(model->v.s, "gpt2")) v->kind = PF_TOK_BPE;
   else {
     char nm[64];
-    snprintf(nm, sizeof nm, "%.*s", (int)(model->v.s.n < 40 ? model->v.s.n : 40), model->v.s.p);
-    return pf_seterr(err, PF_ERR, "tokenizer.ggml.model '%s' is not supported (supported: llama, gpt2)", nm);
+    pf_quote_bytes(nm, sizeof nm, model->v.s.p, (size_t)model->v.s.n);
+    return pf_seterr(err, PF_ERR, "tokenizer.ggml.model %s is not supported (supported: llama, gpt2)", nm);
   }
   const gguf_kv *toks = gguf_find(g, "tokenizer.ggml.tokens");
   if (!toks) return pf_seterr(err, PF_ERR, "GGUF tokenizer.ggml.tokens is missing");
