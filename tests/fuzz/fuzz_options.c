@@ -8,13 +8,6 @@
 #include "sqlharness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc; (void)argv;
-  fz_setup();
-  return 0;
-}
 
 static const char *calls[] = {
     "SELECT prefix_tokenize('q', '<|im_start|>user hi', ?1)",

@@ -13,13 +13,6 @@
 #include "sqlharness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc; (void)argv;
-  fz_setup();
-  return 0;
-}
 
 typedef struct call { const char *sql; int nargs; } call;
 static const call calls[] = {

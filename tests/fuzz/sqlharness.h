@@ -57,6 +57,13 @@ static void fz_setup(void) {
   sqlite3_finalize(st);
 }
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc; (void)argv;
+  fz_setup();
+  return 0;
+}
+
 /* Run a prepared statement to its end under the deadline; every error must say something. */
 static void fz_run(sqlite3_stmt *st) {
   g_deadline = fz_now() + 0.05;
