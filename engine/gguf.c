@@ -239,28 +239,28 @@ static gguf_str set_name(const void *arr, size_t stride, size_t off, uint32_t i)
   return s;
 }
 
-static uint32_t set_find(const uint32_t *set, uint32_t cap, const void *arr, size_t stride, size_t off,
-                         const void *p, uint64_t n) {
-  if (!set) return SET_EMPTY;
+/* The slot of name p[0..n): the one holding an entry of that name, or the empty one where it would go. */
+static uint32_t set_slot(const uint32_t *set, uint32_t cap, const void *arr, size_t stride, size_t off, const void *p,
+                         uint64_t n) {
   uint32_t mask = cap - 1, h = (uint32_t)pf_hash64(p, (size_t)n, 11) & mask;
   for (;; h = (h + 1) & mask) {
-    uint32_t i = set[h];
-    if (i == SET_EMPTY) return SET_EMPTY;
-    gguf_str s = set_name(arr, stride, off, i);
-    if (s.n == n && !memcmp(s.p, p, (size_t)n)) return i;
+    if (set[h] == SET_EMPTY) return h;
+    gguf_str s = set_name(arr, stride, off, set[h]);
+    if (s.n == n && !memcmp(s.p, p, (size_t)n)) return h;
   }
+}
+
+static uint32_t set_find(const uint32_t *set, uint32_t cap, const void *arr, size_t stride, size_t off,
+                         const void *p, uint64_t n) {
+  return set ? set[set_slot(set, cap, arr, stride, off, p, n)] : SET_EMPTY;
 }
 
 /* Insert entry i; returns i, or the index of an earlier entry with the same name. */
 static uint32_t set_insert(uint32_t *set, uint32_t cap, const void *arr, size_t stride, size_t off, uint32_t i) {
   gguf_str s = set_name(arr, stride, off, i);
-  uint32_t mask = cap - 1, h = (uint32_t)pf_hash64(s.p, (size_t)s.n, 11) & mask;
-  for (;; h = (h + 1) & mask) {
-    uint32_t j = set[h];
-    if (j == SET_EMPTY) { set[h] = i; return i; }
-    gguf_str t = set_name(arr, stride, off, j);
-    if (t.n == s.n && !memcmp(t.p, s.p, (size_t)s.n)) return j;
-  }
+  uint32_t h = set_slot(set, cap, arr, stride, off, s.p, s.n);
+  if (set[h] == SET_EMPTY) set[h] = i;
+  return set[h];
 }
 
 int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {

@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ------------------------------------------------------------- AVX-512 */
 
@@ -947,12 +946,6 @@ const char *pf_kernel_name(int kind) {
 static double g_gflops[PF_KERNEL_AVX512 + 1];
 static pthread_once_t g_measure_once = PTHREAD_ONCE_INIT;
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void measure_kernels(void) {
   enum { MT = 96, MK = 384, MN = 384, ROUNDS = 5 };
   pf_get_threads();   /* OpenBLAS single-threaded, as in use */
@@ -966,9 +959,9 @@ static void measure_kernels(void) {
     for (int r = 0; r <= ROUNDS; r++)
       for (int kind = PF_KERNEL_BLAS; kind <= PF_KERNEL_AVX512; kind++) {
         if (!cpu_has(kind)) continue;
-        double t0 = now_s();
+        double t0 = pf_clock();
         pf_kernel_nt(kind, o, a, w, MT, MK, MN, 0, MN);
-        double dt = now_s() - t0;
+        double dt = pf_clock() - t0;
         if (r > 0 && dt < best[kind]) best[kind] = dt;
       }
     for (int kind = PF_KERNEL_BLAS; kind <= PF_KERNEL_AVX512; kind++)

@@ -10,12 +10,19 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int g_naive = 0;
 static atomic_int g_threads;                 /* the process default, 0 = not chosen yet */
 static _Thread_local int t_threads;         /* this thread's call asked for so many (0 = the default) */
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+
+double pf_clock(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 void pf_set_naive(int naive) { g_naive = naive; }
 int pf_get_naive(void) { return g_naive; }

@@ -239,6 +239,10 @@ static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
+#define BLOB_CHECKSUM_SEED 0x53515046u
+static uint64_t blob_checksum(const uint8_t *b, size_t len) { return pf_hash64(b, len - 8, BLOB_CHECKSUM_SEED); }
+void pf_prefix_seal(uint8_t *b, size_t len) { put64(b + len - 8, blob_checksum(b, len)); }
+
 int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
                      size_t *len, pf_err *err) {
   const pf_hparams *hp = &m->hp;
@@ -272,7 +276,7 @@ int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dty
       memcpy(pay + 2 * i, &h, 2);
     }
   } else memcpy(pay, kv, pl);
-  put64(b + total - 8, pf_hash64(b, total - 8, 0x53515046));
+  pf_prefix_seal(b, total);
   *blob = b;
   *len = total;
   return PF_OK;
@@ -413,7 +417,7 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   if (total != len)
     return pf_seterr(err, PF_ERR, "prefix BLOB is %s: %zu bytes, its header says %llu", len < total ? "truncated" : "too long",
                      len, (unsigned long long)total);
-  if (get64(b + len - 8) != pf_hash64(b, len - 8, 0x53515046))
+  if (get64(b + len - 8) != blob_checksum(b, len))
     return pf_seterr(err, PF_ERR, "prefix BLOB is damaged (checksum mismatch)");
   for (int i = 0; i < 16; i++) {
     uint8_t c = b[8 + i];

@@ -174,6 +174,8 @@ void pf_threads_pop(int old);
 ** (the kernel in use, and each available kernel's speed as timed once per process). Returns the length, as
 ** snprintf does. */
 int pf_system_info(char *buf, size_t n);
+/* Seconds on the monotonic clock (for timing and deadlines). */
+double pf_clock(void);
 
 /* Scratch space for forward passes; grows as needed. */
 typedef struct pf_work pf_work;

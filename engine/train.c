@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 
 
@@ -183,12 +182,6 @@ static int text_kv(const pf_model *m, const char *text, int P, float *kv, float 
   }
   free(ids);
   return rc;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* shuffle with a seeded generator */
@@ -391,7 +384,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   pin_eval.dkv = NULL;
   pin_eval.dembd = NULL;
 
-  double best = INFINITY, last_val = NAN, t0 = now_s(), win_loss = 0;
+  double best = INFINITY, last_val = NAN, t0 = pf_clock(), win_loss = 0;
   long tokens_done = 0, win_tok = 0;
   int best_step = 0, bad_evals = 0, step = 0, have_best = 0, log_every = total / 50 > 0 ? total / 50 : 1;
   double last_train = NAN, last_draw = -1;
@@ -458,7 +451,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
       }
     }
     if (progress || p->progress) {
-      double el = now_s() - t0;
+      double el = pf_clock() - t0;
       pf_progress pr = {step, total, epoch, n_epochs, loss, last_val, best, el > 0 ? tokens_done / el : 0, el,
                         step ? el * (total - step) / step : 0, step == total || stopped_early};
       if (progress) progress(parg, &pr);

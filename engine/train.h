@@ -134,6 +134,9 @@ typedef struct pf_prefix {
 
 int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
                      size_t *len, pf_err *err);
+/* Write the format's checksum into the last 8 bytes of a BLOB of len >= 8 bytes (the encoder's last step;
+** tests and the fuzzer use it to reach the checks that follow the checksum). */
+void pf_prefix_seal(uint8_t *blob, size_t len);
 /* Decode and verify (magic, version, lengths, checksum, finite values). */
 int pf_prefix_decode(const uint8_t *blob, size_t len, pf_prefix *out, pf_err *err);
 /* Check that a decoded prefix fits the model (fingerprint and shapes). */

@@ -16,7 +16,6 @@ SQLITE_EXTENSION_INIT1
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
-#include <time.h>
 
 void pfx_result_errorf(sqlite3_context *ctx, const char *fmt, ...) {
   va_list ap;
@@ -133,16 +132,10 @@ int pfx_cursor_open(size_t size, sqlite3_vtab_cursor **pc) {
   return SQLITE_OK;
 }
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int pfx_cancel_init(pfx_cancel *c, sqlite3 *db) {
   c->db = db;
   c->probe = c->probe_long = NULL;
-  c->last_long = mono_now();
+  c->last_long = pf_clock();
   int rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &c->probe, NULL);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(db, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) "
@@ -160,7 +153,7 @@ int pfx_cancel_check(void *arg) {
   pfx_cancel *c = arg;
   if (!c || !c->probe) return 0;
   if (probe_step(c->probe)) return 1;
-  double t = mono_now();
+  double t = pf_clock();
   if (c->probe_long && t - c->last_long >= 0.01) {
     c->last_long = t;
     return probe_step(c->probe_long);

@@ -224,12 +224,6 @@ static void check_model(const char *label, pf_model *m) {
   free(lg);
 }
 
-static int mk(const char *path, const char *args) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", path, args);
-  return system(cmd);
-}
-
 /* ---------------------------------------------------- finite differences */
 
 /* d loss / d prefix through the whole model, analytic vs central differences */
@@ -292,7 +286,7 @@ static void test_mkmodel_families(void) {
   snprintf(path, sizeof path, "/tmp/pf_fam_%d.gguf", (int)getpid());
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     pf_err e;
-    pf_model *m = mk(path, cases[i].args) ? NULL : pf_model_load(path, &e);
+    pf_model *m = t_mkmodel(path, cases[i].args) ? NULL : pf_model_load(path, &e);
     if (!m) { CHECK(0, cases[i].label, "%s", e.msg); continue; }
     check_model(cases[i].label, m);
     grad_model(cases[i].label, m);
@@ -372,7 +366,7 @@ static void test_keys(void) {
   };
   for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
     pf_err e;
-    pf_model *m = mk(path, refused[i].args) ? NULL : pf_model_load(path, &e);
+    pf_model *m = t_mkmodel(path, refused[i].args) ? NULL : pf_model_load(path, &e);
     char name[200];
     snprintf(name, sizeof name, "refused with a clear error: %s", refused[i].want);
     CHECK(!m && t_contains(e.msg, refused[i].want), name, "%s", m ? "loaded" : e.msg);
@@ -380,7 +374,7 @@ static void test_keys(void) {
   }
   /* a sliding window shorter than the context: the usable context is the window */
   pf_err e;
-  pf_model *m = mk(path, "--layers 1 --embd 32 --heads 4 --ff 48 --vocab 300 --ctx 256 --extra-key llama.attention.sliding_window=64")
+  pf_model *m = t_mkmodel(path, "--layers 1 --embd 32 --heads 4 --ff 48 --vocab 300 --ctx 256 --extra-key llama.attention.sliding_window=64")
                     ? NULL : pf_model_load(path, &e);
   CHECK(m && m->hp.n_ctx == 64 && m->hp.n_ctx_train == 256, "a sliding window of 64 limits the usable context to 64",
         "%s", m ? "" : e.msg);

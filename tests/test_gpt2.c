@@ -21,11 +21,6 @@ static const char *tmp(const char *name) {
   snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
   return p[k];
 }
-static int mk(const char *out, const char *args) {
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", out, args);
-  return system(cmd);
-}
 
 /* ------------------------------------------------------- the reference */
 
@@ -164,7 +159,7 @@ static double maxdiff_d(const float *a, const double *b, size_t n) {
 static void test_against_reference(const char *label, const char *args) {
   const char *path = tmp("ref.gguf");
   char name[256];
-  if (mk(path, args)) { CHECK(0, label, "mkmodel failed"); return; }
+  if (t_mkmodel(path, args)) { CHECK(0, label, "mkmodel failed"); return; }
   pf_err e;
   pf_model *m = pf_model_load(path, &e);
   ref_model r;
@@ -354,7 +349,7 @@ static void test_malformed(void) {
 /* a prefix trained on a random GPT-2 lowers its training loss and generates */
 static void test_training(void) {
   const char *path = tmp("train.gguf");
-  if (mk(path, "--arch gpt2 --layers 2 --embd 32 --heads 4 --ff 64 --vocab 400 --ctx 128")) { CHECK(0, "gpt2 training", "mkmodel"); return; }
+  if (t_mkmodel(path, "--arch gpt2 --layers 2 --embd 32 --heads 4 --ff 64 --vocab 400 --ctx 128")) { CHECK(0, "gpt2 training", "mkmodel"); return; }
   pf_err e;
   pf_model *m = pf_model_load(path, &e);
   pf_example ex[4] = {{"the cat", 7, " sat on the mat", 15}, {"a dog", 5, " ran to the sea", 15},

@@ -198,9 +198,7 @@ static double batch_loss(pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pr
 }
 
 static void whole_model(const char *label, const char *mk_args) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", model_path, mk_args);
-  if (system(cmd)) { CHECK(0, label, "mkmodel failed: %s", cmd); return; }
+  if (t_mkmodel(model_path, mk_args)) { CHECK(0, label, "mkmodel failed: %s", mk_args); return; }
   pf_err e;
   pf_model *m = pf_model_load(model_path, &e);
   if (!m) { CHECK(0, label, "%s", e.msg); return; }
@@ -272,9 +270,7 @@ static void whole_model(const char *label, const char *mk_args) {
 
 /* the reparameterization MLP: gradients of the loss through kv = MLP(P') to every MLP parameter */
 static void reparam(const char *mk_args) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", model_path, mk_args);
-  if (system(cmd)) { CHECK(0, "reparam model", "mkmodel failed"); return; }
+  if (t_mkmodel(model_path, mk_args)) { CHECK(0, "reparam model", "mkmodel failed"); return; }
   pf_err e;
   pf_model *m = pf_model_load(model_path, &e);
   const pf_hparams *hp = pf_model_hparams(m);
@@ -325,9 +321,8 @@ static void reparam(const char *mk_args) {
 ** row-at-a-time loops' loss and prefix gradient, on sequences long enough for
 ** the packed GEMM (16 rows or more) and one short one */
 static void attn_blocked_vs_rows(const char *label, const char *mk_args) {
-  char cmd[1024], name[160];
-  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", model_path, mk_args);
-  if (system(cmd)) { CHECK(0, label, "mkmodel failed: %s", cmd); return; }
+  char name[160];
+  if (t_mkmodel(model_path, mk_args)) { CHECK(0, label, "mkmodel failed: %s", mk_args); return; }
   pf_err e;
   pf_model *m = pf_model_load(model_path, &e);
   const pf_hparams *hp = pf_model_hparams(m);

@@ -441,12 +441,6 @@ static void test_models(void) {
 
 /* ------------------------------------------------------------ malformed */
 
-static int mk(const char *path, const char *args) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", path, args);
-  return system(cmd);
-}
-
 static void test_malformed(void) {
   char path[128];
   snprintf(path, sizeof path, "/tmp/pf_qbad_%d.gguf", (int)getpid());
@@ -459,7 +453,7 @@ static void test_malformed(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char args[256];
     snprintf(args, sizeof args, "--layers 1 --embd 256 --heads 4 --ff 256 --vocab 300 --type %s", cases[i].type);
-    if (mk(path, args)) { CHECK(0, "malformed quantized tensor", "mkmodel"); continue; }
+    if (t_mkmodel(path, args)) { CHECK(0, "malformed quantized tensor", "mkmodel"); continue; }
     size_t n;
     char *b = slurp(path, &n);
     gguf_file g;
@@ -497,7 +491,7 @@ static void test_mkmodel_types(void) {
     /* ff 96: rows of ffn_down are not a whole number of 256-blocks, so the fallback types appear too */
     snprintf(args, sizeof args, "--layers 2 --embd 256 --heads 4 --heads-kv 2 --ff 96 --vocab 300 --type %s", types[i]);
     pf_err e;
-    pf_model *m = mk(path, args) ? NULL : pf_model_load(path, &e);
+    pf_model *m = t_mkmodel(path, args) ? NULL : pf_model_load(path, &e);
     int ok = m != NULL;
     if (m) {
       pf_sample_params p;

@@ -29,30 +29,21 @@ static sqlite3 *open_db(void) {
   return db;
 }
 
-/* Run one statement returning one text value; returns rc, copies result or error. */
-static int run1(sqlite3 *db, const char *sql, char *out, size_t cap) {
-  sqlite3_stmt *st;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-  if (rc) { snprintf(out, cap, "%s", sqlite3_errmsg(db)); return rc; }
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) { snprintf(out, cap, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "NULL"); rc = SQLITE_OK; }
-  else snprintf(out, cap, "%s", sqlite3_errmsg(db));
-  int rc2 = sqlite3_finalize(st);
-  return rc ? rc : rc2 == SQLITE_OK ? rc : rc2;
-}
-
-/* Run one statement with ?1 bound to a BLOB; result as in run1. */
+/* Run one statement returning one text value, with ?1 bound to a BLOB if blob is not NULL; returns rc,
+** copies the result or the error. */
 static int run_blob(sqlite3 *db, const char *sql, const void *blob, int n, char *out, size_t cap) {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
   if (rc) { snprintf(out, cap, "%s", sqlite3_errmsg(db)); return rc; }
-  sqlite3_bind_blob(st, 1, blob, n, SQLITE_TRANSIENT);
+  if (blob) sqlite3_bind_blob(st, 1, blob, n, SQLITE_TRANSIENT);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) { snprintf(out, cap, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "NULL"); rc = SQLITE_OK; }
   else snprintf(out, cap, "%s", sqlite3_errmsg(db));
   int rc2 = sqlite3_finalize(st);
   return rc ? rc : rc2;
 }
+
+static int run1(sqlite3 *db, const char *sql, char *out, size_t cap) { return run_blob(db, sql, NULL, 0, out, cap); }
 
 /* The decoded-prefix cache: a BLOB whose hash collides with a cached one (forced here by keeping 0 bits
 ** of the hash) is decoded and checked on its own, never served the other's prefix. */
@@ -124,9 +115,8 @@ int main(void) {
   char out[4096], sql[8192], model[512];
   const char *build = getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist";
   snprintf(model, sizeof model, "/tmp/pf_sqlapi_%d.gguf", (int)getpid());
-  snprintf(sql, sizeof sql, "%s/prefix-mkmodel %s --layers 6 --embd 512 --heads 8 --heads-kv 4 --ff 1024 --vocab 512 --ctx 8192",
-           build, model);
-  CHECK(system(sql) == 0, "make a random model for long runs", "%s", sql);
+  const char *mk_args = "--layers 6 --embd 512 --heads 8 --heads-kv 4 --ff 1024 --vocab 512 --ctx 8192";
+  CHECK(t_mkmodel(model, mk_args) == 0, "make a random model for long runs", "%s", mk_args);
 
   sqlite3 *db = open_db();
   snprintf(sql, sizeof sql, "SELECT prefix_model_load('big', '%s')", model);

@@ -36,6 +36,13 @@ static inline const char *t_model_path(const char *file) {
   return buf;
 }
 
+/* Write a model with the project's tool ($PF_BUILD/prefix-mkmodel PATH ARGS); 0 on success. */
+static inline int t_mkmodel(const char *path, const char *args) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "%s/prefix-mkmodel %s %s", getenv("PF_BUILD") ? getenv("PF_BUILD") : "dist", path, args);
+  return system(cmd);
+}
+
 static inline double t_maxdiff(const float *a, const float *b, size_t n) {
   double m = 0;
   for (size_t i = 0; i < n; i++) {

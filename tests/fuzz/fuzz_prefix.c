@@ -32,10 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   uint8_t *b = malloc(n ? n : 1);
   if (!b) return 0;
   memcpy(b, data, n);
-  if (fix && n >= 8) {   /* the engine's checksum, as the format defines it */
-    uint64_t h = pf_hash64(b, n - 8, 0x53515046);
-    memcpy(b + n - 8, &h, 8);
-  }
+  if (fix && n >= 8) pf_prefix_seal(b, n);   /* the format's checksum */
   pf_prefix p;
   pf_err e;
   e.msg[0] = 0;

@@ -10,8 +10,8 @@
 #include <sqlite3.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 #include "common.h"
+#include "prefix_engine.h"
 
 int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
 
@@ -20,20 +20,14 @@ static double g_deadline;
 static unsigned char *g_prefix;   /* a valid prefix BLOB of model 'm' */
 static int g_prefix_len;
 
-static double fz_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int fz_progress(void *arg) {
   (void)arg;
-  return fz_now() > g_deadline;
+  return pf_clock() > g_deadline;
 }
 
 static void fz_exec(const char *sql) {
   char *err = NULL;
-  g_deadline = fz_now() + 600;
+  g_deadline = pf_clock() + 600;
   if (sqlite3_exec(g_db, sql, NULL, NULL, &err) != SQLITE_OK) fz_die(sql, err ? err : "?");
 }
 
@@ -66,7 +60,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* Run a prepared statement to its end under the deadline; every error must say something. */
 static void fz_run(sqlite3_stmt *st) {
-  g_deadline = fz_now() + 0.05;
+  g_deadline = pf_clock() + 0.05;
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     for (int i = 0; i < sqlite3_column_count(st); i++) (void)sqlite3_column_text(st, i);
