@@ -105,6 +105,8 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
   sqlite3_value *vm = argv[0], *vq = argv[1], *vo = (idx & 4) ? argv[2] : NULL;
   const char *model = (const char *)sqlite3_value_text(vm), *query = (const char *)sqlite3_value_text(vq);
   if (!model || !query) return b_fail(cur, sqlite3_mprintf("%s: model and query must not be NULL", fn));
+  if (strlen(model) != (size_t)sqlite3_value_bytes(vm) || strlen(query) != (size_t)sqlite3_value_bytes(vq))
+    return b_fail(cur, sqlite3_mprintf("%s: %s contains a NUL byte", fn, strlen(model) != (size_t)sqlite3_value_bytes(vm) ? "model name" : "query"));
   char *e = NULL, **owned = NULL;
   int n_owned = 0, rc = SQLITE_OK, cap = 0;
   pfx_model *pm = pfx_registry_get(model, &e);
