@@ -68,6 +68,18 @@ void pf_seq_free(pf_seq *s) {
 
 void pf_seq_reset(pf_seq *s) { s->n_pos = s->n_prefix; }
 
+int pf_seq_copy(pf_seq *dst, const pf_seq *src) {
+  if (dst->n_ctx < src->n_pos || dst->kv_dim != src->kv_dim || dst->n_layer != src->n_layer) return PF_ERR;
+  size_t kvd = (size_t)src->kv_dim, n = (size_t)src->n_pos * kvd * sizeof(float);
+  for (int l = 0; l < src->n_layer; l++) {
+    memcpy(dst->k + (size_t)l * dst->n_ctx * kvd, src->k + (size_t)l * src->n_ctx * kvd, n);
+    memcpy(dst->v + (size_t)l * dst->n_ctx * kvd, src->v + (size_t)l * src->n_ctx * kvd, n);
+  }
+  dst->n_pos = src->n_pos;
+  dst->n_prefix = src->n_prefix;
+  return PF_OK;
+}
+
 int pf_seq_set_prefix(pf_seq *s, const float *kv, int prefix_len, pf_err *err) {
   if (prefix_len < 0 || prefix_len > s->n_ctx)
     return pf_seterr(err, PF_TOOBIG, "prefix of %d positions does not fit a cache of %d", prefix_len, s->n_ctx);

@@ -269,6 +269,7 @@ static inline int pf_kv_dim(const pf_hparams *hp) { return hp->n_head_kv * hp->h
 /* decoding helpers (tokenizer.c) */
 int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len, pf_err *err);
 char *pf_utf8_clean(const char *in, size_t n, int tail_mode, size_t *out_len);
+size_t pf_utf8_complete(const char *in, size_t n);
 
 /* GPT-2's byte -> code point mapping as UTF-8 (NUL-terminated; returns its length) (tokenizer_bpe.c) */
 int pf_gpt2_byte_utf8(int b, char out[3]);

@@ -239,24 +239,28 @@ static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
+#define ENS_MAGIC "SQPE"
+#define ENS_HEADER 32u
 #define BLOB_CHECKSUM_SEED 0x53515046u
+#define SECTION_OPTIONAL 1u   /* a reader that does not know the section may ignore it */
 static uint64_t blob_checksum(const uint8_t *b, size_t len) { return pf_hash64(b, len - 8, BLOB_CHECKSUM_SEED); }
 void pf_prefix_seal(uint8_t *b, size_t len) { put64(b + len - 8, blob_checksum(b, len)); }
 
-int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
-                     size_t *len, pf_err *err) {
+int pf_prefix_encode_ex(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta,
+                        const uint8_t *state, size_t state_len, uint8_t **blob, size_t *len, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   size_t n = (size_t)hp->n_layer * 2 * prefix_len * hp->n_head_kv * hp->head_dim;
   for (size_t i = 0; i < n; i++)
     if (!isfinite(kv[i])) return pf_seterr(err, PF_ERR, "the prefix holds a non-finite value at index %zu", i);
   size_t es = dtype == PF_DTYPE_F16 ? 2 : 4, ml = meta ? strlen(meta) : 0, pl = n * es;
   if (ml > BLOB_MAX_META) return pf_seterr(err, PF_TOOBIG, "training metadata of %zu bytes exceeds %u", ml, BLOB_MAX_META);
-  size_t total = BLOB_HEADER + ml + pl + 8;
+  size_t sec = state ? 16 + state_len : 0;
+  size_t total = BLOB_HEADER + ml + pl + sec + 8;
   uint8_t *b = malloc(total);
   if (!b) return pf_seterr(err, PF_NOMEM, "out of memory for a prefix BLOB of %zu bytes", total);
   memset(b, 0, BLOB_HEADER);
   memcpy(b, BLOB_MAGIC, 4);
-  put32(b + 4, BLOB_VERSION);
+  put32(b + 4, state ? 2u : 1u);   /* version 1 when there is no section: what every reader knows */
   memcpy(b + 8, pf_model_fingerprint(m), 16);
   put32(b + 24, (uint32_t)hp->arch);
   put32(b + 28, (uint32_t)hp->n_layer);
@@ -276,13 +280,29 @@ int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dty
       memcpy(pay + 2 * i, &h, 2);
     }
   } else memcpy(pay, kv, pl);
+  if (state) {
+    uint8_t *sp = pay + pl;
+    memcpy(sp, "STAT", 4);
+    put32(sp + 4, SECTION_OPTIONAL);
+    put64(sp + 8, state_len);
+    memcpy(sp + 16, state, state_len);
+  }
   pf_prefix_seal(b, total);
   *blob = b;
   *len = total;
   return PF_OK;
 }
 
+int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
+                     size_t *len, pf_err *err) {
+  return pf_prefix_encode_ex(m, kv, prefix_len, dtype, meta, NULL, 0, blob, len, err);
+}
+
 void pf_prefix_clear(pf_prefix *p) {
+  for (int i = 0; i < p->n_members; i++) pf_prefix_clear(&p->members[i]);
+  free(p->members);
+  free(p->member_kv);
+  free(p->member_len);
   free(p->meta);
   free(p->kv);
   memset(p, 0, sizeof *p);
@@ -395,14 +415,17 @@ int pf_json_is_object(const char *p, size_t n) {
   return j.p == j.end;
 }
 
+static int ensemble_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err);
+
 int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) {
   memset(out, 0, sizeof *out);
+  if (len >= 4 && !memcmp(b, ENS_MAGIC, 4)) return ensemble_decode(b, len, out, err);
   if (len < 4 || memcmp(b, BLOB_MAGIC, 4) != 0)
     return pf_seterr(err, PF_ERR, "not a prefix BLOB (bad magic; expected \"SQPF\", %zu bytes)", len);
   if (len < BLOB_HEADER + 8)
     return pf_seterr(err, PF_ERR, "prefix BLOB is truncated: %zu bytes, the header alone needs %u", len, BLOB_HEADER + 8);
   uint32_t ver = get32(b + 4);
-  if (ver != BLOB_VERSION) return pf_seterr(err, PF_ERR, "prefix BLOB format version %u is not supported (supported: 1)", ver);
+  if (ver != 1 && ver != 2) return pf_seterr(err, PF_ERR, "prefix BLOB format version %u is not supported (supported: 1, 2)", ver);
   uint32_t L = get32(b + 28), H = get32(b + 32), D = get32(b + 36), P = get32(b + 40), dt = get32(b + 44),
            pos = get32(b + 48), ml = get32(b + 52);
   uint64_t pl = get64(b + 56);
@@ -414,11 +437,29 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   uint64_t n = (uint64_t)L * 2 * P * H * D, want = n * (dt ? 2 : 4);
   if (pl != want) return pf_seterr(err, PF_ERR, "prefix BLOB payload is %llu bytes; its shape needs %llu", (unsigned long long)pl, (unsigned long long)want);
   uint64_t total = BLOB_HEADER + (uint64_t)ml + pl + 8;
-  if (total != len)
+  if (ver == 1 ? total != len : total > len)
     return pf_seterr(err, PF_ERR, "prefix BLOB is %s: %zu bytes, its header says %llu", len < total ? "truncated" : "too long",
                      len, (unsigned long long)total);
   if (get64(b + len - 8) != blob_checksum(b, len))
     return pf_seterr(err, PF_ERR, "prefix BLOB is damaged (checksum mismatch)");
+  /* version 2: sections between the payload and the checksum, each {tag[4], u32 flags, u64 length, bytes} */
+  uint64_t so = total - 8, state_off = 0, state_len = 0;
+  while (so < len - 8) {
+    if (len - 8 - so < 16) return pf_seterr(err, PF_ERR, "prefix BLOB has a truncated section header at byte %llu", (unsigned long long)so);
+    uint64_t sl = get64(b + so + 8);
+    uint32_t fl = get32(b + so + 4);
+    if (sl > len - 8 - so - 16) return pf_seterr(err, PF_ERR, "prefix BLOB section at byte %llu claims %llu bytes, %llu remain", (unsigned long long)so, (unsigned long long)sl, (unsigned long long)(len - 8 - so - 16));
+    if (!memcmp(b + so, "STAT", 4)) {
+      if (state_len) return pf_seterr(err, PF_ERR, "prefix BLOB has two training-state sections");
+      state_off = so + 16;
+      state_len = sl;
+    } else if (!(fl & SECTION_OPTIONAL)) {
+      char tag[20];
+      pf_quote_bytes(tag, sizeof tag, (const char *)b + so, 4);
+      return pf_seterr(err, PF_ERR, "prefix BLOB has a section %s this version does not know (not marked optional)", tag);
+    }
+    so += 16 + sl;
+  }
   for (int i = 0; i < 16; i++) {
     uint8_t c = b[8 + i];
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
@@ -434,6 +475,9 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   out->arch = (int)get32(b + 24);
   out->n_layer = (int)L; out->n_head_kv = (int)H; out->head_dim = (int)D; out->prefix_len = (int)P;
   out->dtype = (int)dt; out->positions = pos;
+  out->bytes = len;
+  out->state_off = (size_t)state_off;
+  out->state_len = (size_t)state_len;
   out->meta = malloc((size_t)ml + 1);
   out->kv = malloc(sizeof(float) * (size_t)n);
   if (!out->meta || !out->kv) { pf_prefix_clear(out); return pf_seterr(err, PF_NOMEM, "out of memory decoding a prefix"); }
@@ -448,6 +492,121 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   return PF_OK;
 }
 
+/* ------------------------------------------------------------ ensembles
+** "SQPE", u32 version 1, fingerprint[16], u32 n_members, u32 0, then per member {u64 length, a prefix BLOB},
+** then the checksum as in a prefix BLOB. */
+int pf_ensemble_encode(const uint8_t *const *mb, const size_t *ml, int n, uint8_t **blob, size_t *len, pf_err *err) {
+  *blob = NULL;
+  *len = 0;
+  if (n < 1) return pf_seterr(err, PF_ERR, "an ensemble needs at least one prefix");
+  if (n > PF_ENSEMBLE_MAX) return pf_seterr(err, PF_TOOBIG, "an ensemble of %d prefixes exceeds the limit of %d", n, PF_ENSEMBLE_MAX);
+  size_t total = ENS_HEADER + 8;
+  pf_prefix first = {0};
+  for (int i = 0; i < n; i++) {
+    pf_prefix p;
+    int rc = pf_prefix_decode(mb[i], ml[i], &p, err);
+    if (rc) { pf_prefix_clear(&first); return pf_seterr(err, rc, "member %d: %.400s", i + 1, err ? err->msg : ""); }
+    if (p.n_members) { pf_prefix_clear(&p); pf_prefix_clear(&first); return pf_seterr(err, PF_ERR, "member %d is itself an ensemble", i + 1); }
+    if (i == 0) first = p;
+    else {
+      int bad = strcmp(p.fingerprint, first.fingerprint) || p.n_layer != first.n_layer || p.n_head_kv != first.n_head_kv ||
+                p.head_dim != first.head_dim;
+      if (bad) {
+        pf_seterr(err, PF_ERR, "member %d was trained on a model with fingerprint %s, member 1 on %s: an ensemble is of one model",
+                  i + 1, p.fingerprint, first.fingerprint);
+        pf_prefix_clear(&p);
+        pf_prefix_clear(&first);
+        return PF_ERR;
+      }
+      pf_prefix_clear(&p);
+    }
+    total += 8 + ml[i];
+  }
+  uint8_t *b = malloc(total);
+  if (!b) { pf_prefix_clear(&first); return pf_seterr(err, PF_NOMEM, "out of memory for an ensemble BLOB of %zu bytes", total); }
+  memset(b, 0, ENS_HEADER);
+  memcpy(b, ENS_MAGIC, 4);
+  put32(b + 4, 1);
+  memcpy(b + 8, first.fingerprint, 16);
+  put32(b + 24, (uint32_t)n);
+  pf_prefix_clear(&first);
+  size_t o = ENS_HEADER;
+  for (int i = 0; i < n; i++) {
+    put64(b + o, ml[i]);
+    memcpy(b + o + 8, mb[i], ml[i]);
+    o += 8 + ml[i];
+  }
+  pf_prefix_seal(b, total);
+  *blob = b;
+  *len = total;
+  return PF_OK;
+}
+
+static int ensemble_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) {
+  if (len < ENS_HEADER + 8)
+    return pf_seterr(err, PF_ERR, "ensemble BLOB is truncated: %zu bytes, the header alone needs %u", len, ENS_HEADER + 8);
+  uint32_t ver = get32(b + 4), n = get32(b + 24);
+  if (ver != 1) return pf_seterr(err, PF_ERR, "ensemble BLOB format version %u is not supported (supported: 1)", ver);
+  if (n < 1 || n > PF_ENSEMBLE_MAX) return pf_seterr(err, PF_ERR, "ensemble BLOB has %u members (1..%d)", n, PF_ENSEMBLE_MAX);
+  if (get64(b + len - 8) != blob_checksum(b, len)) return pf_seterr(err, PF_ERR, "ensemble BLOB is damaged (checksum mismatch)");
+  out->members = calloc(n, sizeof *out->members);
+  if (!out->members) return pf_seterr(err, PF_NOMEM, "out of memory decoding an ensemble");
+  size_t o = ENS_HEADER;
+  for (uint32_t i = 0; i < n; i++) {
+    if (len - 8 - o < 8) { pf_prefix_clear(out); return pf_seterr(err, PF_ERR, "ensemble BLOB is truncated at member %u of %u", i + 1, n); }
+    uint64_t ml = get64(b + o);
+    if (ml > len - 8 - o - 8) { pf_prefix_clear(out); return pf_seterr(err, PF_ERR, "ensemble BLOB member %u claims %llu bytes, %zu remain", i + 1, (unsigned long long)ml, len - 8 - o - 8); }
+    if (ml >= 4 && !memcmp(b + o + 8, ENS_MAGIC, 4)) { pf_prefix_clear(out); return pf_seterr(err, PF_ERR, "ensemble BLOB member %u is itself an ensemble", i + 1); }
+    int rc = pf_prefix_decode(b + o + 8, (size_t)ml, &out->members[i], err);
+    out->n_members = (int)i + 1;
+    if (rc) {
+      char msg[PF_ERRMAX];
+      snprintf(msg, sizeof msg, "ensemble member %u: %.400s", i + 1, err ? err->msg : "");
+      pf_prefix_clear(out);
+      return pf_seterr(err, rc, "%s", msg);
+    }
+    pf_prefix *p = &out->members[i], *f = &out->members[0];
+    if (memcmp(p->fingerprint, b + 8, 16) || p->n_layer != f->n_layer || p->n_head_kv != f->n_head_kv || p->head_dim != f->head_dim || p->arch != f->arch) {
+      pf_prefix_clear(out);
+      return pf_seterr(err, PF_ERR, "ensemble member %u does not match the ensemble's model (fingerprint or shape)", i + 1);
+    }
+    o += 8 + (size_t)ml;
+  }
+  if (o != len - 8) { pf_prefix_clear(out); return pf_seterr(err, PF_ERR, "ensemble BLOB has %zu bytes after its last member", len - 8 - o); }
+  pf_prefix *f = &out->members[0];
+  out->version = ver;
+  memcpy(out->fingerprint, f->fingerprint, 17);
+  out->arch = f->arch; out->n_layer = f->n_layer; out->n_head_kv = f->n_head_kv; out->head_dim = f->head_dim;
+  out->dtype = f->dtype;
+  out->bytes = len;
+  for (int i = 0; i < out->n_members; i++) if (out->members[i].prefix_len > out->prefix_len) out->prefix_len = out->members[i].prefix_len;
+  out->meta = malloc(3);
+  out->member_kv = malloc(sizeof(float *) * n);
+  out->member_len = malloc(sizeof(int) * n);
+  if (!out->meta || !out->member_kv || !out->member_len) { pf_prefix_clear(out); return pf_seterr(err, PF_NOMEM, "out of memory decoding an ensemble"); }
+  memcpy(out->meta, "{}", 3);
+  out->meta_len = 2;
+  for (uint32_t i = 0; i < n; i++) { out->member_kv[i] = out->members[i].kv; out->member_len[i] = out->members[i].prefix_len; }
+  return PF_OK;
+}
+
+void pf_item_set_prefix(pf_batch_item *it, const pf_prefix *p) {
+  it->prefix = NULL;
+  it->prefix_len = 0;
+  it->n_members = 0;
+  it->member_kv = NULL;
+  it->member_len = NULL;
+  if (!p) return;
+  if (p->n_members) {
+    it->n_members = p->n_members;
+    it->member_kv = (const float *const *)p->member_kv;
+    it->member_len = p->member_len;
+  } else {
+    it->prefix = p->kv;
+    it->prefix_len = p->prefix_len;
+  }
+}
+
 int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
@@ -460,16 +619,33 @@ int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err) {
 }
 
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len) {
+  if (p->n_members) {   /* {"kind":"ensemble",...,"members":[each member's info]} */
+    char **mj = calloc((size_t)p->n_members, sizeof *mj);
+    size_t cap = 512;
+    int ok = mj != NULL;
+    for (int i = 0; ok && i < p->n_members; i++) ok = (mj[i] = pf_prefix_info_json(&p->members[i], p->members[i].bytes)) != NULL, cap += ok ? strlen(mj[i]) + 1 : 0;
+    char *s = ok ? malloc(cap) : NULL;
+    if (s) {
+      size_t n = (size_t)snprintf(s, cap, "{\"kind\":\"ensemble\",\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\","
+                                  "\"n_members\":%d,\"bytes\":%zu,\"members\":[", p->version, p->fingerprint, pf_arch_name(p->arch),
+                                  p->n_members, blob_len);
+      for (int i = 0; i < p->n_members; i++) n += (size_t)snprintf(s + n, cap - n, "%s%s", i ? "," : "", mj[i]);
+      snprintf(s + n, cap - n, "]}");
+    }
+    for (int i = 0; mj && i < p->n_members; i++) free(mj[i]);
+    free(mj);
+    return s;
+  }
   const char *arch = pf_arch_name(p->arch);
   size_t cap = p->meta_len + 1024;
   char *s = malloc(cap);
   if (!s) return NULL;
   int n = snprintf(s, cap,
-                   "{\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_head_kv\":%d,"
+                   "{\"kind\":\"prefix\",\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_head_kv\":%d,"
                    "\"head_dim\":%d,\"prefix_len\":%d,\"dtype\":\"%s\",\"positions\":\"prefix at 0..%d, prompt from %d\","
-                   "\"bytes\":%zu",
+                   "\"bytes\":%zu,\"training_state\":%s",
                    p->version, p->fingerprint, arch, p->n_layer, p->n_head_kv, p->head_dim, p->prefix_len,
-                   p->dtype ? "f16" : "f32", p->prefix_len - 1, p->prefix_len, blob_len);
+                   p->dtype ? "f16" : "f32", p->prefix_len - 1, p->prefix_len, blob_len, p->state_len ? "true" : "false");
   /* merge the metadata object's members */
   const char *m = p->meta;
   while (*m == ' ' || *m == '\n') m++;

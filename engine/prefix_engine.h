@@ -128,6 +128,9 @@ int pf_token_bytes(const pf_model *m, int id, char *buf, int cap);
 int pf_detokenize(const pf_model *m, const int *ids, int n_ids, int strip_leading,
                   char **text, size_t *len, pf_err *err);
 
+/* Bytes as valid UTF-8 text: each invalid or incomplete sequence becomes U+FFFD (malloc'ed, NUL-terminated). */
+char *pf_utf8_clean_text(const char *in, size_t n, size_t *out_len);
+
 /* ------------------------------------------------------------------- chat */
 
 /* One message of a conversation (not NUL-terminated; lengths in bytes). */
@@ -157,6 +160,8 @@ void pf_seq_free(pf_seq *s);
 ** kv layout: (n_layer, 2, prefix_len, kv_dim) — keys then values per layer. */
 int pf_seq_set_prefix(pf_seq *s, const float *kv, int prefix_len, pf_err *err);
 void pf_seq_reset(pf_seq *s);   /* back to just the prefix */
+/* Make dst hold what src holds (its filled positions); dst must be as large. PF_OK or PF_ERR. */
+int pf_seq_copy(pf_seq *dst, const pf_seq *src);
 
 /* Kernel selection for tests: 1 = naive reference loops, 0 = BLAS/fast. */
 void pf_set_naive(int naive);
@@ -204,6 +209,9 @@ typedef struct pf_sample_params {
   uint64_t seed;
   int ignore_eos;         /* never stop at EOS (its logit is masked) */
   int threads;            /* compute threads for this call (0 = the process default) */
+  int beam_size;          /* 1 = sampling/greedy (default); > 1 = beam search (deterministic) */
+  float length_penalty;   /* beam search: a finished beam's score is sum(logprob) / n_tokens^length_penalty (1) */
+  int no_repeat_ngram_size; /* n > 0: no n-gram of tokens occurs twice in the continuation (0 = off) */
   int n_stop;
   char *stop[PF_MAX_STOPS]; /* not owned by the params */
 } pf_sample_params;
@@ -230,7 +238,13 @@ typedef struct pf_gen_result {
 } pf_gen_result;
 
 /* Generate a continuation of prompt. prefix (may be NULL): keys/values laid
-** out as for pf_seq_set_prefix, prefix_len positions. */
+** out as for pf_seq_set_prefix, prefix_len positions.
+**
+** Beam search (p->beam_size > 1) keeps the beam_size best continuations by summed log-probability, as
+** Hugging Face's generate does without early stopping: a beam that ends (EOS, a stop string, max_tokens) is
+** scored sum/n^length_penalty; the search ends when beam_size have ended and no live beam can beat the
+** worst of them; the best ended one is the result. Sampling options (temperature, top_k, top_p, min_p,
+** repeat_penalty) apply to beam_size 1 only. */
 int pf_generate(const pf_model *m, const float *prefix, int prefix_len,
                 const char *prompt, size_t prompt_len, const pf_sample_params *p,
                 pf_cancel_fn cancel, void *cancel_arg, pf_gen_result *out, pf_err *err);
@@ -245,9 +259,29 @@ typedef struct pf_batch_item {
   const char *prompt;
   size_t prompt_len;
   pf_gen_result res;
+  /* an ensemble (n_members > 0; prefix/prefix_len are then unused): each member's prefix runs as its own
+  ** sequence and the next-token distribution is the mean of the members' probabilities */
+  int n_members;
+  const float *const *member_kv;
+  const int *member_len;
 } pf_batch_item;
 int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_batch, const pf_sample_params *p,
                       pf_cancel_fn cancel, void *cancel_arg, int *bad_item, pf_err *err);
 const char *pf_finish_name(int finish);
+
+/* Streaming: one row, a token at a time. pf_stream_next gives the next generated token: its id, its
+** log-probability under the model (the ensemble's mean distribution; before temperature and penalties),
+** and the text it completes (piece; malloc'ed by the stream, valid until the next call). Text that may still
+** become part of a stop string or of an incomplete UTF-8 character is held back, so the pieces concatenated
+** equal pf_generate's text. A generation that ends with EOS gives that token last (its piece is what was held
+** back). *done = 1 when there is nothing more. With beam search the search runs to its end at the first
+** call and the best beam's tokens follow. Freeing the stream stops the work. */
+typedef struct pf_stream pf_stream;
+typedef struct pf_stream_tok { int id; double logprob; const char *piece; size_t piece_len; } pf_stream_tok;
+int pf_stream_new(const pf_model *m, const pf_batch_item *item, const pf_sample_params *p, pf_stream **out, pf_err *err);
+int pf_stream_next(pf_stream *s, pf_cancel_fn cancel, void *cancel_arg, pf_stream_tok *tok, int *done, pf_err *err);
+/* The result so far (n_prompt, n_tokens, finish) */
+const pf_gen_result *pf_stream_result(const pf_stream *s);
+void pf_stream_free(pf_stream *s);
 
 #endif /* PREFIX_ENGINE_H */

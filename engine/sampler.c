@@ -24,6 +24,8 @@ void pf_sample_params_default(pf_sample_params *p) {
   p->repeat_penalty = 1.0f;
   p->repeat_last_n = 64;
   p->seed = 0;
+  p->beam_size = 1;
+  p->length_penalty = 1.0f;
 }
 
 typedef struct cand { float logit; int id; } cand;

@@ -160,6 +160,20 @@ char *pf_utf8_clean(const char *in, size_t n, int tail_mode, size_t *out_len) {
   return out;
 }
 
+char *pf_utf8_clean_text(const char *in, size_t n, size_t *out_len) { return pf_utf8_clean(in, n, 0, out_len); }
+
+/* Bytes of in[0..n) up to the start of an incomplete UTF-8 sequence at the end (n if there is none): the
+** part pf_utf8_clean(.., 1, ..) can convert now without waiting for more bytes. */
+size_t pf_utf8_complete(const char *in, size_t n) {
+  const unsigned char *s = (const unsigned char *)in;
+  for (size_t i = 0; i < n;) {
+    int k = utf8_valid(s + i, n - i);
+    if (k < 0) return i;
+    i += k > 0 ? (size_t)k : 1;
+  }
+  return n;
+}
+
 /* Append the bytes of ids to a growing buffer. */
 int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len,
                     pf_err *err) {

@@ -508,35 +508,72 @@ done:
 
 int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *prompt, size_t plen,
              const char *completion, size_t clen, int add_eos, double *nll, int *n_tokens, pf_err *err) {
+  pf_prefix one = {0};
+  one.kv = (float *)kv;
+  one.prefix_len = prefix_len;
+  return pf_score_tokens(m, kv ? &one : NULL, prompt, plen, completion, clen, add_eos, NULL, NULL, n_tokens, nll, err);
+}
+
+int pf_score_tokens(const pf_model *m, const pf_prefix *pre, const char *prompt, size_t plen, const char *completion,
+                    size_t clen, int add_eos, int **ids, double **lp, int *n_tokens, double *nll, pf_err *err) {
   pf_example ex = {prompt, plen, completion, clen};
   tseq s = {0};
-  int tr = 0, rc;
+  int tr = 0, rc, K = pre && pre->n_members ? pre->n_members : 1;
+  int maxP = pre ? pre->prefix_len : 0;
   const pf_hparams *hp = &m->hp;
+  if (ids) *ids = NULL;
+  if (lp) *lp = NULL;
   *nll = NAN;
   *n_tokens = 0;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot score");
   char limit[160];
-  if (prefix_len) snprintf(limit, sizeof limit, "with the prefix (%d positions) it leaves no room for the completion in the model's context of %d", prefix_len, hp->n_ctx);
+  if (maxP) snprintf(limit, sizeof limit, "with the prefix (%d positions) it leaves no room for the completion in the model's context of %d", maxP, hp->n_ctx);
   else snprintf(limit, sizeof limit, "it leaves no room for the completion in the model's context of %d", hp->n_ctx);
-  if ((rc = make_seq(m, &ex, 1, 0, hp->n_ctx - prefix_len, limit, add_eos, &s, &tr, err))) {
+  if ((rc = make_seq(m, &ex, 1, 0, hp->n_ctx - maxP, limit, add_eos, &s, &tr, err))) {
     char msg[PF_ERRMAX];
     snprintf(msg, sizeof msg, "%s", err->msg + (strncmp(err->msg, "row 1: ", 7) ? 0 : 7));
     return pf_seterr(err, rc, "%s", msg);
   }
-  if (tr) { free(s.tok); free(s.tgt); return pf_seterr(err, PF_TOOBIG, "prompt + completion exceed the model's context of %d (with a prefix of %d)", hp->n_ctx, prefix_len); }
+  if (tr) { free(s.tok); free(s.tgt); return pf_seterr(err, PF_TOOBIG, "prompt + completion exceed the model's context of %d (with a prefix of %d)", hp->n_ctx, maxP); }
   if (s.n_tgt == 0) {
     free(s.tok);
     free(s.tgt);
     return pf_seterr(err, PF_ERR, "the completion is empty: there is no token to score (add_eos is false)");
   }
+  int nt = s.n_tgt;
   pf_tws *w = pf_tws_new();
-  pf_prefix_in pin = {kv ? prefix_len : 0, kv, NULL, 0, NULL, NULL};
-  pf_tbatch b = {1, &s.len, s.tok, s.tgt};
-  double ls = 0;
-  int nt = 0;
-  rc = w ? pf_train_step(m, w, &b, &pin, 1.0f, 0, &ls, &nt, NULL, NULL, err) : pf_seterr(err, PF_NOMEM, "out of memory");
-  if (!rc) { *nll = nt ? ls / nt : 0; *n_tokens = nt; }
+  double *acc = malloc(sizeof(double) * (size_t)nt * K);
+  int *tid = malloc(sizeof(int) * (size_t)nt);
+  if (!w || !acc || !tid) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
+  double ls_one = 0;
+  for (int k = 0; k < K && !rc; k++) {
+    const float *kv = !pre ? NULL : pre->n_members ? pre->members[k].kv : pre->kv;
+    int P = !pre ? 0 : pre->n_members ? pre->members[k].prefix_len : pre->prefix_len;
+    pf_prefix_in pin = {kv ? P : 0, kv, NULL, 0, NULL, NULL};
+    pf_tbatch b = {1, &s.len, s.tok, s.tgt};
+    int n_t = 0;
+    pf_tws_set_token_logprobs(w, acc + (size_t)k * nt);
+    rc = pf_train_step(m, w, &b, &pin, 1.0f, 0, &ls_one, &n_t, NULL, NULL, err);
+  }
+  if (rc) goto done;
+  int j = 0;
+  for (int t = 0; t < s.len; t++) if (s.tgt[t] >= 0) tid[j++] = s.tgt[t];
+  double sum = 0;
+  for (int i = 0; i < nt; i++) {   /* members: log of the mean probability */
+    double mx = -INFINITY, se = 0;
+    for (int k = 0; k < K; k++) if (acc[(size_t)k * nt + i] > mx) mx = acc[(size_t)k * nt + i];
+    for (int k = 0; k < K; k++) se += exp(acc[(size_t)k * nt + i] - mx);
+    acc[i] = K == 1 ? acc[i] : mx + log(se) - log((double)K);
+    sum += acc[i];
+  }
+  *nll = K == 1 ? ls_one / nt : -sum / nt;   /* one prefix: the loss as training computes it */
+  *n_tokens = nt;
+  if (ids) { *ids = tid; tid = NULL; }
+  if (lp) { *lp = acc; acc = NULL; }
+done:
   pf_tws_free(w);
+  free(acc);
+  free(tid);
   free(s.tok);
   free(s.tgt);
   return rc;

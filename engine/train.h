@@ -35,6 +35,8 @@ void pf_tws_free(pf_tws *w);
 ** sequences), gradients accumulated. 0 = PF_ACT_BUDGET. */
 #define PF_ACT_BUDGET ((size_t)128 << 20)
 void pf_tws_set_budget(pf_tws *w, size_t bytes);
+/* Make the following steps write each target's log-probability to out (in target order; NULL: stop). */
+void pf_tws_set_token_logprobs(pf_tws *w, double *out);
 
 /* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
 ** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
@@ -120,6 +122,15 @@ int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const cha
 int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *prompt, size_t plen,
              const char *completion, size_t clen, int add_eos, double *nll, int *n_tokens, pf_err *err);
 
+/* Per token: the completion's token ids (EOS last when add_eos) and the log-probability of each given what
+** precedes it, under no prefix (pre NULL), a prefix, or an ensemble (log of the mean of the members'
+** probabilities). *nll: the mean negative log-probability. ids and lp are malloc'ed (either may be NULL
+** when not wanted). */
+struct pf_prefix;
+int pf_score_tokens(const pf_model *m, const struct pf_prefix *pre, const char *prompt, size_t plen,
+                    const char *completion, size_t clen, int add_eos, int **ids, double **lp, int *n_tokens,
+                    double *nll, pf_err *err);
+
 /* ------------------------------------------------------------ BLOB format */
 
 typedef struct pf_prefix {
@@ -129,19 +140,33 @@ typedef struct pf_prefix {
   uint32_t positions;    /* 0: prefix at positions 0..P-1, prompt from P */
   char *meta;            /* training metadata JSON (malloc'ed, NUL-terminated) */
   size_t meta_len;
-  float *kv;             /* (n_layer, 2, prefix_len, kv_dim), decoded to f32 */
+  float *kv;             /* (n_layer, 2, prefix_len, kv_dim), decoded to f32 (NULL for an ensemble) */
+  size_t bytes;          /* the BLOB's length */
+  size_t state_off, state_len;   /* the training-state section in the BLOB (state_len 0: none) */
+  int n_members;         /* an ensemble: its members (prefix_len is the longest member's); 0 otherwise */
+  struct pf_prefix *members;
+  const float **member_kv;  /* an ensemble: members[i].kv and .prefix_len, as pf_batch_item wants them */
+  int *member_len;
 } pf_prefix;
 
 int pf_prefix_encode(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta, uint8_t **blob,
                      size_t *len, pf_err *err);
+/* The same with a training-state section (state may be NULL): a version 2 BLOB when there is one. */
+int pf_prefix_encode_ex(const pf_model *m, const float *kv, int prefix_len, int dtype, const char *meta,
+                        const uint8_t *state, size_t state_len, uint8_t **blob, size_t *len, pf_err *err);
+/* An ensemble BLOB from n member BLOBs of one model (each a prefix BLOB, not an ensemble). */
+int pf_ensemble_encode(const uint8_t *const *members, const size_t *lens, int n, uint8_t **blob, size_t *len, pf_err *err);
+#define PF_ENSEMBLE_MAX 64
 /* Write the format's checksum into the last 8 bytes of a BLOB of len >= 8 bytes (the encoder's last step;
 ** tests and the fuzzer use it to reach the checks that follow the checksum). */
 void pf_prefix_seal(uint8_t *blob, size_t len);
-/* Decode and verify (magic, version, lengths, checksum, finite values). */
+/* Decode and verify (magic, version, lengths, checksum, finite values). A prefix BLOB or an ensemble. */
 int pf_prefix_decode(const uint8_t *blob, size_t len, pf_prefix *out, pf_err *err);
 /* Check that a decoded prefix fits the model (fingerprint and shapes). */
 int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err);
 void pf_prefix_clear(pf_prefix *p);
+/* Point a generation item at a decoded prefix or ensemble (p may be NULL: no prefix). */
+void pf_item_set_prefix(pf_batch_item *it, const pf_prefix *p);
 /* prefix_info JSON (malloc'ed). */
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len);
 

@@ -166,8 +166,7 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
       }
       char *bad = pfx_check_prefix(pfx_prefix_get(refs[i]), pm, model);
       if (bad) { rc = b_fail(cur, sqlite3_mprintf("%s: row with id %s: %s", fn, idbuf, bad)); sqlite3_free(bad); goto done; }
-      c->items[i].prefix = pfx_prefix_get(refs[i])->kv;
-      c->items[i].prefix_len = pfx_prefix_get(refs[i])->prefix_len;
+      pf_item_set_prefix(&c->items[i], pfx_prefix_get(refs[i]));
     }
   }
   if (qrc != SQLITE_DONE) { rc = b_fail(cur, sqlite3_mprintf("%s: query: %s", fn, sqlite3_errmsg(db))); goto done; }

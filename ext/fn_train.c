@@ -63,9 +63,10 @@ static const pfx_opt train_table[] = {
     {"activation_mb", PFX_OPT_INT, TO(activation_mb), 16, 1 << 20, 0, 0, 0},
 };
 
-typedef struct score_opts { int add_eos; } score_opts;
+typedef struct score_opts { int add_eos, per_token; } score_opts;
 static const pfx_opt score_table[] = {
     {"add_eos", PFX_OPT_BOOL, offsetof(score_opts, add_eos), 0, 0, 0, 0, 0},
+    {"per_token", PFX_OPT_BOOL, offsetof(score_opts, per_token), 0, 0, 0, 0, 0},
 };
 
 static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, train_opts *o, char ***owned, int *n_owned,
@@ -323,12 +324,30 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
   return 0;
 }
 
+/* a JSON string of a token's text (valid UTF-8; a part of a character shows as U+FFFD) */
+static void json_piece(sqlite3_str *s, const pf_model *m, int id) {
+  char raw[256];
+  int k = pf_token_bytes(m, id, raw, sizeof raw);
+  size_t n;
+  char *t = pf_utf8_clean_text(raw, k > 0 ? (size_t)k : 0, &n);
+  sqlite3_str_appendchar(s, 1, '"');
+  for (size_t i = 0; t && i < n; i++) {
+    unsigned char c = (unsigned char)t[i];
+    if (c == '"' || c == '\\') sqlite3_str_appendf(s, "\\%c", c);
+    else if (c < 0x20) sqlite3_str_appendf(s, "\\u%04x", c);
+    else sqlite3_str_appendchar(s, 1, (char)c);
+  }
+  sqlite3_str_appendchar(s, 1, '"');
+  free(t);
+}
+
 static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_score";
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
   if (!pm) return;
   pfx_prefix_ref *ref = NULL;
-  int pl, cl;
+  int pl, cl, *ids = NULL;
+  double *lp = NULL;
   const char *prompt, *completion;
   if (pfx_arg_prefix(ctx, fn, argv[1], pm, (const char *)sqlite3_value_text(argv[0]), &ref)) goto done;
   const pf_prefix *pre = ref ? pfx_prefix_get(ref) : NULL;
@@ -337,11 +356,11 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   double nll;
   int n;
   pf_err e;
-  score_opts so = {1};
+  score_opts so = {1, 0};
   char **owned = NULL, *emsg = NULL;
   int n_owned = 0;
-  if (pfx_parse_options(sqlite3_context_db_handle(ctx), fn, argc > 4 ? argv[4] : NULL, score_table, 1, &so, &owned,
-                        &n_owned, &emsg)) {
+  if (pfx_parse_options(sqlite3_context_db_handle(ctx), fn, argc > 4 ? argv[4] : NULL, score_table,
+                        (int)(sizeof score_table / sizeof score_table[0]), &so, &owned, &n_owned, &emsg)) {
     if (emsg) sqlite3_result_error(ctx, emsg, -1);
     else sqlite3_result_error_nomem(ctx);
     sqlite3_free(emsg);
@@ -349,16 +368,31 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     goto done;
   }
   pfx_opts_free(owned, n_owned);
-  if (pf_score(pfx_model_engine(pm), pre ? pre->kv : NULL, pre ? pre->prefix_len : 0, prompt, (size_t)pl, completion,
-               (size_t)cl, so.add_eos,
-               &nll, &n, &e)) {
+  const pf_model *m = pfx_model_engine(pm);
+  if (pf_score_tokens(m, pre, prompt, (size_t)pl, completion, (size_t)cl, so.add_eos, so.per_token ? &ids : NULL,
+                      so.per_token ? &lp : NULL, &n, &nll, &e)) {
     pfx_result_err(ctx, fn, &e);
     goto done;
   }
-  char *json = sqlite3_mprintf("{\"nll\":%.6f,\"tokens\":%d,\"ppl\":%.4f}", nll, n, exp(nll));
-  if (json) sqlite3_result_text(ctx, json, -1, sqlite3_free);
+  sqlite3_str *s = sqlite3_str_new(sqlite3_context_db_handle(ctx));
+  sqlite3_str_appendf(s, "{\"nll\":%.6f,\"tokens\":%d,\"ppl\":%.4f", nll, n, exp(nll));
+  if (so.per_token) {
+    sqlite3_str_appendf(s, ",\"per_token\":[");
+    for (int i = 0; i < n; i++) {
+      sqlite3_str_appendf(s, "%s{\"id\":%d,\"piece\":", i ? "," : "", ids[i]);
+      json_piece(s, m, ids[i]);
+      sqlite3_str_appendf(s, ",\"logprob\":%.6f}", lp[i]);
+    }
+    sqlite3_str_appendchar(s, 1, ']');
+  }
+  sqlite3_str_appendchar(s, 1, '}');
+  int len = sqlite3_str_length(s);
+  char *json = sqlite3_str_finish(s);
+  if (json) sqlite3_result_text(ctx, json, len, sqlite3_free);
   else sqlite3_result_error_nomem(ctx);
 done:
+  free(ids);
+  free(lp);
   pfx_prefix_release(ref);
   pfx_model_release(pm);
 }
@@ -379,6 +413,57 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_result_text(ctx, json, -1, free);
 }
 
+/* prefix_ensemble(prefix): the prefixes of the group packed into one ensemble BLOB */
+typedef struct ens_ctx { uint8_t **b; size_t *n; int count, cap, failed; } ens_ctx;
+
+static void ens_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  ens_ctx *e = sqlite3_aggregate_context(ctx, sizeof *e);
+  if (!e) { sqlite3_result_error_nomem(ctx); return; }
+  if (e->failed) return;
+  if (sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
+    pfx_result_errorf(ctx, "prefix_ensemble: row %d: prefix must be a BLOB from prefix_train, got %s", e->count + 1,
+                      sqlite3_value_type(argv[0]) == SQLITE_NULL ? "NULL" : "a non-BLOB value");
+    e->failed = 1;
+    return;
+  }
+  if (e->count == PF_ENSEMBLE_MAX) {
+    pfx_result_errorf(ctx, "prefix_ensemble: more than %d prefixes", PF_ENSEMBLE_MAX);
+    e->failed = 1;
+    return;
+  }
+  if (e->count == e->cap) {
+    int nc = e->cap ? e->cap * 2 : 4;
+    uint8_t **nb = sqlite3_realloc64(e->b, sizeof *nb * (sqlite3_uint64)nc);
+    if (nb) e->b = nb;
+    size_t *nn = nb ? sqlite3_realloc64(e->n, sizeof *nn * (sqlite3_uint64)nc) : NULL;
+    if (nn) e->n = nn;
+    if (!nb || !nn) { sqlite3_result_error_nomem(ctx); e->failed = 1; return; }
+    e->cap = nc;
+  }
+  size_t n = (size_t)sqlite3_value_bytes(argv[0]);
+  uint8_t *c = malloc(n ? n : 1);
+  if (!c) { sqlite3_result_error_nomem(ctx); e->failed = 1; return; }
+  if (n) memcpy(c, sqlite3_value_blob(argv[0]), n);
+  e->b[e->count] = c;
+  e->n[e->count++] = n;
+}
+
+static void ens_final(sqlite3_context *ctx) {
+  ens_ctx *e = sqlite3_aggregate_context(ctx, 0);
+  if (!e) { sqlite3_result_null(ctx); return; }
+  if (!e->failed && e->count > 0) {
+    uint8_t *out;
+    size_t len;
+    pf_err er;
+    if (pf_ensemble_encode((const uint8_t *const *)e->b, e->n, e->count, &out, &len, &er)) pfx_result_err(ctx, "prefix_ensemble", &er);
+    else sqlite3_result_blob64(ctx, out, len, free);
+  } else if (!e->failed) sqlite3_result_null(ctx);
+  for (int i = 0; i < e->count; i++) free(e->b[i]);
+  sqlite3_free(e->b);
+  sqlite3_free(e->n);
+}
+
 int pfx_register_jobs(sqlite3 *db);
 
 int pfx_register_train(sqlite3 *db) {
@@ -396,6 +481,8 @@ int pfx_register_train(sqlite3 *db) {
   for (int n = 3; n <= 4 && rc == SQLITE_OK; n++)
     rc = sqlite3_create_function_v2(db, "prefix_train_agg", n, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, NULL, agg_step,
                                     agg_final, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function_v2(db, "prefix_ensemble", 1, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, NULL, ens_step, ens_final, NULL);
   if (rc == SQLITE_OK) rc = pfx_register_jobs(db);
   return rc;
 }

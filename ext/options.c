@@ -249,6 +249,9 @@ static const pfx_opt gen_opts[] = {
     {"seed", PFX_OPT_U64, GO(seed), 0, 9007199254740992.0, 0, 0, 0},
     {"ignore_eos", PFX_OPT_BOOL, GO(ignore_eos), 0, 0, 0, 0, 0},
     {"threads", PFX_OPT_INT, GO(threads), 0, 1024, 0, 0, 0},
+    {"beam_size", PFX_OPT_INT, GO(beam_size), 1, 64, 0, 0, 0},
+    {"length_penalty", PFX_OPT_FLOAT, GO(length_penalty), -10, 10, 0, 0, 0},
+    {"no_repeat_ngram_size", PFX_OPT_INT, GO(no_repeat_ngram_size), 0, 64, 0, 0, 0},
     {"stop", PFX_OPT_STRLIST, GO(stop), 0, 0, 0, GO(n_stop), PF_MAX_STOPS},
 };
 
