@@ -140,6 +140,38 @@ int pf_pparams_init(pf_pparams *pp, uint64_t seed, const float *init_kv, const f
   return PF_OK;
 }
 
+/* Training state: params, the AdamW moments m1 and m2 (n floats each), then the constant base when there is
+** one (P * out_dim floats). */
+int pf_pparams_has_base(const pf_pparams *pp) { return pp->base != NULL; }
+size_t pf_pparams_state_floats(const pf_pparams *pp) {
+  return 3 * pp->n + (pp->base ? (size_t)pp->P * pp->out_dim : 0);
+}
+void pf_pparams_get_state(const pf_pparams *pp, float *out) {
+  memcpy(out, pp->params, pp->n * sizeof(float));
+  memcpy(out + pp->n, pp->m1, pp->n * sizeof(float));
+  memcpy(out + 2 * pp->n, pp->m2, pp->n * sizeof(float));
+  if (pp->base) memcpy(out + 3 * pp->n, pp->base, (size_t)pp->P * pp->out_dim * sizeof(float));
+}
+int pf_pparams_set_state(pf_pparams *pp, const float *in, int has_base, pf_err *err) {
+  size_t kvn = (size_t)pp->P * pp->out_dim;
+  memcpy(pp->params, in, pp->n * sizeof(float));
+  memcpy(pp->m1, in + pp->n, pp->n * sizeof(float));
+  memcpy(pp->m2, in + 2 * pp->n, pp->n * sizeof(float));
+  free(pp->base);
+  pp->base = NULL;
+  if (has_base) {
+    if (!(pp->base = malloc(kvn * sizeof(float)))) return pf_seterr(err, PF_NOMEM, "out of memory");
+    memcpy(pp->base, in + 3 * pp->n, kvn * sizeof(float));
+  }
+  return PF_OK;
+}
+/* Start the MLP at output 0, so kv = base exactly (a warm start from a prefix): the last layer is zero. */
+void pf_pparams_zero_mlp_out(pf_pparams *pp) {
+  if (pp->mid == 0 || pp->mode != PF_MODE_PREFIX) return;
+  memset(pp->params + pp->o_w2, 0, pp->out_dim * pp->mid * sizeof(float));
+  memset(pp->params + pp->o_b2, 0, pp->out_dim * sizeof(float));
+}
+
 /* (P, L, 2, kvd) <-> (L, 2, P, kvd) */
 static size_t kv_index(const pf_pparams *pp, int p, size_t j) {
   size_t lk = j / (size_t)pp->kvd, c = j % (size_t)pp->kvd;   /* lk = layer*2 + k/v */

@@ -241,9 +241,84 @@ float pf_train_default_lr(const pf_train_params *p) {
 
 static const char *mode_name(int m) { return m == PF_MODE_EMBEDDING ? "embedding" : "prefix"; }
 
+/* A warm start: the decoded init_prefix and its training state, if any. */
+#define STATE_HEADER 56u
+typedef struct warm {
+  pf_prefix ip;
+  const uint8_t *st;      /* the state section, or NULL */
+  size_t st_len;
+  uint32_t mode, P, mid, epoch, pos, n_order, has_base;
+  uint64_t n, step, rng;
+} warm;
+
+static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Decode init_prefix and settle prefix_len, mode and mid_dim from it where they were left to it (0 / -1). */
+static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *err) {
+  memset(wm, 0, sizeof *wm);
+  pf_err e;
+  if (pf_prefix_decode(pd->init_prefix, pd->init_prefix_len, &wm->ip, &e) || pf_prefix_check_model(&wm->ip, m, &e))
+    return pf_seterr(err, e.code, "init_prefix: %.480s", e.msg);
+  if (wm->ip.n_members) return pf_seterr(err, PF_ERR, "init_prefix is an ensemble of %d prefixes: give one prefix", wm->ip.n_members);
+  if (pd->init_text) return pf_seterr(err, PF_ERR, "give init_text or init_prefix, not both");
+  int P = wm->ip.prefix_len, mode = PF_MODE_PREFIX, mid = -1;
+  if (wm->ip.state_len) {
+    const uint8_t *s = pd->init_prefix + wm->ip.state_off;
+    size_t n = wm->ip.state_len;
+    if (n < STATE_HEADER || rd32(s) != 1) return pf_seterr(err, PF_ERR, "init_prefix: its training state is not of version 1 (%zu bytes)", n);
+    wm->st = s;
+    wm->st_len = n;
+    wm->mode = rd32(s + 4); wm->P = rd32(s + 8); wm->mid = rd32(s + 12);
+    wm->n = rd64(s + 16); wm->step = rd64(s + 24); wm->rng = rd64(s + 32);
+    wm->epoch = rd32(s + 40); wm->pos = rd32(s + 44); wm->n_order = rd32(s + 48); wm->has_base = rd32(s + 52);
+    if (wm->mode > 1 || (int)wm->P != P || wm->mid > 65536 || wm->has_base > 1 || wm->step > (1ull << 40))
+      return pf_seterr(err, PF_ERR, "init_prefix: its training state is damaged (mode %u, prefix_len %u of %d, mid_dim %u)", wm->mode, wm->P, P, wm->mid);
+    mode = (int)wm->mode;
+    mid = (int)wm->mid;
+  }
+  if (pd->prefix_len == 0) pd->prefix_len = P;
+  else if (pd->prefix_len != P)
+    return pf_seterr(err, PF_ERR, "prefix_len %d differs from init_prefix's %d (leave prefix_len out to continue it)", pd->prefix_len, P);
+  if (pd->mode < 0) pd->mode = mode;
+  else if (wm->st && pd->mode != mode)
+    return pf_seterr(err, PF_ERR, "mode '%s' differs from init_prefix's training state ('%s')", pd->mode ? "embedding" : "prefix", mode ? "embedding" : "prefix");
+  if (pd->mode == PF_MODE_EMBEDDING && !wm->st)
+    return pf_seterr(err, PF_ERR, "mode 'embedding' can continue only from a BLOB trained with save_state: a prefix BLOB "
+                     "holds keys and values, not the embeddings");
+  if (pd->mid_dim < 0) {
+    pf_train_params dflt;
+    pf_train_params_default(&dflt);
+    pd->mid_dim = mid >= 0 ? mid : dflt.mid_dim;
+  } else if (wm->st && pd->mode == PF_MODE_PREFIX && pd->mid_dim != mid)
+    return pf_seterr(err, PF_ERR, "mid_dim %d differs from init_prefix's training state (%d)", pd->mid_dim, mid);
+  return PF_OK;
+}
+
+/* Restore parameters and moments from the state; check that it fits pp. */
+static int warm_restore(const warm *wm, pf_pparams *pp, pf_err *err) {
+  size_t kvn = (size_t)wm->ip.n_layer * 2 * wm->P * wm->ip.n_head_kv * wm->ip.head_dim;   /* the base's floats */
+  size_t nf = 3 * (size_t)wm->n + (wm->has_base ? kvn : 0);
+  if (wm->n != pf_pparams_count(pp) || wm->st_len != STATE_HEADER + 4 * (size_t)wm->n_order + 4 * nf)
+    return pf_seterr(err, PF_ERR, "init_prefix: its training state does not fit (%llu parameters, %zu bytes; this "
+                     "prefix has %zu parameters)", (unsigned long long)wm->n, wm->st_len, pf_pparams_count(pp));
+  const uint8_t *f = wm->st + STATE_HEADER + 4 * (size_t)wm->n_order;
+  float *buf = malloc(sizeof(float) * (nf ? nf : 1));
+  if (!buf) return pf_seterr(err, PF_NOMEM, "out of memory");
+  memcpy(buf, f, sizeof(float) * nf);
+  for (size_t i = 0; i < nf; i++)
+    if (!isfinite(buf[i]) || (i >= 2 * wm->n && i < 3 * wm->n && buf[i] < 0)) {
+      free(buf);
+      return pf_seterr(err, PF_ERR, "init_prefix: its training state holds an invalid value at index %zu", i);
+    }
+  int rc = pf_pparams_set_state(pp, buf, (int)wm->has_base, err);
+  free(buf);
+  return rc;
+}
+
 static int train_run(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
-                     const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
-                     uint8_t **blob, size_t *blob_len, pf_err *err) {
+                     const pf_train_params *p, const warm *wm, pf_progress_fn progress, void *parg, pf_cancel_fn cancel,
+                     void *carg, uint8_t **blob, size_t *blob_len, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   int rc = PF_OK, P = p->prefix_len, E = p->mode == PF_MODE_EMBEDDING ? P : 0, KP = E ? 0 : P;
   tseq *tr = NULL, *va = NULL;
@@ -376,7 +451,15 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
     if (!init_kv || !init_emb) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
     if ((rc = text_kv(m, p->init_text, P, E ? NULL : init_kv, E ? init_emb : NULL, err))) goto done;
   }
-  if ((rc = pf_pparams_init(pp, p->seed, E ? NULL : init_kv, E ? init_emb : NULL, emb_std, err))) goto done;
+  const char *init_kind = p->init_text ? "text" : "random";
+  if (wm && wm->st) {
+    if ((rc = warm_restore(wm, pp, err))) goto done;
+    init_kind = "state";
+  } else if (wm) {   /* start exactly at the given keys/values */
+    if ((rc = pf_pparams_init(pp, p->seed, wm->ip.kv, NULL, emb_std, err))) goto done;
+    pf_pparams_zero_mlp_out(pp);
+    init_kind = "prefix";
+  } else if ((rc = pf_pparams_init(pp, p->seed, E ? NULL : init_kv, E ? init_emb : NULL, emb_std, err))) goto done;
 
   pf_prefix_in pin = {KP, pf_pparams_kv(pp), pf_pparams_dkv(pp), E, E ? pf_pparams_emb(pp) : NULL,
                       E ? pf_pparams_demb(pp) : NULL};
@@ -393,6 +476,26 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   sb_printf(&hist, "[");
   sb_printf(&vhist, "[");
   int pos_in_epoch = steps_per_epoch, epoch = 0, stopped_early = 0;
+  long step0 = 0;   /* optimizer steps before this run (a continued state) */
+  if (wm && wm->st) {
+    step0 = (long)wm->step;
+    rs = wm->rng;
+    epoch = (int)wm->epoch;
+    /* the same rows: the data order goes on where it stopped; other rows: a new epoch */
+    if ((int)wm->n_order == n_tr && (int)wm->pos <= steps_per_epoch) {
+      const uint8_t *o = wm->st + STATE_HEADER;
+      char *seen = calloc((size_t)n_tr, 1);
+      int ok = seen != NULL;
+      for (int i = 0; ok && i < n_tr; i++) {
+        uint32_t v = rd32(o + 4 * (size_t)i);
+        ok = v < (uint32_t)n_tr && !seen[v];
+        if (ok) { seen[v] = 1; order[i] = (int)v; }
+      }
+      free(seen);
+      if (!ok) { rc = pf_seterr(err, PF_ERR, "init_prefix: its training state's data order is damaged"); goto done; }
+      pos_in_epoch = (int)wm->pos;
+    }
+  }
   while (step < total) {
     if (pos_in_epoch == steps_per_epoch) { shuffle(order, n_tr, &rs); pos_in_epoch = 0; epoch++; }
     int k = n_tr - pos_in_epoch * bs < bs ? n_tr - pos_in_epoch * bs : bs;
@@ -415,13 +518,15 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
       goto done;
     }
     float gscale = p->grad_clip > 0 && gn > p->grad_clip ? (float)(p->grad_clip / gn) : 1.0f;
+    /* the schedule and AdamW's bias correction count steps from the first run of a continued state */
+    long gstep = step0 + step, gtotal = step0 + total;
     double lr = base_lr;
-    if (p->warmup_steps > 0 && step <= p->warmup_steps) lr = base_lr * step / (double)p->warmup_steps;
+    if (p->warmup_steps > 0 && gstep <= p->warmup_steps) lr = base_lr * gstep / (double)p->warmup_steps;
     else if (p->lr_schedule == PF_SCHED_LINEAR) {
-      int span = total - p->warmup_steps;
-      lr = span > 0 ? base_lr * (double)(total - step + 1) / span : base_lr;
+      long span = gtotal - p->warmup_steps;
+      lr = span > 0 ? base_lr * (double)(gtotal - gstep + 1) / span : base_lr;
     }
-    pf_adamw(pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, step, gscale);
+    pf_adamw(pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, (int)gstep, gscale);
     for (int i = 0; i < k; i++) tokens_done += len[i];
     win_loss += ls;
     win_tok += n_t;
@@ -478,6 +583,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
             base_lr, p->weight_decay, p->warmup_steps, p->lr_schedule == PF_SCHED_LINEAR ? "linear" : "constant", p->grad_clip,
             p->batch_size, p->max_steps > 0 ? 0 : (p->epochs > 0 ? p->epochs : auto_epochs), p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, eval_every,
             p->patience, p->dtype == PF_DTYPE_F16 ? "f16" : "f32", p->add_eos ? "true" : "false");
+  sb_printf(&meta, "\"init\":\"%s\",\"steps_before\":%ld,", init_kind, step0);
   sb_printf(&meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,\"steps\":%d,\"epochs_run\":%.3g,"
                    "\"stopped_early\":%s,\"final_train_loss\":%.6g,",
             n_tr, n_va, truncated, tgt_total, step, (double)step / steps_per_epoch, stopped_early ? "true" : "false",
@@ -486,7 +592,26 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   else sb_printf(&meta, "\"best_val_loss\":null,\"best_step\":null,");
   sb_printf(&meta, "\"loss_history\":%s,\"val_history\":%s}", hist.p ? hist.p : "[]", vhist.p ? vhist.p : "[]");
   if (meta.oom || hist.oom || vhist.oom) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
-  rc = pf_prefix_encode(m, best_kv, P, p->dtype, meta.p, blob, blob_len, err);
+  if (p->save_state) {
+    size_t nf = pf_pparams_state_floats(pp), sl = STATE_HEADER + 4 * (size_t)n_tr + 4 * nf;
+    uint8_t *st = malloc(sl);
+    if (!st) { rc = pf_seterr(err, PF_NOMEM, "out of memory for the training state (%zu bytes)", sl); goto done; }
+    uint32_t h32[] = {1, (uint32_t)p->mode, (uint32_t)P, (uint32_t)(p->mode == PF_MODE_PREFIX ? p->mid_dim : 0)};
+    memcpy(st, h32, 16);
+    uint64_t h64[] = {pf_pparams_count(pp), (uint64_t)(step0 + step), rs};
+    memcpy(st + 16, h64, 24);
+    uint32_t t32[] = {(uint32_t)epoch, (uint32_t)pos_in_epoch, (uint32_t)n_tr, (uint32_t)pf_pparams_has_base(pp)};
+    memcpy(st + 40, t32, 16);
+    for (int i = 0; i < n_tr; i++) { uint32_t v = (uint32_t)order[i]; memcpy(st + STATE_HEADER + 4 * (size_t)i, &v, 4); }
+    float *f = malloc(sizeof(float) * (nf ? nf : 1));
+    if (!f) { free(st); rc = pf_seterr(err, PF_NOMEM, "out of memory for the training state"); goto done; }
+    pf_pparams_get_state(pp, f);
+    memcpy(st + STATE_HEADER + 4 * (size_t)n_tr, f, 4 * nf);
+    free(f);
+    rc = pf_prefix_encode_ex(m, best_kv, P, p->dtype, meta.p, st, sl, blob, blob_len, err);
+    free(st);
+  } else
+    rc = pf_prefix_encode(m, best_kv, P, p->dtype, meta.p, blob, blob_len, err);
   goto done;
 
 done_early:
@@ -583,8 +708,24 @@ done:
 int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
              const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
              uint8_t **blob, size_t *blob_len, pf_err *err) {
-  int old = pf_threads_push(p->threads);
-  int rc = train_run(m, train, n_train, val, n_val, p, progress, parg, cancel, carg, blob, blob_len, err);
-  pf_threads_pop(old);
+  pf_train_params pd = *p;
+  warm wm;
+  int rc = PF_OK, have_warm = p->init_prefix != NULL;
+  *blob = NULL;
+  *blob_len = 0;
+  if (have_warm) rc = warm_open(m, &pd, &wm, err);
+  else {
+    pf_train_params dflt;
+    pf_train_params_default(&dflt);
+    if (pd.prefix_len == 0) pd.prefix_len = dflt.prefix_len;
+    if (pd.mode < 0) pd.mode = dflt.mode;
+    if (pd.mid_dim < 0) pd.mid_dim = dflt.mid_dim;
+  }
+  if (!rc) {
+    int old = pf_threads_push(p->threads);
+    rc = train_run(m, train, n_train, val, n_val, &pd, have_warm ? &wm : NULL, progress, parg, cancel, carg, blob, blob_len, err);
+    pf_threads_pop(old);
+  }
+  if (have_warm) pf_prefix_clear(&wm.ip);
   return rc;
 }

@@ -77,6 +77,12 @@ typedef struct pf_train_params {
   int progress;        /* draw a progress bar on stderr */
   int add_eos;         /* append EOS to every completion (default 1) */
   int activation_mb;   /* saved activations per pass (0 = PF_ACT_BUDGET); bigger batches run in parts */
+  /* warm start: a prefix BLOB of this model to start from (NULL: random or init_text). With a training-state
+  ** section (save_state) training continues exactly where that run stopped: parameters, AdamW moments, step
+  ** count, and the data order when the rows are the same. prefix_len 0 / mode -1 / mid_dim -1: the BLOB's. */
+  const uint8_t *init_prefix;
+  size_t init_prefix_len;
+  int save_state;      /* store the parameters, moments and data order in the BLOB (an optional section) */
 } pf_train_params;
 
 void pf_train_params_default(pf_train_params *p);
@@ -189,4 +195,9 @@ float *pf_pparams_demb(pf_pparams *pp);
 float *pf_pparams_data(pf_pparams *pp);
 float *pf_pparams_grad(pf_pparams *pp);
 size_t pf_pparams_count(const pf_pparams *pp);
+int pf_pparams_has_base(const pf_pparams *pp);
+size_t pf_pparams_state_floats(const pf_pparams *pp);
+void pf_pparams_get_state(const pf_pparams *pp, float *out);
+int pf_pparams_set_state(pf_pparams *pp, const float *in, int has_base, pf_err *err);
+void pf_pparams_zero_mlp_out(pf_pparams *pp);
 int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float *kv, pf_err *err);

@@ -120,5 +120,6 @@ int pfx_register_train(sqlite3 *db);
 int pfx_register_batch(sqlite3 *db);
 int pfx_register_cache(sqlite3 *db);
 int pfx_register_chat(sqlite3 *db);
+int pfx_register_metrics(sqlite3 *db);
 
 #endif

@@ -209,5 +209,6 @@ int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines
   if (rc == SQLITE_OK) rc = pfx_register_batch(db);
   if (rc == SQLITE_OK) rc = pfx_register_cache(db);
   if (rc == SQLITE_OK) rc = pfx_register_chat(db);
+  if (rc == SQLITE_OK) rc = pfx_register_metrics(db);
   return rc;
 }

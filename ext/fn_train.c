@@ -34,6 +34,7 @@ void pfx_job_finish(sqlite3_int64 id, const char *status, const char *error);
 typedef struct train_opts {
   pf_train_params p;
   char *val_query;
+  char *init_hex;   /* init_prefix as hex text; decoded in place */
 } train_opts;
 
 #define TO(f) offsetof(train_opts, p.f)
@@ -61,7 +62,11 @@ static const pfx_opt train_table[] = {
     {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0},
     {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0},
     {"activation_mb", PFX_OPT_INT, TO(activation_mb), 16, 1 << 20, 0, 0, 0},
+    {"init_prefix", PFX_OPT_STR, offsetof(train_opts, init_hex), 0, 0, 0, 0, 0},
+    {"save_state", PFX_OPT_BOOL, TO(save_state), 0, 0, 0, 0, 0},
 };
+
+static int hexval(int c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; }
 
 typedef struct score_opts { int add_eos, per_token; } score_opts;
 static const pfx_opt score_table[] = {
@@ -73,16 +78,38 @@ static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, tr
                             char **errmsg) {
   memset(o, 0, sizeof *o);
   pf_train_params_default(&o->p);
-  int dflt_mid = o->p.mid_dim;
-  o->p.mid_dim = -1;   /* to tell whether it was given */
+  /* not given: 0 / -1, settled by the engine (the defaults, or init_prefix's) */
+  o->p.prefix_len = 0;
+  o->p.mode = -1;
+  o->p.mid_dim = -1;
   int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
                              n_owned, errmsg);
-  if (!rc && o->p.mid_dim >= 0 && o->p.mode != PF_MODE_PREFIX) {
+  if (!rc && o->init_hex) {   /* hex(blob) -> bytes, in place */
+    size_t n = strlen(o->init_hex);
+    for (size_t i = 0; i < n && !rc; i++)
+      if (hexval((unsigned char)o->init_hex[i]) < 0) {
+        *errmsg = sqlite3_mprintf("%s: option 'init_prefix' must be a prefix BLOB written as hex text (hex(blob)); "
+                                  "character %zu is not a hex digit", fn, i + 1);
+        rc = SQLITE_ERROR;
+      }
+    if (!rc && (n % 2 || n == 0)) {
+      *errmsg = sqlite3_mprintf("%s: option 'init_prefix' must be a prefix BLOB written as hex text (hex(blob)); it has "
+                                "%zu hex digits, an odd number", fn, n);
+      if (n == 0) { sqlite3_free(*errmsg); *errmsg = sqlite3_mprintf("%s: option 'init_prefix' is empty", fn); }
+      rc = SQLITE_ERROR;
+    }
+    if (!rc) {
+      uint8_t *b = (uint8_t *)o->init_hex;
+      for (size_t i = 0; i < n / 2; i++) b[i] = (uint8_t)(hexval((unsigned char)o->init_hex[2 * i]) * 16 + hexval((unsigned char)o->init_hex[2 * i + 1]));
+      o->p.init_prefix = b;
+      o->p.init_prefix_len = n / 2;
+    }
+  }
+  if (!rc && o->p.mid_dim >= 0 && o->p.mode == PF_MODE_EMBEDDING) {
     *errmsg = sqlite3_mprintf("%s: option 'mid_dim' applies to mode 'prefix' only (mode 'embedding' learns the embeddings "
                               "directly)", fn);
     rc = SQLITE_ERROR;
   }
-  if (o->p.mid_dim < 0) o->p.mid_dim = dflt_mid;
   return rc;
 }
 
