@@ -537,7 +537,12 @@ int pf_ensemble_encode(const uint8_t *const *mb, const size_t *ml, int n, uint8_
   for (int i = 0; i < n; i++) {
     pf_prefix p;
     int rc = pf_prefix_decode(mb[i], ml[i], &p, err);
-    if (rc) { pf_prefix_clear(&first); return pf_seterr(err, rc, "member %d: %.400s", i + 1, err ? err->msg : ""); }
+    if (rc) {
+      char msg[PF_ERRMAX];
+      snprintf(msg, sizeof msg, "member %d: %.400s", i + 1, err ? err->msg : "");
+      pf_prefix_clear(&first);
+      return pf_seterr(err, rc, "%s", msg);
+    }
     if (p.n_members) { pf_prefix_clear(&p); pf_prefix_clear(&first); return pf_seterr(err, PF_ERR, "member %d is itself an ensemble", i + 1); }
     if (i == 0) first = p;
     else {

@@ -89,12 +89,12 @@ static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, tr
     for (size_t i = 0; i < n && !rc; i++)
       if (hexval((unsigned char)o->init_hex[i]) < 0) {
         *errmsg = sqlite3_mprintf("%s: option 'init_prefix' must be a prefix BLOB written as hex text (hex(blob)); "
-                                  "character %zu is not a hex digit", fn, i + 1);
+                                  "character %lld is not a hex digit", fn, (long long)i + 1);
         rc = SQLITE_ERROR;
       }
     if (!rc && (n % 2 || n == 0)) {
       *errmsg = sqlite3_mprintf("%s: option 'init_prefix' must be a prefix BLOB written as hex text (hex(blob)); it has "
-                                "%zu hex digits, an odd number", fn, n);
+                                "%lld hex digits, an odd number", fn, (long long)n);
       if (n == 0) { sqlite3_free(*errmsg); *errmsg = sqlite3_mprintf("%s: option 'init_prefix' is empty", fn); }
       rc = SQLITE_ERROR;
     }
