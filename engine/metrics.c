@@ -118,6 +118,7 @@ int pf_tok13a(const char *s, size_t n, char **out, size_t *out_len) {
   }
   /* single spaces between tokens, none at the ends */
   a.n = 0;
+  if (a.p) a.p[0] = 0;
   const unsigned char *u = (const unsigned char *)(b.p ? b.p : "");
   int in_tok = 0;
   for (size_t i = 0; i < b.n;) {
