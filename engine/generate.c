@@ -349,8 +349,10 @@ static const float *combine(const float *lg, int K, int V, float *out, double *l
     for (int k = 0; k < K; k++) s += exp(lg[(size_t)k * V + i] - lk[k] - mx);
     out[i] = (float)(mx + log(s) - logK);
   }
+  int bad = 0;
+  for (int k = 0; k < K; k++) bad |= isnan(lk[k]);
   if (lk != l) free(lk);
-  *lse = 0;
+  *lse = bad ? NAN : 0;
   return out;
 }
 
@@ -385,6 +387,7 @@ static int step_sample(gen *g, row *r, float *lg, pf_err *err) {
   hyp *h = &r->h[0];
   double lse;
   float *sc = (float *)combine(lg, r->K, V, g->comb, &lse);
+  if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", r->it->res.n_tokens + 1);
   if (sc == lg && (p->repeat_penalty != 1.0f)) { memcpy(g->comb, lg, sizeof(float) * (size_t)V); sc = g->comb; }
   memcpy(g->tmp, sc, sizeof(float) * (size_t)V);   /* the model's scores, before masks and penalties */
   if (p->ignore_eos)
@@ -452,6 +455,7 @@ static int step_beam(gen *g, row *r, const float *lg, pf_err *err) {
     hyp *h = &r->h[b];
     double lse;
     const float *sc0 = combine(lg + (size_t)b * r->K * V, r->K, V, g->comb, &lse);
+    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", h->n_ids - r->n_prompt + 1);
     float *sc = g->tmp;
     for (int i = 0; i < V; i++) sc[i] = (float)(sc0[i] - lse);
     if (p->ignore_eos)

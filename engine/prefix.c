@@ -284,6 +284,8 @@ int pf_prefix_encode_ex(const pf_model *m, const float *kv, int prefix_len, int 
   size_t n = (size_t)hp->n_layer * 2 * prefix_len * hp->n_head_kv * hp->head_dim;
   for (size_t i = 0; i < n; i++)
     if (!isfinite(kv[i])) return pf_seterr(err, PF_ERR, "the prefix holds a non-finite value at index %zu", i);
+    else if (fabsf(kv[i]) > PF_PREFIX_MAX_ABS)
+      return pf_seterr(err, PF_ERR, "the prefix holds %g at index %zu, outside the range a prefix may hold (|x| <= 65504; try a lower lr)", kv[i], i);
   size_t es = dtype == PF_DTYPE_F16 ? 2 : 4, ml = meta ? strlen(meta) : 0, pl = n * es;
   if (ml > BLOB_MAX_META) return pf_seterr(err, PF_TOOBIG, "training metadata of %zu bytes exceeds %u", ml, BLOB_MAX_META);
   size_t sec = state ? 16 + state_len : 0;
@@ -521,6 +523,11 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   else memcpy(out->kv, pay, (size_t)pl);
   for (uint64_t i = 0; i < n; i++)
     if (!isfinite(out->kv[i])) { pf_prefix_clear(out); return pf_seterr(err, PF_ERR, "prefix BLOB holds a non-finite value at index %llu", (unsigned long long)i); }
+    else if (fabsf(out->kv[i]) > PF_PREFIX_MAX_ABS) {
+      double v = out->kv[i];
+      pf_prefix_clear(out);
+      return pf_seterr(err, PF_ERR, "prefix BLOB holds %g at index %llu, outside the range a prefix may hold (|x| <= 65504)", v, (unsigned long long)i);
+    }
   return PF_OK;
 }
 

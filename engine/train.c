@@ -692,6 +692,11 @@ int pf_score_tokens(const pf_model *m, const pf_prefix *pre, const char *prompt,
     sum += acc[i];
   }
   *nll = K == 1 ? ls_one / nt : -sum / nt;   /* one prefix: the loss as training computes it */
+  if (!isfinite(*nll) || *nll < 0) {
+    rc = pf_seterr(err, PF_ERR, "scoring gave a non-finite log-likelihood (the model's weights overflow?)");
+    *nll = NAN;
+    goto done;
+  }
   *n_tokens = nt;
   if (ids) { *ids = tid; tid = NULL; }
   if (lp) { *lp = acc; acc = NULL; }

@@ -163,6 +163,9 @@ int pf_prefix_encode_ex(const pf_model *m, const float *kv, int prefix_len, int 
 /* An ensemble BLOB from n member BLOBs of one model (each a prefix BLOB, not an ensemble). */
 int pf_ensemble_encode(const uint8_t *const *members, const size_t *lens, int n, uint8_t **blob, size_t *len, pf_err *err);
 #define PF_ENSEMBLE_MAX 64
+/* the largest magnitude a stored key or value may have (what f16 holds): far beyond any trained prefix, and
+** small enough that attention over it cannot overflow to infinity */
+#define PF_PREFIX_MAX_ABS 65504.0f
 /* Write the format's checksum into the last 8 bytes of a BLOB of len >= 8 bytes (the encoder's last step;
 ** tests and the fuzzer use it to reach the checks that follow the checksum). */
 void pf_prefix_seal(uint8_t *blob, size_t len);

@@ -261,6 +261,21 @@ static void test_hostile_ensemble(const pf_model *m) {
   }
   free(c);
   CHECK(bad == 0 && refused > 0, "ensemble: every truncation is refused; resealed byte changes never crash", "%d truncations decoded", bad);
+  /* a finite but huge value (attention over it would overflow): refused at decode */
+  {
+    uint8_t *h = malloc(an);
+    memcpy(h, a, an);
+    uint32_t ml;
+    memcpy(&ml, h + 52, 4);
+    float big = 1e30f;
+    memcpy(h + 64 + ml + 8, &big, 4);
+    pf_prefix_seal(h, an);
+    rc = pf_prefix_decode(h, an, &d, &e);
+    CHECK(rc && t_contains(e.msg, "outside the range a prefix may hold (|x| <= 65504)"), "prefix: a huge value is refused",
+          "%s", rc ? e.msg : "decoded");
+    if (!rc) pf_prefix_clear(&d);
+    free(h);
+  }
   const uint8_t *nested[1] = {en};
   size_t nl[1] = {enl};
   uint8_t *x;

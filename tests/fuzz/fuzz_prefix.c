@@ -1,9 +1,10 @@
 /*
 ** fuzz_prefix.c — libFuzzer target: any bytes as a prefix BLOB.
 **
-** Decoded (every header check, checksum, metadata, values), described as
-** prefix_info does, checked against stories260K, and when it fits that
-** model, used to generate two tokens. Inputs with a good checksum are rare,
+** Decoded (every header check, checksum, metadata, values, sections, ensemble
+** members), described as prefix_info does, checked against stories260K, and
+** when it fits that model, used to generate two tokens and to score a pair;
+** one with a training state is continued for one training step. Inputs with a good checksum are rare,
 ** so half the time the harness repairs the checksum first: the checks after
 ** it get fuzzed too.
 */
@@ -45,8 +46,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       pf_sample_params_default(&sp);
       sp.max_tokens = 2;
       sp.threads = 1;
-      pf_gen_result r;
-      if (pf_generate(g_m, p.kv, p.prefix_len, "Once", 4, &sp, NULL, NULL, &r, &e) == 0) pf_gen_result_clear(&r);
+      pf_batch_item it = {NULL, 0, "Once", 4, {0}, 0, NULL, NULL};
+      pf_item_set_prefix(&it, &p);
+      if (pf_generate_batch(g_m, &it, 1, 1, &sp, NULL, NULL, NULL, &e) == 0) pf_gen_result_clear(&it.res);
+      double nll;
+      int nt;
+      if (pf_score_tokens(g_m, &p, "Q", 1, "A.", 2, 1, NULL, NULL, &nt, &nll, &e) == 0 && !(nll >= 0)) __builtin_trap();
+      if (p.state_len) {
+        static const pf_example ex[] = {{"Q", 1, "A.", 2}};
+        pf_train_params tp;
+        pf_train_params_default(&tp);
+        tp.max_steps = 1;
+        tp.threads = 1;
+        tp.init_prefix = b;
+        tp.init_prefix_len = n;
+        tp.prefix_len = 0;
+        tp.mode = -1;
+        tp.mid_dim = -1;
+        uint8_t *out = NULL;
+        size_t ol;
+        if (pf_train(g_m, ex, 1, NULL, 0, &tp, NULL, NULL, NULL, NULL, &out, &ol, &e) == 0) free(out);
+      }
     }
     pf_prefix_clear(&p);
   } else if (!e.msg[0]) __builtin_trap();
