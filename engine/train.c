@@ -491,7 +491,9 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
         ok = v < (uint32_t)n_tr && !seen[v];
         if (ok) { seen[v] = 1; order[i] = (int)v; }
       }
+      int nomem = seen == NULL;
       free(seen);
+      if (nomem) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
       if (!ok) { rc = pf_seterr(err, PF_ERR, "init_prefix: its training state's data order is damaged"); goto done; }
       pos_in_epoch = (int)wm->pos;
     }

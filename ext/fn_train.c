@@ -351,12 +351,13 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
   return 0;
 }
 
-/* a JSON string of a token's text (valid UTF-8; a part of a character shows as U+FFFD) */
-static void json_piece(sqlite3_str *s, const pf_model *m, int id) {
+/* a JSON string of a token's text (valid UTF-8; a part of a character shows as U+FFFD); -1 out of memory */
+static int json_piece(sqlite3_str *s, const pf_model *m, int id) {
   char raw[256];
   int k = pf_token_bytes(m, id, raw, sizeof raw);
   size_t n;
   char *t = pf_utf8_clean_text(raw, k > 0 ? (size_t)k : 0, &n);
+  if (!t) return -1;
   sqlite3_str_appendchar(s, 1, '"');
   for (size_t i = 0; t && i < n; i++) {
     unsigned char c = (unsigned char)t[i];
@@ -366,6 +367,7 @@ static void json_piece(sqlite3_str *s, const pf_model *m, int id) {
   }
   sqlite3_str_appendchar(s, 1, '"');
   free(t);
+  return 0;
 }
 
 static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -403,11 +405,12 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   sqlite3_str *s = sqlite3_str_new(sqlite3_context_db_handle(ctx));
   sqlite3_str_appendf(s, "{\"nll\":%.6f,\"tokens\":%d,\"ppl\":%.4f", nll, n, exp(nll));
+  int oom = 0;
   if (so.per_token) {
     sqlite3_str_appendf(s, ",\"per_token\":[");
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !oom; i++) {
       sqlite3_str_appendf(s, "%s{\"id\":%d,\"piece\":", i ? "," : "", ids[i]);
-      json_piece(s, m, ids[i]);
+      oom = json_piece(s, m, ids[i]);
       sqlite3_str_appendf(s, ",\"logprob\":%.6f}", lp[i]);
     }
     sqlite3_str_appendchar(s, 1, ']');
@@ -415,6 +418,7 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_str_appendchar(s, 1, '}');
   int len = sqlite3_str_length(s);
   char *json = sqlite3_str_finish(s);
+  if (oom) { sqlite3_free(json); json = NULL; }
   if (json) sqlite3_result_text(ctx, json, len, sqlite3_free);
   else sqlite3_result_error_nomem(ctx);
 done:

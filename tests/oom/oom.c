@@ -1,7 +1,8 @@
 /*
 ** oom.c — allocation-failure injection (make oom): every allocation of the
 ** engine and the extension made by loading a model, tokenizing, chatting,
-** generating (alone and batched), scoring, training and describing a prefix
+** generating (alone, batched, with beams, streamed, with an ensemble), scoring, training (and continuing a
+** training), describing a prefix and computing the metrics
 ** is failed in turn, through SQL as an app makes these calls.
 **
 ** For each scenario: run it twice to warm the process-wide caches, count its
@@ -80,6 +81,17 @@ int main(void) {
       {"train", "SELECT length(prefix_train('m', 'SELECT a, b FROM t', '{\"max_steps\": 2, \"prefix_len\": 2, \"val_query\": \"SELECT a, b FROM t LIMIT 1\"}'));", NULL},
       {"train_agg", "SELECT length(prefix_train_agg('m', a, b, '{\"max_steps\": 1, \"mode\": \"embedding\", \"prefix_len\": 2}')) FROM t;", NULL},
       {"info", "SELECT prefix_info(b) FROM p;", NULL},
+      {"beam", "SELECT prefix_generate('m', (SELECT b FROM p), 'Once upon a time', '{\"max_tokens\": 4, \"beam_size\": 3, \"no_repeat_ngram_size\": 2, \"stop\": \"x\"}'),"
+               " (SELECT group_concat(text, '|') FROM prefix_generate_batch('m', 'SELECT rowid, NULL, a FROM t', '{\"max_tokens\": 3, \"beam_size\": 2}'));", NULL},
+      {"stream", "SELECT i, token_id, piece FROM prefix_generate_stream('m', (SELECT b FROM p), 'Lily', '{\"max_tokens\": 4, \"stop\": [\"ab\"]}');"
+                 "SELECT token_id FROM prefix_generate_stream('m', NULL, 'Lily', '{\"max_tokens\": 3, \"beam_size\": 2}');", NULL},
+      {"ensemble", "SELECT prefix_generate('m', (SELECT prefix_ensemble(x) FROM (SELECT b AS x FROM p UNION ALL SELECT b FROM p)), 'Tom', '{\"max_tokens\": 3}'),"
+                   " prefix_score('m', (SELECT prefix_ensemble(b) FROM p), 'Tom', ' ran.', '{\"per_token\": true}'),"
+                   " prefix_info((SELECT prefix_ensemble(b) FROM p));", NULL},
+      {"resume", "SELECT length(prefix_train('m', 'SELECT a, b FROM t', json_object('max_steps', 1, 'save_state', json('true'),"
+                 " 'init_prefix', hex(prefix_train('m', 'SELECT a, b FROM t', '{\"max_steps\": 1, \"prefix_len\": 2, \"mid_dim\": 4, \"save_state\": true}')))));"
+                 "SELECT length(prefix_train('m', 'SELECT a, b FROM t', json_object('max_steps', 1, 'init_prefix', hex(b)))) FROM p;", NULL},
+      {"metrics", "SELECT prefix_bleu(a, json_array(b, a)), prefix_chrf(a, json_array(b)), prefix_rouge_l(a, b) FROM t;", NULL},
   };
   int bad = 0;
   long total_points = 0;
