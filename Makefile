@@ -4,6 +4,7 @@
 #   make test     engine C tests + SQL tests; ends with "N passed, M failed"
 #   make bench    prints throughput figures (never fails on time)
 #   make bench-compare  the same beside llama.cpp's benchmarks, on the same files and threads
+#   make eval     the paper's E2E experiments through SQL (docs/evaluation.md; about 15 minutes)
 # Run as root on Debian, demo/test/bench first install missing packages.
 
 CC      ?= cc
@@ -25,7 +26,7 @@ EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
 
-.PHONY: all deps demo test test-c test-sql bench bench-compare clean sanitize fuzz fuzz-build oom tsan
+.PHONY: all deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
@@ -61,6 +62,10 @@ bench: deps all
 	@sh tests/bench.sh $(BUILD)
 
 # side by side with llama.cpp (built once from the npm package node-llama-cpp); see docs/performance.md
+# the paper's E2E table at our scale (tests/eval/e2e.sh; writes dist/eval/results.md)
+eval: deps all
+	PREFIX_DATA_DIR=$${PREFIX_DATA_DIR:-../shared/data} BUILD=$(BUILD) tests/eval/e2e.sh
+
 bench-compare: deps all
 	@sh tests/bench_compare.sh $(BUILD)
 
