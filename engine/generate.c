@@ -98,6 +98,7 @@ struct gen {
   row *rows;
   int n;
   int prefilled;
+  int want_lp;        /* report each sampled token's log-probability (the stream) */
   pf_work *w;
   pf_seq **seqs;
   int *ntok, *toks;
@@ -385,17 +386,22 @@ static int step_sample(gen *g, row *r, float *lg, pf_err *err) {
   const pf_sample_params *p = g->p;
   int V = m->hp.n_vocab;
   hyp *h = &r->h[0];
-  double lse;
-  float *sc = (float *)combine(lg, r->K, V, g->comb, &lse);
-  if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", r->it->res.n_tokens + 1);
-  if (sc == lg && (p->repeat_penalty != 1.0f)) { memcpy(g->comb, lg, sizeof(float) * (size_t)V); sc = g->comb; }
-  memcpy(g->tmp, sc, sizeof(float) * (size_t)V);   /* the model's scores, before masks and penalties */
+  double lse = 0;
+  float *sc = lg;
+  if (r->K > 1) {
+    sc = (float *)combine(lg, r->K, V, g->comb, &lse);
+    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", r->it->res.n_tokens + 1);
+  } else if (g->want_lp) {   /* a whole pass over the vocabulary per token: only when asked for */
+    lse = logsumexp(lg, V);
+    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", r->it->res.n_tokens + 1);
+  }
+  if (g->want_lp || r->K > 1) memcpy(g->tmp, sc, sizeof(float) * (size_t)V);   /* the scores before masks and penalties */
   if (p->ignore_eos)
     for (int e = 0; e < m->vocab.n_eog; e++) sc[m->vocab.eog[e]] = -INFINITY;
   ban_ngrams(h->ids + r->n_prompt, h->n_ids - r->n_prompt, p->no_repeat_ngram_size, sc);
   int tok = pf_sampler_sample(r->smp, sc, h->ids, h->n_ids);
   r->last_tok = tok;
-  r->last_lp = g->tmp[tok] - lse;
+  r->last_lp = g->want_lp || r->K > 1 ? g->tmp[tok] - lse : 0;
   if (pf_vocab_is_eog(&m->vocab, tok)) { r->it->res.finish = PF_FINISH_EOS; r->done = 1; return PF_OK; }
   h->ids[h->n_ids++] = tok;
   h->lp[r->it->res.n_tokens] = (float)r->last_lp;
@@ -712,6 +718,7 @@ int pf_stream_new(const pf_model *m, const pf_batch_item *item, const pf_sample_
   rc = gen_init(&s->g, m, &s->p, &s->it, 1, &bad, err);
   pf_threads_pop(old);
   if (rc) { pf_stream_free(s); return rc; }
+  s->g.want_lp = 1;
   *out = s;
   return PF_OK;
 }
