@@ -113,6 +113,11 @@ sqlite3_stmt *pfx_prepare_rows(sqlite3 *db, const char *fn, const char *what, co
 int pfx_vtab_connect(sqlite3 *db, const char *schema, size_t size, sqlite3_vtab **pp);
 int pfx_vtab_disconnect(sqlite3_vtab *v);
 int pfx_cursor_open(size_t size, sqlite3_vtab_cursor **pc);
+/* xBestIndex of a table-valued function whose arguments are the hidden columns first_hidden.. (at most 8):
+** idxNum bit k set when argument k is given, argv in column order. */
+int pfx_vtab_best_index_args(sqlite3_index_info *info, int first_hidden, int n_hidden, double rows);
+/* Set the cursor's table error to msg (sqlite3_malloc'ed; NULL: out of memory) and return the code. */
+int pfx_vtab_fail(sqlite3_vtab_cursor *cur, char *msg);
 
 int pfx_register_models(sqlite3 *db);
 int pfx_register_generate(sqlite3 *db);

@@ -124,6 +124,35 @@ int pfx_vtab_disconnect(sqlite3_vtab *v) {
   return SQLITE_OK;
 }
 
+/* Table-valued functions: the hidden columns first_hidden .. first_hidden+n_hidden-1 are the arguments. Each
+** one given (an equality constraint) becomes argv[k] in column order and sets bit k of idxNum. */
+int pfx_vtab_best_index_args(sqlite3_index_info *info, int first_hidden, int n_hidden, double rows) {
+  int pos[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  for (int i = 0; i < info->nConstraint; i++) {
+    const struct sqlite3_index_constraint *ct = &info->aConstraint[i];
+    if (ct->iColumn < first_hidden || ct->iColumn >= first_hidden + n_hidden || ct->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
+    if (!ct->usable) return SQLITE_CONSTRAINT;
+    pos[ct->iColumn - first_hidden] = i;
+  }
+  int n = 0, idx = 0;
+  for (int k = 0; k < n_hidden && k < 8; k++)
+    if (pos[k] >= 0) {
+      info->aConstraintUsage[pos[k]].argvIndex = ++n;
+      info->aConstraintUsage[pos[k]].omit = 1;
+      idx |= 1 << k;
+    }
+  info->idxNum = idx;
+  info->estimatedCost = 1e6;
+  info->estimatedRows = (sqlite3_int64)rows;
+  return SQLITE_OK;
+}
+
+int pfx_vtab_fail(sqlite3_vtab_cursor *cur, char *msg) {
+  sqlite3_free(cur->pVtab->zErrMsg);
+  cur->pVtab->zErrMsg = msg;
+  return msg ? SQLITE_ERROR : SQLITE_NOMEM;
+}
+
 int pfx_cursor_open(size_t size, sqlite3_vtab_cursor **pc) {
   sqlite3_vtab_cursor *c = sqlite3_malloc64(size);
   if (!c) return SQLITE_NOMEM;

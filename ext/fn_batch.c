@@ -69,30 +69,7 @@ static int b_close(sqlite3_vtab_cursor *cur) {
 /* idxNum bits: 1 model, 2 query, 4 options; argv in that order */
 static int b_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
   (void)v;
-  int pos[3] = {-1, -1, -1};
-  for (int i = 0; i < info->nConstraint; i++) {
-    const struct sqlite3_index_constraint *ct = &info->aConstraint[i];
-    if (ct->iColumn < B_MODEL || ct->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
-    if (!ct->usable) return SQLITE_CONSTRAINT;
-    pos[ct->iColumn - B_MODEL] = i;
-  }
-  int n = 0, idx = 0;
-  for (int k = 0; k < 3; k++)
-    if (pos[k] >= 0) {
-      info->aConstraintUsage[pos[k]].argvIndex = ++n;
-      info->aConstraintUsage[pos[k]].omit = 1;
-      idx |= 1 << k;
-    }
-  info->idxNum = idx;
-  info->estimatedCost = 1e6;
-  info->estimatedRows = 100;
-  return SQLITE_OK;
-}
-
-static int b_fail(sqlite3_vtab_cursor *cur, char *msg) {
-  sqlite3_free(cur->pVtab->zErrMsg);
-  cur->pVtab->zErrMsg = msg;
-  return msg ? SQLITE_ERROR : SQLITE_NOMEM;
+  return pfx_vtab_best_index_args(info, B_MODEL, 3, 100);
 }
 
 static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int argc, sqlite3_value **argv) {
@@ -100,25 +77,25 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
   const char *fn = "prefix_generate_batch";
   batch_cursor *c = (batch_cursor *)cur;
   b_clear(c);
-  if ((idx & 3) != 3) return b_fail(cur, sqlite3_mprintf("%s: give a model and a query: prefix_generate_batch(model, query [, options])", fn));
+  if ((idx & 3) != 3) return pfx_vtab_fail(cur, sqlite3_mprintf("%s: give a model and a query: prefix_generate_batch(model, query [, options])", fn));
   sqlite3 *db = ((batch_vtab *)cur->pVtab)->db;
   sqlite3_value *vm = argv[0], *vq = argv[1], *vo = (idx & 4) ? argv[2] : NULL;
   const char *model = (const char *)sqlite3_value_text(vm), *query = (const char *)sqlite3_value_text(vq);
-  if (!model || !query) return b_fail(cur, sqlite3_mprintf("%s: model and query must not be NULL", fn));
+  if (!model || !query) return pfx_vtab_fail(cur, sqlite3_mprintf("%s: model and query must not be NULL", fn));
   if (strlen(model) != (size_t)sqlite3_value_bytes(vm) || strlen(query) != (size_t)sqlite3_value_bytes(vq))
-    return b_fail(cur, sqlite3_mprintf("%s: %s contains a NUL byte", fn, strlen(model) != (size_t)sqlite3_value_bytes(vm) ? "model name" : "query"));
+    return pfx_vtab_fail(cur, sqlite3_mprintf("%s: %s contains a NUL byte", fn, strlen(model) != (size_t)sqlite3_value_bytes(vm) ? "model name" : "query"));
   char *e = NULL, **owned = NULL;
   int n_owned = 0, rc = SQLITE_OK, cap = 0;
   pfx_model *pm = pfx_registry_get(model, &e);
   sqlite3_stmt *st = NULL;
   pfx_prefix_ref **refs = NULL;
   pfx_cancel cancel = {0};
-  if (!pm) { char *m = sqlite3_mprintf("%s: %s", fn, e ? e : ""); sqlite3_free(e); return b_fail(cur, m); }
+  if (!pm) { char *m = sqlite3_mprintf("%s: %s", fn, e ? e : ""); sqlite3_free(e); return pfx_vtab_fail(cur, m); }
   pfx_batch_opts o;
-  if ((rc = pfx_parse_batch_options(db, fn, vo, &o, &owned, &n_owned, &e))) { rc = b_fail(cur, e); e = NULL; goto done; }
+  if ((rc = pfx_parse_batch_options(db, fn, vo, &o, &owned, &n_owned, &e))) { rc = pfx_vtab_fail(cur, e); e = NULL; goto done; }
   int prc;
   if (!(st = pfx_prepare_rows(db, fn, "query", query, 3, "id, prefix, prompt", &e, &prc))) {
-    rc = b_fail(cur, e);
+    rc = pfx_vtab_fail(cur, e);
     e = NULL;
     goto done;
   }
@@ -143,7 +120,7 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
     char idbuf[64];
     snprintf(idbuf, sizeof idbuf, "%.40s", idtxt ? idtxt : "NULL");
     if (sqlite3_column_type(st, 2) == SQLITE_NULL) {
-      rc = b_fail(cur, sqlite3_mprintf("%s: row with id %s: prompt is NULL", fn, idbuf));
+      rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %s: prompt is NULL", fn, idbuf));
       goto done;
     }
     const char *pr = (const char *)sqlite3_column_text(st, 2);
@@ -157,19 +134,19 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
     if (pt != SQLITE_NULL) {
       pf_err pe;
       if (pt != SQLITE_BLOB) {
-        rc = b_fail(cur, sqlite3_mprintf("%s: row with id %s: prefix must be a BLOB from prefix_train (or NULL)", fn, idbuf));
+        rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %s: prefix must be a BLOB from prefix_train (or NULL)", fn, idbuf));
         goto done;
       }
       if (pfx_prefix_decode_cached(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), &refs[i], &pe)) {
-        rc = b_fail(cur, sqlite3_mprintf("%s: row with id %s: %s", fn, idbuf, pe.msg));
+        rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %s: %s", fn, idbuf, pe.msg));
         goto done;
       }
       char *bad = pfx_check_prefix(pfx_prefix_get(refs[i]), pm, model);
-      if (bad) { rc = b_fail(cur, sqlite3_mprintf("%s: row with id %s: %s", fn, idbuf, bad)); sqlite3_free(bad); goto done; }
+      if (bad) { rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %s: %s", fn, idbuf, bad)); sqlite3_free(bad); goto done; }
       pf_item_set_prefix(&c->items[i], pfx_prefix_get(refs[i]));
     }
   }
-  if (qrc != SQLITE_DONE) { rc = b_fail(cur, sqlite3_mprintf("%s: query: %s", fn, sqlite3_errmsg(db))); goto done; }
+  if (qrc != SQLITE_DONE) { rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: query: %s", fn, sqlite3_errmsg(db))); goto done; }
   sqlite3_finalize(st);
   st = NULL;
   pfx_cancel_init(&cancel, db);
@@ -180,8 +157,8 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
     if (ge.code == PF_NOMEM) rc = SQLITE_NOMEM;
     else if (bad_item >= 0) {
       const char *idtxt = (const char *)sqlite3_value_text(c->ids[bad_item]);
-      rc = b_fail(cur, sqlite3_mprintf("%s: row with id %.40s: %s", fn, idtxt ? idtxt : "NULL", ge.msg));
-    } else rc = b_fail(cur, sqlite3_mprintf("%s: %s", fn, ge.msg));
+      rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %.40s: %s", fn, idtxt ? idtxt : "NULL", ge.msg));
+    } else rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: %s", fn, ge.msg));
     if (ge.code == PF_INTERRUPT) rc = SQLITE_INTERRUPT;
     goto done;
   }

@@ -115,30 +115,7 @@ static int s_close(sqlite3_vtab_cursor *cur) {
 /* idxNum bits: 1 model, 2 prefix, 4 prompt, 8 options; argv in that order */
 static int s_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
   (void)v;
-  int pos[4] = {-1, -1, -1, -1};
-  for (int i = 0; i < info->nConstraint; i++) {
-    const struct sqlite3_index_constraint *ct = &info->aConstraint[i];
-    if (ct->iColumn < S_MODEL || ct->op != SQLITE_INDEX_CONSTRAINT_EQ) continue;
-    if (!ct->usable) return SQLITE_CONSTRAINT;
-    pos[ct->iColumn - S_MODEL] = i;
-  }
-  int n = 0, idx = 0;
-  for (int k = 0; k < 4; k++)
-    if (pos[k] >= 0) {
-      info->aConstraintUsage[pos[k]].argvIndex = ++n;
-      info->aConstraintUsage[pos[k]].omit = 1;
-      idx |= 1 << k;
-    }
-  info->idxNum = idx;
-  info->estimatedCost = 1e6;
-  info->estimatedRows = 128;
-  return SQLITE_OK;
-}
-
-static int s_fail(sqlite3_vtab_cursor *cur, char *msg) {
-  sqlite3_free(cur->pVtab->zErrMsg);
-  cur->pVtab->zErrMsg = msg;
-  return msg ? SQLITE_ERROR : SQLITE_NOMEM;
+  return pfx_vtab_best_index_args(info, S_MODEL, 4, 128);
 }
 
 static int s_advance(stream_cursor *c) {
@@ -146,7 +123,7 @@ static int s_advance(stream_cursor *c) {
   int done = 0;
   if (pf_stream_next(c->st, pfx_cancel_check, &c->cancel, &c->tok, &done, &e)) {
     if (e.code == PF_NOMEM) return SQLITE_NOMEM;
-    int rc = s_fail(&c->base, sqlite3_mprintf("prefix_generate_stream: %s", e.msg));
+    int rc = pfx_vtab_fail(&c->base, sqlite3_mprintf("prefix_generate_stream: %s", e.msg));
     return e.code == PF_INTERRUPT ? SQLITE_INTERRUPT : rc;
   }
   c->eof = done;
@@ -159,29 +136,29 @@ static int s_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
   stream_cursor *c = (stream_cursor *)cur;
   s_clear(c);
   if ((idx & 7) != 7)
-    return s_fail(cur, sqlite3_mprintf("%s: give a model, a prefix (or NULL) and a prompt: "
+    return pfx_vtab_fail(cur, sqlite3_mprintf("%s: give a model, a prefix (or NULL) and a prompt: "
                                        "prefix_generate_stream(model, prefix, prompt [, options])", fn));
   sqlite3 *db = ((stream_vtab *)cur->pVtab)->db;
   sqlite3_value *vm = argv[0], *vp = argv[1], *vt = argv[2], *vo = (idx & 8) ? argv[3] : NULL;
   const char *model = (const char *)sqlite3_value_text(vm);
-  if (!model) return s_fail(cur, sqlite3_mprintf("%s: the model name must not be NULL", fn));
-  if (strlen(model) != (size_t)sqlite3_value_bytes(vm)) return s_fail(cur, sqlite3_mprintf("%s: model name contains a NUL byte", fn));
-  if (sqlite3_value_type(vt) == SQLITE_NULL) return s_fail(cur, sqlite3_mprintf("%s: prompt must not be NULL", fn));
+  if (!model) return pfx_vtab_fail(cur, sqlite3_mprintf("%s: the model name must not be NULL", fn));
+  if (strlen(model) != (size_t)sqlite3_value_bytes(vm)) return pfx_vtab_fail(cur, sqlite3_mprintf("%s: model name contains a NUL byte", fn));
+  if (sqlite3_value_type(vt) == SQLITE_NULL) return pfx_vtab_fail(cur, sqlite3_mprintf("%s: prompt must not be NULL", fn));
   char *e = NULL, **owned = NULL;
   int n_owned = 0, rc = SQLITE_OK;
-  if (!(c->pm = pfx_registry_get(model, &e))) { char *m = sqlite3_mprintf("%s: %s", fn, e ? e : ""); sqlite3_free(e); return s_fail(cur, m); }
+  if (!(c->pm = pfx_registry_get(model, &e))) { char *m = sqlite3_mprintf("%s: %s", fn, e ? e : ""); sqlite3_free(e); return pfx_vtab_fail(cur, m); }
   if (sqlite3_value_type(vp) != SQLITE_NULL) {
     pf_err pe;
-    if (sqlite3_value_type(vp) != SQLITE_BLOB) { rc = s_fail(cur, sqlite3_mprintf("%s: prefix must be a BLOB from prefix_train (or NULL)", fn)); goto done; }
+    if (sqlite3_value_type(vp) != SQLITE_BLOB) { rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: prefix must be a BLOB from prefix_train (or NULL)", fn)); goto done; }
     if (pfx_prefix_decode_cached(sqlite3_value_blob(vp), (size_t)sqlite3_value_bytes(vp), &c->ref, &pe)) {
-      rc = pe.code == PF_NOMEM ? SQLITE_NOMEM : s_fail(cur, sqlite3_mprintf("%s: %s", fn, pe.msg));
+      rc = pe.code == PF_NOMEM ? SQLITE_NOMEM : pfx_vtab_fail(cur, sqlite3_mprintf("%s: %s", fn, pe.msg));
       goto done;
     }
     char *bad = pfx_check_prefix(pfx_prefix_get(c->ref), c->pm, model);
-    if (bad) { rc = s_fail(cur, sqlite3_mprintf("%s: %s", fn, bad)); sqlite3_free(bad); goto done; }
+    if (bad) { rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: %s", fn, bad)); sqlite3_free(bad); goto done; }
   }
   pf_sample_params p;
-  if ((rc = pfx_parse_gen_options(db, fn, vo, &p, &owned, &n_owned, &e))) { rc = s_fail(cur, e); e = NULL; goto done; }
+  if ((rc = pfx_parse_gen_options(db, fn, vo, &p, &owned, &n_owned, &e))) { rc = pfx_vtab_fail(cur, e); e = NULL; goto done; }
   pf_batch_item it = {0};
   pf_item_set_prefix(&it, c->ref ? pfx_prefix_get(c->ref) : NULL);
   it.prompt = (const char *)sqlite3_value_text(vt);
@@ -189,7 +166,7 @@ static int s_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
   if (!it.prompt) { rc = SQLITE_NOMEM; goto done; }
   pf_err ge;
   if (pf_stream_new(pfx_model_engine(c->pm), &it, &p, &c->st, &ge)) {   /* copies the prompt and options */
-    rc = ge.code == PF_NOMEM ? SQLITE_NOMEM : s_fail(cur, sqlite3_mprintf("%s: %s", fn, ge.msg));
+    rc = ge.code == PF_NOMEM ? SQLITE_NOMEM : pfx_vtab_fail(cur, sqlite3_mprintf("%s: %s", fn, ge.msg));
     goto done;
   }
   pfx_cancel_init(&c->cancel, db);
