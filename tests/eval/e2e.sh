@@ -34,8 +34,25 @@ rows50|m|50|{\"prefix_len\": 10}
 rows100|m|100|{\"prefix_len\": 10}
 rows200|m|200|{\"prefix_len\": 10}
 rows500|m|500|{\"prefix_len\": 10}
+long10|m|5000|{\"prefix_len\": 10, \"max_steps\": 3000}
 seed2|m|1000|{\"prefix_len\": 10, \"seed\": 2}
 seed3|m|1000|{\"prefix_len\": 10, \"seed\": 3}"
+
+# SQL that measures cell $1 on model $2: NLL on $3 dev pairs; greedy and beam-5 outputs (at most $5 tokens)
+# for $4 dev tables; its wall time
+eval_cell() {
+  cat <<SQL
+UPDATE clock SET t = julianday('now');
+UPDATE cells SET nll = (SELECT sum(json_extract(s, '\$.nll') * json_extract(s, '\$.tokens')) / sum(json_extract(s, '\$.tokens'))
+  FROM (SELECT prefix_score('$2', cells.prefix, p, q, '{"add_eos": false}') AS s FROM dev_pairs LIMIT $3)) WHERE name = '$1';
+INSERT INTO outs SELECT '$1', 'greedy', id, text FROM prefix_generate_batch('$2',
+  'SELECT id, (SELECT prefix FROM cells WHERE name = ''$1''), p FROM dev_mr LIMIT $4', '{"max_tokens": $5, "stop": ["\\n"], "batch_size": 50}');
+INSERT INTO outs SELECT '$1', 'beam5', id, text FROM prefix_generate_batch('$2',
+  'SELECT id, (SELECT prefix FROM cells WHERE name = ''$1''), p FROM dev_mr LIMIT $4', '{"max_tokens": $5, "stop": ["\\n"], "beam_size": 5, "batch_size": 20}');
+UPDATE cells SET eval_s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE name = '$1';
+.print done $1
+SQL
+}
 
 {
   cat <<SQL
@@ -61,7 +78,7 @@ CREATE TABLE dev_mr AS SELECT row_number() OVER (ORDER BY min(rowid)) AS id, mr,
 CREATE TABLE dev_pairs AS SELECT replace(replace(replace(mr, '[', ': '), '], ', ' | '), ']', '') || ' ||' AS p, ' ' || ref || char(10) AS q
   FROM dev_raw ORDER BY rowid LIMIT $PAIRS;
 CREATE TABLE cells(name TEXT PRIMARY KEY, model TEXT, rows INT, options TEXT, prefix BLOB, train_s REAL, eval_s REAL,
-  nll REAL, bleu_greedy REAL, rouge_greedy REAL, bleu_beam REAL, rouge_beam REAL, sample TEXT);
+  nll REAL, bleu_greedy REAL, rouge_greedy REAL, chrf_greedy REAL, bleu_beam REAL, rouge_beam REAL, chrf_beam REAL, sample TEXT);
 CREATE TABLE outs(cell TEXT, decoding TEXT, id INT, text TEXT);
 CREATE TABLE clock(t REAL);
 INSERT INTO clock VALUES (0);
@@ -76,32 +93,15 @@ SQL
       echo "UPDATE cells SET prefix = prefix_train(model, 'SELECT p, q FROM tr LIMIT $rows', options) WHERE name = '$name';"
     fi
     echo "UPDATE cells SET train_s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE name = '$name';"
-    cat <<SQL
-UPDATE clock SET t = julianday('now');
-UPDATE cells SET nll = (SELECT sum(json_extract(s, '\$.nll') * json_extract(s, '\$.tokens')) / sum(json_extract(s, '\$.tokens'))
-  FROM (SELECT prefix_score(cells.model, cells.prefix, p, q, '{"add_eos": false}') AS s FROM dev_pairs)) WHERE name = '$name';
-INSERT INTO outs SELECT '$name', 'greedy', id, text FROM prefix_generate_batch('$model',
-  'SELECT id, (SELECT prefix FROM cells WHERE name = ''$name''), p FROM dev_mr', '{"max_tokens": 60, "stop": ["\\n"], "batch_size": 50}');
-INSERT INTO outs SELECT '$name', 'beam5', id, text FROM prefix_generate_batch('$model',
-  'SELECT id, (SELECT prefix FROM cells WHERE name = ''$name''), p FROM dev_mr', '{"max_tokens": 60, "stop": ["\\n"], "beam_size": 5, "batch_size": 20}');
-UPDATE cells SET eval_s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE name = '$name';
-.print done $name
-SQL
+    eval_cell "$name" "$model" "$PAIRS" "$MRS" 60
   done
   cat <<'SQL'
 -- the ensemble of three prefixes trained with three seeds (p10, seed2, seed3)
 INSERT INTO cells(name, model, rows, options, prefix, train_s)
   SELECT 'ensemble3', 'm', 1000, '{"members": ["p10", "seed2", "seed3"]}', prefix_ensemble(prefix), sum(train_s)
   FROM cells WHERE name IN ('p10', 'seed2', 'seed3');
-UPDATE clock SET t = julianday('now');
-UPDATE cells SET nll = (SELECT sum(json_extract(s, '$.nll') * json_extract(s, '$.tokens')) / sum(json_extract(s, '$.tokens'))
-  FROM (SELECT prefix_score(cells.model, cells.prefix, p, q, '{"add_eos": false}') AS s FROM dev_pairs)) WHERE name = 'ensemble3';
-INSERT INTO outs SELECT 'ensemble3', 'greedy', id, text FROM prefix_generate_batch('m',
-  'SELECT id, (SELECT prefix FROM cells WHERE name = ''ensemble3''), p FROM dev_mr', '{"max_tokens": 60, "stop": ["\n"], "batch_size": 50}');
-INSERT INTO outs SELECT 'ensemble3', 'beam5', id, text FROM prefix_generate_batch('m',
-  'SELECT id, (SELECT prefix FROM cells WHERE name = ''ensemble3''), p FROM dev_mr', '{"max_tokens": 60, "stop": ["\n"], "beam_size": 5, "batch_size": 20}');
-UPDATE cells SET eval_s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE name = 'ensemble3';
 SQL
+  eval_cell ensemble3 m "$PAIRS" "$MRS" 60
   if [ "$GPT2" = 1 ]; then
     cat <<SQL
 -- the paper's architecture: a GPT-2-small-shape model (random weights, GPT-2's real vocabulary)
@@ -113,21 +113,16 @@ INSERT INTO cells(name, model, rows, options) VALUES ('gpt2-small-random', 'gpt2
 UPDATE clock SET t = julianday('now');
 UPDATE cells SET prefix = prefix_train('gpt2', 'SELECT p, q FROM tr LIMIT 200', options) WHERE name = 'gpt2-small-random';
 UPDATE cells SET train_s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE name = 'gpt2-small-random';
-UPDATE clock SET t = julianday('now');
-UPDATE cells SET nll = (SELECT sum(json_extract(s, '\$.nll') * json_extract(s, '\$.tokens')) / sum(json_extract(s, '\$.tokens'))
-  FROM (SELECT prefix_score('gpt2', cells.prefix, p, q, '{"add_eos": false}') AS s FROM dev_pairs LIMIT 20)) WHERE name = 'gpt2-small-random';
-INSERT INTO outs SELECT 'gpt2-small-random', 'greedy', id, text FROM prefix_generate_batch('gpt2',
-  'SELECT id, (SELECT prefix FROM cells WHERE name = ''gpt2-small-random''), p FROM dev_mr LIMIT 10', '{"max_tokens": 20, "stop": ["\\n"], "batch_size": 10}');
-INSERT INTO outs SELECT 'gpt2-small-random', 'beam5', id, text FROM prefix_generate_batch('gpt2',
-  'SELECT id, (SELECT prefix FROM cells WHERE name = ''gpt2-small-random''), p FROM dev_mr LIMIT 10', '{"max_tokens": 20, "stop": ["\\n"], "beam_size": 5, "batch_size": 10}');
-UPDATE cells SET eval_s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE name = 'gpt2-small-random';
 SQL
+    eval_cell gpt2-small-random gpt2 20 10 20
   fi
   cat <<'SQL'
 -- metrics: corpus BLEU-4 and mean ROUGE-L against every reference of each dev table
 UPDATE cells SET
   bleu_greedy = (SELECT prefix_bleu(o.text, d.refs) FROM outs o JOIN dev_mr d USING (id) WHERE o.cell = cells.name AND o.decoding = 'greedy'),
   rouge_greedy = (SELECT prefix_rouge_l(o.text, d.refs) FROM outs o JOIN dev_mr d USING (id) WHERE o.cell = cells.name AND o.decoding = 'greedy'),
+  chrf_greedy = (SELECT prefix_chrf(o.text, d.refs) FROM outs o JOIN dev_mr d USING (id) WHERE o.cell = cells.name AND o.decoding = 'greedy'),
+  chrf_beam = (SELECT prefix_chrf(o.text, d.refs) FROM outs o JOIN dev_mr d USING (id) WHERE o.cell = cells.name AND o.decoding = 'beam5'),
   bleu_beam = (SELECT prefix_bleu(o.text, d.refs) FROM outs o JOIN dev_mr d USING (id) WHERE o.cell = cells.name AND o.decoding = 'beam5'),
   rouge_beam = (SELECT prefix_rouge_l(o.text, d.refs) FROM outs o JOIN dev_mr d USING (id) WHERE o.cell = cells.name AND o.decoding = 'beam5'),
   sample = (SELECT text FROM outs WHERE cell = cells.name AND decoding = 'beam5' AND id = 1);
@@ -135,15 +130,18 @@ UPDATE cells SET
 .mode list
 .separator ""
 .print
-.print | cell | model | train rows | prefix_len | options | held-out NLL (nats/token) | BLEU greedy | ROUGE-L greedy | BLEU beam-5 | ROUGE-L beam-5 | train s | eval s |
-.print |---|---|---|---|---|---|---|---|---|---|---|---|
+.print | cell | model | train rows | prefix_len | options | held-out NLL (nats/token) | BLEU greedy | ROUGE-L greedy | chrF greedy | BLEU beam-5 | ROUGE-L beam-5 | chrF beam-5 | train s | eval s |
+.print |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 SELECT '| ', name, ' | ', model, ' | ', rows, ' | ', CASE WHEN prefix IS NULL THEN '-' ELSE coalesce(json_extract(prefix_info(prefix), '$.prefix_len'), json_extract(prefix_info(prefix), '$.members[0].prefix_len')) END,
        ' | ', coalesce(replace(options, '|', '\|'), 'no prefix'), ' | ', printf('%.3f', nll), ' | ', printf('%.2f', bleu_greedy), ' | ', printf('%.2f', rouge_greedy),
-       ' | ', printf('%.2f', bleu_beam), ' | ', printf('%.2f', rouge_beam), ' | ', printf('%.1f', train_s), ' | ', printf('%.1f', eval_s), ' |'
+       ' | ', printf('%.2f', chrf_greedy), ' | ', printf('%.2f', bleu_beam), ' | ', printf('%.2f', rouge_beam), ' | ', printf('%.2f', chrf_beam), ' | ', printf('%.1f', train_s), ' | ', printf('%.1f', eval_s), ' |'
 FROM cells ORDER BY rowid;
 .print
 .print Beam-5 output for the first dev table:
 SELECT '- ', name, ': ', replace(sample, char(10), ' ') FROM cells ORDER BY rowid;
+.print
+.print References of the first dev table:
+SELECT '- ', j.value FROM dev_mr, json_each(dev_mr.refs) j WHERE dev_mr.id = 1;
 SQL
 } >"$sql"
 
