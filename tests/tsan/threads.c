@@ -56,7 +56,7 @@ static void *worker(void *arg) {
   run(db, "CREATE TABLE p AS SELECT prefix_train('m', 'SELECT a, b FROM t2', '{\"max_steps\": 2, \"prefix_len\": 2}') AS b", tid);
   char sql[2048];
   while (now() < g_end) {
-    int k = (int)(rand_r(&seed) % 12);
+    int k = (int)(rand_r(&seed) % 16);
     const char *name = rand_r(&seed) & 1 ? "a" : "b";
     switch (k) {
       case 0: snprintf(sql, sizeof sql, "SELECT prefix_model_load('%s', '%s')", name, rand_r(&seed) & 1 ? g_stories : g_qwen); break;
@@ -70,6 +70,10 @@ static void *worker(void *arg) {
       case 8: snprintf(sql, sizeof sql, "SELECT name, arch, n_params, fingerprint FROM prefix_models"); break;
       case 9: snprintf(sql, sizeof sql, "SELECT id, status, step, train_loss FROM prefix_jobs"); break;
       case 10: snprintf(sql, sizeof sql, "SELECT prefix_cache_stats(), prefix_system()"); break;
+      case 11: snprintf(sql, sizeof sql, "SELECT prefix_generate('m', (SELECT b FROM p), 'Lily', '{\"max_tokens\": 5, \"beam_size\": 3}')"); break;
+      case 12: snprintf(sql, sizeof sql, "SELECT token_id, piece FROM prefix_generate_stream('m', (SELECT b FROM p), 'Tom', '{\"max_tokens\": 5}') LIMIT 3"); break;
+      case 13: snprintf(sql, sizeof sql, "SELECT prefix_generate('m', (SELECT prefix_ensemble(x) FROM (SELECT b AS x FROM p UNION ALL SELECT b FROM p)), 'Sue', '{\"max_tokens\": 4}')"); break;
+      case 14: snprintf(sql, sizeof sql, "SELECT prefix_bleu(a, json_array(b)), prefix_rouge_l(a, b), prefix_score('m', (SELECT b FROM p), a, b, '{\"per_token\": true}') FROM t"); break;
       default: snprintf(sql, sizeof sql, "SELECT prefix_generate('%s', NULL, 'Hi', '{\"max_tokens\": 3}')", name); break;
     }
     run(db, sql, tid);
