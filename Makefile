@@ -25,16 +25,63 @@ ENGINE_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC))
 EXT_OBJ    = $(patsubst %.c,$(BUILD)/obj/%.o,$(EXT_SRC))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS      = $(BUILD)/prefix-mkmodel $(BUILD)/prefix-bench
+# the extension compiled into an app (SQLITE_CORE: direct calls to the app's SQLite)
+CORE_OBJ   = $(patsubst %.c,$(BUILD)/obj-core/%.o,$(EXT_SRC))
+HEADERS    = ext/sqlite_prefix.h engine/prefix_engine.h engine/train.h engine/metrics.h
+VERSION    = $(shell sed -n 's/^\#define PF_VERSION "\(.*\)"/\1/p' engine/prefix_engine.h)
 
-.PHONY: all deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan
-all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(TOOLS)
+# make install: PREFIX (default /usr/local) and DESTDIR as usual
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+
+.PHONY: all deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
+static: $(BUILD)/libsqlite_prefix.a
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
 
+$(BUILD)/obj-core/%.o: %.c $(wildcard engine/*.h ext/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -DSQLITE_CORE -c $< -o $@
+
 $(BUILD)/libprefix_engine.a: $(ENGINE_OBJ)
 	ar rcs $@ $^
+
+# the static library an app links with its SQLite: the extension (SQLITE_CORE) and the engine
+$(BUILD)/libsqlite_prefix.a: $(CORE_OBJ) $(ENGINE_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(BINDIR)
+	install -m 755 $(BUILD)/prefix.so $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.so
+	install -m 644 $(BUILD)/libsqlite_prefix.a $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a
+	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' \
+	  'includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))/sqlite-prefix' '' 'Name: sqlite-prefix' \
+	  'Description: prefix-tuning inside SQLite (static library; the loadable extension is $${libdir}/sqlite-prefix/prefix.so)' \
+	  'Version: $(VERSION)' 'Requires.private: sqlite3' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsqlite_prefix' \
+	  'Libs.private: -lopenblas -lutf8proc -lm -lpthread' >$(DESTDIR)$(LIBDIR)/pkgconfig/sqlite-prefix.pc
+	install -m 644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/
+	install -m 755 $(BUILD)/prefix-mkmodel $(DESTDIR)$(BINDIR)/prefix-mkmodel
+
+# the host-language packages with the extension bundled (bindings/python, bindings/node)
+python-package: $(BUILD)/prefix.so
+	cp $(BUILD)/prefix.so bindings/python/sqlite_prefix/prefix.so
+node-package: $(BUILD)/prefix.so
+	cp $(BUILD)/prefix.so bindings/node/prefix.so
+# their tests: Debian's python3, and Node with better-sqlite3 built from the npm registry (tests/bindings.sh)
+test-bindings: all
+	@sh tests/bindings.sh $(BUILD)
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.so $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/sqlite-prefix.pc $(DESTDIR)$(BINDIR)/prefix-mkmodel \
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/,$(notdir $(HEADERS)))
+	-rmdir $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix 2>/dev/null
 
 $(BUILD)/prefix.so: $(EXT_OBJ) $(ENGINE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $^ $(LDLIBS)
@@ -115,4 +162,4 @@ tsan: deps
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TSAN_SECONDS=$(TSAN_SECONDS) dist-tsan/threads
 
 clean:
-	rm -rf dist dist-san dist-fuzz dist-oom dist-tsan
+	rm -rf dist dist-san dist-fuzz dist-oom dist-tsan dist-node

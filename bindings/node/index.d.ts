@@ -1,0 +1,5 @@
+/** Load the sqlite-prefix extension into a better-sqlite3 Database or a node:sqlite DatabaseSync. */
+export function load(db: { loadExtension(path: string): unknown }, path?: string): void;
+/** The prefix.so load() would use: $SQLITE_PREFIX_PATH, the bundled one, or make install's. */
+export function getLoadablePath(): string;
+export const version: string;

@@ -1,0 +1,47 @@
+'use strict';
+// sqlite-prefix for Node: load the extension into a better-sqlite3 Database or a node:sqlite DatabaseSync.
+//
+//   const Database = require('better-sqlite3');
+//   const prefix = require('sqlite-prefix');
+//   const db = new Database(':memory:');
+//   prefix.load(db);
+//
+// The extension is looked up, in order: the path argument; $SQLITE_PREFIX_PATH; prefix.so in this package;
+// make install's places (/usr/local/lib/sqlite-prefix, /usr/lib/sqlite-prefix).
+const fs = require('fs');
+const path = require('path');
+
+const version = '0.1.0';
+
+function getLoadablePath() {
+  const env = process.env.SQLITE_PREFIX_PATH;
+  if (env) {
+    if (fs.existsSync(env)) return env;
+    throw new Error(`sqlite-prefix: SQLITE_PREFIX_PATH is '${env}', which is not a file`);
+  }
+  const looked = [path.join(__dirname, 'prefix.so'), '/usr/local/lib/sqlite-prefix/prefix.so', '/usr/lib/sqlite-prefix/prefix.so'];
+  for (const p of looked) if (fs.existsSync(p)) return p;
+  throw new Error(`sqlite-prefix: prefix.so not found (looked in ${looked.join(', ')}). Build it (make, in the ` +
+                  'sqlite-prefix source tree) and set SQLITE_PREFIX_PATH=/path/to/dist/prefix.so, run make install, or pass load(db, path)');
+}
+
+function load(db, file) {
+  if (!db || typeof db.loadExtension !== 'function') {
+    throw new TypeError('sqlite-prefix: load(db) takes a better-sqlite3 Database, or a node:sqlite DatabaseSync ' +
+                        'opened with { allowExtension: true } (Node 22.5 and later)');
+  }
+  const p = file || getLoadablePath();
+  if (typeof db.enableLoadExtension === 'function') {   // node:sqlite
+    try {
+      db.enableLoadExtension(true);
+    } catch (e) {
+      throw new Error('sqlite-prefix: this node:sqlite database does not allow extensions: open it with ' +
+                      `new DatabaseSync(file, { allowExtension: true }) (${e.message})`);
+    }
+    try { db.loadExtension(p); } finally { db.enableLoadExtension(false); }
+    return;
+  }
+  db.loadExtension(p);   // better-sqlite3: the entry point sqlite3_prefix_init comes from the file name
+}
+
+module.exports = { load, getLoadablePath, version };
