@@ -36,17 +36,26 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: all deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
+	$(CC) $(CFLAGS) $(SAN) -I$(BUILD) -c $< -o $@
+
+# prefix_debug's commit and build flags, rewritten only when they change
+PF_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -modified)
+$(BUILD)/buildinfo.h: FORCE
+	@mkdir -p $(BUILD)
+	@printf '#define PF_COMMIT "%s"\n#define PF_BUILD_FLAGS "%s"\n' '$(PF_COMMIT)' '$(strip $(CC) $(CFLAGS) $(SAN))' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(BUILD)/obj/ext/fn_help.o $(BUILD)/obj-core/ext/fn_help.o: $(BUILD)/buildinfo.h
+FORCE:
 
 $(BUILD)/obj-core/%.o: %.c $(wildcard engine/*.h ext/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) -DSQLITE_CORE -c $< -o $@
+	$(CC) $(CFLAGS) $(SAN) -I$(BUILD) -DSQLITE_CORE -c $< -o $@
 
 $(BUILD)/libprefix_engine.a: $(ENGINE_OBJ)
 	ar rcs $@ $^

@@ -931,6 +931,24 @@ static int cpu_has(int kind) {
   return 1;
 }
 
+int pf_build_info(char *buf, size_t n) {
+  __builtin_cpu_init();
+  static const char *feat[] = {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"};
+  int have[10] = {__builtin_cpu_supports("sse4.2"), __builtin_cpu_supports("avx"), __builtin_cpu_supports("avx2"),
+                  __builtin_cpu_supports("fma"), __builtin_cpu_supports("f16c"), __builtin_cpu_supports("avx512f"),
+                  __builtin_cpu_supports("avx512bw"), __builtin_cpu_supports("avx512vl"),
+                  __builtin_cpu_supports("avx512vnni"), __builtin_cpu_supports("avxvnni")};
+  int len = snprintf(buf, n, "CPU features: ");
+  for (int i = 0; i < 10; i++)
+    if (have[i]) len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0, "%s ", feat[i]);
+  const char *cfg = openblas_get_config(), *core = openblas_get_corename();
+  len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0,
+                  "\nKernel: %s (engine kernels available: %s%s)\nBLAS: %s, core %s\nThreads: %d\n",
+                  pf_kernel_name(pf_get_kernel()), cpu_has(PF_KERNEL_AVX512) ? "avx512 " : "",
+                  cpu_has(PF_KERNEL_AVX2) ? "avx2" : "none", cfg ? cfg : "?", core ? core : "?", pf_get_threads());
+  return len;
+}
+
 const char *pf_kernel_name(int kind) {
   static const char *n[] = {"auto", "naive", "blas", "avx2", "avx512"};
   return kind >= 0 && kind <= PF_KERNEL_AVX512 ? n[kind] : "?";

@@ -179,6 +179,8 @@ void pf_threads_pop(int old);
 ** (the kernel in use, and each available kernel's speed as timed once per process). Returns the length, as
 ** snprintf does. */
 int pf_system_info(char *buf, size_t n);
+/* Lines "CPU features: …", "Kernel: …", "BLAS: …", "Threads: n" for bug reports (prefix_debug). */
+int pf_build_info(char *buf, size_t n);
 /* Seconds on the monotonic clock (for timing and deadlines). */
 double pf_clock(void);
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 
@@ -199,13 +200,21 @@ static void shuffle(int *a, int n, uint64_t *s) {
   }
 }
 
-static void draw_bar(const pf_progress *pr) {
+/* Progress on stderr: on a terminal a bar redrawn in place (at most 10 times a second); otherwise (a log
+** file, a pipe) one line per tenth of the run, no carriage returns. */
+static void draw_bar(const pf_progress *pr, int tty) {
+  char val[32] = "";
+  if (!isnan(pr->val_loss)) snprintf(val, sizeof val, " val %.4f", pr->val_loss);
+  if (!tty) {
+    fprintf(stderr, "prefix_train: step %d/%d (%d%%) epoch %d loss %.4f%s %.0f tok/s eta %.0fs\n", pr->step, pr->total_steps,
+            pr->total_steps ? (int)(100.0 * pr->step / pr->total_steps) : 100, pr->epoch, pr->train_loss, val, pr->tokens_per_s, pr->eta_s);
+    fflush(stderr);
+    return;
+  }
   int width = 24, fill = pr->total_steps ? (int)((double)pr->step * width / pr->total_steps) : 0;
   char bar[32];
   for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
   bar[width] = 0;
-  char val[32] = "";
-  if (!isnan(pr->val_loss)) snprintf(val, sizeof val, " val %.4f", pr->val_loss);
   fprintf(stderr, "\rprefix_train [%s] step %d/%d epoch %d loss %.4f%s %.0f tok/s eta %.0fs   ", bar, pr->step,
           pr->total_steps, pr->epoch, pr->train_loss, val, pr->tokens_per_s, pr->eta_s);
   if (pr->done) fprintf(stderr, "\n");
@@ -328,6 +337,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   float *best_kv = NULL, *init_kv = NULL, *init_emb = NULL;
   int *len = NULL, *tok = NULL, *tgt = NULL, *order = NULL, *idx = NULL;
   sbuf hist = {0}, vhist = {0}, meta = {0};
+  int bar_open = 0;   /* a terminal bar is on the screen without its newline */
   *blob = NULL;
   *blob_len = 0;
 
@@ -477,6 +487,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   sb_printf(&vhist, "[");
   int pos_in_epoch = steps_per_epoch, epoch = 0, stopped_early = 0;
   long step0 = 0;   /* optimizer steps before this run (a continued state) */
+  int tty = isatty(2), show = p->progress < 0 ? tty : p->progress;   /* progress -1: when stderr is a terminal */
   if (wm && wm->st) {
     step0 = (long)wm->step;
     rs = wm->rng;
@@ -557,12 +568,13 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
         stopped_early = 1;
       }
     }
-    if (progress || p->progress) {
+    if (progress || show) {
       double el = pf_clock() - t0;
       pf_progress pr = {step, total, epoch, n_epochs, loss, last_val, best, el > 0 ? tokens_done / el : 0, el,
                         step ? el * (total - step) / step : 0, step == total || stopped_early};
       if (progress) progress(parg, &pr);
-      if (p->progress && (pr.done || el - last_draw >= 0.1)) { draw_bar(&pr); last_draw = el; }
+      if (show && tty && (pr.done || el - last_draw >= 0.1)) { draw_bar(&pr, 1); last_draw = el; bar_open = !pr.done; }
+      if (show && !tty && (pr.done || (long)step * 10 / total != (long)(step - 1) * 10 / total)) draw_bar(&pr, 0);
     }
     if (stopped_early) break;
   }
@@ -622,6 +634,7 @@ done_early:
   free_seqs(va, n_va);
   return rc;
 done:
+  if (bar_open) fputc('\n', stderr);   /* an error or an interrupt ends the bar's line */
   free_seqs(tr, n_tr);
   free_seqs(va, n_va);
   pf_pparams_free(pp);

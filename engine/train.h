@@ -74,7 +74,7 @@ typedef struct pf_train_params {
   int eval_every;      /* steps between validations; 0 = once per epoch */
   int patience;        /* evaluations without improvement before stopping; 0 = off */
   int dtype;           /* PF_DTYPE_* of the BLOB payload */
-  int progress;        /* draw a progress bar on stderr */
+  int progress;        /* progress on stderr: 1 on (a bar on a terminal, else a line per 10%), 0 off, -1 when stderr is a terminal */
   int add_eos;         /* append EOS to every completion (default 1) */
   int activation_mb;   /* saved activations per pass (0 = PF_ACT_BUDGET); bigger batches run in parts */
   /* warm start: a prefix BLOB of this model to start from (NULL: random or init_text). With a training-state
@@ -176,6 +176,28 @@ int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err);
 void pf_prefix_clear(pf_prefix *p);
 /* Point a generation item at a decoded prefix or ensemble (p may be NULL: no prefix). */
 void pf_item_set_prefix(pf_batch_item *it, const pf_prefix *p);
+/* ------------------------------------------------------- PEFT, safetensors (peft.c) */
+#define PF_ST_NAME 256
+typedef struct pf_st_tensor {
+  char name[PF_ST_NAME];
+  int dtype, elem_size, n_dims;
+  int64_t shape[8];
+  uint64_t begin, end, n_elems;   /* byte range within the data */
+} pf_st_tensor;
+typedef struct pf_st_file { pf_st_tensor *t; int n; const uint8_t *data; size_t data_len; } pf_st_file;
+/* Parse and check a safetensors file held in memory (the tensors point into it). */
+int pf_safetensors_read(const uint8_t *b, size_t n, pf_st_file *f, pf_err *err);
+void pf_safetensors_clear(pf_st_file *f);
+const pf_st_tensor *pf_safetensors_find(const pf_st_file *f, const char *name);
+/* A prefix as PEFT's prefix-tuning adapter file (adapter_model.safetensors): "prompt_embeddings" (P, L*2*kv_dim),
+** F32, keys in Hugging Face's RoPE layout for llama; and its adapter_config.json (n_head: the model's, for the
+** record; PEFT's GQA rule makes num_attention_heads the key/value heads). */
+int pf_peft_export(const pf_prefix *p, uint8_t **out, size_t *out_len, pf_err *err);
+char *pf_peft_config_json(const pf_prefix *p, int n_head);
+/* Keys and values (layout of pf_seq_set_prefix) from a PEFT adapter file for model m; want_P > 0: the
+** config's num_virtual_tokens, checked. *kv malloc'ed. */
+int pf_peft_import(const pf_model *m, const uint8_t *st, size_t st_len, int want_P, float **kv, int *P, pf_err *err);
+
 /* prefix_info JSON (malloc'ed). */
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len);
 

@@ -126,5 +126,7 @@ int pfx_register_batch(sqlite3 *db);
 int pfx_register_cache(sqlite3 *db);
 int pfx_register_chat(sqlite3 *db);
 int pfx_register_metrics(sqlite3 *db);
+int pfx_register_peft(sqlite3 *db);
+int pfx_register_help(sqlite3 *db);
 
 #endif

@@ -239,5 +239,7 @@ int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines
   if (rc == SQLITE_OK) rc = pfx_register_cache(db);
   if (rc == SQLITE_OK) rc = pfx_register_chat(db);
   if (rc == SQLITE_OK) rc = pfx_register_metrics(db);
+  if (rc == SQLITE_OK) rc = pfx_register_peft(db);
+  if (rc == SQLITE_OK) rc = pfx_register_help(db);
   return rc;
 }

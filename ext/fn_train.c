@@ -82,6 +82,7 @@ static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, tr
   o->p.prefix_len = 0;
   o->p.mode = -1;
   o->p.mid_dim = -1;
+  o->p.progress = -1;   /* a bar when stderr is a terminal (the shell), unless the options say */
   int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
                              n_owned, errmsg);
   if (!rc && o->init_hex) {   /* hex(blob) -> bytes, in place */
@@ -189,7 +190,6 @@ static void train_and_result(sqlite3_context *ctx, const char *fn, pfx_model *pm
                     &job, pfx_cancel_check, &cancel, &blob, &len, &e);
   pfx_cancel_done(&cancel);
   if (rc) {
-    if (o->p.progress) fprintf(stderr, "\n");
     pfx_job_finish(job, rc == PF_INTERRUPT ? "interrupted" : "failed", e.msg);
     pfx_result_err(ctx, fn, &e);
     return;

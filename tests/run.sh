@@ -68,12 +68,15 @@ for file in tests/sql/*.test; do
     i=$((i + 1))
   done
 done
-# make install, the static library through pkg-config, examples/c, the installed extension's dependencies
-sh tests/install.sh "$BUILD" >"$log" 2>&1
-p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
-grep '^FAIL ' "$log"
-echo "install: $p passed, $f failed"
-pass=$((pass + p)); fail=$((fail + f))
+# shell-level checks: make install, the static library through pkg-config, examples/c, the installed
+# extension's dependencies (install.sh); the progress output on a terminal and in a log (progress.sh)
+for t in install progress; do
+  sh "tests/$t.sh" "$BUILD" >"$log" 2>&1
+  p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
+  grep -E '^(FAIL|#) ' "$log"
+  echo "$t: $p passed, $f failed"
+  pass=$((pass + p)); fail=$((fail + f))
+done
 # Every SQL function and module the extension registers has a SQL test.
 names=$(printf '.load %s/prefix\nSELECT DISTINCT name FROM pragma_function_list WHERE name LIKE '"'"'prefix%%'"'"' UNION SELECT name FROM pragma_module_list WHERE name LIKE '"'"'prefix%%'"'"';\n' "$BUILD" |
         env $SHELL_ENV sqlite3 -batch :memory: 2>&1)

@@ -4,7 +4,9 @@
 ** Decoded (every header check, checksum, metadata, values, sections, ensemble
 ** members), described as prefix_info does, checked against stories260K, and
 ** when it fits that model, used to generate two tokens and to score a pair;
-** one with a training state is continued for one training step. Inputs with a good checksum are rare,
+** one with a training state is continued for one training step. With bit 1 of
+** the first byte set, the rest is a safetensors file (a PEFT adapter): read,
+** checked, and imported as a prefix of stories260K. Inputs with a good checksum are rare,
 ** so half the time the harness repairs the checksum first: the checks after
 ** it get fuzzed too.
 */
@@ -26,8 +28,32 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
+/* a safetensors file (PEFT adapter): parsed, then imported for stories260K */
+static void one_safetensors(const uint8_t *b, size_t n) {
+  pf_st_file f;
+  pf_err e;
+  e.msg[0] = 0;
+  if (pf_safetensors_read(b, n, &f, &e) == 0) {
+    for (int i = 0; i < f.n; i++)
+      if (f.t[i].end > f.data_len || f.t[i].end - f.t[i].begin != f.t[i].n_elems * (uint64_t)f.t[i].elem_size) __builtin_trap();
+    pf_safetensors_clear(&f);
+    float *kv = NULL;
+    int P = 0;
+    if (pf_peft_import(g_m, b, n, 0, &kv, &P, &e) == 0) {
+      uint8_t *blob;
+      size_t bl;
+      if (pf_prefix_encode(g_m, kv, P, 0, "{}", &blob, &bl, &e) == 0) free(blob);
+      free(kv);
+    } else if (!e.msg[0]) __builtin_trap();
+  } else if (!e.msg[0]) __builtin_trap();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   if (n < 1 || n > (4u << 20)) return 0;
+  if (data[0] & 2) {   /* bit 1 of the first byte: the input is a safetensors file */
+    one_safetensors(data + 1, n - 1);
+    return 0;
+  }
   int fix = data[0] & 1;
   data++, n--;
   uint8_t *b = malloc(n ? n : 1);

@@ -1,0 +1,130 @@
+/*
+** fn_peft.c — prefixes to and from Hugging Face PEFT's prefix-tuning adapters.
+**
+**   SELECT writefile('adapter_model.safetensors', prefix_export(prefix, 'peft')),
+**          writefile('adapter_config.json', prefix_export_config(prefix)) FROM prefixes WHERE customer = 7;
+**   SELECT prefix_import('m', readfile('adapter_model.safetensors'), readfile('adapter_config.json'));
+**
+** The layout, the key permutation between GGUF and Hugging Face RoPE, and the checks: docs/prefix-format.md.
+*/
+#include "ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../engine/train.h"
+
+/* the prefix argument decoded (not cached: export is rare); -1 after an error on ctx */
+static int arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, pf_prefix *p) {
+  if (sqlite3_value_type(v) != SQLITE_BLOB) {
+    pfx_result_errorf(ctx, "%s: prefix must be a BLOB from prefix_train", fn);
+    return -1;
+  }
+  pf_err e;
+  if (pf_prefix_decode(sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v), p, &e)) { pfx_result_err(ctx, fn, &e); return -1; }
+  return 0;
+}
+
+static int arg_format(sqlite3_context *ctx, const char *fn, sqlite3_value *v) {
+  const char *f = (const char *)sqlite3_value_text(v);
+  if (f && !strcmp(f, "peft")) return 0;
+  pfx_result_errorf(ctx, "%s: format must be 'peft' (Hugging Face PEFT's prefix-tuning adapter), got %s%.40s%s", fn,
+                    f ? "'" : "", f ? f : "NULL", f ? "'" : "");
+  return -1;
+}
+
+static void fn_export(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  const char *fn = "prefix_export";
+  pf_prefix p;
+  if (arg_format(ctx, fn, argv[1]) || arg_prefix(ctx, fn, argv[0], &p)) return;
+  uint8_t *out;
+  size_t n;
+  pf_err e;
+  if (pf_peft_export(&p, &out, &n, &e)) pfx_result_err(ctx, fn, &e);
+  else sqlite3_result_blob64(ctx, out, n, free);
+  pf_prefix_clear(&p);
+}
+
+static void fn_export_config(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "prefix_export_config";
+  pf_prefix p;
+  if ((argc > 1 && arg_format(ctx, fn, argv[1])) || arg_prefix(ctx, fn, argv[0], &p)) return;
+  if (p.n_members) {
+    pfx_result_errorf(ctx, "%s: an ensemble of %d prefixes cannot be exported as one PEFT adapter: export its members", fn, p.n_members);
+    pf_prefix_clear(&p);
+    return;
+  }
+  char *s = pf_peft_config_json(&p, 0);
+  pf_prefix_clear(&p);
+  if (s) sqlite3_result_text(ctx, s, -1, free);
+  else sqlite3_result_error_nomem(ctx);
+}
+
+/* adapter_config.json against the model: returns num_virtual_tokens (0 if absent) or -1 after an error */
+static int check_config(sqlite3_context *ctx, const char *fn, sqlite3_value *cfg, const pf_hparams *hp) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(sqlite3_context_db_handle(ctx),
+                              "SELECT json_valid(?1) AND json_type(?1) = 'object', json_extract(?1, '$.peft_type'),"
+                              " json_extract(?1, '$.num_virtual_tokens'), json_extract(?1, '$.num_layers'),"
+                              " json_extract(?1, '$.token_dim'), json_extract(?1, '$.num_attention_heads'),"
+                              " json_extract(?1, '$.num_transformer_submodules')", -1, &st, NULL);
+  if (rc) { pfx_result_errorf(ctx, "%s: config: %s", fn, sqlite3_errmsg(sqlite3_context_db_handle(ctx))); return -1; }
+  sqlite3_bind_value(st, 1, cfg);
+  int P = -1;
+  if (sqlite3_step(st) != SQLITE_ROW) pfx_result_errorf(ctx, "%s: config: %s", fn, sqlite3_errmsg(sqlite3_context_db_handle(ctx)));
+  else if (!sqlite3_column_int(st, 0)) pfx_result_errorf(ctx, "%s: config must be adapter_config.json's JSON object", fn);
+  else {
+    const char *type = (const char *)sqlite3_column_text(st, 1);
+    struct { int col; const char *name; int want; } f[] = {
+        {3, "num_layers", hp->n_layer}, {4, "token_dim", hp->n_head_kv * hp->head_dim}, {5, "num_attention_heads", hp->n_head_kv}, {6, "num_transformer_submodules", 1}};
+    P = 0;
+    if (type && strcmp(type, "PREFIX_TUNING")) { pfx_result_errorf(ctx, "%s: config's peft_type is '%.40s', not 'PREFIX_TUNING'", fn, type); P = -1; }
+    for (size_t i = 0; i < sizeof f / sizeof f[0] && P == 0; i++)
+      if (sqlite3_column_type(st, f[i].col) != SQLITE_NULL && sqlite3_column_int64(st, f[i].col) != f[i].want) {
+        pfx_result_errorf(ctx, "%s: config's %s is %lld; this model needs %d%s", fn, f[i].name, sqlite3_column_int64(st, f[i].col), f[i].want,
+                          f[i].col == 5 ? " (PEFT counts the key/value heads for grouped-query attention)" : "");
+        P = -1;
+      }
+    if (P == 0 && sqlite3_column_type(st, 2) != SQLITE_NULL) {
+      sqlite3_int64 v = sqlite3_column_int64(st, 2);
+      if (v < 1 || v > 65536) { pfx_result_errorf(ctx, "%s: config's num_virtual_tokens %lld is not in 1..65536", fn, v); P = -1; }
+      else P = (int)v;
+    }
+  }
+  sqlite3_finalize(st);
+  return P;
+}
+
+static void fn_import(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *fn = "prefix_import";
+  pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
+  if (!pm) return;
+  const pf_model *m = pfx_model_engine(pm);
+  float *kv = NULL;
+  int P = 0, want = 0;
+  pf_err e;
+  if (sqlite3_value_type(argv[1]) != SQLITE_BLOB) { pfx_result_errorf(ctx, "%s: the adapter must be a BLOB (adapter_model.safetensors, e.g. readfile(...))", fn); goto done; }
+  if (!pf_model_has_weights(m)) { pfx_result_errorf(ctx, "%s: the model has no weights (vocab-only GGUF)", fn); goto done; }
+  if (argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL && (want = check_config(ctx, fn, argv[2], pf_model_hparams(m))) < 0) goto done;
+  if (pf_peft_import(m, sqlite3_value_blob(argv[1]), (size_t)sqlite3_value_bytes(argv[1]), want, &kv, &P, &e)) { pfx_result_err(ctx, fn, &e); goto done; }
+  char meta[128];
+  snprintf(meta, sizeof meta, "{\"init\":\"peft\",\"imported\":\"peft\",\"num_virtual_tokens\":%d}", P);
+  uint8_t *blob;
+  size_t n;
+  if (pf_prefix_encode(m, kv, P, PF_DTYPE_F32, meta, &blob, &n, &e)) pfx_result_err(ctx, fn, &e);
+  else sqlite3_result_blob64(ctx, blob, n, free);
+done:
+  free(kv);
+  pfx_model_release(pm);
+}
+
+int pfx_register_peft(sqlite3 *db) {
+  int rc = sqlite3_create_function_v2(db, "prefix_export", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_export, NULL, NULL, NULL);
+  for (int n = 1; n <= 2 && rc == SQLITE_OK; n++)
+    rc = sqlite3_create_function_v2(db, "prefix_export_config", n, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_export_config, NULL, NULL, NULL);
+  for (int n = 2; n <= 3 && rc == SQLITE_OK; n++)
+    rc = sqlite3_create_function_v2(db, "prefix_import", n, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_import, NULL, NULL, NULL);
+  return rc;
+}
