@@ -933,13 +933,13 @@ static int cpu_has(int kind) {
 
 int pf_build_info(char *buf, size_t n) {
   __builtin_cpu_init();
-  static const char *feat[] = {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"};
-  int have[10] = {__builtin_cpu_supports("sse4.2"), __builtin_cpu_supports("avx"), __builtin_cpu_supports("avx2"),
-                  __builtin_cpu_supports("fma"), __builtin_cpu_supports("f16c"), __builtin_cpu_supports("avx512f"),
-                  __builtin_cpu_supports("avx512bw"), __builtin_cpu_supports("avx512vl"),
-                  __builtin_cpu_supports("avx512vnni"), __builtin_cpu_supports("avxvnni")};
+  /* the names both gcc and clang 14 know */
+  static const char *feat[] = {"sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vnni"};
+  int have[8] = {__builtin_cpu_supports("sse4.2"), __builtin_cpu_supports("avx"), __builtin_cpu_supports("avx2"),
+                 __builtin_cpu_supports("fma"), __builtin_cpu_supports("avx512f"), __builtin_cpu_supports("avx512bw"),
+                 __builtin_cpu_supports("avx512vl"), __builtin_cpu_supports("avx512vnni")};
   int len = snprintf(buf, n, "CPU features: ");
-  for (int i = 0; i < 10; i++)
+  for (int i = 0; i < 8; i++)
     if (have[i]) len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0, "%s ", feat[i]);
   const char *cfg = openblas_get_config(), *core = openblas_get_corename();
   len += snprintf(buf + (len < (int)n ? len : (int)n), len < (int)n ? n - (size_t)len : 0,

@@ -91,6 +91,9 @@ int main(void) {
       {"resume", "SELECT length(prefix_train('m', 'SELECT a, b FROM t', json_object('max_steps', 1, 'save_state', json('true'),"
                  " 'init_prefix', hex(prefix_train('m', 'SELECT a, b FROM t', '{\"max_steps\": 1, \"prefix_len\": 2, \"mid_dim\": 4, \"save_state\": true}')))));"
                  "SELECT length(prefix_train('m', 'SELECT a, b FROM t', json_object('max_steps', 1, 'init_prefix', hex(b)))) FROM p;", NULL},
+      {"peft", "SELECT length(prefix_export(b, 'peft')), prefix_export_config(b),"
+               " length(prefix_import('m', prefix_export(b, 'peft'), prefix_export_config(b))) FROM p;", NULL},
+      {"help", "SELECT length(prefix_help()), length(prefix_debug()) > 0;", NULL},
       {"metrics", "SELECT prefix_bleu(a, json_array(b, a)), prefix_chrf(a, json_array(b)), prefix_rouge_l(a, b) FROM t;", NULL},
   };
   int bad = 0;
