@@ -1,11 +1,15 @@
-# sqlite-prefix — build, test, demo, bench.
-#   make          dist/prefix.so (the loadable extension) and dist/libprefix_engine.a
-#   make demo     runs examples/quickstart.sql in the sqlite3 shell
-#   make test     engine C tests + SQL tests; ends with "N passed, M failed"
-#   make bench    prints throughput figures (never fails on time)
-#   make bench-compare  the same beside llama.cpp's benchmarks, on the same files and threads
-#   make eval     the paper's E2E experiments through SQL (docs/evaluation.md; about 15 minutes)
-# Run as root on Debian, demo/test/bench first install missing packages.
+# sqlite-prefix — build, test, install, demo, bench.
+#   make               dist/prefix.so (loadable extension), dist/libsqlite_prefix.a (static: extension + engine),
+#                      dist/libprefix_engine.a (the engine alone), dist/prefix-mkmodel, dist/prefix-bench
+#   make demo          runs examples/quickstart.sql and examples/customers.sql in the sqlite3 shell
+#   make test          engine C tests, SQL tests, install/pkg-config/examples/c and progress checks;
+#                      ends with "N passed, M failed"
+#   make install       PREFIX (/usr/local) and DESTDIR as usual; make uninstall
+#   make test-bindings the Python and Node packages (bindings/); python-package / node-package bundle the .so
+#   make sanitize      the tests under AddressSanitizer + UBSan;  make fuzz | oom | tsan: docs/security.md
+#   make bench         throughput figures (never fails on time); make bench-compare: beside llama.cpp
+#   make eval          the paper's E2E experiments through SQL (docs/evaluation.md; about 7 minutes)
+# Run as root on Debian, the targets first install missing packages (tests/deps.sh).
 
 CC      ?= cc
 OPT     ?= -O2

@@ -31,6 +31,31 @@ blob = db.execute("""SELECT prefix_train('m', 'SELECT prompt, completion FROM pa
 out = db.execute("""SELECT prefix_generate('m', ?, 'The dog was', '{"stop": "\\n"}')""", (blob,)).fetchone()[0]
 check(isinstance(blob, bytes) and out == " happy in the sun.", "train from rows and generate with the prefix", repr(out))
 
+# the BLOB's checksum, computed as docs/prefix-format.md writes it out (no project code)
+import struct
+M = (1 << 64) - 1
+
+
+def pf_hash64(b, seed):
+    n = len(b)
+    h = (seed ^ (0x9E3779B97F4A7C15 * (n + 1))) & M
+    i = 0
+    while i + 8 <= n:
+        w = (struct.unpack("<Q", b[i:i + 8])[0] * 0xBF58476D1CE4E5B9) & M
+        w ^= w >> 31
+        h = ((h ^ w) * 0x94D049BB133111EB) & M
+        h ^= h >> 29
+        i += 8
+    t = (int.from_bytes(b[i:] + b"\0" * (8 - (n - i)), "little") * 0xBF58476D1CE4E5B9) & M
+    h = ((h ^ t ^ (n - i)) * 0x94D049BB133111EB) & M
+    h ^= h >> 32
+    h = (h * 0xD6E8FEB86659FD93) & M
+    return h ^ (h >> 32)
+
+
+check(struct.unpack("<Q", blob[-8:])[0] == pf_hash64(blob[:-8], 0x53515046),
+      "a BLOB's checksum verifies with the algorithm docs/prefix-format.md spells out")
+
 # prefix_jobs from a second connection on another thread, while the first trains
 seen = []
 
