@@ -224,12 +224,32 @@ static void test_resume(const pf_model *m, int mode, int mid, const char *name) 
 
 /* ------------------------------------------------------------ hostile */
 
-static void test_hostile_ensemble(const pf_model *m) {
+static pf_train_params tiny(int P, int mid, int steps) {
   pf_train_params p;
   pf_train_params_default(&p);
-  p.prefix_len = 2;
-  p.mid_dim = 0;
-  p.max_steps = 2;
+  p.prefix_len = P;
+  p.mid_dim = mid;
+  p.max_steps = steps;
+  return p;
+}
+
+/* one training step continued from BLOB c (prefix_len and mode from it); the error code, e filled */
+static int continue_from(const pf_model *m, const pf_train_params *base, const uint8_t *c, size_t n, pf_err *e) {
+  pf_train_params q = *base;
+  q.init_prefix = c;
+  q.init_prefix_len = n;
+  q.prefix_len = 0;
+  q.mode = -1;
+  q.max_steps = 1;
+  uint8_t *out = NULL;
+  size_t ol;
+  int rc = pf_train(m, EX, 5, NULL, 0, &q, NULL, NULL, NULL, NULL, &out, &ol, e);
+  free(out);
+  return rc;
+}
+
+static void test_hostile_ensemble(const pf_model *m) {
+  pf_train_params p = tiny(2, 0, 2);
   uint8_t *a, *b, *en;
   size_t an, bn, enl;
   pf_err e;
@@ -289,11 +309,7 @@ static void test_hostile_ensemble(const pf_model *m) {
 
 /* A training state changed and resealed: continuing from it is refused with a message, or continues. */
 static void test_hostile_state(const pf_model *m) {
-  pf_train_params p;
-  pf_train_params_default(&p);
-  p.prefix_len = 2;
-  p.mid_dim = 8;
-  p.max_steps = 3;
+  pf_train_params p = tiny(2, 8, 3);
   p.save_state = 1;
   uint8_t *a;
   size_t an;
@@ -313,38 +329,24 @@ static void test_hostile_state(const pf_model *m) {
   };
   int ok = 1;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    uint8_t *c = malloc(an), *out = NULL;
-    size_t ol;
+    uint8_t *c = malloc(an);
     memcpy(c, a, an);
     memcpy(c + so + cases[i].off, &cases[i].val, 4);
     pf_prefix_seal(c, an);
-    pf_train_params q = p;
-    q.init_prefix = c;
-    q.init_prefix_len = an;
-    q.prefix_len = 0;
-    q.mode = -1;
-    q.max_steps = 1;
-    int rc = pf_train(m, EX, 5, NULL, 0, &q, NULL, NULL, NULL, NULL, &out, &ol, &e);
+    int rc = continue_from(m, &p, c, an, &e);
     if (!rc || !t_contains(e.msg, cases[i].want)) { ok = 0; printf("# case %zu: rc %d '%s'\n", i, rc, rc ? e.msg : ""); }
-    free(out);
     free(c);
   }
   /* a NaN moment */
-  uint8_t *c = malloc(an), *out = NULL;
-  size_t ol;
+  uint8_t *c = malloc(an);
   memcpy(c, a, an);
   float nan = NAN;
   memcpy(c + so + sl - 4, &nan, 4);
   pf_prefix_seal(c, an);
-  pf_train_params q = p;
-  q.init_prefix = c;
-  q.init_prefix_len = an;
-  q.prefix_len = 0;
-  q.mode = -1;
-  q.mid_dim = -1;
-  int rc = pf_train(m, EX, 5, NULL, 0, &q, NULL, NULL, NULL, NULL, &out, &ol, &e);
+  pf_train_params any = p;
+  any.mid_dim = -1;
+  int rc = continue_from(m, &any, c, an, &e);
   if (!rc || !t_contains(e.msg, "invalid value")) { ok = 0; printf("# NaN: rc %d '%s'\n", rc, rc ? e.msg : ""); }
-  free(out);
   free(c);
   CHECK(ok, "state: damaged training states are refused with what is wrong", "see above");
   free(a);
