@@ -37,7 +37,9 @@ INSERT INTO prefixes(customer, model, model_fingerprint, prefix, options, rows, 
 .mode box
 SELECT customer, rows, steps, round(final_train_loss, 3) AS final_loss, length(prefix) AS bytes FROM live_prefixes ORDER BY customer;
 
--- The same prompts, continued by each customer's prefix and by the plain model.
+-- The same prompts, continued by each customer's prefix and by the plain model. The last two were never
+-- trained: "The cat was" borrows the nearest trained line (the dog's), "The night was" comes out as broken
+-- words -- a 260K-parameter model memorizes six pairs; it does not generalize a style from them.
 SELECT prompt,
        prefix_generate('m', (SELECT prefix FROM live_prefixes WHERE customer = 'sunny'),  prompt, '{"max_tokens": 24, "stop": "\n"}') AS sunny,
        prefix_generate('m', (SELECT prefix FROM live_prefixes WHERE customer = 'stormy'), prompt, '{"max_tokens": 24, "stop": "\n"}') AS stormy,
