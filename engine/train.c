@@ -281,7 +281,7 @@ static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *e
     wm->mode = rd32(s + 4); wm->P = rd32(s + 8); wm->mid = rd32(s + 12);
     wm->n = rd64(s + 16); wm->step = rd64(s + 24); wm->rng = rd64(s + 32);
     wm->epoch = rd32(s + 40); wm->pos = rd32(s + 44); wm->n_order = rd32(s + 48); wm->has_base = rd32(s + 52);
-    if (wm->mode > 1 || (int)wm->P != P || wm->mid > 65536 || wm->has_base > 1 || wm->step > (1ull << 40))
+    if (wm->mode > 1 || (int)wm->P != P || wm->mid > 65536 || wm->has_base > 1 || wm->step > (1ull << 40) || wm->epoch > (1u << 30))
       return pf_seterr(err, PF_ERR, "init_prefix: its training state is damaged (mode %u, prefix_len %u of %d, mid_dim %u)", wm->mode, wm->P, P, wm->mid);
     mode = (int)wm->mode;
     mid = (int)wm->mid;
@@ -493,7 +493,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
     rs = wm->rng;
     epoch = (int)wm->epoch;
     /* the same rows: the data order goes on where it stopped; other rows: a new epoch */
-    if ((int)wm->n_order == n_tr && (int)wm->pos <= steps_per_epoch) {
+    if (wm->n_order == (uint32_t)n_tr && wm->pos <= (uint32_t)steps_per_epoch) {   /* unsigned: a hostile 2^31 is not negative */
       const uint8_t *o = wm->st + STATE_HEADER;
       char *seen = calloc((size_t)n_tr, 1);
       int ok = seen != NULL;

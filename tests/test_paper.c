@@ -326,6 +326,7 @@ static void test_hostile_state(const pf_model *m) {
       {16, 1, "does not fit"},          /* parameter count */
       {48, 4, "does not fit"},          /* rows of the data order: the length no longer adds up */
       {56, 77, "data order is damaged"},/* an order entry out of range */
+      {40, 0x7fffffff, "damaged"},      /* the epoch */
   };
   int ok = 1;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -335,6 +336,18 @@ static void test_hostile_state(const pf_model *m) {
     pf_prefix_seal(c, an);
     int rc = continue_from(m, &p, c, an, &e);
     if (!rc || !t_contains(e.msg, cases[i].want)) { ok = 0; printf("# case %zu: rc %d '%s'\n", i, rc, rc ? e.msg : ""); }
+    free(c);
+  }
+  /* a position of 2^31 + 1 in the epoch (fuzz_prefix: read as a negative int it indexed before the order):
+  ** outside the epoch, so training starts a new one */
+  {
+    uint8_t *c = malloc(an);
+    memcpy(c, a, an);
+    uint32_t pos = 0x80000001u;
+    memcpy(c + so + 44, &pos, 4);
+    pf_prefix_seal(c, an);
+    int rc = continue_from(m, &p, c, an, &e);
+    if (rc) { ok = 0; printf("# position 2^31+1: rc %d '%s'\n", rc, e.msg); }
     free(c);
   }
   /* a NaN moment */
