@@ -102,8 +102,8 @@ struct gen {
   pf_work *w;
   pf_seq **seqs;
   int *ntok, *toks;
-  float *logits, *comb, *tmp;
-  int cap;            /* sequences the buffers hold */
+  float *logits;      /* (sequences, V): every sequence's next-token logits, in decode order */
+  float *comb, *tmp;  /* (V): an ensemble's combined scores; the scores before masks */
   double *cand_s;     /* beam candidates */
   int *cand_h, *cand_t;
 };
@@ -196,23 +196,6 @@ static int row_init(const pf_model *m, const pf_sample_params *p, row *r, pf_bat
   return PF_OK;
 }
 
-/* buffers for up to n sequences in one pass */
-static int gen_reserve(gen *g, int n) {
-  if (n <= g->cap) return 0;
-  size_t V = (size_t)g->m->hp.n_vocab;
-  pf_seq **s = realloc(g->seqs, sizeof *s * (size_t)n);
-  if (s) g->seqs = s;
-  int *nt = s ? realloc(g->ntok, sizeof(int) * (size_t)n) : NULL;
-  if (nt) g->ntok = nt;
-  float *lg = nt ? realloc(g->logits, sizeof(float) * (size_t)n * V) : NULL;
-  if (lg) g->logits = lg;
-  float *cb = lg ? realloc(g->comb, sizeof(float) * (size_t)n * V) : NULL;
-  if (cb) g->comb = cb;
-  if (!s || !nt || !lg || !cb) return -1;
-  g->cap = n;
-  return 0;
-}
-
 static void gen_free(gen *g) {
   for (int i = 0; i < g->n; i++) row_free(&g->rows[i]);
   free(g->rows);
@@ -232,22 +215,28 @@ static int gen_init(gen *g, const pf_model *m, const pf_sample_params *p, pf_bat
   g->rows = calloc((size_t)n + 1, sizeof *g->rows);
   g->w = pf_work_new();
   int B = p->beam_size > 1 ? p->beam_size : 1;
-  g->tmp = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+  size_t V = (size_t)m->hp.n_vocab;
+  g->tmp = malloc(sizeof(float) * V);
+  g->comb = malloc(sizeof(float) * V);
   if (B > 1) {
     g->cand_s = malloc(sizeof(double) * 2 * (size_t)B);
     g->cand_h = malloc(sizeof(int) * 2 * (size_t)B);
     g->cand_t = malloc(sizeof(int) * 2 * (size_t)B);
   }
-  if (!g->rows || !g->w || !g->tmp || (B > 1 && (!g->cand_s || !g->cand_h || !g->cand_t)))
+  if (!g->rows || !g->w || !g->tmp || !g->comb || (B > 1 && (!g->cand_s || !g->cand_h || !g->cand_t)))
     return pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n);
   g->n = n;
   int total = 0;
   for (int i = 0; i < n; i++) {
     int rc = row_init(m, p, &g->rows[i], &items[i], err);
     if (rc) { *bad = i; return rc; }
-    total += g->rows[i].B * g->rows[i].K;
+    total += g->rows[i].B * g->rows[i].K;   /* the most sequences one pass can have */
   }
-  if (gen_reserve(g, total)) return pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n);
+  g->seqs = malloc(sizeof *g->seqs * (size_t)total);
+  g->ntok = malloc(sizeof(int) * (size_t)total);
+  g->toks = malloc(sizeof(int) * (size_t)total);
+  g->logits = malloc(sizeof(float) * (size_t)total * V);
+  if (!g->seqs || !g->ntok || !g->toks || !g->logits) return pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n);
   return PF_OK;
 }
 
@@ -309,21 +298,10 @@ static int gen_forward(gen *g, pf_err *err) {
       for (int k = 0; k < r->K; k++) {
         g->seqs[n] = r->h[b].seq[k];
         g->ntok[n] = 1;
-        n++;
+        g->toks[n++] = r->h[b].ids[r->h[b].n_ids - 1];
       }
   }
-  if (!n) return PF_OK;
-  int *t = realloc(g->toks, sizeof(int) * (size_t)n);
-  if (!t) return pf_seterr(err, PF_NOMEM, "out of memory during generation");
-  g->toks = t;
-  n = 0;
-  for (int i = 0; i < g->n; i++) {
-    row *r = &g->rows[i];
-    if (r->done) continue;
-    for (int b = 0; b < r->n_live; b++)
-      for (int k = 0; k < r->K; k++) t[n++] = r->h[b].ids[r->h[b].n_ids - 1];
-  }
-  return pf_forward(g->m, g->w, g->seqs, g->ntok, n, t, g->logits, 0, err);
+  return n ? pf_forward(g->m, g->w, g->seqs, g->ntok, n, g->toks, g->logits, 0, err) : PF_OK;
 }
 
 static double logsumexp(const float *x, int n) {
@@ -336,11 +314,11 @@ static double logsumexp(const float *x, int n) {
 }
 
 /* The next-token scores of one hypothesis from its members' logits lg (K rows): one member's logits as they
-** are (*lse their log-normaliser), or for an ensemble log(mean of the members' probabilities) (*lse = 0). */
+** are (*lse their log-normaliser), or for an ensemble log(mean of the members' probabilities) (*lse = 0).
+** K <= 64: check_members bounds it. */
 static const float *combine(const float *lg, int K, int V, float *out, double *lse) {
   if (K == 1) { *lse = logsumexp(lg, V); return lg; }
-  double l[64], *lk = K <= 64 ? l : malloc(sizeof(double) * (size_t)K);
-  if (!lk) { *lse = logsumexp(lg, V); return lg; }   /* cannot happen for K <= 64; degrade to member 0 */
+  double lk[64];
   for (int k = 0; k < K; k++) lk[k] = logsumexp(lg + (size_t)k * V, V);
   double logK = log((double)K);
   for (int i = 0; i < V; i++) {
@@ -352,7 +330,6 @@ static const float *combine(const float *lg, int K, int V, float *out, double *l
   }
   int bad = 0;
   for (int k = 0; k < K; k++) bad |= isnan(lk[k]);
-  if (lk != l) free(lk);
   *lse = bad ? NAN : 0;
   return out;
 }
@@ -681,6 +658,7 @@ struct pf_stream {
   size_t emitted;     /* bytes of the text given out so far */
   char *piece;
   int replay;         /* beam search: index of the next token of the best beam to give */
+  size_t replay_bytes;/* the bytes of the best beam's tokens given so far */
   int finished;       /* nothing more to give */
 };
 
@@ -766,10 +744,9 @@ int pf_stream_next(pf_stream *s, pf_cancel_fn cancel, void *carg, pf_stream_tok 
     t->id = e->gen[i];
     t->logprob = e->lp[i];
     /* the text up to this token (within the ended beam's text) */
-    size_t cum = 0;
     char piece[256];
-    for (int j = 0; j <= i && j < e->n; j++) cum += (size_t)tok_piece(m, e->gen[j], piece, sizeof piece);
-    if (cum > e->raw_len) cum = e->raw_len;
+    if (i < e->n) s->replay_bytes += (size_t)tok_piece(m, e->gen[i], piece, sizeof piece);
+    size_t cum = s->replay_bytes < e->raw_len ? s->replay_bytes : e->raw_len;
     if (stream_piece(s, &s->p, e->raw, cum, s->replay == e->n + e->n_eos, t)) return pf_seterr(err, PF_NOMEM, "out of memory");
     return PF_OK;
   }

@@ -21,9 +21,10 @@
 /* next code point of s[i..n) (invalid bytes are taken one at a time, as U+FFFD) */
 static unsigned next_cp(const unsigned char *s, size_t n, size_t *i) {
   unsigned c = s[*i];
-  int need = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
-  if (need < 0 || *i + (size_t)need >= n + (need ? 0 : 1)) { (*i)++; return need == 0 ? c : 0xFFFD; }
-  unsigned cp = need ? c & (0x3Fu >> need) : c;
+  if (c < 0x80) { (*i)++; return c; }
+  int need = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
+  if (need < 0 || *i + (size_t)need >= n) { (*i)++; return 0xFFFD; }   /* invalid lead byte, or cut short */
+  unsigned cp = c & (0x3Fu >> need);
   for (int k = 1; k <= need; k++) {
     if ((s[*i + k] & 0xC0) != 0x80) { (*i)++; return 0xFFFD; }
     cp = (cp << 6) | (s[*i + k] & 0x3F);

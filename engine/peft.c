@@ -249,11 +249,12 @@ const pf_st_tensor *pf_safetensors_find(const pf_st_file *f, const char *name) {
   return NULL;
 }
 
-/* element i of a float tensor as f32 */
+/* element i of a float tensor as f32 (dtype F32, F16 or BF16: st_types' first three) */
+enum { ST_F32 = 0, ST_F16 = 1, ST_BF16 = 2 };
 static float st_get(const pf_st_file *f, const pf_st_tensor *t, uint64_t i) {
   const uint8_t *p = f->data + t->begin + i * (uint64_t)t->elem_size;
-  if (!strcmp(st_types[t->dtype].name, "F32")) { float v; memcpy(&v, p, 4); return v; }
-  if (!strcmp(st_types[t->dtype].name, "F16")) { uint16_t h; memcpy(&h, p, 2); return pf_f16_to_f32(h); }
+  if (t->dtype == ST_F32) { float v; memcpy(&v, p, 4); return v; }
+  if (t->dtype == ST_F16) { uint16_t h; memcpy(&h, p, 2); return pf_f16_to_f32(h); }
   uint16_t h;   /* BF16 */
   memcpy(&h, p, 2);
   uint32_t u = (uint32_t)h << 16;
@@ -332,8 +333,10 @@ int pf_peft_import(const pf_model *m, const uint8_t *st, size_t st_len, int want
   int L = hp->n_layer, H = hp->n_head_kv, D = hp->head_dim, kvd = H * D;
   size_t cols = (size_t)L * 2 * kvd;
   if (!t) { rc = pf_seterr(err, PF_ERR, "the safetensors file has no tensor 'prompt_embeddings' (%d tensors): not a PEFT prefix-tuning adapter", f.n); goto done; }
-  const char *dt = st_types[t->dtype].name;
-  if (strcmp(dt, "F32") && strcmp(dt, "F16") && strcmp(dt, "BF16")) { rc = pf_seterr(err, PF_ERR, "prompt_embeddings has dtype %s; F32, F16 or BF16 expected", dt); goto done; }
+  if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+    rc = pf_seterr(err, PF_ERR, "prompt_embeddings has dtype %s; F32, F16 or BF16 expected", st_types[t->dtype].name);
+    goto done;
+  }
   if (t->n_dims != 2 || (uint64_t)t->shape[1] != cols || t->shape[0] < 1 || t->shape[0] > 65536) {
     rc = pf_seterr(err, PF_ERR, "prompt_embeddings has shape (%lld, %lld); this model's prefix needs (num_virtual_tokens, %zu) = "
                    "(P, n_layer %d x 2 x n_head_kv %d x head_dim %d) (an adapter saved with prefix_projection in inference mode "
