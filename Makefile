@@ -2,9 +2,12 @@
 #   make               dist/prefix.so (loadable extension), dist/libsqlite_prefix.a (static: extension + engine),
 #                      dist/libprefix_engine.a (the engine alone), dist/prefix-mkmodel, dist/prefix-bench
 #   make demo          runs examples/quickstart.sql and examples/customers.sql in the sqlite3 shell
+#   make cluster       dist/prefix-node, prefix-worker, prefix-cluster (dqlite; docs/scaling.md)
+#   make cluster-demo  3 nodes and 2 workers on 127.0.0.1 train and serve examples/customers.sql
 #   make test          engine C tests, SQL tests, install/pkg-config/examples/c and progress checks;
 #                      ends with "N passed, M failed"
-#   make install       PREFIX (/usr/local) and DESTDIR as usual; make uninstall
+#   make install       PREFIX (/usr/local) and DESTDIR as usual; make install-cluster adds the cluster
+#                      programs and sql/*.sql (share/sqlite-prefix); make uninstall removes both
 #   make test-bindings the Python and Node packages (bindings/); python-package / node-package bundle the .so
 #   make sanitize      the tests under AddressSanitizer + UBSan;  make fuzz | oom | tsan: docs/security.md
 #   make bench         throughput figures (never fails on time); make bench-compare: beside llama.cpp
@@ -40,7 +43,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
@@ -81,6 +84,12 @@ install: all
 	install -m 644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/
 	install -m 755 $(BUILD)/prefix-mkmodel $(DESTDIR)$(BINDIR)/prefix-mkmodel
 
+# the cluster programs (needs libdqlite-dev to build, libdqlite0 to run) and the SQL they expect
+install-cluster: cluster
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/share/sqlite-prefix
+	install -m 755 $(CLUSTER_BINS) $(DESTDIR)$(BINDIR)/
+	install -m 644 sql/schema.sql sql/cluster.sql $(DESTDIR)$(PREFIX)/share/sqlite-prefix/
+
 # the host-language packages with the extension bundled (bindings/python, bindings/node)
 python-package: $(BUILD)/prefix.so
 	cp $(BUILD)/prefix.so bindings/python/sqlite_prefix/prefix.so
@@ -93,8 +102,10 @@ test-bindings: all
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.so $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a \
 	  $(DESTDIR)$(LIBDIR)/pkgconfig/sqlite-prefix.pc $(DESTDIR)$(BINDIR)/prefix-mkmodel \
-	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/,$(notdir $(HEADERS)))
-	-rmdir $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix 2>/dev/null
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/,$(notdir $(HEADERS))) \
+	  $(addprefix $(DESTDIR)$(BINDIR)/,prefix-node prefix-worker prefix-cluster) \
+	  $(DESTDIR)$(PREFIX)/share/sqlite-prefix/schema.sql $(DESTDIR)$(PREFIX)/share/sqlite-prefix/cluster.sql
+	-rmdir $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(PREFIX)/share/sqlite-prefix 2>/dev/null
 
 $(BUILD)/prefix.so: $(EXT_OBJ) $(ENGINE_OBJ)
 	$(CC) $(SAN) -shared -o $@ $^ $(LDLIBS)
@@ -111,11 +122,28 @@ $(BUILD)/prefix-bench: tests/bench.c $(BUILD)/libprefix_engine.a
 deps:
 	@sh tests/deps.sh
 
+# the dqlite cluster tools (ext/cluster, docs/scaling.md): prefix-node, prefix-worker, prefix-cluster.
+# They need libdqlite-dev (tests/deps.sh installs it as root); the extension itself does not.
+CLUSTER_BINS = $(BUILD)/prefix-node $(BUILD)/prefix-worker $(BUILD)/prefix-cluster
+CLUSTER_HDR  = ext/cluster/dqclient.h ext/sqlite_prefix.h
+cluster: $(CLUSTER_BINS)
+$(BUILD)/obj/ext/cluster/dqclient.o: ext/cluster/dqclient.c ext/cluster/dqclient.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
+$(BUILD)/prefix-node $(BUILD)/prefix-worker: $(BUILD)/prefix-%: ext/cluster/%.c $(CLUSTER_HDR) $(BUILD)/obj/ext/cluster/dqclient.o $(BUILD)/libsqlite_prefix.a
+	$(CC) $(CFLAGS) $(SAN) $< $(BUILD)/obj/ext/cluster/dqclient.o $(BUILD)/libsqlite_prefix.a -o $@ -ldqlite $(TEST_LDLIBS)
+$(BUILD)/prefix-cluster: ext/cluster/cli.c $(CLUSTER_HDR) $(BUILD)/obj/ext/cluster/dqclient.o
+	$(CC) $(CFLAGS) $(SAN) $< $(BUILD)/obj/ext/cluster/dqclient.o -o $@
+
+# three prefix-node processes and two prefix-worker processes on 127.0.0.1 (examples/cluster-demo.sh)
+cluster-demo: deps all cluster
+	BUILD=$(BUILD) sh examples/cluster-demo.sh
+
 demo: deps all
 	sed 's|\.\./shared/models/|$(PREFIX_MODEL_DIR)/|g' examples/quickstart.sql | sqlite3 :memory:
 	sed 's|\.\./shared/models/|$(PREFIX_MODEL_DIR)/|g' examples/customers.sql | sqlite3 :memory:
 
-test: deps all $(TEST_BINS)
+test: deps all cluster $(TEST_BINS)
 	@sh tests/run.sh $(BUILD)
 
 bench: deps all
@@ -126,6 +154,10 @@ bench: deps all
 eval: deps all
 	PREFIX_DATA_DIR=$${PREFIX_DATA_DIR:-../shared/data} BUILD=$(BUILD) tests/eval/e2e.sh
 
+# the cluster's figures (docs/scaling.md): prefixes/minute by 1 and 2 workers, tokens/s through a node
+bench-cluster: deps all cluster
+	@sh tests/bench_cluster.sh $(BUILD)
+
 bench-compare: deps all
 	@sh tests/bench_compare.sh $(BUILD)
 
@@ -133,9 +165,9 @@ bench-compare: deps all
 sanitize:
 	$(MAKE) test BUILD=dist-san OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
-# libFuzzer targets (clang, ASan + UBSan) on GGUF files, prefix BLOBs, tokenizers, options and the SQL
-# surface; each runs FUZZ_SECONDS (default 60). Long runs: make fuzz FUZZ_SECONDS=3600. See docs/security.md.
-FUZZ_TARGETS = gguf prefix tokenize options sql
+# libFuzzer targets (clang, ASan + UBSan) on GGUF files, prefix BLOBs, tokenizers, options, the SQL
+# surface and the cluster client's parsing of server responses; each runs FUZZ_SECONDS (default 60). Long runs: make fuzz FUZZ_SECONDS=3600. See docs/security.md.
+FUZZ_TARGETS = gguf prefix tokenize options sql dqclient
 FUZZ_SECONDS ?= 60
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_BINS = $(patsubst %,dist-fuzz/fuzz_%,$(FUZZ_TARGETS))
@@ -150,6 +182,10 @@ dist-fuzz/fuzz_gguf dist-fuzz/fuzz_prefix dist-fuzz/fuzz_tokenize: dist-fuzz/fuz
 
 dist-fuzz/fuzz_options dist-fuzz/fuzz_sql: dist-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/sqlharness.h tests/fuzz/common.h dist-fuzz/libprefix_engine.a $(FUZZ_EXT_OBJ)
 	clang -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) -Iengine $< $(FUZZ_EXT_OBJ) dist-fuzz/libprefix_engine.a -o $@ $(TEST_LDLIBS)
+
+# the cluster client's response parsing (ext/cluster/dqclient.c), fed by a socket pair
+dist-fuzz/fuzz_dqclient: tests/fuzz/fuzz_dqclient.c ext/cluster/dqclient.c ext/cluster/dqclient.h
+	clang -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) -D_GNU_SOURCE $< -o $@
 
 fuzz:
 	@sh tests/deps.sh clang libclang-rt-dev

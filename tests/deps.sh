@@ -1,8 +1,9 @@
 #!/bin/sh
 # Install the Debian packages sqlite-prefix needs, when they are missing.
 # As root it runs apt-get; otherwise it says what to install and fails.
-# Extra packages (the fuzzers: clang libclang-rt-dev) are given as arguments.
-PKGS="gcc make libc6-dev sqlite3 libsqlite3-dev libopenblas-dev libutf8proc-dev pkgconf $*"   # extra packages as arguments
+# libdqlite-dev is for the cluster tools and their tests only (make cluster); the extension does not
+# link it. Extra packages (the fuzzers: clang libclang-rt-dev) are given as arguments.
+PKGS="gcc make libc6-dev sqlite3 libsqlite3-dev libopenblas-dev libutf8proc-dev pkgconf libdqlite-dev $*"   # extra packages as arguments
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -41,6 +41,14 @@ env_pre=""
 v=$(printf '.load %s\nSELECT prefix_version();\n' "${so%.so}" | env $env_pre sqlite3 :memory: 2>&1)
 [ "$v" = "$(sed -n 's/^#define PF_VERSION "\(.*\)"/\1/p' engine/prefix_engine.h)" ] && ok "the installed extension loads in the sqlite3 shell (version $v)" || bad "load: $v"
 
+# the cluster programs and the SQL they expect
+if make -s install-cluster BUILD="$BUILD" PREFIX=/usr DESTDIR="$tmp/root" >"$tmp/log" 2>&1; then
+  got=$(cd "$tmp/root" && ls usr/bin/prefix-node usr/bin/prefix-worker usr/bin/prefix-cluster usr/share/sqlite-prefix/*.sql 2>&1 | tr '\n' ' ')
+  h=$("$tmp/root/usr/bin/prefix-cluster" --help 2>&1 | head -1)
+  [ "$got" = "usr/bin/prefix-cluster usr/bin/prefix-node usr/bin/prefix-worker usr/share/sqlite-prefix/cluster.sql usr/share/sqlite-prefix/schema.sql " ] &&
+    [ "${h#usage: prefix-cluster}" != "$h" ] && ok "make install-cluster writes prefix-node, prefix-worker, prefix-cluster and sql/*.sql" || bad "install-cluster: $got $h"
+else bad "make install-cluster failed: $(tail -3 "$tmp/log")"; fi
+
 make -s uninstall PREFIX=/usr DESTDIR="$tmp/root" >"$tmp/log" 2>&1
 left=$(cd "$tmp/root" && find . -type f | tr '\n' ' ')
 [ -z "$left" ] && ok "make uninstall removes every installed file" || bad "left after uninstall: $left"

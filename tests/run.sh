@@ -69,8 +69,9 @@ for file in tests/sql/*.test; do
   done
 done
 # shell-level checks: make install, the static library through pkg-config, examples/c, the installed
-# extension's dependencies (install.sh); the progress output on a terminal and in a log (progress.sh)
-for t in install progress; do
+# extension's dependencies (install.sh); the progress output on a terminal and in a log (progress.sh);
+# the dqlite cluster of prefix-node and prefix-worker processes on 127.0.0.1 (cluster.sh)
+for t in install progress cluster; do
   sh "tests/$t.sh" "$BUILD" >"$log" 2>&1
   p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
   grep -E '^(FAIL|#) ' "$log"

@@ -5,7 +5,7 @@
 set -e
 secs=${1:-60}
 shift
-targets=${*:-gguf prefix tokenize options sql}
+targets=${*:-gguf prefix tokenize options sql dqclient}
 : "${PREFIX_MODEL_DIR:=../shared/models}"
 : "${PREFIX_DATA_DIR:=../shared/data}"
 export PREFIX_MODEL_DIR PREFIX_DATA_DIR
