@@ -184,13 +184,20 @@ if cmp -s "$W/cluster.hex" "$W/local.hex" && [ "$(wc -l <"$W/local.hex")" = 6 ];
 else fail "cluster: the workers' BLOBs equal one process's training, byte for byte" "$(head -c 300 "$W/local.hex")"; fi
 
 # a job that cannot train fails with the reason, and is not retried
-cl exec "INSERT INTO prefix_train_jobs(customer, model, options) VALUES ('c1', 'm', '{\"max_steps\": -3}'), ('nobody', 'm', '{}')"
+cl exec "INSERT INTO prefix_train_jobs(customer, model, options) VALUES ('c1', 'm', '{\"max_steps\": -3}'), ('nobody', 'm', '{}'),
+  ('c1', 'm', '{\"max_steps\": 7}')"
+# the third trains, but the cluster refuses to store it (a trigger, as a schema rule would): the job fails
+# with the refusal and the transaction leaves nothing behind
+cl exec "CREATE TRIGGER no_seven BEFORE INSERT ON prefixes WHEN NEW.steps = 7 BEGIN SELECT RAISE(ABORT, 'seven steps are not enough'); END"
 env $SHELL_ENV "$BUILD/prefix-worker" -s "$ALL" --model "m=$MODEL" --name wd --exit-when-idle --poll 0.2 >"$W/wd.log" 2>&1 ||
   fail "cluster: worker wd exits 0" "$(cat "$W/wd.log")"
 out=$(cl query "SELECT customer, state, attempts, error FROM prefix_train_jobs WHERE id > 6 ORDER BY id")
 check "cluster: jobs that cannot train fail once, with the reason" "$out" \
 "c1|failed|1|prefix_train: option 'max_steps' must be between 1 and 1000000000, got -3
-nobody|failed|1|customer 'nobody' has no training pairs"
+nobody|failed|1|customer 'nobody' has no training pairs
+c1|failed|1|storing the prefix failed: seven steps are not enough"
+out=$(cl query "SELECT count(*) FROM prefixes WHERE steps = 7")
+check "cluster: a refused store leaves no prefix behind" "$out" 0
 
 # nodes stop cleanly on SIGTERM
 for n in 1 2 3; do [ -f "$W/n$n.pid" ] && kill -TERM "$(cat "$W/n$n.pid")"; done

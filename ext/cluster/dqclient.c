@@ -52,6 +52,15 @@ static int fail(dq_client *c, int code, const char *fmt, ...) {
   return code;
 }
 
+/* After an I/O error or a response this client cannot follow, the stream is out of step: the connection
+** is dropped, so a later call fails at once ("not connected") instead of reading the rest of a message. */
+static int drop(dq_client *c, int code) {
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  c->has_db = 0;
+  return code;
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -233,7 +242,7 @@ static int msg_send(dq_client *c, int type) {
   c->buf[4] = (unsigned char)type;
   c->buf[5] = 0;
   if (c->fd < 0) return fail(c, DQ_IO, "not connected to a leader");
-  if (write_all(c->fd, c->buf, c->len)) return fail(c, DQ_IO, "sending to %s: %s", c->leader, strerror(errno));
+  if (write_all(c->fd, c->buf, c->len)) return drop(c, fail(c, DQ_IO, "sending to %s: %s", c->leader, strerror(errno)));
   return DQ_OK;
 }
 
@@ -242,17 +251,18 @@ static int msg_send(dq_client *c, int type) {
 static int msg_recv(dq_client *c, int *type) {
   unsigned char h[8];
   if (read_all(c->fd, h, 8))
-    return fail(c, DQ_IO, "reading from %s: %s", c->leader, errno == EAGAIN ? "timed out" : strerror(errno));
+    return drop(c, fail(c, DQ_IO, "reading from %s: %s", c->leader, errno == EAGAIN ? "timed out" : strerror(errno)));
   uint64_t words = (uint64_t)h[0] | (uint64_t)h[1] << 8 | (uint64_t)h[2] << 16 | (uint64_t)h[3] << 24;
-  if (words * 8 > MAX_BODY) return fail(c, DQ_PROTO, "a response of %llu bytes (the limit is %u)", (unsigned long long)words * 8, MAX_BODY);
+  if (words * 8 > MAX_BODY)
+    return drop(c, fail(c, DQ_PROTO, "a response of %llu bytes (the limit is %u)", (unsigned long long)words * 8, MAX_BODY));
   /* the buffer grows with the bytes that arrive, not with the size the header claims */
   size_t want = (size_t)words * 8, got = 0;
   c->len = 0;
   while (got < want) {
     size_t chunk = want - got < (1u << 20) ? want - got : (1u << 20);
-    if (reserve(c, chunk + 8)) return fail(c, DQ_NOMEM, "out of memory for a %zu-byte response", want);
+    if (reserve(c, chunk + 8)) return drop(c, fail(c, DQ_NOMEM, "out of memory for a %zu-byte response", want));
     if (read_all(c->fd, c->buf + got, chunk))
-      return fail(c, DQ_IO, "reading from %s: %s", c->leader, errno == EAGAIN ? "timed out" : strerror(errno));
+      return drop(c, fail(c, DQ_IO, "reading from %s: %s", c->leader, errno == EAGAIN ? "timed out" : strerror(errno)));
     got += chunk;
     c->len = got;
   }
@@ -347,15 +357,17 @@ static int find_leader_once(dq_client *c) {
     snprintf(c->leader, sizeof c->leader, "%s", a);
     uint64_t id = 0;
     char leader[256] = "";
-    if (handshake(fd) || ask_leader_fd(c, &id, leader, sizeof leader) || !leader[0]) {
-      if (!c->err[0] || !leader[0]) fail(c, DQ_LEADER, "%s knows no leader", a);
-      close(fd);
-      c->fd = -1;
+    if (handshake(fd)) {
+      drop(c, fail(c, DQ_IO, "%s: %s", a, strerror(errno)));
+      continue;
+    }
+    if (ask_leader_fd(c, &id, leader, sizeof leader) || !leader[0]) {
+      if (!leader[0] && !c->err[0]) fail(c, DQ_LEADER, "%s knows no leader", a);
+      drop(c, 0);
       continue;
     }
     if (strcmp(leader, a) != 0) { /* go to the leader and ask it again */
-      close(fd);
-      c->fd = -1;
+      drop(c, 0);
       fd = tcp_connect(leader, c->timeout_s, err, sizeof err);
       if (fd < 0) { fail(c, DQ_IO, "%s", err); continue; }
       c->fd = fd;
@@ -364,8 +376,7 @@ static int find_leader_once(dq_client *c) {
       char again[256] = "";
       if (handshake(fd) || ask_leader_fd(c, &id2, again, sizeof again) || strcmp(again, leader) != 0) {
         fail(c, DQ_LEADER, "%s does not confirm it leads", leader);
-        close(fd);
-        c->fd = -1;
+        drop(c, 0);
         continue;
       }
       id = id2;
@@ -374,8 +385,7 @@ static int find_leader_once(dq_client *c) {
     if (c->database) {
       int rc = open_db(c);
       if (rc) {
-        close(c->fd);
-        c->fd = -1;
+        drop(c, 0);
         if (rc == DQ_FAILED || rc == DQ_PROTO) return rc;
         continue;
       }
@@ -446,6 +456,7 @@ uint64_t dq_leader_id(const dq_client *c) { return c->leader_id; }
 /* ---- SQL ---- */
 
 static int sql_request(dq_client *c, int type, const char *sql, int nparam, const dq_value *params) {
+  if (c->fd < 0) return fail(c, DQ_IO, "not connected to a leader (an earlier request failed)");
   if (!c->has_db) return fail(c, DQ_MISUSE, "no database is open on this connection");
   if (nparam < 0 || nparam > 255) return fail(c, DQ_MISUSE, "%d parameters (the limit is 255)", nparam);
   for (int i = 0; i < nparam; i++)
@@ -587,12 +598,7 @@ int dq_query(dq_client *c, const char *sql, int nparam, const dq_value *params, 
   while (more) {
     if ((rc = expect(c, RS_ROWS)) || (rc = parse_rows(c, &a, &more))) {
       dq_rows_free(a.r);
-      if (rc == DQ_PROTO || rc == DQ_NOMEM) { /* the stream is out of step: drop the connection */
-        close(c->fd);
-        c->fd = -1;
-        c->has_db = 0;
-      }
-      return rc;
+      return rc == DQ_PROTO || rc == DQ_NOMEM ? drop(c, rc) : rc; /* a batch half read: out of step */
     }
   }
   for (size_t i = 0; i < (size_t)a.r->nrow * a.r->ncol; i++) {
@@ -654,7 +660,7 @@ int dq_ask_leader(const char *address, double timeout_s, uint64_t *id, char *lea
   int rc = handshake(c.fd) ? fail(&c, DQ_IO, "%s: %s", address, strerror(errno))
                            : ask_leader_fd(&c, id, leader, leaderlen);
   if (rc) snprintf(err, errlen, "%s", c.err);
-  close(c.fd);
+  if (c.fd >= 0) close(c.fd);
   free(c.buf);
   return rc;
 }

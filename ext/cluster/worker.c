@@ -176,9 +176,10 @@ static int train_local(sqlite3 *db, const char *model, const char *options, cons
 }
 
 /* Marks the job done and inserts its prefix in one transaction, if this claim still holds it.
-** Returns 1 done, 0 the claim was lost, -1 error. */
+** Returns 1 done, 0 the claim was lost, -1 a connection or leader failure (try again), -2 the cluster
+** refused a statement (the text in why: a missing table, a constraint). */
 static int complete(dq_client *c, int64_t job, const char *claim, const char *customer, const char *model,
-                    const char *options, const trained *t) {
+                    const char *options, const trained *t, char *why, size_t whylen) {
   uint64_t changes = 0, prefix_id = 0;
   int rc;
   /* IMMEDIATE: the write lock is taken (or found busy) here, before any statement of the transaction */
@@ -200,9 +201,12 @@ static int complete(dq_client *c, int64_t job, const char *claim, const char *cu
     }
   }
   if (rc == DQ_OK && changes == 1) rc = dq_exec(c, "COMMIT", 0, NULL, NULL, NULL);
-  else if (rc == DQ_OK || rc == DQ_FAILED) dq_exec(c, "ROLLBACK", 0, NULL, NULL, NULL);
+  else if (rc == DQ_OK || rc == DQ_FAILED) {
+    snprintf(why, whylen, "%s", dq_errmsg(c)); /* the refusal's text, before ROLLBACK's answer replaces it */
+    dq_exec(c, "ROLLBACK", 0, NULL, NULL, NULL);
+  }
   if (rc == DQ_OK) return changes == 1;
-  return -1;
+  return rc == DQ_FAILED ? -2 : -1;
 }
 
 /* After a failure in complete(): did the commit land anyway (the answer may have been lost)? */
@@ -298,9 +302,10 @@ static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
   } else {
     /* the transaction is fenced by the claim, so it can be tried again after a leader change */
     int done = -1;
-    for (int attempt_ = 0; attempt_ < 5 && done < 0 && !g_stop; attempt_++) {
-      done = complete(c, id, claim, customer, model, options, &t);
-      if (done >= 0) break;
+    char why[512] = "";
+    for (int attempt_ = 0; attempt_ < 5 && done == -1 && !g_stop; attempt_++) {
+      done = complete(c, id, claim, customer, model, options, &t, why, sizeof why);
+      if (done != -1) break;
       logf_(cfg, "job %lld: storing the prefix failed (%s); checking whether it landed", (long long)id, dq_errmsg(c));
       if (dq_reconnect(c) != DQ_OK) continue;
       if (completed_by(c, id, claim) == 1) done = 1;
@@ -310,6 +315,12 @@ static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
             (long long)t.rows, (long long)t.steps, t.final_loss, secs);
     else if (done == 0)
       logf_(cfg, "job %lld: another worker holds it now; result dropped", (long long)id);
+    else if (done == -2) {
+      char msg[600];
+      snprintf(msg, sizeof msg, "storing the prefix failed: %s", why);
+      logf_(cfg, "job %lld failed: %s", (long long)id, msg);
+      fail_job(cfg, c, id, claim, msg);
+    }
     else
       logf_(cfg, "job %lld: not stored (%s); its lease will run out and it will be retried", (long long)id, dq_errmsg(c));
   }
