@@ -67,6 +67,12 @@ node 2; node 3
 if wait_for 30 voters3; then pass "cluster: three voters after two concurrent joins"; else
   fail "cluster: three voters after two concurrent joins" "$(cl nodes; cat "$W"/n*.log)"; fi
 
+# a worker pointed at a cluster without the job table says so and exits
+out=$("$BUILD/prefix-worker" -s "$ALL" --model "m=$MODEL" --name w0 2>&1 | sed -n 's/^[0-9:]* //p' | tail -2); rc=$?
+check "cluster: a worker on a cluster without sql/cluster.sql stops with the reason" "$out" \
+"prefix-worker w0: the cluster refused the claim: no such table: prefix_train_jobs (is sql/cluster.sql loaded?)
+prefix-worker w0: 0 jobs run; exiting"
+
 cl exec-file sql/schema.sql && cl exec-file sql/cluster.sql || fail "cluster: schema" ""
 sed -n '/^INSERT INTO prefix_pairs/,/;$/p' examples/customers.sql >"$W/pairs.sql"
 cl exec-file "$W/pairs.sql"
@@ -183,6 +189,22 @@ if cmp -s "$W/cluster.hex" "$W/local.hex" && [ "$(wc -l <"$W/local.hex")" = 6 ];
   pass "cluster: the workers' BLOBs equal one process's training, byte for byte"
 else fail "cluster: the workers' BLOBs equal one process's training, byte for byte" "$(head -c 300 "$W/local.hex")"; fi
 
+# the leader dies while a worker trains and stores: the worker finds the new leader and finishes
+cl exec "INSERT INTO prefix_train_jobs(customer, model, options) SELECT customer, 'm', '{\"max_steps\": 150, \"seed\": 12}'
+  FROM (SELECT DISTINCT customer FROM prefix_pairs ORDER BY customer LIMIT 4)"
+worker we --exit-when-idle
+wait_for 60 grep -q 'done' "$W/we.log"
+leader=$(cl leader | cut -d'|' -f1)
+eval "kill -9 \$(cat \"$W/n$leader.pid\")"; rm -f "$W/n$leader.pid"
+wait "$(cat "$W/we.pid")"; re=$?; rm -f "$W/we.pid"
+out=$(cl query "SELECT count(*), sum(state = 'done'), sum(prefix_id IS NOT NULL) FROM prefix_train_jobs WHERE options LIKE '%\"seed\": 12%'")
+check "cluster: a worker outlives the leader's kill -9 and finishes every job (exit $re)" "$out $re" "4|4|4 0"
+out=$(cl query "SELECT count(*) FROM prefixes p JOIN prefix_train_jobs j ON j.prefix_id = p.id WHERE j.options LIKE '%\"seed\": 12%'")
+check "cluster: each of those jobs stored exactly its one prefix" "$out" 4
+if grep -q 'leader is ' "$W/we.log"; then
+  pass "cluster: the worker noticed the lost leader and found the new one"
+else fail "cluster: the worker noticed the lost leader and found the new one" "$(cat "$W/we.log")"; fi
+
 # a job that cannot train fails with the reason, and is not retried
 cl exec "INSERT INTO prefix_train_jobs(customer, model, options) VALUES ('c1', 'm', '{\"max_steps\": -3}'), ('nobody', 'm', '{}'),
   ('c1', 'm', '{\"max_steps\": 7}')"
@@ -191,7 +213,7 @@ cl exec "INSERT INTO prefix_train_jobs(customer, model, options) VALUES ('c1', '
 cl exec "CREATE TRIGGER no_seven BEFORE INSERT ON prefixes WHEN NEW.steps = 7 BEGIN SELECT RAISE(ABORT, 'seven steps are not enough'); END"
 env $SHELL_ENV "$BUILD/prefix-worker" -s "$ALL" --model "m=$MODEL" --name wd --exit-when-idle --poll 0.2 >"$W/wd.log" 2>&1 ||
   fail "cluster: worker wd exits 0" "$(cat "$W/wd.log")"
-out=$(cl query "SELECT customer, state, attempts, error FROM prefix_train_jobs WHERE id > 6 ORDER BY id")
+out=$(cl query "SELECT customer, state, attempts, error FROM prefix_train_jobs WHERE id > 10 ORDER BY id")
 check "cluster: jobs that cannot train fail once, with the reason" "$out" \
 "c1|failed|1|prefix_train: option 'max_steps' must be between 1 and 1000000000, got -3
 nobody|failed|1|customer 'nobody' has no training pairs

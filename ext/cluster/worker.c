@@ -56,6 +56,17 @@ static dq_value num(int64_t i) { return (dq_value){.type = DQ_INTEGER, .i = i}; 
 
 /* Runs `call` until it succeeds or fails for a reason other than a lost connection or leader (then it
 ** reconnects: an election takes a few seconds) or a busy write lock (then it waits a little). */
+static const config *g_cfg; /* for the retry loop's log line */
+static void logf_(const config *cfg, const char *fmt, ...);
+static int reconnect_logged(dq_client *c) {
+  if (g_cfg) logf_(g_cfg, "%s; finding the leader again", dq_errmsg(c));
+  int rc = dq_reconnect(c);
+  if (g_cfg) {
+    if (rc == DQ_OK) logf_(g_cfg, "leader is %s", dq_leader_address(c));
+    else logf_(g_cfg, "%s", dq_errmsg(c));
+  }
+  return rc;
+}
 static void busy_wait(int try_) { usleep((useconds_t)(10000 + (rand() % 20000) * (try_ < 10 ? try_ + 1 : 10))); }
 #define RETRY(c, call)                                                                            \
   ({                                                                                              \
@@ -64,7 +75,7 @@ static void busy_wait(int try_) { usleep((useconds_t)(10000 + (rand() % 20000) *
       rc_ = (call);                                                                               \
       if (rc_ == DQ_BUSY && busy_ < 200 && !g_stop) { busy_wait(busy_++); continue; }             \
       if ((rc_ != DQ_IO && rc_ != DQ_LEADER) || try_ >= 5 || g_stop) break;                       \
-      if (dq_reconnect(c) != DQ_OK) break;                                                        \
+      if (reconnect_logged(c) != DQ_OK) break;                                                    \
     }                                                                                             \
     rc_;                                                                                          \
   })
@@ -226,7 +237,8 @@ static void fail_job(const config *cfg, dq_client *c, int64_t job, const char *c
   if (rc) logf_(cfg, "job %lld: could not record its failure: %s", (long long)job, dq_errmsg(c));
 }
 
-/* Claims one job and runs it. Returns 1 when a job was run, 0 when none was free, -1 on a cluster error. */
+/* Claims one job and runs it. Returns 1 when a job was run, 0 when none was free, -1 on a connection
+** error, -2 when the cluster refuses the claim itself (no job table, say). */
 static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
   char claim[80];
   unsigned char rnd[12] = {0};
@@ -248,7 +260,7 @@ static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
                             "    AND attempts < max_attempts AND model IN (SELECT value FROM json_each(?4)) "
                             "  ORDER BY id LIMIT 1)",
                             4, p, NULL, &changes));
-  if (rc) return -1;
+  if (rc) return rc == DQ_FAILED || rc == DQ_MISUSE ? -2 : -1;
   if (changes == 0) return 0;
 
   dq_rows *job = NULL, *pairs = NULL;
@@ -307,7 +319,7 @@ static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
       done = complete(c, id, claim, customer, model, options, &t, why, sizeof why);
       if (done != -1) break;
       logf_(cfg, "job %lld: storing the prefix failed (%s); checking whether it landed", (long long)id, dq_errmsg(c));
-      if (dq_reconnect(c) != DQ_OK) continue;
+      if (reconnect_logged(c) != DQ_OK) continue;
       if (completed_by(c, id, claim) == 1) done = 1;
     }
     if (done == 1)
@@ -433,14 +445,20 @@ int main(int argc, char **argv) {
   char err[512];
   dq_client *c = dq_connect(cfg.servers, cfg.database, cfg.timeout_s, err, sizeof err);
   if (!c) { fprintf(stderr, "prefix-worker: %s\n", err); sqlite3_close(local); return 1; }
+  g_cfg = &cfg;
   logf_(&cfg, "connected to leader %s; models %s; lease %.0f s", dq_leader_address(c), cfg.models_json, cfg.lease_s);
   int jobs = 0, status = 0;
   while (!g_stop && (!cfg.max_jobs || jobs < cfg.max_jobs)) {
     int r = run_one(&cfg, c, local);
     if (r == 1) { jobs++; continue; }
+    if (r == -2) {
+      logf_(&cfg, "the cluster refused the claim: %s (is sql/cluster.sql loaded?)", dq_errmsg(c));
+      status = 1;
+      break;
+    }
     if (r < 0) {
-      logf_(&cfg, "cluster error: %s; reconnecting", dq_errmsg(c));
-      if (dq_reconnect(c) != DQ_OK) { logf_(&cfg, "%s", dq_errmsg(c)); status = 1; break; }
+      if (reconnect_logged(c) != DQ_OK) { status = 1; break; }
+      usleep((useconds_t)(cfg.poll_s * 1e6));
       continue;
     }
     int64_t left = housekeeping(&cfg, c);
