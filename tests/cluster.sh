@@ -158,7 +158,7 @@ worker wc --exit-when-idle
 wait_for 30 grep -q 'claimed' "$W/wc.log"
 kill -STOP "$(cat "$W/wc.pid")"
 stalled_job=$(sed -n 's/.*job \([0-9]*\) claimed.*/\1/p' "$W/wc.log" | head -1)
-wait_for 60 sh -c "[ \"\$(\"$BUILD/prefix-cluster\" -s $ALL query \"SELECT state FROM prefix_train_jobs WHERE id = $stalled_job\")\" = done ]"
+wait_for 120 sh -c "[ \"\$(\"$BUILD/prefix-cluster\" -s $ALL query \"SELECT state FROM prefix_train_jobs WHERE id = $stalled_job\")\" = done ]"
 kill -CONT "$(cat "$W/wc.pid")"
 wait "$(cat "$W/wb.pid")"; rb=$?; wait "$(cat "$W/wc.pid")"; rc_=$?
 rm -f "$W/wb.pid" "$W/wc.pid"
