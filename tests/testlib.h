@@ -59,4 +59,17 @@ static inline float t_frand(void) {
   t_rng ^= t_rng << 13; t_rng ^= t_rng >> 7; t_rng ^= t_rng << 17;
   return (float)((t_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
+#ifdef PF_TRAIN_H
+/* Reseals a BLOB the test changed (a correct checksum, so decoding reaches the later checks) and checks
+** that decoding refuses it with a message containing want. */
+static inline void t_prefix_refused(uint8_t *blob, size_t len, const char *want, const char *name) {
+  pf_prefix p;
+  pf_err e = {0};
+  pf_prefix_seal(blob, len);
+  int rc = pf_prefix_decode(blob, len, &p, &e);
+  CHECK(rc && t_contains(e.msg, want), name, "%s", rc ? e.msg : "decoded");
+  if (!rc) pf_prefix_clear(&p);
+}
+#endif
+
 #endif
