@@ -125,13 +125,16 @@ deps:
 # the dqlite cluster tools (ext/cluster, docs/scaling.md): prefix-node, prefix-worker, prefix-cluster.
 # They need libdqlite-dev (tests/deps.sh installs it as root); the extension itself does not.
 CLUSTER_BINS = $(BUILD)/prefix-node $(BUILD)/prefix-worker $(BUILD)/prefix-cluster
-CLUSTER_HDR  = ext/cluster/dqclient.h ext/sqlite_prefix.h
+CLUSTER_HDR  = ext/cluster/dqclient.h ext/sqlite_prefix.h engine/prefix_engine.h
 cluster: $(CLUSTER_BINS)
 $(BUILD)/obj/ext/cluster/dqclient.o: ext/cluster/dqclient.c ext/cluster/dqclient.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
-$(BUILD)/prefix-node $(BUILD)/prefix-worker: $(BUILD)/prefix-%: ext/cluster/%.c $(CLUSTER_HDR) $(BUILD)/obj/ext/cluster/dqclient.o $(BUILD)/libsqlite_prefix.a
-	$(CC) $(CFLAGS) $(SAN) $< $(BUILD)/obj/ext/cluster/dqclient.o $(BUILD)/libsqlite_prefix.a -o $@ -ldqlite $(TEST_LDLIBS)
+$(BUILD)/obj/ext/cluster/models.o: ext/cluster/models.c ext/cluster/models.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -c $< -o $@
+$(BUILD)/prefix-node $(BUILD)/prefix-worker: $(BUILD)/prefix-%: ext/cluster/%.c $(CLUSTER_HDR) ext/cluster/models.h $(BUILD)/obj/ext/cluster/dqclient.o $(BUILD)/obj/ext/cluster/models.o $(BUILD)/libsqlite_prefix.a
+	$(CC) $(CFLAGS) $(SAN) $< $(BUILD)/obj/ext/cluster/dqclient.o $(BUILD)/obj/ext/cluster/models.o $(BUILD)/libsqlite_prefix.a -o $@ -ldqlite $(TEST_LDLIBS)
 $(BUILD)/prefix-cluster: ext/cluster/cli.c $(CLUSTER_HDR) $(BUILD)/obj/ext/cluster/dqclient.o
 	$(CC) $(CFLAGS) $(SAN) $< $(BUILD)/obj/ext/cluster/dqclient.o -o $@
 

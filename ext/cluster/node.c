@@ -22,8 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../engine/prefix_engine.h" /* pf_clock */
 #include "../sqlite_prefix.h"
 #include "dqclient.h"
+#include "models.h"
 
 #define JOINED_MARK "prefix-node.joined"
 
@@ -42,19 +44,13 @@ typedef struct {
 } stmt_clock;
 static double g_limit_s = 2.0; /* 0: no limit */
 
-static double mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int on_trace(unsigned type, void *ctx, void *p, void *x) {
   stmt_clock *g = ctx;
   (void)x;
   if (type == SQLITE_TRACE_STMT) {
     if (!g->outer) { /* nested statements (the extension's own, triggers) run inside the outer one's time */
       g->outer = p;
-      g->start = mono_s();
+      g->start = pf_clock();
     }
   } else if (type == SQLITE_TRACE_PROFILE) {
     if (p == g->outer) g->outer = NULL;
@@ -66,7 +62,7 @@ static int on_trace(unsigned type, void *ctx, void *p, void *x) {
 
 static int on_progress(void *ctx) {
   stmt_clock *g = ctx;
-  return g->outer && mono_s() - g->start > g_limit_s;
+  return g->outer && pf_clock() - g->start > g_limit_s;
 }
 
 static int limit_init(sqlite3 *db, char **err, const sqlite3_api_routines *api) {
@@ -114,24 +110,17 @@ static int mkdirs(const char *path) {
 
 /* Loads NAME=PATH into the extension's process-wide model registry through a private connection. */
 static int load_model(const char *spec) {
-  const char *eq = strchr(spec, '=');
-  if (!eq || eq == spec || !eq[1]) {
+  char err[1024];
+  if (!pfc_model_name_len(spec)) {
     fprintf(stderr, "prefix-node: --model wants NAME=PATH, got '%s'\n", spec);
     return -1;
   }
   sqlite3 *db;
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_open(":memory:", &db);
-  if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, "SELECT prefix_model_load(?1, ?2)", -1, &st, NULL);
-  if (rc == SQLITE_OK) {
-    sqlite3_bind_text(st, 1, spec, (int)(eq - spec), SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, eq + 1, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK : SQLITE_ERROR;
-  }
-  if (rc) fprintf(stderr, "prefix-node: model %.*s: %s\n", (int)(eq - spec), spec, sqlite3_errmsg(db));
-  sqlite3_finalize(st);
+  int rc = sqlite3_open(":memory:", &db) == SQLITE_OK ? pfc_model_load(db, spec, err, sizeof err)
+                                                      : (snprintf(err, sizeof err, "cannot open SQLite"), -1);
+  if (rc) fprintf(stderr, "prefix-node: %s\n", err);
   sqlite3_close(db);
-  return rc ? -1 : 0;
+  return rc;
 }
 
 /* This node's role in the leader's configuration: DQ_VOTER..DQ_SPARE, -1 when absent, -2 on error. */

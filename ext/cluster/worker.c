@@ -22,8 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../engine/prefix_engine.h" /* pf_clock */
 #include "../sqlite_prefix.h"
 #include "dqclient.h"
+#include "models.h"
 
 typedef struct {
   const char *servers, *database, *name;
@@ -291,20 +293,18 @@ static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
   pthread_t th;
   int have_thread = pthread_create(&th, NULL, keep_lease, &k) == 0;
 
-  struct timespec w0, w1;
-  clock_gettime(CLOCK_MONOTONIC, &w0);
+  double t0 = pf_clock();
   trained t = {0};
   char err[1024] = "";
   int bad = pairs->nrow == 0 ? (snprintf(err, sizeof err, "customer '%s' has no training pairs", customer), -1)
                              : train_local(local, model, options, pairs, &t, err, sizeof err);
-  clock_gettime(CLOCK_MONOTONIC, &w1);
+  double secs = pf_clock() - t0;
 
   pthread_mutex_lock(&k.mu);
   k.done = 1;
   pthread_cond_signal(&k.cv);
   pthread_mutex_unlock(&k.mu);
   if (have_thread) pthread_join(th, NULL);
-  double secs = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) * 1e-9;
 
   if (k.lost) {
     logf_(cfg, "job %lld: lease lost to another worker after %.1f s; result dropped", (long long)id, secs);
@@ -411,27 +411,17 @@ int main(int argc, char **argv) {
   size_t o = 0;
   o += (size_t)snprintf(cfg.models_json + o, sizeof cfg.models_json - o, "[");
   for (int i = 0; i < nmodels; i++) {
-    const char *eq = strchr(models[i], '=');
-    if (!eq || eq == models[i] || !eq[1] || memchr(models[i], '"', (size_t)(eq - models[i])) ||
-        memchr(models[i], '\\', (size_t)(eq - models[i]))) {
+    size_t nl = pfc_model_name_len(models[i]);
+    if (!nl || memchr(models[i], '"', nl) || memchr(models[i], '\\', nl)) {
       fprintf(stderr, "prefix-worker: --model wants NAME=PATH (NAME without quotes or backslashes), got '%s'\n", models[i]);
       return 2;
     }
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(local, "SELECT prefix_model_load(?1, ?2)", -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-      sqlite3_bind_text(st, 1, models[i], (int)(eq - models[i]), SQLITE_STATIC);
-      sqlite3_bind_text(st, 2, eq + 1, -1, SQLITE_STATIC);
-      rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK : SQLITE_ERROR;
-    }
-    if (rc) {
-      fprintf(stderr, "prefix-worker: model %.*s: %s\n", (int)(eq - models[i]), models[i], sqlite3_errmsg(local));
-      sqlite3_finalize(st);
+    char err[1024];
+    if (pfc_model_load(local, models[i], err, sizeof err)) {
+      fprintf(stderr, "prefix-worker: %s\n", err);
       return 1;
     }
-    sqlite3_finalize(st);
-    o += (size_t)snprintf(cfg.models_json + o, sizeof cfg.models_json - o, "%s\"%.*s\"", i ? "," : "",
-                          (int)(eq - models[i]), models[i]);
+    o += (size_t)snprintf(cfg.models_json + o, sizeof cfg.models_json - o, "%s\"%.*s\"", i ? "," : "", (int)nl, models[i]);
     if (o >= sizeof cfg.models_json - 2) { fprintf(stderr, "prefix-worker: too many model names\n"); return 2; }
   }
   snprintf(cfg.models_json + o, sizeof cfg.models_json - o, "]");
