@@ -10,6 +10,7 @@
 #                      programs and sql/*.sql (share/sqlite-prefix); make uninstall removes both
 #   make test-bindings the Python and Node packages (bindings/); python-package / node-package bundle the .so
 #   make sanitize      the tests under AddressSanitizer + UBSan;  make fuzz | oom | tsan: docs/security.md
+#   make test-loaded   the waiting checks at nice 19 beside a busy build loop (no test depends on speed)
 #   make bench         throughput figures (never fails on time); make bench-compare: beside llama.cpp
 #   make eval          the paper's E2E experiments through SQL (docs/evaluation.md; about 7 minutes)
 # Run as root on Debian, the targets first install missing packages (tests/deps.sh).
@@ -43,7 +44,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
@@ -65,6 +66,7 @@ $(BUILD)/obj-core/%.o: %.c $(wildcard engine/*.h ext/*.h)
 	$(CC) $(CFLAGS) $(SAN) -I$(BUILD) -DSQLITE_CORE -c $< -o $@
 
 $(BUILD)/libprefix_engine.a: $(ENGINE_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 # the static library an app links with its SQLite: the extension (SQLITE_CORE) and the engine
@@ -167,6 +169,12 @@ bench-compare: deps all
 # The same tests under AddressSanitizer + UBSan, in their own build folder.
 sanitize:
 	$(MAKE) test BUILD=dist-san OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
+# The checks that wait on threads, processes and nodes, at nice 19 beside a build loop that keeps every core
+# busy, in the sanitizer build: no test may depend on the machine's speed (tests/loaded.sh; 15-30 minutes)
+test-loaded:
+	$(MAKE) BUILD=dist-san OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all cluster dist-san/test_sqlapi dist-san/test_gguf
+	@sh tests/loaded.sh dist-san
 
 # libFuzzer targets (clang, ASan + UBSan) on GGUF files, prefix BLOBs, tokenizers, options, the SQL
 # surface and the cluster client's parsing of server responses; each runs FUZZ_SECONDS (default 60). Long runs: make fuzz FUZZ_SECONDS=3600. See docs/security.md.

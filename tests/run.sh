@@ -74,7 +74,8 @@ done
 for t in install progress cluster; do
   sh "tests/$t.sh" "$BUILD" >"$log" 2>&1
   p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
-  grep -E '^(FAIL|#) ' "$log"
+  # a FAIL line and the indented lines after it (why it failed), and notes
+  awk '/^(FAIL|#) / { show = /^FAIL /; print; next } show && /^    / { print; next } { show = 0 }' "$log"
   echo "$t: $p passed, $f failed"
   pass=$((pass + p)); fail=$((fail + f))
 done

@@ -2,10 +2,16 @@
 ** test_sqlapi.c — the extension as an app that embeds SQLite uses it: loaded
 ** with sqlite3_load_extension, from several threads and connections, and
 ** interrupted with sqlite3_interrupt.
+**
+** Nothing here depends on the machine's speed: where a check needs a statement caught while it runs, the
+** statement's own progress handler (which the extension calls while it computes) says when it has
+** started, and can park it there until the check is done; promptness is counted in progress-handler
+** calls after the stop, not in seconds.
 */
 #include "testlib.h"
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <dlfcn.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,28 +92,83 @@ static void cache_collision(sqlite3 *db, const char *build) {
   dlclose(h);
 }
 
-static double g_ph_deadline;
-static int ph_deadline(void *arg) { (void)arg; return now() > g_ph_deadline; }
+/* A progress handler that watches a running statement: it counts its calls (the extension runs the
+** connection's progress handler while it computes), stops the statement at call stop_at (0: never), and
+** while `hold` is set parks the statement inside the call, so another thread can act while it is known
+** to be running. */
+typedef struct watch {
+  atomic_int calls, hold, parked, stop_at;
+} watch;
+static int watch_handler(void *arg) {
+  watch *w = arg;
+  int n = atomic_fetch_add(&w->calls, 1) + 1;
+  while (atomic_load(&w->hold)) {
+    atomic_store(&w->parked, 1);
+    usleep(1000);
+  }
+  atomic_store(&w->parked, 0);
+  int k = atomic_load(&w->stop_at);
+  return k > 0 && n >= k;
+}
+static void watch_reset(watch *w, int hold) {
+  atomic_store(&w->calls, 0);
+  atomic_store(&w->hold, hold);
+  atomic_store(&w->parked, 0);
+  atomic_store(&w->stop_at, 0);
+}
+static void watch_on(sqlite3 *db, watch *w) {
+  watch_reset(w, 0);
+  sqlite3_progress_handler(db, 100, watch_handler, w);
+}
+/* Until the watched statement has called its handler once (it is running). */
+static void wait_running(watch *w) {
+  while (atomic_load(&w->calls) == 0) usleep(1000);
+}
+/* Parks the watched statement in its next handler call; 0 if `done` is set first (it ended). */
+static int park(watch *w, atomic_int *done) {
+  atomic_store(&w->hold, 1);
+  while (!atomic_load(&w->parked))
+    if (atomic_load(done)) return 0; else usleep(1000);
+  return 1;
+}
+static void unpark(watch *w) { atomic_store(&w->hold, 0); }
 
+/* sqlite3_interrupt from another thread once the statement runs (before it starts, the interrupt would be
+** lost: SQLite clears the flag when a connection's first statement starts); calls_at: the handler calls
+** until then. */
+typedef struct interrupt_job { sqlite3 *db; watch *w; int calls_at, after_step; } interrupt_job;
 static void *interrupter(void *arg) {
-  usleep(100 * 1000);
-  sqlite3_interrupt((sqlite3 *)arg);
+  interrupt_job *j = arg;
+  wait_running(j->w);
+  if (j->after_step) {   /* a training: until prefix_jobs (seen from another connection) shows a step done */
+    sqlite3 *o = open_db();
+    char step[64] = "";
+    while (run1(o, "SELECT step FROM prefix_jobs WHERE status = 'running' ORDER BY id DESC LIMIT 1", step, sizeof step) ||
+           atoi(step) < 1)
+      usleep(1000);
+    sqlite3_close(o);
+  }
+  j->calls_at = atomic_load(&j->w->calls);
+  sqlite3_interrupt(j->db);
   return NULL;
 }
 
-typedef struct job { char sql[512]; char out[4096]; int rc; } job;
+typedef struct job { char sql[512]; char out[4096]; int rc; watch *w; atomic_int done; } job;
 static void *worker(void *arg) {
   job *j = arg;
   sqlite3 *db = open_db();
+  if (j->w) sqlite3_progress_handler(db, 100, watch_handler, j->w);
   j->rc = run1(db, j->sql, j->out, sizeof j->out);
   sqlite3_close(db);
+  atomic_store(&j->done, 1);
   return NULL;
 }
 
-typedef struct train_job { sqlite3 *db; char sql[512]; char out[4096]; int rc; } train_job;
+typedef struct train_job { sqlite3 *db; char sql[512]; char out[4096]; int rc; atomic_int done; } train_job;
 static void *train_worker(void *arg) {
   train_job *j = arg;
   j->rc = run1(j->db, j->sql, j->out, sizeof j->out);
+  atomic_store(&j->done, 1);
   return NULL;
 }
 
@@ -127,24 +188,28 @@ int main(void) {
 
   cache_collision(db, build);
 
-  /* interrupt: a generation of 8000 tokens stops soon after sqlite3_interrupt */
+  /* interrupt: a generation of 8000 tokens (minutes of work on any machine) stops at its next check after
+  ** sqlite3_interrupt: a few progress-handler calls later (at most one probe's), not one per token */
+  watch wi;
+  watch_on(db, &wi);
+  interrupt_job ij = {.db = db, .w = &wi};
   pthread_t th;
-  pthread_create(&th, NULL, interrupter, db);
+  pthread_create(&th, NULL, interrupter, &ij);
   double t0 = now();
   rc = run1(db, "SELECT prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 8000, \"ignore_eos\": true}')", out, sizeof out);
   double dt = now() - t0;
   pthread_join(th, NULL);
-  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && dt < 1.5,
-        "sqlite3_interrupt stops generation within a second", "rc=%d '%s' after %.2fs", rc, out, dt);
-  /* a progress handler as apps use for time limits (every 1000 operations) stops generation too */
-  g_ph_deadline = now() + 0.1;
-  sqlite3_progress_handler(db, 1000, ph_deadline, NULL);
-  t0 = now();
+  int after = atomic_load(&wi.calls) - ij.calls_at;
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && after <= 20,
+        "sqlite3_interrupt stops generation at its next check", "rc=%d '%s', %d handler calls after the interrupt (%.2f s)",
+        rc, out, after, dt);
+  /* a progress handler as apps use for time limits stops generation too: the call that says stop is its last */
+  watch_on(db, &wi);
+  atomic_store(&wi.stop_at, 5);
   rc = run1(db, "SELECT prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 8000, \"ignore_eos\": true}')", out, sizeof out);
-  dt = now() - t0;
   sqlite3_progress_handler(db, 0, NULL, NULL);
-  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && dt < 1.5,
-        "a progress handler of 1000 operations stops generation", "rc=%d '%s' after %.2fs", rc, out, dt);
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && atomic_load(&wi.calls) == 5,
+        "a progress handler stops generation at the call that says so", "rc=%d '%s', %d calls", rc, out, atomic_load(&wi.calls));
   /* the connection works normally afterwards */
   rc = run1(db, "SELECT prefix_tokenize('m', 'Once upon a time')", out, sizeof out);
   CHECK(rc == 0 && !strcmp(out, "[1,403,407,261,378]"), "the connection works after an interrupt", "%s", out);
@@ -153,7 +218,7 @@ int main(void) {
      generate concurrently; results equal the single-threaded ones */
   char ref[4096];
   run1(db, "SELECT prefix_generate('m', NULL, 'Once upon a time', '{\"max_tokens\": 50}')", ref, sizeof ref);
-  job jobs[4];
+  job jobs[4] = {0};
   pthread_t ths[4];
   for (int i = 0; i < 4; i++) {
     snprintf(jobs[i].sql, sizeof jobs[i].sql, "SELECT prefix_generate('m', NULL, 'Once upon a time', '{\"max_tokens\": 50}')");
@@ -163,26 +228,39 @@ int main(void) {
   for (int i = 0; i < 4; i++) { pthread_join(ths[i], NULL); same &= jobs[i].rc == 0 && !strcmp(jobs[i].out, ref); }
   CHECK(same, "four connections on four threads share the model and agree", "'%s' vs '%s'", jobs[0].out, ref);
 
-  /* unloading while another thread generates is safe: it finishes with its reference */
+  /* unloading while another thread generates is safe: it finishes with its reference (the generation is
+  ** parked in its progress handler, mid-way, while the model is unloaded) */
+  watch wg;
+  watch_reset(&wg, 1);
+  jobs[0].w = &wg;
+  atomic_store(&jobs[0].done, 0);
   snprintf(jobs[0].sql, sizeof jobs[0].sql, "SELECT length(prefix_generate('big', NULL, 'hello', '{\"max_tokens\": 400, \"ignore_eos\": true}'))");
   pthread_create(&ths[0], NULL, worker, &jobs[0]);
-  usleep(50 * 1000);
+  int gparked = park(&wg, &jobs[0].done);
   rc = run1(db, "SELECT prefix_model_unload('big')", out, sizeof out);
+  unpark(&wg);
   pthread_join(ths[0], NULL);
+  CHECK(gparked, "the generation is caught running", "it ended first: rc=%d %s", jobs[0].rc, jobs[0].out);
   CHECK(rc == 0 && jobs[0].rc == 0 && atoi(jobs[0].out) > 0, "unload during a generation in another connection is safe",
         "unload rc=%d, worker rc=%d '%s'", rc, jobs[0].rc, jobs[0].out);
   rc = run1(db, "SELECT prefix_generate('big', NULL, 'x')", out, sizeof out);
   CHECK(rc != 0 && !strcmp(out, "prefix_generate: no model named 'big' is loaded (loaded: 'm')"),
         "an unloaded model is gone for every connection", "%s", out);
   /* ---- training: interrupt ---- */
-  pthread_create(&th, NULL, interrupter, db);
+  watch_on(db, &wi);
+  ij.calls_at = 0;
+  ij.after_step = 1;
+  pthread_create(&th, NULL, interrupter, &ij);
   t0 = now();
   rc = run1(db, "SELECT prefix_train('m', 'SELECT ''Q: a question about the story'', '' A: an answer about it''',"
                 " '{\"max_steps\": 100000}')", out, sizeof out);
   dt = now() - t0;
   pthread_join(th, NULL);
-  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_train: interrupted") && dt < 1.5,
-        "sqlite3_interrupt stops training within a second", "rc=%d '%s' after %.2fs", rc, out, dt);
+  sqlite3_progress_handler(db, 0, NULL, NULL);
+  after = atomic_load(&wi.calls) - ij.calls_at;
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_train: interrupted") && after <= 20,
+        "sqlite3_interrupt stops training at its next check", "rc=%d '%s', %d handler calls after the interrupt (%.2f s)",
+        rc, out, after, dt);
   rc = run1(db, "SELECT status || ' ' || (step > 0) FROM prefix_jobs ORDER BY id DESC LIMIT 1", out, sizeof out);
   CHECK(rc == 0 && !strcmp(out, "interrupted 1"), "the interrupted job is listed as interrupted", "%s", out);
 
@@ -197,21 +275,32 @@ int main(void) {
                "INSERT INTO pairs VALUES ('Q: What does Lily have?', ' A: Lily has a red ball.'),"
                "('Q: What does Tom have?', ' A: Tom has a big dog.'), ('Q: Who is Sue?', ' A: Sue is a cat.');",
                NULL, NULL, NULL);
-  train_job tj;
+  train_job tj = {0};
   tj.db = open_db();   /* a second connection on the same file, with the extension */
+  watch wt;
+  watch_on(tj.db, &wt);
   snprintf(sql, sizeof sql, "ATTACH '%s' AS f", dbpath);
   sqlite3_exec(tj.db, sql, NULL, NULL, NULL);
   snprintf(tj.sql, sizeof tj.sql,
            "SELECT length(prefix_train('m', 'SELECT prompt, completion FROM f.pairs', '{\"max_steps\": 1500}'))");
   pthread_create(&th, NULL, train_worker, &tj);
-  usleep(400 * 1000);
+  /* wait until a step is done, then park the training in its progress handler while the other
+  ** connection writes and reads: it is known to be running, whatever the machine's speed */
+  char prog[256] = "";
+  while (!atomic_load(&tj.done)) {
+    run1(db, "SELECT step FROM prefix_jobs WHERE status = 'running' ORDER BY id DESC LIMIT 1", prog, sizeof prog);
+    if (atoi(prog) > 0) break;
+    usleep(1000);
+  }
+  int parked = park(&wt, &tj.done);
   char *em = NULL;
   int wrc = sqlite3_exec(w, "INSERT INTO pairs VALUES ('Q: new', ' A: row')", NULL, NULL, &em);
   sqlite3_free(em);
-  char prog[256];
   int prc = run1(db, "SELECT status || ' ' || (step > 0) || ' ' || (total_steps = 1500) || ' ' || (train_loss > 0) "
                      "FROM prefix_jobs ORDER BY id DESC LIMIT 1", prog, sizeof prog);
+  unpark(&wt);
   pthread_join(th, NULL);
+  CHECK(parked, "the training is caught running after its first step", "it ended first: rc=%d %s", tj.rc, tj.out);
   CHECK(wrc == SQLITE_OK, "another connection writes to the database while training runs", "rc=%d", wrc);
   CHECK(prc == 0 && !strcmp(prog, "running 1 1 1"), "another connection watches training progress in prefix_jobs",
         "'%s'", prog);

@@ -56,24 +56,38 @@ def pf_hash64(b, seed):
 check(struct.unpack("<Q", blob[-8:])[0] == pf_hash64(blob[:-8], 0x53515046),
       "a BLOB's checksum verifies with the algorithm docs/prefix-format.md spells out")
 
-# prefix_jobs from a second connection on another thread, while the first trains
+# prefix_jobs from a second connection on another thread, while the first trains. Whatever the machine's
+# speed: until the poller has seen the job, the training's progress handler (which the extension calls
+# while it computes) holds each of its calls a little, so the training cannot end first.
 seen = []
+seen_evt = threading.Event()
+training_done = threading.Event()
 
 
 def poll():
     c2 = sqlite3.connect(":memory:")
     sqlite_prefix.load(c2)
-    for _ in range(400):
+    while not training_done.is_set():
         seen.extend(r[0] for r in c2.execute("SELECT status FROM prefix_jobs WHERE status = 'running'"))
         if seen:
+            seen_evt.set()
             break
         time.sleep(0.005)
 
 
+def hold_until_seen():
+    if not seen_evt.is_set():
+        seen_evt.wait(0.05)
+    return 0
+
+
+db.set_progress_handler(hold_until_seen, 100)
 t = threading.Thread(target=poll)
 t.start()
 db.execute("""SELECT prefix_train('m', 'SELECT prompt, completion FROM pairs', '{"max_steps": 1500, "add_eos": false}')""")
+training_done.set()
 t.join()
+db.set_progress_handler(None, 0)
 check(bool(seen), "another connection of the process sees the training in prefix_jobs")
 
 # errors: a SQL error is sqlite3.OperationalError with the extension's text

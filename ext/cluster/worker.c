@@ -239,6 +239,16 @@ static void fail_job(const config *cfg, dq_client *c, int64_t job, const char *c
   if (rc) logf_(cfg, "job %lld: could not record its failure: %s", (long long)job, dq_errmsg(c));
 }
 
+/* A test hook (tests/cluster.sh): PREFIX_WORKER_STOP_AT_CLAIM=K makes the worker stop itself (SIGSTOP)
+** right after its K-th claim is logged, before it reads the pairs, as a stalled or frozen machine would.
+** The test then kills it, lets its lease run out, or kills the leader, and continues it (SIGCONT) at a
+** point that does not depend on how fast the machine trains. */
+static void stop_if_asked(void) {
+  static int claims;
+  const char *k = getenv("PREFIX_WORKER_STOP_AT_CLAIM");
+  if (k && atoi(k) == ++claims) raise(SIGSTOP);
+}
+
 /* Claims one job and runs it. Returns 1 when a job was run, 0 when none was free, -1 on a connection
 ** error, -2 when the cluster refuses the claim itself (no job table, say). */
 static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
@@ -277,6 +287,7 @@ static int run_one(const config *cfg, dq_client *c, sqlite3 *local) {
   int64_t id = job->v[0].i, attempt = job->v[4].i;
   const char *customer = job->v[1].p, *model = job->v[2].p, *options = job->v[3].p;
   logf_(cfg, "job %lld claimed: customer '%s', model '%s', attempt %lld", (long long)id, customer, model, (long long)attempt);
+  stop_if_asked();
 
   dq_value r[1] = {txt(customer)};
   rc = RETRY(c, dq_query(c, "SELECT prompt, completion FROM prefix_pairs WHERE customer = ?1 AND split = 'train' ORDER BY id",
