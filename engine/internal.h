@@ -289,8 +289,10 @@ void pf_parallel_for(int n, pf_task_fn fn, void *ctx);
 typedef void (*range_fn)(void *ctx, size_t i0, size_t i1);
 void pf_parallel_range(size_t n, range_fn fn, void *ctx);
 
-/* kernel choice (kernels.c) */
-enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_AVX2, PF_KERNEL_AVX512 };
+/* kernel choice (kernels.c): naive (ops.c's reference loops), blas (OpenBLAS), then the engine's tables
+** (kernels.h) from least to most capable */
+enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVX512,
+       PF_KERNEL_COUNT };
 int pf_set_kernel(int kind);          /* returns the kind in effect (a kind the CPU lacks falls back) */
 int pf_get_kernel(void);
 const char *pf_kernel_name(int kind);
@@ -302,7 +304,7 @@ void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T,
 void pf_kernel_nn_acc(int kind, float *dinp, const float *dout, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* the whole product (as pf_matmul, or pf_matmul_backward_input when nn) on the
 ** pool with A packed once for all threads; 0 when kind or shape do not suit it
-** (AVX-512 and 48 rows or fewer, or AVX2 and fewer than 24) or memory is short,
+** (too few rows for the table's packed GEMM, or naive/blas) or memory is short,
 ** and nothing was done. W is f32 (w), or of another type (qw, w NULL). */
 int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *w, const pf_wt *qw, int T, int n_in,
                      int n_out, int nslice, int exact);
@@ -310,15 +312,15 @@ int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *
 ** products of the dequantized weights only (no integer products) */
 void pf_kernel_nt_w(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1, int exact);
 void pf_kernel_nn_w(int kind, float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
-/* kernels_q.c: decode-sized products reading W's blocks as stored, any row count (8 at a time) */
+/* decode-sized products reading W's blocks as stored, any row count (a few at a time) */
 void pf_kernel_nt_dec(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1, int exact);
-/* decode of the common block types in integers (activations rounded to int8 per 32; kernels_q.c), where the
-** CPU has AVX-512 VNNI; tests: 0 turns it off */
+/* decode of the common block types in integers (activations rounded to int8 per 32), where the table in use
+** has integer products (AVX-512 VNNI, AVX2); tests: 0 turns it off */
 extern int pf_int8;
 extern int pf_prefill_chunk;   /* generate.c: prompt tokens per sequence per prefill pass */
 int pf_kernel_nt_int8(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
-/* out (M, W->rows) = inp · Wᵀ in integers on the pool (nslice column slices), for M > 48; 0 when the type, CPU
-** or memory do not allow it (nothing was done) */
+/* out (M, W->rows) = inp · Wᵀ in integers on the pool (nslice column slices), for prefill; 0 when the type,
+** CPU or memory do not allow it (nothing was done) */
 int pf_gemm_int8(float *out, const float *inp, const pf_wt *W, int M, int nslice);
 /* the products on panels of W unpacked to f32, through OpenBLAS: the fallback of kernels without their own */
 void pf_kernel_nt_panels(float *out, const float *inp, const pf_wt *W, int T, int c0, int c1);
@@ -330,11 +332,11 @@ void pf_wt_deq_cols(const pf_wt *W, int r, int n0, int nw, int nr, float *dst, f
 /* dst[i] = e^(x[i] - sub) for i < n (dst may be NULL, or x); returns the sum in double. AVX-512: a
 ** polynomial e^x (relative error < 2e-7), else expf */
 double pf_vexp_sum(float *dst, const float *x, float sub, int n);
-/* SwiGLU forward (h = silu(g)·u) and backward (dg += .., du += ..) over n elements with AVX-512;
-** 0 when the kernel in use is another (the caller then loops) */
+/* SwiGLU forward (h = silu(g)·u) and backward (dg += .., du += ..) over n elements with the table in use;
+** 0 when it has none (the caller then loops) */
 int pf_silu_mul_fast(float *h, const float *g, const float *u, size_t n);
 int pf_silu_mul_bwd_fast(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
-/* GELU (tanh form) forward and backward (dinp += dout · gelu'(inp)) with AVX-512; 0 as above */
+/* GELU (tanh form) forward and backward (dinp += dout · gelu'(inp)) with the table in use; 0 as above */
 int pf_gelu_fast(float *out, const float *inp, size_t n);
 int pf_gelu_bwd_fast(float *dinp, const float *inp, const float *dout, size_t n);
 /* dst (cols, rows) = src (rows, cols) transposed */
@@ -355,8 +357,8 @@ void pf_vaxpy(float *y, float a, const float *x, int n);
 /* out (T, n_out) = inp (T, n_in) · W^T, W (n_out, n_in) row-major. */
 void pf_matmul(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 /* out (T, w->rows) = inp (T, w->cols) · Wᵀ for a weight of any type: F32 rows through pf_matmul's kernels,
-** others read as stored (kernels_q.c), the common block types in integers where the CPU has AVX-512 VNNI
-** (kernels_int8.c: generation) */
+** others read as stored (kernels.h's tables), the common block types in integers where the table has them
+** (generation) */
 void pf_matmul_w(float *out, const float *inp, const pf_wt *w, int T);
 /* the same in f32 products of the dequantized weights (training, scoring) */
 void pf_matmul_w_exact(float *out, const float *inp, const pf_wt *w, int T);

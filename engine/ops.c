@@ -10,56 +10,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-static int g_naive = 0;
-static atomic_int g_threads;                 /* the process default, 0 = not chosen yet */
-static _Thread_local int t_threads;         /* this thread's call asked for so many (0 = the default) */
-static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
-
-double pf_clock(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-void pf_set_naive(int naive) { g_naive = naive; }
-int pf_get_naive(void) { return g_naive; }
-
-/* OpenBLAS runs single-threaded (its thread wake-ups cost more than the
-** small products here); products are split across our own pool (pool.c). */
-static void blas_single(void) { openblas_set_num_threads(1); }
-
-static int clamp_threads(long c) { return c > 0 ? (int)(c < 1024 ? c : 1024) : 1; }
-
-void pf_set_threads(int n) {
-  if (n <= 0) {   /* PREFIX_THREADS, else the machine's cores */
-    const char *env = getenv("PREFIX_THREADS");
-    n = clamp_threads(env && atoi(env) > 0 ? atoi(env) : sysconf(_SC_NPROCESSORS_ONLN));
-  }
-  pthread_once(&g_blas_once, blas_single);
-  atomic_store(&g_threads, clamp_threads(n));
-}
-
-int pf_get_threads(void) {
-  if (t_threads > 0) return t_threads;
-  int n = atomic_load(&g_threads);
-  if (n <= 0) {
-    pf_set_threads(0);
-    n = atomic_load(&g_threads);
-  }
-  return n;
-}
-
-int pf_threads_push(int n) {
-  int old = t_threads;
-  pthread_once(&g_blas_once, blas_single);
-  if (n > 0) t_threads = clamp_threads(n);
-  return old;
-}
-
-void pf_threads_pop(int old) { t_threads = old; }
 
 /* A product split into column slices, one task each, run on the pool. */
 typedef struct mm_job {
@@ -131,7 +81,7 @@ void pf_add_inplace(float *y, const float *x, size_t n) {
   pf_parallel_range(n, add_range, &a);
 }
 
-static int naive_kernels(void) { return g_naive || pf_get_kernel() == PF_KERNEL_NAIVE; }
+static int naive_kernels(void) { return pf_get_naive() || pf_get_kernel() == PF_KERNEL_NAIVE; }
 
 /* out (T, n_out) = inp (T, n_in) · W^T; W is (n_out, n_in) row-major. */
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out) {
@@ -257,7 +207,7 @@ void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, in
 /* dw (n_out, n_in) += dout^T (n_out, T) · inp (T, n_in). */
 void pf_matmul_backward_weight(float *dw, const float *dout, const float *inp, int T, int n_in, int n_out) {
   pf_get_threads();
-  if (g_naive) {
+  if (pf_get_naive()) {
     for (size_t o = 0; o < (size_t)n_out; o++)
       for (size_t i = 0; i < (size_t)n_in; i++) {
         double acc = 0;

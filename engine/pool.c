@@ -1,6 +1,8 @@
 /*
 ** pool.c — a small persistent thread pool for the compute kernels.
 **
+** It also owns the thread setting (pf_set_threads and friends).
+**
 ** pf_parallel_for(n, fn, ctx) runs fn(ctx, 0..n-1) on the calling thread and
 ** up to pf_get_threads()-1 workers, and returns when all are done. Workers spin
 ** briefly for the next job (decode issues hundreds of small jobs per token),
@@ -11,10 +13,55 @@
 */
 #include "internal.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+/* ------------------------------------------------ the thread setting
+** The number of compute threads: the process default (PREFIX_THREADS, else the machine's cores) and a
+** per-thread override for one call (a statement's "threads" option). */
+static atomic_int g_threads;                 /* the process default, 0 = not chosen yet */
+static _Thread_local int t_threads;         /* this thread's call asked for so many (0 = the default) */
+static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+
+/* OpenBLAS runs single-threaded (its thread wake-ups cost more than the
+** small products here); products are split across our own pool (pool.c). */
+static void blas_single(void) { openblas_set_num_threads(1); }
+
+static int clamp_threads(long c) { return c > 0 ? (int)(c < 1024 ? c : 1024) : 1; }
+
+void pf_set_threads(int n) {
+  if (n <= 0) {   /* PREFIX_THREADS, else the machine's cores */
+    const char *env = getenv("PREFIX_THREADS");
+    n = clamp_threads(env && atoi(env) > 0 ? atoi(env) : sysconf(_SC_NPROCESSORS_ONLN));
+  }
+  pthread_once(&g_blas_once, blas_single);
+  atomic_store(&g_threads, clamp_threads(n));
+}
+
+int pf_get_threads(void) {
+  if (t_threads > 0) return t_threads;
+  int n = atomic_load(&g_threads);
+  if (n <= 0) {
+    pf_set_threads(0);
+    n = atomic_load(&g_threads);
+  }
+  return n;
+}
+
+int pf_threads_push(int n) {
+  int old = t_threads;
+  pthread_once(&g_blas_once, blas_single);
+  if (n > 0) t_threads = clamp_threads(n);
+  return old;
+}
+
+void pf_threads_pop(int old) { t_threads = old; }
+
+/* ------------------------------------------------------------ the pool */
 
 #define MAX_WORKERS 63
 

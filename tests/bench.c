@@ -235,7 +235,7 @@ int main(int argc, char **argv) {
   int auto_k = pf_get_kernel();
   if (!csv) {
     printf("threads %d; matmul 1024x1024x1024 through the engine:", pf_get_threads());
-    for (int k = PF_KERNEL_BLAS; k <= PF_KERNEL_AVX512; k++)
+    for (int k = PF_KERNEL_BLAS; k < PF_KERNEL_COUNT; k++)
       if (pf_set_kernel(k) == k) printf(" %s %.1f GFLOP/s;", pf_kernel_name(k), sgemm_gflops());
     pf_set_kernel(auto_k);
     printf(" in use: %s\n", pf_kernel_name(auto_k));

@@ -179,10 +179,11 @@ static void test_kernels(void) {
                      {130, 256, 96}, {100, 300, 70}, {70, 600, 33}, {1100, 40, 40}, {40, 200, 150}};
   /* 10..48 rows: the decode-batch kernel (groups of 16 rows); more: the packed GEMM (K blocked past 256 when
   ** T > 64, row blocks past 1008) */
-  int kinds[] = {PF_KERNEL_BLAS, PF_KERNEL_AVX2, PF_KERNEL_AVX512};
+  int kinds[] = {PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVX512};
+  int nkinds = (int)(sizeof kinds / sizeof kinds[0]);
   for (int threads = 1; threads <= 2; threads++) {
     pf_set_threads(threads);
-    for (size_t kk = 0; kk < 3; kk++) {
+    for (int kk = 0; kk < nkinds; kk++) {
       if (pf_set_kernel(kinds[kk]) != kinds[kk]) { printf("# kernel %s: not on this CPU\n", pf_kernel_name(kinds[kk])); continue; }
       int ok_nt = 1, ok_nn = 1, ok_dw = 1;
       double worst = 0;
@@ -246,14 +247,14 @@ static void test_kernels(void) {
   CHECK(ok, "Q8_0 block dequantizes to scale * int8", "");
 }
 
-/* the vector e^x of softmax and SiLU (AVX-512 and AVX2): within 4e-7 relative
+/* the vector e^x of softmax and SiLU (every table): within 4e-7 relative
 ** of exp on [-87, 88], tiny below, NaN kept; and the sum it returns */
 static void test_vexp(void) {
   int n = 19001;
   float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
   for (int i = 0; i < n; i++) x[i] = -100.0f + 0.01f * (float)i;   /* -100 .. 90 */
   x[5] = NAN;
-  for (int kind = PF_KERNEL_AVX2; kind <= PF_KERNEL_AVX512; kind++) {
+  for (int kind = PF_KERNEL_PORTABLE; kind < PF_KERNEL_COUNT; kind++) {
     if (pf_set_kernel(kind) != kind) continue;
     int ok = 1;
     double sum = pf_vexp_sum(y, x, 0.0f, n), worst = 0;
@@ -276,13 +277,13 @@ static void test_vexp(void) {
   free(x); free(y);
 }
 
-/* SwiGLU and GELU forward and backward through the vector kernels (AVX-512, AVX2) = the scalar formulas */
+/* SwiGLU and GELU forward and backward through every table's vector kernels = the scalar formulas */
 static void test_activations(void) {
   size_t n = 1003;
   float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n), *dh = malloc(sizeof(float) * n);
   float *h = malloc(sizeof(float) * n), *dg = malloc(sizeof(float) * n), *du = malloc(sizeof(float) * n);
   for (size_t i = 0; i < n; i++) g[i] = 8 * t_frand(), u[i] = t_frand(), dh[i] = t_frand();
-  for (int kind = PF_KERNEL_AVX2; kind <= PF_KERNEL_AVX512; kind++) {
+  for (int kind = PF_KERNEL_PORTABLE; kind < PF_KERNEL_COUNT; kind++) {
     if (pf_set_kernel(kind) != kind) continue;
     double w1 = 0, w2 = 0, w3 = 0, w4 = 0;
     for (size_t i = 0; i < n; i++) dg[i] = du[i] = 0.25f;
