@@ -94,27 +94,30 @@ int pf_seq_set_prefix(pf_seq *s, const float *kv, int prefix_len, pf_err *err) {
   return PF_OK;
 }
 
-/* out (T, q_dim): attention of each new token over its own sequence.
-** One task per token; each uses its own row of the scratch `att`. */
+/* out (T, q_dim): attention of each new token over its own sequence. One task per token and group of
+** heads (groups when there are fewer tokens than threads: decode), each with its own row of the scratch
+** `att`; a head is computed the same way whatever the grouping. */
 typedef struct attn_job {
   float *out, *att;
   const float *q;
   pf_seq **seqs;
   const int *seq_of, *pos;
-  int layer, att_stride;
+  int layer, att_stride, hsplit;
   const pf_hparams *hp;
 } attn_job;
 
-static void attn_task(void *arg, int t) {
+static void attn_task(void *arg, int i) {
   const attn_job *j = arg;
   const pf_hparams *hp = j->hp;
+  int t = i / j->hsplit, g = i % j->hsplit, per = (hp->n_head + j->hsplit - 1) / j->hsplit;
+  int h0 = g * per, h1 = h0 + per < hp->n_head ? h0 + per : hp->n_head;
   int hd = hp->head_dim, kvd = pf_kv_dim(hp), grp = hp->n_head / hp->n_head_kv;
-  float scale = 1.0f / sqrtf((float)hd), *att = j->att + (size_t)t * j->att_stride;
+  float scale = 1.0f / sqrtf((float)hd), *att = j->att + (size_t)i * j->att_stride;
   const pf_seq *s = j->seqs[j->seq_of[t]];
   const float *K = s->k + (size_t)j->layer * s->n_ctx * kvd;
   const float *V = s->v + (size_t)j->layer * s->n_ctx * kvd;
   int n = j->pos[t] + 1;
-  for (int h = 0; h < hp->n_head; h++) {
+  for (int h = h0; h < h1; h++) {
     int kh = h / grp;
     pf_attend(j->out + ((size_t)t * hp->n_head + h) * hd, j->q + ((size_t)t * hp->n_head + h) * hd,
               K + (size_t)kh * hd, V + (size_t)kh * hd, n, kvd, hd, scale, att);
@@ -143,14 +146,17 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
   int d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp);
   int max_ctx = 0;
   for (int i = 0; i < n_seq; i++) if (seqs[i]->n_ctx > max_ctx) max_ctx = seqs[i]->n_ctx;
-  size_t need = (size_t)T * ((size_t)d + 2 * (size_t)qd + 2 * (size_t)kvd + (size_t)max_ctx) +
+  /* fewer tokens than threads (decode): each token's heads in groups, so attention uses every thread */
+  int nt = pf_get_threads(), hsplit = T >= nt ? 1 : (nt + T - 1) / T;
+  if (hsplit > hp->n_head) hsplit = hp->n_head;
+  size_t need = (size_t)T * ((size_t)d + 2 * (size_t)qd + 2 * (size_t)kvd + (size_t)hsplit * max_ctx) +
                 pf_block_scratch_floats(hp, T);
   if (work_reserve(w, need, 2 * (size_t)T))
     return pf_seterr(err, PF_NOMEM, "out of memory for forward scratch (%zu MB)", need * 4 >> 20);
   float *x = w->buf, *q = x + (size_t)T * d, *ao = q + (size_t)T * qd, *k = ao + (size_t)T * qd;
   float *v = k + (size_t)T * kvd, *att = v + (size_t)T * kvd;
   pf_bscratch bs;
-  pf_block_scratch_point(&bs, att + (size_t)T * max_ctx, hp, T, 0);
+  pf_block_scratch_point(&bs, att + (size_t)T * hsplit * max_ctx, hp, T, 0);
   int *seq_of = w->ibuf, *pos = w->ibuf + T;
   for (int i = 0, t = 0; i < n_seq; i++)
     for (int j = 0; j < n_tok[i]; j++, t++) { seq_of[t] = i; pos[t] = seqs[i]->n_pos + j; }
@@ -166,8 +172,8 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
       memcpy(s->k + at, k + (size_t)t * kvd, sizeof(float) * kvd);
       memcpy(s->v + at, v + (size_t)t * kvd, sizeof(float) * kvd);
     }
-    attn_job j = {ao, att, q, seqs, seq_of, pos, l, max_ctx, hp};
-    pf_parallel_for(T, attn_task, &j);
+    attn_job j = {ao, att, q, seqs, seq_of, pos, l, max_ctx, hsplit, hp};
+    pf_parallel_for(T * hsplit, attn_task, &j);
     pf_block_attn_out(m, L, ao, T, x, &bs);
     pf_block_ffn(m, L, x, T, &bs, NULL);
   }

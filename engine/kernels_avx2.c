@@ -68,16 +68,24 @@ T256 static inline __m256i lanes256(int n) {
 #endif
 #define G2_NR (8 * G2_NV)
 
-/* A tile: ap[k][i] = A[i][k0 + k] for its mr <= G2_MR rows (stride G2_MR) */
+/* A tile: ap[k][i] = A[i][k0 + k] for its mr <= G2_MR rows (stride G2_MR). 8 × 8 blocks transposed in
+** registers; their rows of 8 stored in order at stride G2_MR (each store's last lanes are overwritten by the
+** next), the block's last row through a small copy so nothing is written past the tile. No masked stores
+** (slow on AMD). */
 T256 static void g2_pack_a(float *ap, const float *A, int lda, int mr, int k0, int kc) {
   for (int k = 0; k < kc; k += 8) {
     int kk = kc - k < 8 ? kc - k : 8;
-    __m256i km = lanes256(kk);
     __m256 r[8];
-    for (int i = 0; i < 8; i++) r[i] = i < mr ? _mm256_maskload_ps(A + (size_t)i * lda + k0 + k, km) : _mm256_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+      const float *a = A + (size_t)i * lda + k0 + k;
+      r[i] = i >= mr ? _mm256_setzero_ps() : kk == 8 ? _mm256_loadu_ps(a) : _mm256_maskload_ps(a, lanes256(kk));
+    }
     transpose8(r);
-    __m256i mrl = lanes256(G2_MR);
-    for (int j = 0; j < kk; j++) _mm256_maskstore_ps(ap + (size_t)(k + j) * G2_MR, mrl, r[j]);
+    float *o = ap + (size_t)k * G2_MR;
+    for (int j = 0; j + 1 < kk; j++) _mm256_storeu_ps(o + (size_t)j * G2_MR, r[j]);
+    float last[8];
+    _mm256_storeu_ps(last, r[kk - 1]);
+    memcpy(o + (size_t)(kk - 1) * G2_MR, last, sizeof(float) * G2_MR);
   }
 }
 
@@ -126,9 +134,16 @@ T256Q static void g2_pack_nt_half(float *bp, const uint16_t *W, int ldw, int bf1
                                   int pf_rows) {
   g2_pack_rows(bp, NULL, W, bf16, ldw, n0, nw, k0, kc, pf_rows);
 }
-static void g2_pack_nn(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc) {
-  for (int k = 0; k < kc; k++)
-    for (int j = 0; j < G2_NR; j++) bp[(size_t)k * G2_NR + j] = j < nw ? W[(size_t)(k0 + k) * ldw + n0 + j] : 0.0f;
+/* B panel for NN: bp[k][j] = W[k0 + k][n0 + j], zero past nw columns (rows of W are already along j) */
+T256 static void g2_pack_nn(float *bp, const float *W, int ldw, int n0, int nw, int k0, int kc) {
+  for (int k = 0; k < kc; k++) {
+    const float *w = W + (size_t)(k0 + k) * ldw + n0;
+    for (int v = 0; v < G2_NV; v++) {
+      int c = nw - 8 * v;
+      __m256 x = c >= 8 ? _mm256_loadu_ps(w + 8 * v) : c > 0 ? _mm256_maskload_ps(w + 8 * v, lanes256(c)) : _mm256_setzero_ps();
+      _mm256_store_ps(bp + (size_t)k * G2_NR + 8 * v, x);
+    }
+  }
 }
 
 T256 static inline __attribute__((always_inline)) void g2_tile(int mr, float *c, int ldc, const float *ap,
