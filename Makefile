@@ -11,7 +11,9 @@
 #   make test-bindings the Python and Node packages (bindings/); python-package / node-package bundle the .so
 #   make sanitize      the tests under AddressSanitizer + UBSan;  make fuzz | oom | tsan: docs/security.md
 #   make test-loaded   the waiting checks at nice 19 beside a busy build loop (no test depends on speed)
+#   make test-arm64    cross-compiled for ARM64, the kernel/tokenizer/generation/training tests under qemu
 #   make bench         throughput figures (never fails on time); make bench-compare: beside llama.cpp
+#                      (ISA=avx2: the AVX2 paths beside an AVX2-only llama.cpp, on any x86 machine)
 #   make eval          the paper's E2E experiments through SQL (docs/evaluation.md; about 7 minutes)
 # Run as root on Debian, the targets first install missing packages (tests/deps.sh).
 
@@ -21,6 +23,17 @@ CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -Wall -Wextra -fPIC -pthread -D_GNU_SOURCE
 SAN     ?=
 LDLIBS  = -lopenblas -lutf8proc -lm -lpthread
+# macOS (Homebrew: brew install sqlite openblas utf8proc pkg-config; not tested here, see docs/platforms.md):
+# the extension is prefix.dylib, OpenBLAS (keg-only) and utf8proc come through pkg-config
+SOEXT   = so
+SHARED  = -shared
+ifeq ($(shell uname -s),Darwin)
+  SOEXT  = dylib
+  SHARED = -dynamiclib
+  export PKG_CONFIG_PATH := $(PKG_CONFIG_PATH):$(shell brew --prefix openblas 2>/dev/null)/lib/pkgconfig
+  CFLAGS += $(shell pkg-config --cflags openblas libutf8proc sqlite3 2>/dev/null)
+  LDLIBS  = $(shell pkg-config --libs openblas libutf8proc 2>/dev/null) -lm -lpthread
+endif
 TEST_LDLIBS = -lsqlite3 $(LDLIBS)
 BUILD   ?= dist
 
@@ -44,8 +57,8 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
-all: $(BUILD)/prefix.so $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
+.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded test-arm64 fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+all: $(BUILD)/prefix.$(SOEXT) $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h ext/*.h)
@@ -76,11 +89,11 @@ $(BUILD)/libsqlite_prefix.a: $(CORE_OBJ) $(ENGINE_OBJ)
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(BINDIR)
-	install -m 755 $(BUILD)/prefix.so $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.so
+	install -m 755 $(BUILD)/prefix.$(SOEXT) $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.$(SOEXT)
 	install -m 644 $(BUILD)/libsqlite_prefix.a $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a
 	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' \
 	  'includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))/sqlite-prefix' '' 'Name: sqlite-prefix' \
-	  'Description: prefix-tuning inside SQLite (static library; the loadable extension is $${libdir}/sqlite-prefix/prefix.so)' \
+	  'Description: prefix-tuning inside SQLite (static library; the loadable extension is $${libdir}/sqlite-prefix/prefix.$(SOEXT))' \
 	  'Version: $(VERSION)' 'Requires.private: sqlite3' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsqlite_prefix' \
 	  'Libs.private: -lopenblas -lutf8proc -lm -lpthread' >$(DESTDIR)$(LIBDIR)/pkgconfig/sqlite-prefix.pc
 	install -m 644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/
@@ -93,24 +106,24 @@ install-cluster: cluster
 	install -m 644 sql/schema.sql sql/cluster.sql $(DESTDIR)$(PREFIX)/share/sqlite-prefix/
 
 # the host-language packages with the extension bundled (bindings/python, bindings/node)
-python-package: $(BUILD)/prefix.so
-	cp $(BUILD)/prefix.so bindings/python/sqlite_prefix/prefix.so
-node-package: $(BUILD)/prefix.so
-	cp $(BUILD)/prefix.so bindings/node/prefix.so
+python-package: $(BUILD)/prefix.$(SOEXT)
+	cp $(BUILD)/prefix.$(SOEXT) bindings/python/sqlite_prefix/prefix.$(SOEXT)
+node-package: $(BUILD)/prefix.$(SOEXT)
+	cp $(BUILD)/prefix.$(SOEXT) bindings/node/prefix.$(SOEXT)
 # their tests: Debian's python3, and Node with better-sqlite3 built from the npm registry (tests/bindings.sh)
 test-bindings: all
 	@sh tests/bindings.sh $(BUILD)
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.so $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a \
+	rm -f $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.$(SOEXT) $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a \
 	  $(DESTDIR)$(LIBDIR)/pkgconfig/sqlite-prefix.pc $(DESTDIR)$(BINDIR)/prefix-mkmodel \
 	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/,$(notdir $(HEADERS))) \
 	  $(addprefix $(DESTDIR)$(BINDIR)/,prefix-node prefix-worker prefix-cluster) \
 	  $(DESTDIR)$(PREFIX)/share/sqlite-prefix/schema.sql $(DESTDIR)$(PREFIX)/share/sqlite-prefix/cluster.sql
 	-rmdir $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(PREFIX)/share/sqlite-prefix 2>/dev/null
 
-$(BUILD)/prefix.so: $(EXT_OBJ) $(ENGINE_OBJ)
-	$(CC) $(SAN) -shared -o $@ $^ $(LDLIBS)
+$(BUILD)/prefix.$(SOEXT): $(EXT_OBJ) $(ENGINE_OBJ)
+	$(CC) $(SAN) $(SHARED) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/testlib.h $(BUILD)/libprefix_engine.a
 	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
@@ -164,7 +177,12 @@ bench-cluster: deps all cluster
 	@sh tests/bench_cluster.sh $(BUILD)
 
 bench-compare: deps all
-	@sh tests/bench_compare.sh $(BUILD)
+	@ISA=$(ISA) sh tests/bench_compare.sh $(BUILD)
+
+# ARM64 under emulation: cross-compiled (gcc-aarch64-linux-gnu, the :arm64 -dev packages) into dist-arm64,
+# the kernel, tokenizer, generation and training tests run under qemu-user with two CPUs (tests/arm64.sh)
+test-arm64:
+	@sh tests/arm64.sh dist-arm64
 
 # The same tests under AddressSanitizer + UBSan, in their own build folder.
 sanitize:
@@ -222,4 +240,4 @@ tsan: deps
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TSAN_SECONDS=$(TSAN_SECONDS) dist-tsan/threads
 
 clean:
-	rm -rf dist dist-san dist-fuzz dist-oom dist-tsan dist-node
+	rm -rf dist dist-san dist-fuzz dist-oom dist-tsan dist-node dist-arm64

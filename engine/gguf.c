@@ -269,6 +269,7 @@ int gguf_parse(gguf_file *g, const uint8_t *base, uint64_t size, pf_err *err) {
   memset(g, 0, sizeof *g);
   g->base = base;
   g->size = size;
+  if (!pf_host_little_endian()) return pf_seterr(err, PF_ERR, "%s", PF_BIG_ENDIAN_MSG);
   if (size == 0) return pf_seterr(err, PF_ERR, "not a GGUF file: the file is empty");
   if (size < 4 || (memcpy(&magic, base, 4), magic != 0x46554747u))
     return pf_seterr(err, PF_ERR, "not a GGUF file: bad magic (expected \"GGUF\" at offset 0)");

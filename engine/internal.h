@@ -274,6 +274,11 @@ size_t pf_utf8_complete(const char *in, size_t n);
 /* GPT-2's byte -> code point mapping as UTF-8 (NUL-terminated; returns its length) (tokenizer_bpe.c) */
 int pf_gpt2_byte_utf8(int b, char out[3]);
 
+/* base.c: the host stores numbers little-endian (GGUF and the BLOB format are); tests set pf_test_big_endian */
+int pf_host_little_endian(void);
+extern int pf_test_big_endian;
+#define PF_BIG_ENDIAN_MSG "this host is big-endian; GGUF files and prefix BLOBs are little-endian and are read in place, so it is not supported"
+
 /* hashing */
 uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
 int pf_byte_token_value(const char *t, int len);
@@ -292,7 +297,7 @@ void pf_parallel_range(size_t n, range_fn fn, void *ctx);
 /* kernel choice (kernels.c): naive (ops.c's reference loops), blas (OpenBLAS), then the engine's tables
 ** (kernels.h) from least to most capable */
 enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVX512,
-       PF_KERNEL_COUNT };
+       PF_KERNEL_NEON, PF_KERNEL_COUNT };
 int pf_set_kernel(int kind);          /* returns the kind in effect (a kind the CPU lacks falls back) */
 int pf_get_kernel(void);
 const char *pf_kernel_name(int kind);

@@ -1,7 +1,7 @@
 /*
 ** kernels.c — which kernels run: the table of the best instruction set this CPU has (kernels.h), chosen
-** once per process and timed against OpenBLAS once (PREFIX_KERNEL=naive|blas|portable|avx2|avx512 forces
-** one), and the entry points ops.c calls, each passing its work to the table in use:
+** once per process and timed against OpenBLAS once (PREFIX_KERNEL=naive|blas|portable|avx2|avx512|neon
+** forces one), and the entry points ops.c calls, each passing its work to the table in use:
 **
 **   NT  out (T, N) = A (T, K) · W (N, K)^T      forward projections, logits
 **   NN  dA (T, K) += dY (T, N) · W (N, K)        backward to the input
@@ -31,6 +31,9 @@ static const pf_isa *isa_of(int kind) {
 #if PF_X86
     case PF_KERNEL_AVX2: return &pf_isa_avx2;
     case PF_KERNEL_AVX512: return &pf_isa_avx512;
+#endif
+#if defined(__aarch64__)
+    case PF_KERNEL_NEON: return &pf_isa_neon;
 #endif
     default: return NULL;
   }
@@ -194,8 +197,10 @@ int pf_build_info(char *buf, size_t n) {
                  __builtin_cpu_supports("avx512vl"), __builtin_cpu_supports("avx512vnni")};
   for (int i = 0; i < 8; i++)
     if (have[i]) ADD("%s ", feat[i]);
+#elif defined(__aarch64__)
+  ADD("neon %s", pf_neon_dotprod() ? "dotprod " : "");
 #else
-  ADD("(not x86) ");
+  ADD("(none the engine uses) ");
 #endif
   const char *cfg = openblas_get_config(), *core = openblas_get_corename();
   ADD("\nKernel: %s (tables this CPU can run:", pf_kernel_name(pf_get_kernel()));
@@ -207,7 +212,7 @@ int pf_build_info(char *buf, size_t n) {
 }
 
 const char *pf_kernel_name(int kind) {
-  static const char *n[PF_KERNEL_COUNT] = {"auto", "naive", "blas", "portable", "avx2", "avx512"};
+  static const char *n[PF_KERNEL_COUNT] = {"auto", "naive", "blas", "portable", "avx2", "avx512", "neon"};
   return kind >= 0 && kind < PF_KERNEL_COUNT && n[kind] ? n[kind] : "?";
 }
 

@@ -453,6 +453,7 @@ static int ensemble_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err 
 
 int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) {
   memset(out, 0, sizeof *out);
+  if (!pf_host_little_endian()) return pf_seterr(err, PF_ERR, "%s", PF_BIG_ENDIAN_MSG);
   if (len >= 4 && !memcmp(b, ENS_MAGIC, 4)) return ensemble_decode(b, len, out, err);
   if (len < 4 || memcmp(b, BLOB_MAGIC, 4) != 0)
     return pf_seterr(err, PF_ERR, "not a prefix BLOB (bad magic; expected \"SQPF\", %zu bytes)", len);

@@ -34,10 +34,18 @@ static double now(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+/* ru_maxrss is in kilobytes on Linux, in bytes on macOS */
+static long maxrss_mb(const struct rusage *ru) {
+#ifdef __APPLE__
+  return ru->ru_maxrss >> 20;
+#else
+  return ru->ru_maxrss / 1024;
+#endif
+}
 static long peak_rss_mb(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / 1024;
+  return maxrss_mb(&ru);
 }
 
 static double sgemm_gflops(void) {
@@ -78,7 +86,7 @@ static int in_child(void (*fn)(pf_model *, figures *), const char *path, figures
   struct rusage ru;
   wait4(pid, &status, 0, &ru);
   if (!ok || !WIFEXITED(status) || WEXITSTATUS(status)) return -1;
-  *rss_mb = ru.ru_maxrss / 1024;
+  *rss_mb = maxrss_mb(&ru);
   if (fn) {
     if (r.prefill) f->prefill = r.prefill, f->decode = r.decode, f->dec16 = r.dec16;
     if (r.train) f->train = r.train;
@@ -221,7 +229,7 @@ static int peak(char **argv) {
   struct rusage ru;
   wait4(pid, &status, 0, &ru);
   if (!WIFEXITED(status) || WEXITSTATUS(status)) { printf("error: %s exited with %d\n", argv[0], WEXITSTATUS(status)); return 1; }
-  printf("%ld\n", ru.ru_maxrss / 1024);
+  printf("%ld\n", maxrss_mb(&ru));
   return 0;
 }
 

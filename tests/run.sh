@@ -1,6 +1,10 @@
 #!/bin/sh
 # Run every test: the engine's C tests (dist/test_*) and the SQL tests
 # (tests/sql/*.test through the sqlite3 shell). Ends with "N passed, M failed".
+# A subset, and an emulator (tests/arm64.sh): PF_TESTS (C tests, e.g. "test_engine test_quant:int8"),
+# PF_SQL_TESTS (e.g. "tokenize generate"), PF_SHELL_TESTS (default "install progress cluster"), PF_RUN (a
+# command the C tests run under, e.g. qemu-aarch64); set but empty: none of that kind. The sqlite3 on PATH
+# is the shell used.
 BUILD=${1:-dist}
 export PF_BUILD=$BUILD
 : "${PREFIX_MODEL_DIR:=../shared/models}"
@@ -19,9 +23,15 @@ if [ "$BUILD" = "dist-san" ]; then
   export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
 fi
 
-for t in "$BUILD"/test_*; do
-  [ -x "$t" ] || continue
-  "$t" >"$log" 2>&1
+ctests=""   # NAME or NAME:ARG,ARG (test_quant takes the parts to run)
+if [ -n "${PF_TESTS+set}" ]; then for n in $PF_TESTS; do ctests="$ctests $BUILD/$n"; done; else ctests=$(ls "$BUILD"/test_* 2>/dev/null); fi
+sqltests=""
+if [ -n "${PF_SQL_TESTS+set}" ]; then for n in $PF_SQL_TESTS; do sqltests="$sqltests tests/sql/$n.test"; done; else sqltests=$(ls tests/sql/*.test); fi
+for tt in $ctests; do
+  t=${tt%%:*}; args=""
+  [ "$t" != "$tt" ] && args=$(echo "${tt#*:}" | tr ',' ' ')
+  [ -f "$t" ] || continue
+  ${PF_RUN:-} "$t" $args >"$log" 2>&1
   rc=$?
   p=$(grep -c '^PASS ' "$log")
   f=$(grep -c '^FAIL ' "$log")
@@ -42,7 +52,7 @@ done
 #   exact output (stdout and stderr; "near line N" is removed from errors)
 tmp=$(mktemp -d)
 work=$(mktemp -d)   # $TMP in the tests: a folder for files they make
-for file in tests/sql/*.test; do
+for file in $sqltests; do
   rm -f "$tmp"/case_*
   awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" -v work="$work" -v data="$PREFIX_DATA_DIR" '
     function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); gsub(/\$TMP/, work, s); gsub(/\$DATA/, data, s); return s }
@@ -71,7 +81,7 @@ done
 # shell-level checks: make install, the static library through pkg-config, examples/c, the installed
 # extension's dependencies (install.sh); the progress output on a terminal and in a log (progress.sh);
 # the dqlite cluster of prefix-node and prefix-worker processes on 127.0.0.1 (cluster.sh)
-for t in install progress cluster; do
+for t in ${PF_SHELL_TESTS-install progress cluster}; do
   sh "tests/$t.sh" "$BUILD" >"$log" 2>&1
   p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
   # a FAIL line and the indented lines after it (why it failed), and notes
@@ -82,6 +92,7 @@ done
 # Every SQL function and module the extension registers has a SQL test.
 names=$(printf '.load %s/prefix\nSELECT DISTINCT name FROM pragma_function_list WHERE name LIKE '"'"'prefix%%'"'"' UNION SELECT name FROM pragma_module_list WHERE name LIKE '"'"'prefix%%'"'"';\n' "$BUILD" |
         env $SHELL_ENV sqlite3 -batch :memory: 2>&1)
+[ -n "${PF_SQL_TESTS+set}" ] && names=""   # a subset of the SQL tests: this check is the whole suite's
 for n in $names; do
   if grep -q "$n" tests/sql/*.test; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $n has no SQL test"; fi
 done

@@ -257,6 +257,19 @@ int main(void) {
 
   expect_reject("empty file", "", 0, "not a GGUF file: the file is empty");
   expect_reject("bad magic", "GGML\3\0\0\0", 8, "not a GGUF file: bad magic");
+  /* a big-endian host (as this test makes the engine believe) refuses models and prefix BLOBs, clearly */
+  {
+    pf_err e = {0};
+    pf_test_big_endian = 1;
+    pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);
+    CHECK(!m && t_contains(e.msg, "this host is big-endian; GGUF files and prefix BLOBs are little-endian"),
+          "a big-endian host refuses a model at load, saying why", "%s", m ? "loaded" : e.msg);
+    pf_model_free(m);
+    pf_prefix p;
+    int rc = pf_prefix_decode((const uint8_t *)"SQPF", 4, &p, &e);
+    CHECK(rc != PF_OK && t_contains(e.msg, "big-endian"), "a big-endian host refuses a prefix BLOB", "%s", e.msg);
+    pf_test_big_endian = 0;
+  }
   header(&b, 1, 0, 0);
   expect_reject("version 1", b.p, b.n, "GGUF version 1 is not supported (supported: 2, 3)");
   header(&b, 4, 0, 0);

@@ -519,14 +519,18 @@ static void test_mkmodel_types(void) {
   unlink(path);
 }
 
-int main(void) {
+/* test_quant [PART ...]: all parts, or the named ones (reference quantizers kernels int8 models malformed
+** mkmodel): tests/arm64.sh runs the kernel parts on a second emulated CPU */
+int main(int argc, char **argv) {
+  static const struct { const char *name; void (*fn)(void); } parts[] = {
+    {"reference", test_reference}, {"quantizers", test_quantizers}, {"kernels", test_kernels}, {"int8", test_int8},
+    {"models", test_models}, {"malformed", test_malformed}, {"mkmodel", test_mkmodel_types},
+  };
   pf_set_threads(2);
-  test_reference();
-  test_quantizers();
-  test_kernels();
-  test_int8();
-  test_models();
-  test_malformed();
-  test_mkmodel_types();
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    int run = argc < 2;
+    for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], parts[i].name);
+    if (run) parts[i].fn();
+  }
   return t_failed != 0;
 }
