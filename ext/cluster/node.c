@@ -93,7 +93,24 @@ static void usage(FILE *f) {
           "  --join-timeout S      how long to keep trying to join (default 60)\n"
           "  --statement-timeout-ms N  interrupt a statement after N ms (default 2000, or 10 x latency;\n"
           "                        0: no limit). Above the election timeout, a statement costs the leader\n"
-          "                        its leadership and its transaction\n");
+          "                        its leadership and its transaction\n"
+          "  --trusted-network     allow an address that is not loopback: dqlite's protocol has no\n"
+          "                        authentication, and one crafted connection can crash libdqlite 1.11\n"
+          "                        (Debian 12); only on a network that admits nothing but the cluster's own\n"
+          "                        machines (WireGuard, a firewall): docs/security.md\n");
+}
+
+/* 127.0.0.0/8, ::1, localhost, or an abstract Unix socket (@name): reachable from this machine only */
+static int is_loopback(const char *address) {
+  if (address[0] == '@') return 1;
+  const char *colon = strrchr(address, ':');
+  size_t n = colon ? (size_t)(colon - address) : strlen(address);
+  char host[256];
+  if (n >= sizeof host) return 0;
+  memcpy(host, address, n);
+  host[n] = 0;
+  if (host[0] == '[' && n >= 2 && host[n - 1] == ']') { memmove(host, host + 1, n - 2); host[n - 2] = 0; }
+  return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost");
 }
 
 static int mkdirs(const char *path) {
@@ -164,13 +181,14 @@ int main(int argc, char **argv) {
   unsigned latency_ms = 0;
   double join_timeout = 60, limit_ms = -1;
   const char *models[64];
-  int nmodels = 0;
+  int nmodels = 0, trusted = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
       return 0;
     }
+    if (!strcmp(a, "--trusted-network")) { trusted = 1; continue; }
     if (!v) {
       fprintf(stderr, "prefix-node: %s needs a value\n", a);
       usage(stderr);
@@ -198,6 +216,13 @@ int main(int argc, char **argv) {
   }
   if (!address || !data) {
     usage(stderr);
+    return 2;
+  }
+  if (!is_loopback(address) && !trusted) {
+    fprintf(stderr, "prefix-node: --address %s is reachable from other machines, and dqlite's protocol has no "
+                    "authentication: one crafted connection can crash libdqlite 1.11 (Debian 12). Serve on a network that "
+                    "admits only the cluster's machines (WireGuard, a firewall) and say so with --trusted-network; "
+                    "see docs/security.md\n", address);
     return 2;
   }
   if (!id) id = join ? dqlite_generate_node_id(address) : 1;
