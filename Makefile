@@ -88,7 +88,9 @@ $(BUILD)/libsqlite_prefix.a: $(CORE_OBJ) $(ENGINE_OBJ)
 	ar rcs $@ $^
 
 install: all
-	install -d $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(PREFIX)/share/sqlite-prefix
+	install -m 644 sql/schema.sql $(DESTDIR)$(PREFIX)/share/sqlite-prefix/schema.sql
 	install -m 755 $(BUILD)/prefix.$(SOEXT) $(DESTDIR)$(LIBDIR)/sqlite-prefix/prefix.$(SOEXT)
 	install -m 644 $(BUILD)/libsqlite_prefix.a $(DESTDIR)$(LIBDIR)/libsqlite_prefix.a
 	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' \
@@ -108,6 +110,7 @@ install-cluster: cluster
 # the host-language packages with the extension bundled (bindings/python, bindings/node)
 python-package: $(BUILD)/prefix.$(SOEXT)
 	cp $(BUILD)/prefix.$(SOEXT) bindings/python/sqlite_prefix/prefix.$(SOEXT)
+	python3 bindings/python/mkwheel.py $(BUILD)/prefix.$(SOEXT) $(BUILD)
 node-package: $(BUILD)/prefix.$(SOEXT)
 	cp $(BUILD)/prefix.$(SOEXT) bindings/node/prefix.$(SOEXT)
 # their tests: Debian's python3, and Node with better-sqlite3 built from the npm registry (tests/bindings.sh)
@@ -120,7 +123,8 @@ uninstall:
 	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix/,$(notdir $(HEADERS))) \
 	  $(addprefix $(DESTDIR)$(BINDIR)/,prefix-node prefix-worker prefix-cluster) \
 	  $(DESTDIR)$(PREFIX)/share/sqlite-prefix/schema.sql $(DESTDIR)$(PREFIX)/share/sqlite-prefix/cluster.sql
-	-rmdir $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(PREFIX)/share/sqlite-prefix 2>/dev/null
+	@for d in $(DESTDIR)$(LIBDIR)/sqlite-prefix $(DESTDIR)$(INCLUDEDIR)/sqlite-prefix $(DESTDIR)$(PREFIX)/share/sqlite-prefix; do \
+	  if [ -d "$$d" ]; then rmdir "$$d" 2>/dev/null || echo "uninstall: $$d is not empty (files not installed by make install): left as it is"; fi; done
 
 $(BUILD)/prefix.$(SOEXT): $(EXT_OBJ) $(ENGINE_OBJ)
 	$(CC) $(SAN) $(SHARED) -o $@ $^ $(LDLIBS)

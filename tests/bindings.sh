@@ -6,7 +6,7 @@ BUILD=${1:-dist}
 : "${PREFIX_MODEL_DIR:=../shared/models}"
 export PREFIX_MODEL_DIR
 export SQLITE_PREFIX_PATH="$(pwd)/$BUILD/prefix.so"
-extra="python3 g++"
+extra="python3 python3-venv g++"
 command -v node >/dev/null 2>&1 || extra="$extra nodejs npm"
 sh tests/deps.sh $extra || exit 1
 log=$(mktemp)
@@ -19,6 +19,20 @@ py=/usr/bin/python3
 [ -x "$py" ] || py=$(command -v python3)
 "$py" bindings/python/test_sqlite_prefix.py >"$log" 2>&1 || grep -q '^FAIL ' "$log" || echo "FAIL python: the test exited with an error: $(tail -3 "$log")" >>"$log"
 count "python ($py)"
+
+# the wheel (make python-package: bindings/python/mkwheel.py, no download), installed offline into a venv of
+# that Python and used from another folder without SQLITE_PREFIX_PATH: the bundled extension is found
+wd=$(mktemp -d)
+if "$py" bindings/python/mkwheel.py "$BUILD/prefix.so" "$wd" >"$log" 2>&1 && "$py" -m venv "$wd/venv" >>"$log" 2>&1 &&
+   "$wd/venv/bin/pip" install -q --no-index "$wd"/sqlite_prefix-*.whl >>"$log" 2>&1 &&
+   out=$(cd "$wd" && env -u SQLITE_PREFIX_PATH "$wd/venv/bin/python" -c "import sqlite3, sqlite_prefix
+db = sqlite3.connect(':memory:'); sqlite_prefix.load(db)
+print(db.execute('SELECT prefix_version()').fetchone()[0], sqlite_prefix.loadable_path().startswith('$wd/venv/'))" 2>&1) &&
+   [ "$out" = "$(sed -n 's/^#define PF_VERSION "\(.*\)"/\1/p' engine/prefix_engine.h) True" ]; then
+  echo "PASS python: the wheel ($(basename "$wd"/sqlite_prefix-*.whl)) installs offline into a venv and loads its bundled extension" >"$log"
+else echo "FAIL python: wheel: ${out:-$(tail -3 "$log")}" >>"$log"; fi
+rm -rf "$wd"
+count "python wheel"
 
 # Node: better-sqlite3 from the npm registry, compiled here (node-gyp with the system's Node headers)
 nm=dist-node/node_modules/better-sqlite3

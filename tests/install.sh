@@ -13,9 +13,9 @@ SAN=""
 make -s install BUILD="$BUILD" PREFIX=/usr DESTDIR="$tmp/root" >"$tmp/log" 2>&1 || { bad "make install failed: $(tail -3 "$tmp/log")"; exit 0; }
 want="usr/bin/prefix-mkmodel usr/include/sqlite-prefix/metrics.h usr/include/sqlite-prefix/prefix_engine.h
 usr/include/sqlite-prefix/sqlite_prefix.h usr/include/sqlite-prefix/train.h usr/lib/libsqlite_prefix.a
-usr/lib/pkgconfig/sqlite-prefix.pc usr/lib/sqlite-prefix/prefix.so"
+usr/lib/pkgconfig/sqlite-prefix.pc usr/lib/sqlite-prefix/prefix.so usr/share/sqlite-prefix/schema.sql"
 got=$(cd "$tmp/root" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' ')
-[ "$got" = "$(echo $want | tr ' ' '\n' | sort | tr '\n' ' ')" ] && ok "make install (PREFIX, DESTDIR) writes the extension, the static library, the headers, the pkg-config file and the model tool" \
+[ "$got" = "$(echo $want | tr ' ' '\n' | sort | tr '\n' ' ')" ] && ok "make install (PREFIX, DESTDIR) writes the extension, the static library, the headers, the pkg-config file, the model tool and sql/schema.sql" \
   || bad "installed files: $got"
 
 # an app linking SQLite and the static library, found through pkg-config
@@ -49,6 +49,10 @@ if make -s install-cluster BUILD="$BUILD" PREFIX=/usr DESTDIR="$tmp/root" >"$tmp
     [ "${h#usage: prefix-cluster}" != "$h" ] && ok "make install-cluster writes prefix-node, prefix-worker, prefix-cluster and sql/*.sql" || bad "install-cluster: $got $h"
 else bad "make install-cluster failed: $(tail -3 "$tmp/log")"; fi
 
-make -s uninstall PREFIX=/usr DESTDIR="$tmp/root" >"$tmp/log" 2>&1
+make uninstall PREFIX=/usr DESTDIR="$tmp/root" >"$tmp/log" 2>&1; urc=$?
 left=$(cd "$tmp/root" && find . -type f | tr '\n' ' ')
-[ -z "$left" ] && ok "make uninstall removes every installed file" || bad "left after uninstall: $left"
+[ -z "$left" ] && [ $urc = 0 ] && ! grep -q -i "error" "$tmp/log" && ok "make uninstall removes every installed file, without an error" ||
+  bad "uninstall (exit $urc): left $left; $(tail -3 "$tmp/log")"
+# uninstall when only make install ran (no cluster): no error either
+make -s install BUILD="$BUILD" PREFIX=/usr DESTDIR="$tmp/root2" >"$tmp/log" 2>&1 && make uninstall PREFIX=/usr DESTDIR="$tmp/root2" >"$tmp/log" 2>&1 &&
+  ! grep -q -i "error" "$tmp/log" && ok "make install then make uninstall ends without an error" || bad "uninstall after install: $(tail -3 "$tmp/log")"

@@ -44,4 +44,15 @@ function load(db, file) {
   db.loadExtension(p);   // better-sqlite3: the entry point sqlite3_prefix_init comes from the file name
 }
 
-module.exports = { load, getLoadablePath, version };
+// Node's built-in node:sqlite, where this Node has it (22.5 and later), else a clear error instead of Node's
+// ERR_UNKNOWN_BUILTIN_MODULE: const { DatabaseSync } = prefix.nodeSqlite();
+function nodeSqlite() {
+  try {
+    return require('node:sqlite');
+  } catch (e) {
+    throw new Error(`sqlite-prefix: node:sqlite needs Node 22.5 or later; this is Node ${process.version}. ` +
+                    'Use better-sqlite3 (npm install better-sqlite3) with prefix.load(db), or a newer Node');
+  }
+}
+
+module.exports = { load, getLoadablePath, nodeSqlite, version };

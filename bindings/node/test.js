@@ -48,6 +48,10 @@ check('a missing SQLITE_PREFIX_PATH is named', () => {
 });
 let sqliteMod = null;
 try { sqliteMod = require('node:sqlite'); } catch (e) { /* Node < 22.5 */ }
+check('nodeSqlite(): the module where Node has it, else an error naming the Node version', () => {
+  if (sqliteMod) assert.strictEqual(prefix.nodeSqlite(), sqliteMod);
+  else assert.throws(() => prefix.nodeSqlite(), new RegExp(`node:sqlite needs Node 22\\.5 or later; this is Node ${process.version.replace(/\./g, '\\.')}`));
+});
 if (sqliteMod) {
   check('node:sqlite: load(db) with allowExtension', () => {
     const d = new sqliteMod.DatabaseSync(':memory:', { allowExtension: true });

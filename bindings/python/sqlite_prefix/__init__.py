@@ -3,17 +3,18 @@
     import sqlite3, sqlite_prefix
     db = sqlite3.connect(":memory:")
     sqlite_prefix.load(db)
-    db.execute("SELECT prefix_model_load('m', 'stories260K.gguf')")
+    db.execute("SELECT prefix_model_load('m', '../shared/models/stories260K.gguf')")
 
 The extension is looked up, in order: the ``path`` argument; ``$SQLITE_PREFIX_PATH``; ``prefix.so`` bundled in
 this package; ``make install``'s places (``/usr/local/lib/sqlite-prefix``, ``/usr/lib/sqlite-prefix``).
 """
 import os
+import sys
 
 __version__ = "0.1.0"
 __all__ = ["load", "loadable_path", "__version__"]
 
-_NAME = "prefix.so"
+_NAME = "prefix.dylib" if sys.platform == "darwin" else "prefix.so"
 
 
 def _candidates():
