@@ -367,10 +367,14 @@ static int step_sample(gen *g, row *r, float *lg, pf_err *err) {
   float *sc = lg;
   if (r->K > 1) {
     sc = (float *)combine(lg, r->K, V, g->comb, &lse);
-    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", r->it->res.n_tokens + 1);
+    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights hold NaN or overflow?)", r->it->res.n_tokens + 1);
   } else if (g->want_lp) {   /* a whole pass over the vocabulary per token: only when asked for */
     lse = logsumexp(lg, V);
-    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", r->it->res.n_tokens + 1);
+    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights hold NaN or overflow?)", r->it->res.n_tokens + 1);
+  } else {   /* NaN or +inf (NaN weights, overflow) would pick token 0 or a wrong one silently */
+    for (int i = 0; i < V; i++)
+      if (!(lg[i] < INFINITY))
+        return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights hold NaN or overflow?)", r->it->res.n_tokens + 1);
   }
   if (g->want_lp || r->K > 1) memcpy(g->tmp, sc, sizeof(float) * (size_t)V);   /* the scores before masks and penalties */
   if (p->ignore_eos)
@@ -438,7 +442,7 @@ static int step_beam(gen *g, row *r, const float *lg, pf_err *err) {
     hyp *h = &r->h[b];
     double lse;
     const float *sc0 = combine(lg + (size_t)b * r->K * V, r->K, V, g->comb, &lse);
-    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights overflow?)", h->n_ids - r->n_prompt + 1);
+    if (isnan(lse)) return pf_seterr(err, PF_ERR, "the model gave non-finite logits at token %d (its weights hold NaN or overflow?)", h->n_ids - r->n_prompt + 1);
     float *sc = g->tmp;
     for (int i = 0; i < V; i++) sc[i] = (float)(sc0[i] - lse);
     if (p->ignore_eos)

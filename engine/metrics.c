@@ -13,6 +13,7 @@
 #include "metrics.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,76 +140,190 @@ int pf_tok13a(const char *s, size_t n, char **out, size_t *out_len) {
   return PF_OK;
 }
 
-/* tokens of a 13a string: offsets and lengths */
-typedef struct toks { const char *s; size_t *off, *len; int n; } toks;
-static int split_tokens(const char *s, size_t n, toks *t) {
-  t->s = s;
-  t->n = 0;
-  int cap = 1;
-  for (size_t i = 0; i < n; i++) cap += s[i] == ' ';
-  t->off = malloc(sizeof(size_t) * (size_t)cap);
-  t->len = malloc(sizeof(size_t) * (size_t)cap);
-  if (!t->off || !t->len) return PF_NOMEM;
-  for (size_t i = 0; i < n;) {
-    size_t j = i;
-    while (j < n && s[j] != ' ') j++;
-    if (j > i) { t->off[t->n] = i; t->len[t->n] = j - i; t->n++; }
-    i = j + 1;
-  }
+/* ------------------------------------------------------- n-gram ids
+** Counting is exact and linear in the text: every unit (a 13a token, or a code point for chrF) gets a
+** dense id, and the n-grams of order n get dense ids from the pair (id of their first n-1 units, id of their
+** last unit) through a hash table, so equal n-grams have equal ids without comparing them again. */
+
+/* open addressing, 64-bit keys (UINT64_MAX: empty) to dense ids 0, 1, 2, ... in order of first sight */
+typedef struct idmap { uint64_t *key; int *val; size_t mask; int n; } idmap;
+
+static int idmap_init(idmap *m, size_t n_max) {
+  size_t cap = 64;
+  while (cap < 2 * n_max + 2) cap *= 2;
+  m->key = malloc(sizeof(uint64_t) * cap);
+  m->val = malloc(sizeof(int) * cap);
+  if (!m->key || !m->val) return PF_NOMEM;
+  memset(m->key, 0xff, sizeof(uint64_t) * cap);
+  m->mask = cap - 1;
+  m->n = 0;
   return PF_OK;
 }
-static void toks_free(toks *t) { free(t->off); free(t->len); }
+static void idmap_clear(idmap *m) { memset(m->key, 0xff, sizeof(uint64_t) * (m->mask + 1)); m->n = 0; }
+static void idmap_free(idmap *m) { free(m->key); free(m->val); }
+static uint64_t mix64(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+  return x;
+}
+/* the id of key; a new one the first time (the table holds at most n_max keys: never full) */
+static int idmap_id(idmap *m, uint64_t key) {
+  size_t h = (size_t)mix64(key) & m->mask;
+  while (m->key[h] != UINT64_MAX) {
+    if (m->key[h] == key) return m->val[h];
+    h = (h + 1) & m->mask;
+  }
+  m->key[h] = key;
+  return m->val[h] = m->n++;
+}
 
-static int tok_eq(const toks *a, int i, const toks *b, int j) {
-  return a->len[i] == b->len[j] && !memcmp(a->s + a->off[i], b->s + b->off[j], a->len[i]);
+/* a sequence of unit ids, rewritten in place from order n-1 to order n grams */
+typedef struct seq { int *g; int n; } seq;
+static int grams(const seq *s, int n) { return s->n >= n ? s->n - n + 1 : 0; }
+
+/* From the (n-1)-gram ids in g to the n-gram ids of every sequence: g[i] = id(g[i], unit[i + n - 1]). */
+static void next_order(idmap *m, seq *g, const seq *u, int n_seq, int n) {
+  idmap_clear(m);
+  for (int k = 0; k < n_seq; k++)
+    for (int i = 0; i < grams(&g[k], n); i++) g[k].g[i] = idmap_id(m, (uint64_t)g[k].g[i] << 32 | (uint32_t)u[k].g[i + n - 1]);
 }
-static int gram_eq(const toks *a, int i, const toks *b, int j, int n) {
-  for (int k = 0; k < n; k++) if (!tok_eq(a, i + k, b, j + k)) return 0;
-  return 1;
+
+/* 13a tokens of the texts (hypothesis first) as ids shared by all: a token's id is its first occurrence's
+** position in all the texts put end to end, found through a hash of its bytes and a comparison. */
+typedef struct tokset { char **text; seq *u; int n_seq; } tokset;
+
+static void tokset_free(tokset *t) {
+  for (int k = 0; t->text && k < t->n_seq; k++) free(t->text[k]);
+  for (int k = 0; t->u && k < t->n_seq; k++) free(t->u[k].g);
+  free(t->text);
+  free(t->u);
 }
-static int count_gram(const toks *in, int n, const toks *g, int at) {
-  int c = 0;
-  for (int i = 0; i + n <= in->n; i++) c += gram_eq(in, i, g, at, n);
-  return c;
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+  return h;
+}
+
+static int tokset_make(tokset *t, const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref,
+                       int lower) {
+  memset(t, 0, sizeof *t);
+  t->n_seq = nref + 1;
+  t->text = calloc((size_t)t->n_seq, sizeof *t->text);
+  t->u = calloc((size_t)t->n_seq, sizeof *t->u);
+  if (!t->text || !t->u) return PF_NOMEM;
+  size_t total = 0;
+  int rc = PF_OK;
+  size_t *len = calloc((size_t)t->n_seq, sizeof *len);
+  if (!len) return PF_NOMEM;
+  for (int k = 0; k < t->n_seq && !rc; k++) {
+    rc = k ? pf_tok13a(refs[k - 1], rl[k - 1], &t->text[k], &len[k]) : pf_tok13a(hyp, hl, &t->text[0], &len[0]);
+    if (rc) break;
+    if (lower)
+      for (char *c = t->text[k]; *c; c++) if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+    size_t cap = 1;
+    for (size_t i = 0; i < len[k]; i++) cap += t->text[k][i] == ' ';
+    total += cap;
+    if (!(t->u[k].g = malloc(sizeof(int) * cap))) rc = PF_NOMEM;
+  }
+  /* per token: where it starts and its length, to compare on a hash match */
+  const char **ts = NULL;
+  size_t *tl = NULL;
+  idmap m = {0};
+  if (!rc && total > (size_t)INT32_MAX) rc = PF_TOOBIG;
+  if (!rc && (!(ts = malloc(sizeof *ts * total)) || !(tl = malloc(sizeof *tl * total)) || idmap_init(&m, total))) rc = PF_NOMEM;
+  int seen = 0;   /* tokens so far, over all texts */
+  for (int k = 0; k < t->n_seq && !rc; k++) {
+    const char *s = t->text[k];
+    seq *u = &t->u[k];
+    u->n = 0;
+    for (size_t i = 0; i < len[k];) {
+      size_t j = i;
+      while (j < len[k] && s[j] != ' ') j++;
+      if (j > i) {
+        /* the first earlier token with these bytes: probe the hash's slots, comparing the bytes */
+        uint64_t h = hash_bytes(s + i, j - i);
+        if (h == UINT64_MAX) h--;   /* the empty slot's mark */
+        size_t slot = (size_t)mix64(h) & m.mask;
+        int id = -1;
+        while (m.key[slot] != UINT64_MAX) {
+          int o = m.val[slot];
+          if (m.key[slot] == h && tl[o] == j - i && !memcmp(ts[o], s + i, j - i)) { id = o; break; }
+          slot = (slot + 1) & m.mask;
+        }
+        if (id < 0) { m.key[slot] = h; m.val[slot] = id = seen; }
+        ts[seen] = s + i;
+        tl[seen] = j - i;
+        seen++;
+        u->g[u->n++] = id;
+      }
+      i = j + 1;
+    }
+  }
+  idmap_free(&m);
+  free(ts);
+  free(tl);
+  free(len);
+  return rc;
 }
 
 /* ----------------------------------------------------------------- BLEU */
 
-int pf_bleu_add(pf_bleu_stats *st, const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref) {
+int pf_bleu_add(pf_bleu_stats *st, const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref,
+                pf_cancel_fn cancel, void *carg) {
   if (nref < 1) return PF_ERR;
-  char *h = NULL, **r = calloc((size_t)nref, sizeof *r);
-  size_t hn, *rn = calloc((size_t)nref, sizeof *rn);
-  toks th = {0}, *tr = calloc((size_t)nref, sizeof *tr);
-  int rc = !r || !rn || !tr ? PF_NOMEM : pf_tok13a(hyp, hl, &h, &hn);
-  for (int k = 0; k < nref && !rc; k++) rc = pf_tok13a(refs[k], rl[k], &r[k], &rn[k]);
-  if (!rc) rc = split_tokens(h, hn, &th);
-  for (int k = 0; k < nref && !rc; k++) rc = split_tokens(r[k], rn[k], &tr[k]);
+  tokset t;
+  idmap m = {0};
+  seq *g = NULL;
+  int *ch = NULL, *mr = NULL, *cnt = NULL, rc = tokset_make(&t, hyp, hl, refs, rl, nref, 0);
+  size_t total = 0;
+  for (int k = 0; !rc && k < t.n_seq; k++) total += (size_t)t.u[k].n;
+  if (!rc && (!(g = calloc((size_t)t.n_seq, sizeof *g)) || idmap_init(&m, total) || !(ch = calloc(total + 1, sizeof(int))) ||
+              !(mr = calloc(total + 1, sizeof(int))) || !(cnt = calloc(total + 1, sizeof(int)))))
+    rc = PF_NOMEM;
+  for (int k = 0; !rc && k < t.n_seq; k++) {
+    g[k].n = t.u[k].n;
+    if (!(g[k].g = malloc(sizeof(int) * ((size_t)g[k].n + 1)))) rc = PF_NOMEM;
+    else memcpy(g[k].g, t.u[k].g, sizeof(int) * (size_t)g[k].n);
+  }
   if (!rc) {
+    const seq *th = &t.u[0], *tr = t.u + 1;
     /* the closest reference length; the shorter one on a tie */
     int best = -1;
     for (int k = 0; k < nref; k++) {
-      int d = abs(tr[k].n - th.n);
-      if (best < 0 || d < abs(tr[best].n - th.n) || (d == abs(tr[best].n - th.n) && tr[k].n < tr[best].n)) best = k;
+      int d = abs(tr[k].n - th->n);
+      if (best < 0 || d < abs(tr[best].n - th->n) || (d == abs(tr[best].n - th->n) && tr[k].n < tr[best].n)) best = k;
     }
-    st->hyp_len += th.n;
-    st->ref_len += tr[best].n;
-    for (int n = 1; n <= 4; n++) {
-      if (th.n >= n) st->total[n - 1] += th.n - n + 1;
-      for (int i = 0; i + n <= th.n; i++) {
-        int first = 1;   /* count each distinct n-gram once, at its first occurrence */
-        for (int j = 0; j < i && first; j++) first = !gram_eq(&th, j, &th, i, n);
-        if (!first) continue;
-        int ch = count_gram(&th, n, &th, i), mr = 0;
-        for (int k = 0; k < nref; k++) { int c = count_gram(&tr[k], n, &th, i); if (c > mr) mr = c; }
-        st->match[n - 1] += ch < mr ? ch : mr;
+    pf_bleu_stats add = {{0}, {0}, th->n, tr[best].n, 1};
+    for (int n = 1; n <= 4 && !rc; n++) {
+      if (cancel && cancel(carg)) { rc = PF_INTERRUPT; break; }
+      if (n > 1) next_order(&m, g, t.u, t.n_seq, n);   /* order 1: the token ids themselves */
+      add.total[n - 1] = grams(&g[0], n);
+      /* the hypothesis's count of each n-gram, and its largest count in any one reference */
+      for (int i = 0; i < grams(&g[0], n); i++) ch[g[0].g[i]]++;
+      for (int k = 1; k < t.n_seq; k++) {
+        for (int i = 0; i < grams(&g[k], n); i++) cnt[g[k].g[i]]++;
+        for (int i = 0; i < grams(&g[k], n); i++) { int d = g[k].g[i]; if (cnt[d] > mr[d]) mr[d] = cnt[d]; }
+        for (int i = 0; i < grams(&g[k], n); i++) cnt[g[k].g[i]] = 0;
       }
+      /* clipped: each distinct n-gram once (its count then cleared), then the arrays back to zero */
+      for (int i = 0; i < grams(&g[0], n); i++) {
+        int d = g[0].g[i];
+        if (ch[d]) { add.match[n - 1] += ch[d] < mr[d] ? ch[d] : mr[d]; ch[d] = 0; }
+      }
+      for (int k = 1; k < t.n_seq; k++) for (int i = 0; i < grams(&g[k], n); i++) mr[g[k].g[i]] = 0;
     }
-    st->rows++;
+    if (!rc) {
+      for (int n = 0; n < 4; n++) { st->match[n] += add.match[n]; st->total[n] += add.total[n]; }
+      st->hyp_len += add.hyp_len;
+      st->ref_len += add.ref_len;
+      st->rows++;
+    }
   }
-  toks_free(&th);
-  for (int k = 0; tr && k < nref; k++) toks_free(&tr[k]);
-  for (int k = 0; r && k < nref; k++) free(r[k]);
-  free(tr); free(r); free(rn); free(h);
+  for (int k = 0; g && k < t.n_seq; k++) free(g[k].g);
+  free(g);
+  free(ch); free(mr); free(cnt);
+  idmap_free(&m);
+  tokset_free(&t);
   return rc;
 }
 
@@ -229,22 +344,16 @@ double pf_bleu_score(const pf_bleu_stats *st, double prec[4], double *bp) {
 /* ----------------------------------------------------------------- chrF */
 
 /* code points of s with white space removed */
-static unsigned *chars_nows(const char *s, size_t n, int *len) {
-  unsigned *c = malloc(sizeof(unsigned) * (n + 1));
-  if (!c) return NULL;
+static int chars_nows(const char *s, size_t n, seq *out) {
+  out->g = malloc(sizeof(int) * (n + 1));
+  if (!out->g) return PF_NOMEM;
   int k = 0;
   for (size_t i = 0; i < n;) {
     unsigned cp = next_cp((const unsigned char *)s, n, &i);
-    if (!is_space_cp(cp)) c[k++] = cp;
+    if (!is_space_cp(cp)) out->g[k++] = (int)cp;
   }
-  *len = k;
-  return c;
-}
-
-static int cgram_count(const unsigned *a, int an, const unsigned *g, int n) {
-  int c = 0;
-  for (int i = 0; i + n <= an; i++) c += !memcmp(a + i, g, sizeof(unsigned) * (size_t)n);
-  return c;
+  out->n = k;
+  return PF_OK;
 }
 
 static double chrf_f(const double s[PF_CHRF_ORDER][3]) {
@@ -260,35 +369,57 @@ static double chrf_f(const double s[PF_CHRF_ORDER][3]) {
 
 double pf_chrf_score(const pf_chrf_stats *st) { return chrf_f((const double(*)[3])st->s); }
 
-int pf_chrf_add(pf_chrf_stats *st, const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref) {
+int pf_chrf_add(pf_chrf_stats *st, const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref,
+                pf_cancel_fn cancel, void *carg) {
   if (nref < 1) return PF_ERR;
-  int hn, rc = PF_OK;
-  unsigned *h = chars_nows(hyp, hl, &hn);
-  if (!h) return PF_NOMEM;
+  seq u[2] = {{0}}, g[2] = {{0}};   /* the hypothesis and one reference: code points, and their n-gram ids */
+  idmap m = {0};
+  int *ch = NULL, *cr = NULL;
   double best[PF_CHRF_ORDER][3], bf = -1;
+  int rc = chars_nows(hyp, hl, &u[0]);
   for (int k = 0; k < nref && !rc; k++) {
-    int rn;
-    unsigned *r = chars_nows(refs[k], rl[k], &rn);
-    if (!r) { rc = PF_NOMEM; break; }
-    double s[PF_CHRF_ORDER][3];
-    for (int n = 1; n <= PF_CHRF_ORDER; n++) {
-      double m = 0;
-      for (int i = 0; i + n <= hn; i++) {
-        int first = 1;
-        for (int j = 0; j < i && first; j++) first = memcmp(h + j, h + i, sizeof(unsigned) * (size_t)n) != 0;
-        if (!first) continue;
-        int ch = cgram_count(h, hn, h + i, n), cr = cgram_count(r, rn, h + i, n);
-        m += ch < cr ? ch : cr;
-      }
-      s[n - 1][0] = hn >= n ? hn - n + 1 : 0;
-      s[n - 1][1] = rn >= n ? rn - n + 1 : 0;
-      s[n - 1][2] = m;
+    free(u[1].g); free(g[0].g); free(g[1].g);
+    u[1].g = g[0].g = g[1].g = NULL;
+    idmap_free(&m);
+    free(ch); free(cr);
+    ch = cr = NULL;
+    if ((rc = chars_nows(refs[k], rl[k], &u[1]))) break;
+    size_t total = (size_t)u[0].n + (size_t)u[1].n;
+    if (idmap_init(&m, total) || !(ch = calloc(total + 1, sizeof(int))) || !(cr = calloc(total + 1, sizeof(int)))) { rc = PF_NOMEM; break; }
+    for (int j = 0; j < 2 && !rc; j++) {
+      g[j].n = u[j].n;
+      if (!(g[j].g = malloc(sizeof(int) * ((size_t)u[j].n + 1)))) rc = PF_NOMEM;
+      else for (int i = 0; i < u[j].n; i++) g[j].g[i] = idmap_id(&m, (uint32_t)u[j].g[i]);   /* order 1 */
     }
+    if (rc) break;
+    double s[PF_CHRF_ORDER][3];
+    for (int n = 1; n <= PF_CHRF_ORDER && !rc; n++) {
+      if (cancel && cancel(carg)) { rc = PF_INTERRUPT; break; }
+      if (n > 1) {   /* units: the order-1 ids, kept in u */
+        if (n == 2) for (int j = 0; j < 2; j++) memcpy(u[j].g, g[j].g, sizeof(int) * (size_t)u[j].n);
+        next_order(&m, g, u, 2, n);
+      }
+      double mt = 0;
+      for (int i = 0; i < grams(&g[0], n); i++) ch[g[0].g[i]]++;
+      for (int i = 0; i < grams(&g[1], n); i++) cr[g[1].g[i]]++;
+      for (int i = 0; i < grams(&g[0], n); i++) {
+        int d = g[0].g[i];
+        if (ch[d]) { mt += ch[d] < cr[d] ? ch[d] : cr[d]; ch[d] = 0; }
+      }
+      for (int i = 0; i < grams(&g[1], n); i++) cr[g[1].g[i]] = 0;
+      s[n - 1][0] = grams(&g[0], n);
+      s[n - 1][1] = grams(&g[1], n);
+      s[n - 1][2] = mt;
+    }
+    if (rc) break;
     double f = chrf_f((const double(*)[3])s);
     if (f > bf) { bf = f; memcpy(best, s, sizeof best); }
-    free(r);
+    /* the hypothesis's code points again for the next reference (u[0] now holds order-1 ids) */
+    if (k + 1 < nref) { free(u[0].g); u[0].g = NULL; if ((rc = chars_nows(hyp, hl, &u[0]))) break; }
   }
-  free(h);
+  free(u[0].g); free(u[1].g); free(g[0].g); free(g[1].g);
+  free(ch); free(cr);
+  idmap_free(&m);
   if (rc) return rc;
   for (int n = 0; n < PF_CHRF_ORDER; n++) for (int j = 0; j < 3; j++) st->s[n][j] += best[n][j];
   st->rows++;
@@ -297,52 +428,50 @@ int pf_chrf_add(pf_chrf_stats *st, const char *hyp, size_t hl, const char *const
 
 /* -------------------------------------------------------------- ROUGE-L */
 
-static int lcs(const toks *a, const toks *b) {
+/* the longest common subsequence of two id sequences: linear space; the cancel callback every ~2^22 cells */
+static int lcs(const seq *a, const seq *b, pf_cancel_fn cancel, void *carg, int *out) {
   int *prev = calloc((size_t)b->n + 1, sizeof(int)), *cur = calloc((size_t)b->n + 1, sizeof(int));
-  if (!prev || !cur) { free(prev); free(cur); return -1; }
+  if (!prev || !cur) { free(prev); free(cur); return PF_NOMEM; }
+  size_t since = 0;
   for (int i = 1; i <= a->n; i++) {
+    int x = a->g[i - 1];
     for (int j = 1; j <= b->n; j++)
-      cur[j] = tok_eq(a, i - 1, b, j - 1) ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
+      cur[j] = x == b->g[j - 1] ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
     int *t = prev; prev = cur; cur = t;
+    if ((since += (size_t)b->n) >= ((size_t)1 << 22)) {
+      since = 0;
+      if (cancel && cancel(carg)) { free(prev); free(cur); return PF_INTERRUPT; }
+    }
   }
-  int r = prev[b->n];
+  *out = prev[b->n];
   free(prev);
   free(cur);
-  return r;
+  return PF_OK;
 }
 
-static void ascii_lower(char *s) { for (; *s; s++) if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a'); }
-
-int pf_rouge_l(const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref, double *score) {
-  if (nref < 1) return PF_ERR;
-  char *h;
-  size_t hn;
-  toks th = {0};
-  int rc = pf_tok13a(hyp, hl, &h, &hn);
-  if (rc) return rc;
-  ascii_lower(h);
-  if ((rc = split_tokens(h, hn, &th))) { free(h); toks_free(&th); return rc; }
+int pf_rouge_l(const char *hyp, size_t hl, const char *const *refs, const size_t *rl, int nref, double *score,
+               pf_cancel_fn cancel, void *carg, pf_err *err) {
+  if (nref < 1) return pf_seterr(err, PF_ERR, "no reference");
+  tokset t;
+  int rc = tokset_make(&t, hyp, hl, refs, rl, nref, 1);
+  if (rc) { tokset_free(&t); return pf_seterr(err, rc, rc == PF_NOMEM ? "out of memory" : "the texts are too long"); }
+  const seq *th = &t.u[0];
   double pmax = 0, rmax = 0, beta2 = 1.2 * 1.2;
   for (int k = 0; k < nref && !rc; k++) {
-    char *r;
-    size_t rn;
-    toks tr = {0};
-    if ((rc = pf_tok13a(refs[k], rl[k], &r, &rn))) break;
-    ascii_lower(r);
-    if (!(rc = split_tokens(r, rn, &tr))) {
-      int l = lcs(&tr, &th);
-      if (l < 0) rc = PF_NOMEM;
-      else {
-        double p = th.n ? (double)l / th.n : 0, q = tr.n ? (double)l / tr.n : 0;
-        if (p > pmax) pmax = p;
-        if (q > rmax) rmax = q;
-      }
+    const seq *tr = &t.u[k + 1];
+    if ((double)th->n * tr->n > PF_ROUGE_MAX_CELLS) {
+      rc = pf_seterr(err, PF_TOOBIG, "the hypothesis (%d words) and reference %d (%d words) would take %.0f word comparisons; "
+                     "the limit is %.0f (ROUGE-L's longest common subsequence grows with the product of the lengths)",
+                     th->n, k + 1, tr->n, (double)th->n * tr->n, (double)PF_ROUGE_MAX_CELLS);
+      break;
     }
-    toks_free(&tr);
-    free(r);
+    int l = 0;
+    if ((rc = lcs(tr, th, cancel, carg, &l))) { pf_seterr(err, rc, rc == PF_NOMEM ? "out of memory" : "interrupted"); break; }
+    double p = th->n ? (double)l / th->n : 0, q = tr->n ? (double)l / tr->n : 0;
+    if (p > pmax) pmax = p;
+    if (q > rmax) rmax = q;
   }
-  toks_free(&th);
-  free(h);
+  tokset_free(&t);
   if (rc) return rc;
   *score = pmax > 0 && rmax > 0 ? 100 * (1 + beta2) * pmax * rmax / (rmax + beta2 * pmax) : 0;
   return PF_OK;

@@ -178,7 +178,7 @@ int pf_safetensors_read(const uint8_t *b, size_t n, pf_st_file *f, pf_err *err) 
   f->data = b + 8 + hl;
   f->data_len = n - 8 - (size_t)hl;
   if (!lit(&j, '{')) return pf_seterr(err, PF_ERR, "safetensors header is not a JSON object");
-  int cap = 0, rc = PF_OK;
+  int cap = 0, rc = PF_OK, have_meta = 0;
   for (int first = 1;; first = 0) {
     if (first && lit(&j, '}')) break;
     char name[PF_ST_NAME];
@@ -186,6 +186,7 @@ int pf_safetensors_read(const uint8_t *b, size_t n, pf_st_file *f, pf_err *err) 
     if (r == -2) { rc = pf_seterr(err, PF_ERR, "safetensors header: a tensor name is longer than %d bytes", PF_ST_NAME - 1); goto bad; }
     if (r || !lit(&j, ':')) { rc = pf_seterr(err, PF_ERR, "safetensors header: malformed entry"); goto bad; }
     if (!strcmp(name, "__metadata__")) {
+      if (have_meta++) { rc = pf_seterr(err, PF_ERR, "safetensors header: __metadata__ appears twice"); goto bad; }
       if ((rc = metadata(&j))) goto bad;
     } else {
       for (int i = 0; i < f->n; i++)
@@ -276,7 +277,7 @@ static int permutes(int arch) { return arch == PF_ARCH_LLAMA; }
 int pf_peft_export(const pf_prefix *p, uint8_t **out, size_t *out_len, pf_err *err) {
   *out = NULL;
   *out_len = 0;
-  if (p->n_members) return pf_seterr(err, PF_ERR, "an ensemble of %d prefixes cannot be exported as one PEFT adapter: export its members", p->n_members);
+  if (p->n_members) return pf_seterr(err, PF_ERR, "an ensemble of %d prefix%s cannot be exported as one PEFT adapter: export its members", p->n_members, p->n_members == 1 ? "" : "es");
   int P = p->prefix_len, L = p->n_layer, H = p->n_head_kv, D = p->head_dim, kvd = H * D;
   size_t cols = (size_t)L * 2 * kvd, bytes = (size_t)P * cols * 4;
   char hdr[1024];
@@ -338,10 +339,15 @@ int pf_peft_import(const pf_model *m, const uint8_t *st, size_t st_len, int want
     goto done;
   }
   if (t->n_dims != 2 || (uint64_t)t->shape[1] != cols || t->shape[0] < 1 || t->shape[0] > 65536) {
-    rc = pf_seterr(err, PF_ERR, "prompt_embeddings has shape (%lld, %lld); this model's prefix needs (num_virtual_tokens, %zu) = "
-                   "(P, n_layer %d x 2 x n_head_kv %d x head_dim %d) (an adapter saved with prefix_projection in inference mode "
-                   "holds the MLP's input, not keys and values)", (long long)t->shape[0], t->n_dims > 1 ? (long long)t->shape[1] : -1LL,
-                   cols, L, H, D);
+    char shape[8 * 16 + 4];   /* the shape as given, every dimension */
+    size_t o = 0;
+    shape[o++] = '(';
+    for (int d = 0; d < t->n_dims; d++) o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    snprintf(shape + o, sizeof shape - o, ")");
+    rc = pf_seterr(err, PF_ERR, "prompt_embeddings has shape %s; this model's prefix needs (num_virtual_tokens, %zu) = "
+                   "(P, n_layer %d x 2 x n_head_kv %d x head_dim %d)%s", shape, cols, L, H, D,
+                   t->n_dims == 2 && (uint64_t)t->shape[1] != cols ? " (an adapter saved with prefix_projection in inference mode "
+                   "holds the MLP's input, not keys and values)" : t->n_dims != 2 ? " (2 dimensions expected)" : " (1..65536 rows)");
     goto done;
   }
   int P = (int)t->shape[0];

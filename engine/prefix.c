@@ -477,6 +477,7 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
                      len, (unsigned long long)total);
   if (get64(b + len - 8) != blob_checksum(b, len))
     return pf_seterr(err, PF_ERR, "prefix BLOB is damaged (checksum mismatch)");
+  snprintf(out->id, sizeof out->id, "%016llx", (unsigned long long)get64(b + len - 8));
   /* version 2: sections between the payload and the checksum, each {tag[4], u32 flags, u64 length, bytes} */
   uint64_t so = total - 8, state_off = 0, state_len = 0;
   while (so < len - 8) {
@@ -594,6 +595,7 @@ static int ensemble_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err 
   if (ver != 1) return pf_seterr(err, PF_ERR, "ensemble BLOB format version %u is not supported (supported: 1)", ver);
   if (n < 1 || n > PF_ENSEMBLE_MAX) return pf_seterr(err, PF_ERR, "ensemble BLOB has %u members (1..%d)", n, PF_ENSEMBLE_MAX);
   if (get64(b + len - 8) != blob_checksum(b, len)) return pf_seterr(err, PF_ERR, "ensemble BLOB is damaged (checksum mismatch)");
+  snprintf(out->id, sizeof out->id, "%016llx", (unsigned long long)get64(b + len - 8));
   out->members = calloc(n, sizeof *out->members);
   if (!out->members) return pf_seterr(err, PF_NOMEM, "out of memory decoding an ensemble");
   size_t o = ENS_HEADER;
@@ -671,8 +673,8 @@ char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len) {
     for (int i = 0; ok && i < p->n_members; i++) ok = (mj[i] = pf_prefix_info_json(&p->members[i], p->members[i].bytes)) != NULL, cap += ok ? strlen(mj[i]) + 1 : 0;
     char *s = ok ? malloc(cap) : NULL;
     if (s) {
-      size_t n = (size_t)snprintf(s, cap, "{\"kind\":\"ensemble\",\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\","
-                                  "\"n_members\":%d,\"bytes\":%zu,\"members\":[", p->version, p->fingerprint, pf_arch_name(p->arch),
+      size_t n = (size_t)snprintf(s, cap, "{\"kind\":\"ensemble\",\"prefix_id\":\"%s\",\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\","
+                                  "\"n_members\":%d,\"bytes\":%zu,\"members\":[", p->id, p->version, p->fingerprint, pf_arch_name(p->arch),
                                   p->n_members, blob_len);
       for (int i = 0; i < p->n_members; i++) n += (size_t)snprintf(s + n, cap - n, "%s%s", i ? "," : "", mj[i]);
       snprintf(s + n, cap - n, "]}");
@@ -686,10 +688,10 @@ char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len) {
   char *s = malloc(cap);
   if (!s) return NULL;
   int n = snprintf(s, cap,
-                   "{\"kind\":\"prefix\",\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_head_kv\":%d,"
+                   "{\"kind\":\"prefix\",\"prefix_id\":\"%s\",\"format_version\":%u,\"model_fingerprint\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_head_kv\":%d,"
                    "\"head_dim\":%d,\"prefix_len\":%d,\"dtype\":\"%s\",\"positions\":\"prefix at 0..%d, prompt from %d\","
                    "\"bytes\":%zu,\"training_state\":%s",
-                   p->version, p->fingerprint, arch, p->n_layer, p->n_head_kv, p->head_dim, p->prefix_len,
+                   p->id, p->version, p->fingerprint, arch, p->n_layer, p->n_head_kv, p->head_dim, p->prefix_len,
                    p->dtype ? "f16" : "f32", p->prefix_len - 1, p->prefix_len, blob_len, p->state_len ? "true" : "false");
   /* merge the metadata object's members */
   const char *m = p->meta;

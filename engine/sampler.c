@@ -100,13 +100,15 @@ int pf_sampler_sample(pf_sampler *s, float *logits, const int *history, int n_hi
     return best;
   }
   int n = V;
-  for (int i = 0; i < V; i++) { s->c[i].logit = logits[i] / p->temperature; s->c[i].id = i; }
-  qsort(s->c, (size_t)n, sizeof *s->c, cand_desc);
+  for (int i = 0; i < V; i++) { s->c[i].logit = logits[i]; s->c[i].id = i; }
+  qsort(s->c, (size_t)n, sizeof *s->c, cand_desc);   /* a positive temperature keeps the order */
   if (p->top_k > 0 && p->top_k < n) n = p->top_k;
-  /* softmax over the n candidates, in double for a stable cumulative sum */
-  double mx = s->c[0].logit, sum = 0;
+  /* softmax of logit / temperature over the n candidates, in double and relative to the largest, so no
+  ** temperature overflows: the distances to the top divided by a tiny temperature go to -inf and their
+  ** probabilities to 0, leaving the top (and its ties) — the limit of the distribution, not a wrong one */
+  double mx = s->c[0].logit, t = p->temperature, sum = 0;
   double *pr = s->pr;
-  for (int i = 0; i < n; i++) { pr[i] = exp((double)s->c[i].logit - mx); sum += pr[i]; }
+  for (int i = 0; i < n; i++) { pr[i] = exp(((double)s->c[i].logit - mx) / t); sum += pr[i]; }
   for (int i = 0; i < n; i++) pr[i] /= sum;
   if (p->top_p < 1.0f) {
     double cum = 0;

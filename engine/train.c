@@ -269,7 +269,7 @@ static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *e
   pf_err e;
   if (pf_prefix_decode(pd->init_prefix, pd->init_prefix_len, &wm->ip, &e) || pf_prefix_check_model(&wm->ip, m, &e))
     return pf_seterr(err, e.code, "init_prefix: %.480s", e.msg);
-  if (wm->ip.n_members) return pf_seterr(err, PF_ERR, "init_prefix is an ensemble of %d prefixes: give one prefix", wm->ip.n_members);
+  if (wm->ip.n_members) return pf_seterr(err, PF_ERR, "init_prefix is an ensemble of %d prefix%s: give one prefix", wm->ip.n_members, wm->ip.n_members == 1 ? "" : "es");
   if (pd->init_text) return pf_seterr(err, PF_ERR, "give init_text or init_prefix, not both");
   int P = wm->ip.prefix_len, mode = PF_MODE_PREFIX, mid = -1;
   if (wm->ip.state_len) {
@@ -281,8 +281,16 @@ static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *e
     wm->mode = rd32(s + 4); wm->P = rd32(s + 8); wm->mid = rd32(s + 12);
     wm->n = rd64(s + 16); wm->step = rd64(s + 24); wm->rng = rd64(s + 32);
     wm->epoch = rd32(s + 40); wm->pos = rd32(s + 44); wm->n_order = rd32(s + 48); wm->has_base = rd32(s + 52);
-    if (wm->mode > 1 || (int)wm->P != P || wm->mid > 65536 || wm->has_base > 1 || wm->step > (1ull << 40) || wm->epoch > (1u << 30))
-      return pf_seterr(err, PF_ERR, "init_prefix: its training state is damaged (mode %u, prefix_len %u of %d, mid_dim %u)", wm->mode, wm->P, P, wm->mid);
+    /* each field against what a training run can write; the first that cannot be is named */
+    const char *dm = "init_prefix: its training state is damaged:";
+    if (wm->mode > 1) return pf_seterr(err, PF_ERR, "%s mode is %u (0 prefix, 1 embedding)", dm, wm->mode);
+    if ((int)wm->P != P) return pf_seterr(err, PF_ERR, "%s prefix_len is %u; the prefix has %d", dm, wm->P, P);
+    if (wm->mid > 65536) return pf_seterr(err, PF_ERR, "%s mid_dim is %u (at most 65536)", dm, wm->mid);
+    if (wm->has_base > 1) return pf_seterr(err, PF_ERR, "%s has_base is %u (0 or 1)", dm, wm->has_base);
+    if (wm->step > (1ull << 40)) return pf_seterr(err, PF_ERR, "%s steps taken is %llu (at most 2^40)", dm, (unsigned long long)wm->step);
+    if (wm->epoch > (1u << 30)) return pf_seterr(err, PF_ERR, "%s epoch is %u (at most 2^30)", dm, wm->epoch);
+    if (wm->pos > wm->n_order)   /* a batch takes at least one row: an epoch has at most as many batches as rows */
+      return pf_seterr(err, PF_ERR, "%s batches taken in its epoch is %u, more than its %u rows", dm, wm->pos, wm->n_order);
     mode = (int)wm->mode;
     mid = (int)wm->mid;
   }
@@ -309,8 +317,10 @@ static int warm_restore(const warm *wm, pf_pparams *pp, pf_err *err) {
   size_t kvn = (size_t)wm->ip.n_layer * 2 * wm->P * wm->ip.n_head_kv * wm->ip.head_dim;   /* the base's floats */
   size_t nf = 3 * (size_t)wm->n + (wm->has_base ? kvn : 0);
   if (wm->n != pf_pparams_count(pp) || wm->st_len != STATE_HEADER + 4 * (size_t)wm->n_order + 4 * nf)
-    return pf_seterr(err, PF_ERR, "init_prefix: its training state does not fit (%llu parameters, %zu bytes; this "
-                     "prefix has %zu parameters)", (unsigned long long)wm->n, wm->st_len, pf_pparams_count(pp));
+    return pf_seterr(err, PF_ERR, "init_prefix: its training state does not fit: it says %llu parameters and %u rows in "
+                     "its data order (%zu bytes with its header and moments), and is %zu bytes; this prefix has %zu parameters",
+                     (unsigned long long)wm->n, wm->n_order, STATE_HEADER + 4 * (size_t)wm->n_order + 4 * nf, wm->st_len,
+                     pf_pparams_count(pp));
   const uint8_t *f = wm->st + STATE_HEADER + 4 * (size_t)wm->n_order;
   float *buf = malloc(sizeof(float) * (nf ? nf : 1));
   if (!buf) return pf_seterr(err, PF_NOMEM, "out of memory");
@@ -345,6 +355,10 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   if (n_train <= 0) return pf_seterr(err, PF_ERR, "no training rows (the query returned no rows)");
   if (P < 1) return pf_seterr(err, PF_ERR, "prefix_len must be at least 1");
   if (P >= hp->n_ctx) return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) leaves no room in the model's context of %d", P, hp->n_ctx);
+  /* init_text is kept in the BLOB's metadata (JSON-escaped: up to 6 bytes per byte): refuse before training */
+  if (p->init_text && strlen(p->init_text) > PF_INIT_TEXT_MAX)
+    return pf_seterr(err, PF_TOOBIG, "init_text is %zu bytes; at most %d (it is kept in the prefix's metadata; only its "
+                     "first prefix_len tokens are used)", strlen(p->init_text), PF_INIT_TEXT_MAX);
   pf_train_params pd = *p;   /* the parameters with defaults resolved */
   char limit[200];           /* what bounds a sequence, for the message of a prompt that does not fit */
   if (pd.max_seq_len == 0) {

@@ -54,11 +54,13 @@ enum { PF_MODE_PREFIX = 0, PF_MODE_EMBEDDING = 1 };
 enum { PF_SCHED_LINEAR = 0, PF_SCHED_CONSTANT = 1 };
 enum { PF_DTYPE_F32 = 0, PF_DTYPE_F16 = 1 };
 
+#define PF_INIT_TEXT_MAX (1 << 20)   /* init_text: 1 MB */
+
 typedef struct pf_train_params {
   int prefix_len;      /* virtual tokens; default 10 */
   int mode;            /* PF_MODE_* */
   int mid_dim;         /* reparameterization MLP width; 0 = learn keys/values directly */
-  const char *init_text; /* NULL = random */
+  const char *init_text; /* NULL = random; at most PF_INIT_TEXT_MAX bytes (kept in the BLOB's metadata) */
   float lr;            /* 0 = default for the mode (pf_train_default_lr) */
   float weight_decay;
   int warmup_steps;
@@ -142,6 +144,7 @@ int pf_score_tokens(const pf_model *m, const struct pf_prefix *pre, const char *
 typedef struct pf_prefix {
   uint32_t version;
   char fingerprint[17];
+  char id[17];           /* the BLOB's checksum in hex: names this prefix (prefix_info, prefix_generate_batch) */
   int arch, n_layer, n_head_kv, head_dim, prefix_len, dtype;
   uint32_t positions;    /* 0: prefix at positions 0..P-1, prompt from P */
   char *meta;            /* training metadata JSON (malloc'ed, NUL-terminated) */

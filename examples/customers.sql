@@ -37,9 +37,12 @@ INSERT INTO prefixes(customer, model, model_fingerprint, prefix, options, rows, 
 .mode box
 SELECT customer, rows, steps, round(final_train_loss, 3) AS final_loss, length(prefix) AS bytes FROM live_prefixes ORDER BY customer;
 
--- The same prompts, continued by each customer's prefix and by the plain model. The last two were never
--- trained: "The cat was" borrows the nearest trained line (the dog's), "The night was" comes out as broken
--- words -- a 260K-parameter model memorizes six pairs; it does not generalize a style from them.
+-- The same prompts, continued by each customer's prefix and by the plain model. The trained prompts give
+-- their trained lines on every CPU and kernel. The last two were never trained: their text depends on the
+-- CPU's arithmetic (the kernel's order of float sums decides close calls): with the AVX-512, naive, blas and
+-- portable kernels "The cat was" borrows the nearest trained line (the dog's), with the AVX2 kernels sunny's
+-- mixes several; "The night was" comes out as broken words on all of them, different ones on each -- a
+-- 260K-parameter model memorizes six pairs; it does not generalize a style from them.
 SELECT prompt,
        prefix_generate('m', (SELECT prefix FROM live_prefixes WHERE customer = 'sunny'),  prompt, '{"max_tokens": 24, "stop": "\n"}') AS sunny,
        prefix_generate('m', (SELECT prefix FROM live_prefixes WHERE customer = 'stormy'), prompt, '{"max_tokens": 24, "stop": "\n"}') AS stormy,

@@ -60,6 +60,21 @@ typedef struct pfx_opt {
   int max_count;        /* STRLIST: array capacity */
 } pfx_opt;
 
+/* Results that are JSON carry SQLite's JSON subtype ('J', as SQLite's own JSON functions set it), so
+** json_object('ids', prefix_tokenize(...)) nests the array instead of quoting a string. Functions that set a
+** subtype declare it where SQLite asks for that (SQLITE_RESULT_SUBTYPE, 3.45 and later). */
+#define PFX_JSON_SUBTYPE 'J'
+#ifdef SQLITE_RESULT_SUBTYPE
+#define PFX_RESULT_SUBTYPE SQLITE_RESULT_SUBTYPE
+#else
+#define PFX_RESULT_SUBTYPE 0
+#endif
+
+/* Where a JSON text given by the user holds a NUL character — a raw byte, or escaped as \u0000 (or JSON5's
+** \x00 and \0, which newer SQLite reads) — its byte offset, else -1 (also for a non-text value). SQLite's
+** JSON functions cut a string at an escaped NUL and read a text only up to a raw one, so a key, a value or
+** everything after would be silently lost: callers refuse such JSON. */
+long pfx_json_nul_at(sqlite3_value *v);
 /* Parse a JSON object of options into target using the table. Strings are
 ** sqlite3_malloc'ed and recorded in *owned (free with pfx_opts_free).
 ** Returns SQLITE_OK or an error code with *errmsg set (sqlite3_malloc'ed). */
@@ -68,7 +83,7 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
 void pfx_opts_free(char **owned, int n_owned);
 int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_sample_params *p, char ***owned,
                           int *n_owned, char **errmsg);
-typedef struct pfx_batch_opts { pf_sample_params p; int batch_size; } pfx_batch_opts;
+typedef struct pfx_batch_opts { pf_sample_params p; int batch_size, require_prefix; } pfx_batch_opts;
 int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_batch_opts *o, char ***owned,
                             int *n_owned, char **errmsg);
 

@@ -208,6 +208,7 @@ static void fn_system(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int n = pf_system_info(buf, sizeof buf);
   if (n < 0 || n >= (int)sizeof buf) { sqlite3_result_error(ctx, "prefix_system: info too long", -1); return; }
   sqlite3_result_text(ctx, buf, n, SQLITE_TRANSIENT);
+  sqlite3_result_subtype(ctx, PFX_JSON_SUBTYPE);
 }
 
 #ifdef _WIN32
@@ -230,7 +231,7 @@ int sqlite3_prefix_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines
                                       SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_version,
                                       NULL, NULL, NULL);
   if (rc == SQLITE_OK)
-    rc = sqlite3_create_function_v2(db, "prefix_system", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL,
+    rc = sqlite3_create_function_v2(db, "prefix_system", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, NULL,
                                     fn_system, NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = pfx_register_models(db);
   if (rc == SQLITE_OK) rc = pfx_register_generate(db);

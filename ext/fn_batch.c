@@ -21,7 +21,7 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 #include "../engine/train.h"
 
-enum { B_ID, B_TEXT, B_NTOK, B_FINISH, B_MODEL, B_QUERY, B_OPTIONS };
+enum { B_ID, B_TEXT, B_NTOK, B_FINISH, B_PREFIX_ID, B_MODEL, B_QUERY, B_OPTIONS };
 
 typedef struct batch_vtab {
   sqlite3_vtab base;
@@ -31,13 +31,14 @@ typedef struct batch_vtab {
 typedef struct batch_cursor {
   sqlite3_vtab_cursor base;
   sqlite3_value **ids;
+  char (*pid)[17];   /* each row's prefix_id ("" when its prefix was NULL) */
   pf_batch_item *items;
   int n, i;
 } batch_cursor;
 
 static int b_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **pp, char **err) {
   (void)aux; (void)argc; (void)argv; (void)err;
-  int rc = pfx_vtab_connect(db, "CREATE TABLE x(id, text TEXT, n_tokens INT, finish_reason TEXT,"
+  int rc = pfx_vtab_connect(db, "CREATE TABLE x(id, text TEXT, n_tokens INT, finish_reason TEXT, prefix_id TEXT,"
                                   " model HIDDEN, query HIDDEN, options HIDDEN)", sizeof(batch_vtab), pp);
   if (rc == SQLITE_OK) ((batch_vtab *)*pp)->db = db;
   return rc;
@@ -50,7 +51,9 @@ static void b_clear(batch_cursor *c) {
     free((void *)c->items[i].prompt);
   }
   sqlite3_free(c->ids);
+  sqlite3_free(c->pid);
   sqlite3_free(c->items);
+  c->pid = NULL;
   c->ids = NULL;
   c->items = NULL;
   c->n = c->i = 0;
@@ -106,13 +109,16 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
       sqlite3_value **ni = sqlite3_realloc64(c->ids, sizeof *ni * (sqlite3_uint64)cap);
       pf_batch_item *nt = ni ? sqlite3_realloc64(c->items, sizeof *nt * (sqlite3_uint64)cap) : NULL;
       pfx_prefix_ref **nr = nt ? sqlite3_realloc64(refs, sizeof *nr * (sqlite3_uint64)cap) : NULL;
+      char (*np)[17] = nr ? sqlite3_realloc64(c->pid, sizeof *np * (sqlite3_uint64)cap) : NULL;
       if (ni) c->ids = ni;
       if (nt) c->items = nt;
       if (nr) refs = nr;
-      if (!ni || !nt || !nr) { rc = SQLITE_NOMEM; goto done; }
+      if (np) c->pid = np;
+      if (!ni || !nt || !nr || !np) { rc = SQLITE_NOMEM; goto done; }
     }
     int i = c->n;
     memset(&c->items[i], 0, sizeof c->items[i]);
+    c->pid[i][0] = 0;
     refs[i] = NULL;
     c->ids[i] = sqlite3_value_dup(sqlite3_column_value(st, 0));
     c->n++;
@@ -131,6 +137,10 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
     c->items[i].prompt = copy;
     c->items[i].prompt_len = (size_t)pl;
     int pt = sqlite3_column_type(st, 1);
+    if (pt == SQLITE_NULL && o.require_prefix) {   /* a mistyped join: the plain model's text would be a wrong answer */
+      rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %s: prefix is NULL, and require_prefix is set", fn, idbuf));
+      goto done;
+    }
     if (pt != SQLITE_NULL) {
       pf_err pe;
       if (pt != SQLITE_BLOB) {
@@ -144,6 +154,7 @@ static int b_filter(sqlite3_vtab_cursor *cur, int idx, const char *idxs, int arg
       char *bad = pfx_check_prefix(pfx_prefix_get(refs[i]), pm, model);
       if (bad) { rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: row with id %s: %s", fn, idbuf, bad)); sqlite3_free(bad); goto done; }
       pf_item_set_prefix(&c->items[i], pfx_prefix_get(refs[i]));
+      memcpy(c->pid[i], pfx_prefix_get(refs[i])->id, sizeof c->pid[i]);
     }
   }
   if (qrc != SQLITE_DONE) { rc = pfx_vtab_fail(cur, sqlite3_mprintf("%s: query: %s", fn, sqlite3_errmsg(db))); goto done; }
@@ -185,6 +196,10 @@ static int b_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
     case B_TEXT: sqlite3_result_text64(ctx, r->text, r->len, SQLITE_TRANSIENT, SQLITE_UTF8); break;
     case B_NTOK: sqlite3_result_int(ctx, r->n_tokens); break;
     case B_FINISH: sqlite3_result_text(ctx, pf_finish_name(r->finish), -1, SQLITE_STATIC); break;
+    case B_PREFIX_ID:
+      if (c->pid[c->i][0]) sqlite3_result_text(ctx, c->pid[c->i], -1, SQLITE_TRANSIENT);
+      else sqlite3_result_null(ctx);
+      break;
     default: sqlite3_result_null(ctx);
   }
   return SQLITE_OK;

@@ -41,6 +41,12 @@ static void fn_chat(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (!(pm = pfx_arg_model(ctx, fn, argv[0]))) goto done;
   const char *shape = "messages must be a JSON array of {\"role\": ..., \"content\": ...} objects";
   if (sqlite3_value_type(argv[1]) != SQLITE_TEXT) { pfx_result_errorf(ctx, "%s: %s", fn, shape); goto done; }
+  long nul = pfx_json_nul_at(argv[1]);
+  if (nul >= 0) {   /* a role or content would be cut there */
+    pfx_result_errorf(ctx, "%s: messages contain a NUL character (at byte %ld of %d)", fn,
+                      nul, sqlite3_value_bytes(argv[1]));
+    goto done;
+  }
   if (sqlite3_prepare_v2(db,
                          "SELECT json_type(?1), e.key, e.type, json_type(e.value, '$.role'), json_extract(e.value, '$.role'),"
                          " json_type(e.value, '$.content'), json_extract(e.value, '$.content')"

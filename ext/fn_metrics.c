@@ -20,6 +20,8 @@ static const char *const m_name[] = {"prefix_bleu", "prefix_chrf", "prefix_rouge
 
 typedef struct metric_ctx {
   sqlite3_stmt *each;   /* json_each over the references */
+  pfx_cancel cancel;    /* interrupts and progress handlers, prepared at the first row */
+  int cancel_ready;
   pf_bleu_stats bleu;
   pf_chrf_stats chrf;
   double rouge_sum;
@@ -59,22 +61,31 @@ static int read_refs(sqlite3_context *ctx, metric_ctx *m, const char *fn, sqlite
   const char *p = t;
   while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
   if (*p != '[') return refs_push(r, t, (size_t)tl);   /* one reference as plain text */
+  long nul = pfx_json_nul_at(v);
+  if (nul >= 0) {   /* SQLite's JSON reader would cut a reference there */
+    *emsg = sqlite3_mprintf("%s: row %ld: the references contain a NUL character (at byte %ld of %d)", fn, m->rows + 1, nul, tl);
+    return SQLITE_ERROR;
+  }
   if (!m->each) {
-    int rc = sqlite3_prepare_v2(sqlite3_context_db_handle(ctx), "SELECT type, value FROM json_each(?1)", -1, &m->each, NULL);
+    /* one row (0, NULL, NULL) when the text is not JSON: then it is one plain-text reference that starts with '[' */
+    int rc = sqlite3_prepare_v2(sqlite3_context_db_handle(ctx), "SELECT json_valid(?1), e.type, e.value FROM (SELECT 1) "
+                                "LEFT JOIN json_each(CASE WHEN json_valid(?1) THEN ?1 END) e", -1, &m->each, NULL);
     if (rc) { *emsg = sqlite3_mprintf("%s: cannot read the references: %s", fn, sqlite3_errmsg(sqlite3_context_db_handle(ctx))); return rc; }
   }
   sqlite3_reset(m->each);
   sqlite3_bind_value(m->each, 1, v);
   int rc, k = 0;
   while ((rc = sqlite3_step(m->each)) == SQLITE_ROW) {
+    if (!sqlite3_column_int(m->each, 0)) return refs_push(r, t, (size_t)tl);
+    if (sqlite3_column_type(m->each, 1) == SQLITE_NULL) continue;   /* [] */
     k++;
-    const char *ty = (const char *)sqlite3_column_text(m->each, 0);
+    const char *ty = (const char *)sqlite3_column_text(m->each, 1);
     if (!ty || strcmp(ty, "text")) {
       *emsg = sqlite3_mprintf("%s: row %ld: references element %d is %s, not a string", fn, m->rows + 1, k, ty ? ty : "NULL");
       return SQLITE_ERROR;
     }
-    const char *s = (const char *)sqlite3_column_text(m->each, 1);
-    size_t n = (size_t)sqlite3_column_bytes(m->each, 1);
+    const char *s = (const char *)sqlite3_column_text(m->each, 2);
+    size_t n = (size_t)sqlite3_column_bytes(m->each, 2);
     char *c = s ? sqlite3_malloc64(n + 1) : NULL;
     if (!c) return SQLITE_NOMEM;
     memcpy(c, s, n + 1);
@@ -107,21 +118,25 @@ static void metric_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   refs r = {0};
   char *emsg = NULL;
   int rc = h ? read_refs(ctx, m, fn, argv[1], &r, &emsg) : SQLITE_NOMEM;
+  if (!rc && !m->cancel_ready) {
+    if (pfx_cancel_init(&m->cancel, sqlite3_context_db_handle(ctx))) rc = SQLITE_NOMEM;
+    else m->cancel_ready = 1;
+  }
   if (!rc) {
-    int e = kind == M_BLEU ? pf_bleu_add(&m->bleu, h, hl, r.s, r.n, r.count)
-          : kind == M_CHRF ? pf_chrf_add(&m->chrf, h, hl, r.s, r.n, r.count)
-          : 0;
-    if (kind == M_ROUGE) {
-      double s = 0;
-      e = pf_rouge_l(h, hl, r.s, r.n, r.count, &s);
-      m->rouge_sum += s;
-    }
-    rc = e ? SQLITE_NOMEM : SQLITE_OK;
+    pf_err e = {0};
+    double s = 0;
+    int er = kind == M_BLEU ? pf_bleu_add(&m->bleu, h, hl, r.s, r.n, r.count, pfx_cancel_check, &m->cancel)
+           : kind == M_CHRF ? pf_chrf_add(&m->chrf, h, hl, r.s, r.n, r.count, pfx_cancel_check, &m->cancel)
+           : pf_rouge_l(h, hl, r.s, r.n, r.count, &s, pfx_cancel_check, &m->cancel, &e);
+    if (kind == M_ROUGE && !er) m->rouge_sum += s;
+    if (er == PF_INTERRUPT) { emsg = sqlite3_mprintf("%s: interrupted", fn); rc = SQLITE_INTERRUPT; }
+    else if (er == PF_TOOBIG) { emsg = sqlite3_mprintf("%s: row %ld: %s", fn, m->rows + 1, e.msg); rc = SQLITE_TOOBIG; }
+    else if (er) rc = SQLITE_NOMEM;
   }
   refs_free(&r);
   if (rc) {
     m->failed = 1;
-    if (emsg) sqlite3_result_error(ctx, emsg, -1);
+    if (emsg) { sqlite3_result_error(ctx, emsg, -1); if (rc != SQLITE_ERROR && rc != SQLITE_NOMEM) sqlite3_result_error_code(ctx, rc); }
     else sqlite3_result_error_nomem(ctx);
     sqlite3_free(emsg);
     return;
@@ -135,6 +150,8 @@ static void metric_final(sqlite3_context *ctx) {
   if (!m) { sqlite3_result_null(ctx); return; }
   sqlite3_finalize(m->each);
   m->each = NULL;
+  if (m->cancel_ready) pfx_cancel_done(&m->cancel);
+  m->cancel_ready = 0;
   if (m->failed) return;
   if (!m->rows) { sqlite3_result_null(ctx); return; }
   double s = kind == M_BLEU ? pf_bleu_score(&m->bleu, NULL, NULL) : kind == M_CHRF ? pf_chrf_score(&m->chrf) : m->rouge_sum / (double)m->rows;

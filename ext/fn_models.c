@@ -88,7 +88,7 @@ static void fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       int sl = sqlite3_str_length(s);
       char *out = sqlite3_str_finish(s);
       if (!out) sqlite3_result_error_nomem(ctx);
-      else sqlite3_result_text(ctx, out, sl, sqlite3_free);
+      else { sqlite3_result_text(ctx, out, sl, sqlite3_free); sqlite3_result_subtype(ctx, PFX_JSON_SUBTYPE); }
     }
   }
   free(ids);
@@ -107,6 +107,11 @@ static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   size_t tl;
   pf_err e;
   if (!pfx_arg_text(ctx, fn, "ids", argv[1], NULL)) goto done;
+  if (pfx_json_nul_at(argv[1]) >= 0) {   /* what follows would be ignored */
+    pfx_result_errorf(ctx, "%s: ids contain a NUL character (at byte %ld of %d)", fn, pfx_json_nul_at(argv[1]),
+                      sqlite3_value_bytes(argv[1]));
+    goto done;
+  }
   if (sqlite3_prepare_v2(db, "SELECT json_type(?1), type, atom FROM json_each(?1)", -1, &st, NULL)) {
     pfx_result_errorf(ctx, "%s: %s", fn, sqlite3_errmsg(db));
     goto done;
@@ -239,8 +244,8 @@ int pfx_register_models(sqlite3 *db) {
   static const struct { const char *name; int n_arg; int flags; void (*fn)(sqlite3_context *, int, sqlite3_value **); } fns[] = {
       {"prefix_model_load", 2, SQLITE_DIRECTONLY, fn_model_load},
       {"prefix_model_unload", 1, SQLITE_DIRECTONLY, fn_model_unload},
-      {"prefix_tokenize", 2, SQLITE_INNOCUOUS, fn_tokenize},
-      {"prefix_tokenize", 3, SQLITE_INNOCUOUS, fn_tokenize},
+      {"prefix_tokenize", 2, SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, fn_tokenize},
+      {"prefix_tokenize", 3, SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, fn_tokenize},
       {"prefix_detokenize", 2, SQLITE_INNOCUOUS, fn_detokenize},
   };
   int rc = SQLITE_OK;

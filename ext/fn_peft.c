@@ -52,49 +52,80 @@ static void fn_export_config(sqlite3_context *ctx, int argc, sqlite3_value **arg
   pf_prefix p;
   if ((argc > 1 && arg_format(ctx, fn, argv[1])) || arg_prefix(ctx, fn, argv[0], &p)) return;
   if (p.n_members) {
-    pfx_result_errorf(ctx, "%s: an ensemble of %d prefixes cannot be exported as one PEFT adapter: export its members", fn, p.n_members);
+    pfx_result_errorf(ctx, "%s: an ensemble of %d prefix%s cannot be exported as one PEFT adapter: export its members", fn, p.n_members, p.n_members == 1 ? "" : "es");
     pf_prefix_clear(&p);
     return;
   }
   char *s = pf_peft_config_json(&p, 0);
   pf_prefix_clear(&p);
-  if (s) sqlite3_result_text(ctx, s, -1, free);
+  if (s) { sqlite3_result_text(ctx, s, -1, free); sqlite3_result_subtype(ctx, PFX_JSON_SUBTYPE); }
   else sqlite3_result_error_nomem(ctx);
 }
 
-/* adapter_config.json against the model: returns num_virtual_tokens (0 if absent) or -1 after an error */
+/* adapter_config.json against the model: returns num_virtual_tokens (0 if absent) or -1 after an error. Each
+** field, when present, must have its JSON type (integers are not read from strings or reals: "5", 5.9 and 2.5
+** are refused, not converted), and errors quote the value as given. */
 static int check_config(sqlite3_context *ctx, const char *fn, sqlite3_value *cfg, const pf_hparams *hp) {
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  static const char *names[] = {"peft_type", "num_virtual_tokens", "num_layers", "token_dim", "num_attention_heads",
+                                "num_transformer_submodules"};
+  enum { NF = (int)(sizeof names / sizeof names[0]) };
+  long nul = pfx_json_nul_at(cfg);
+  if (nul >= 0) {
+    pfx_result_errorf(ctx, "%s: config contains a NUL character (at byte %ld of %d)", fn, nul, sqlite3_value_bytes(cfg));
+    return -1;
+  }
+  /* per field: its JSON type and its value as JSON text (json_quote keeps strings quoted) */
   sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2(sqlite3_context_db_handle(ctx),
-                              "SELECT json_valid(?1) AND json_type(?1) = 'object', json_extract(?1, '$.peft_type'),"
-                              " json_extract(?1, '$.num_virtual_tokens'), json_extract(?1, '$.num_layers'),"
-                              " json_extract(?1, '$.token_dim'), json_extract(?1, '$.num_attention_heads'),"
-                              " json_extract(?1, '$.num_transformer_submodules')", -1, &st, NULL);
-  if (rc) { pfx_result_errorf(ctx, "%s: config: %s", fn, sqlite3_errmsg(sqlite3_context_db_handle(ctx))); return -1; }
+  int rc = sqlite3_prepare_v2(db,
+                              "SELECT ok, CASE WHEN ok THEN json_type(?1, '$.' || f) END, "
+                              "CASE WHEN ok THEN CASE json_type(?1, '$.' || f) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                              "ELSE json_quote(json_extract(?1, '$.' || f)) END END, "
+                              "CASE WHEN ok THEN json_extract(?1, '$.' || f) END "
+                              "FROM (SELECT json_valid(?1) AND json_type(?1) = 'object' AS ok), "
+                              "(SELECT ?2 AS f UNION ALL SELECT ?3 UNION ALL SELECT ?4 UNION ALL SELECT ?5 "
+                              "UNION ALL SELECT ?6 UNION ALL SELECT ?7)",
+                              -1, &st, NULL);
+  if (rc) { pfx_result_errorf(ctx, "%s: config: %s", fn, sqlite3_errmsg(db)); return -1; }
   sqlite3_bind_value(st, 1, cfg);
-  int P = -1;
-  if (sqlite3_step(st) != SQLITE_ROW) pfx_result_errorf(ctx, "%s: config: %s", fn, sqlite3_errmsg(sqlite3_context_db_handle(ctx)));
-  else if (!sqlite3_column_int(st, 0)) pfx_result_errorf(ctx, "%s: config must be adapter_config.json's JSON object", fn);
-  else {
+  for (int i = 0; i < NF; i++) sqlite3_bind_text(st, i + 2, names[i], -1, SQLITE_STATIC);
+  const int want[NF] = {0, 0, hp->n_layer, hp->n_head_kv * hp->head_dim, hp->n_head_kv, 1};
+  int P = 0, bad = 0;
+  for (int i = 0; i < NF && !bad; i++) {
+    if (sqlite3_step(st) != SQLITE_ROW) { pfx_result_errorf(ctx, "%s: config: %s", fn, sqlite3_errmsg(db)); bad = 1; break; }
+    if (!sqlite3_column_int(st, 0)) { pfx_result_errorf(ctx, "%s: config must be adapter_config.json's JSON object", fn); bad = 1; break; }
     const char *type = (const char *)sqlite3_column_text(st, 1);
-    struct { int col; const char *name; int want; } f[] = {
-        {3, "num_layers", hp->n_layer}, {4, "token_dim", hp->n_head_kv * hp->head_dim}, {5, "num_attention_heads", hp->n_head_kv}, {6, "num_transformer_submodules", 1}};
-    P = 0;
-    if (type && strcmp(type, "PREFIX_TUNING")) { pfx_result_errorf(ctx, "%s: config's peft_type is '%.40s', not 'PREFIX_TUNING'", fn, type); P = -1; }
-    for (size_t i = 0; i < sizeof f / sizeof f[0] && P == 0; i++)
-      if (sqlite3_column_type(st, f[i].col) != SQLITE_NULL && sqlite3_column_int64(st, f[i].col) != f[i].want) {
-        pfx_result_errorf(ctx, "%s: config's %s is %lld; this model needs %d%s", fn, f[i].name, sqlite3_column_int64(st, f[i].col), f[i].want,
-                          f[i].col == 5 ? " (PEFT counts the key/value heads for grouped-query attention)" : "");
-        P = -1;
+    if (!type || !strcmp(type, "null")) continue;   /* absent: PEFT's default */
+    const char *given = (const char *)sqlite3_column_text(st, 2);
+    if (i == 0) {
+      const char *v = (const char *)sqlite3_column_text(st, 3);
+      if (strcmp(type, "text") || strcmp(v ? v : "", "PREFIX_TUNING")) {
+        pfx_result_errorf(ctx, "%s: config's peft_type is %.60s%s, not \"PREFIX_TUNING\"", fn, given ? given : "?",
+                          given && strlen(given) > 60 ? "..." : "");
+        bad = 1;
       }
-    if (P == 0 && sqlite3_column_type(st, 2) != SQLITE_NULL) {
-      sqlite3_int64 v = sqlite3_column_int64(st, 2);
-      if (v < 1 || v > 65536) { pfx_result_errorf(ctx, "%s: config's num_virtual_tokens %lld is not in 1..65536", fn, v); P = -1; }
+      continue;
+    }
+    if (strcmp(type, "integer")) {
+      pfx_result_errorf(ctx, "%s: config's %s must be an integer, got %.60s%s", fn, names[i], given ? given : "?",
+                        given && strlen(given) > 60 ? "..." : "");
+      bad = 1;
+      break;
+    }
+    sqlite3_int64 v = sqlite3_column_int64(st, 3);
+    if (i == 1) {
+      if (v < 1 || v > 65536) { pfx_result_errorf(ctx, "%s: config's num_virtual_tokens is %s; allowed: 1..65536", fn, given); bad = 1; }
       else P = (int)v;
+      continue;
+    }
+    if (v != want[i]) {
+      pfx_result_errorf(ctx, "%s: config's %s is %s; this model needs %d%s", fn, names[i], given, want[i],
+                        i == 4 ? " (PEFT counts the key/value heads for grouped-query attention)" : "");
+      bad = 1;
     }
   }
   sqlite3_finalize(st);
-  return P;
+  return bad ? -1 : P;
 }
 
 static void fn_import(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -123,7 +154,7 @@ done:
 int pfx_register_peft(sqlite3 *db) {
   int rc = sqlite3_create_function_v2(db, "prefix_export", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_export, NULL, NULL, NULL);
   for (int n = 1; n <= 2 && rc == SQLITE_OK; n++)
-    rc = sqlite3_create_function_v2(db, "prefix_export_config", n, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_export_config, NULL, NULL, NULL);
+    rc = sqlite3_create_function_v2(db, "prefix_export_config", n, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, NULL, fn_export_config, NULL, NULL, NULL);
   for (int n = 2; n <= 3 && rc == SQLITE_OK; n++)
     rc = sqlite3_create_function_v2(db, "prefix_import", n, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_import, NULL, NULL, NULL);
   return rc;

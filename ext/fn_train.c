@@ -352,6 +352,15 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
 }
 
 /* a JSON string of a token's text (valid UTF-8; a part of a character shows as U+FFFD); -1 out of memory */
+/* a real number in JSON: JSON has no infinity, so as SQLite's own JSON functions write it (9.0e+999, which
+** readers take as infinity), null for NaN, and exponent notation from 1e15 */
+static void json_real(sqlite3_str *s, const char *fmt, double v) {
+  if (isnan(v)) sqlite3_str_appendall(s, "null");
+  else if (isinf(v)) sqlite3_str_appendall(s, v > 0 ? "9.0e+999" : "-9.0e+999");
+  else if (fabs(v) >= 1e15) sqlite3_str_appendf(s, "%.6e", v);   /* not 300 digits of %f */
+  else sqlite3_str_appendf(s, fmt, v);
+}
+
 static int json_piece(sqlite3_str *s, const pf_model *m, int id) {
   char raw[256];
   int k = pf_token_bytes(m, id, raw, sizeof raw);
@@ -404,14 +413,17 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     goto done;
   }
   sqlite3_str *s = sqlite3_str_new(sqlite3_context_db_handle(ctx));
-  sqlite3_str_appendf(s, "{\"nll\":%.6f,\"tokens\":%d,\"ppl\":%.4f", nll, n, exp(nll));
+  sqlite3_str_appendf(s, "{\"nll\":%.6f,\"tokens\":%d,\"ppl\":", nll, n);
+  json_real(s, "%.4f", exp(nll));
   int oom = 0;
   if (so.per_token) {
     sqlite3_str_appendf(s, ",\"per_token\":[");
     for (int i = 0; i < n && !oom; i++) {
       sqlite3_str_appendf(s, "%s{\"id\":%d,\"piece\":", i ? "," : "", ids[i]);
       oom = json_piece(s, m, ids[i]);
-      sqlite3_str_appendf(s, ",\"logprob\":%.6f}", lp[i]);
+      sqlite3_str_appendf(s, ",\"logprob\":");
+      json_real(s, "%.6f", lp[i]);
+      sqlite3_str_appendchar(s, 1, '}');
     }
     sqlite3_str_appendchar(s, 1, ']');
   }
@@ -419,7 +431,7 @@ static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int len = sqlite3_str_length(s);
   char *json = sqlite3_str_finish(s);
   if (oom) { sqlite3_free(json); json = NULL; }
-  if (json) sqlite3_result_text(ctx, json, len, sqlite3_free);
+  if (json) { sqlite3_result_text(ctx, json, len, sqlite3_free); sqlite3_result_subtype(ctx, PFX_JSON_SUBTYPE); }
   else sqlite3_result_error_nomem(ctx);
 done:
   free(ids);
@@ -442,6 +454,7 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   pf_prefix_clear(&p);
   if (!json) { sqlite3_result_error_nomem(ctx); return; }
   sqlite3_result_text(ctx, json, -1, free);
+  sqlite3_result_subtype(ctx, PFX_JSON_SUBTYPE);
 }
 
 /* prefix_ensemble(prefix): the prefixes of the group packed into one ensemble BLOB */
@@ -502,9 +515,9 @@ int pfx_register_train(sqlite3 *db) {
   static const struct { const char *name; int n_arg; int flags; void (*fn)(sqlite3_context *, int, sqlite3_value **); } fns[] = {
       {"prefix_train", 2, SQLITE_DIRECTONLY, fn_train},
       {"prefix_train", 3, SQLITE_DIRECTONLY, fn_train},
-      {"prefix_score", 4, 0, fn_score},
-      {"prefix_score", 5, 0, fn_score},
-      {"prefix_info", 1, SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, fn_info},
+      {"prefix_score", 4, PFX_RESULT_SUBTYPE, fn_score},
+      {"prefix_score", 5, PFX_RESULT_SUBTYPE, fn_score},
+      {"prefix_info", 1, SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, fn_info},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0] && rc == SQLITE_OK; i++)
     rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].n_arg, SQLITE_UTF8 | fns[i].flags, NULL, fns[i].fn, NULL,

@@ -49,6 +49,23 @@ static const char *type_word(const char *jt) {
   return jt;
 }
 
+long pfx_json_nul_at(sqlite3_value *v) {
+  if (sqlite3_value_type(v) != SQLITE_TEXT) return -1;
+  const char *t = (const char *)sqlite3_value_text(v);
+  long n = sqlite3_value_bytes(v);
+  if (!t) return -1;
+  for (long i = 0; i < n; i++) {
+    if (!t[i]) return i;
+    if (t[i] != '\\' || i + 1 >= n) continue;
+    const char *e = t + i + 1;   /* the escaped character; in valid JSON backslashes occur only in strings */
+    if ((*e == 'u' && i + 5 < n && !memcmp(e + 1, "0000", 4)) || (*e == 'x' && i + 3 < n && !memcmp(e + 1, "00", 2)) ||
+        (*e == '0' && !(i + 2 < n && e[1] >= '0' && e[1] <= '9')))
+      return i;
+    i++;   /* skip the escaped character (it may be a backslash) */
+  }
+  return -1;
+}
+
 int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pfx_opt *table, int n_table,
                       void *target, char ***owned, int *n_owned, char **errmsg) {
   sqlite3_stmt *st = NULL, *arr = NULL;
@@ -57,6 +74,12 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
   if (!json || sqlite3_value_type(json) == SQLITE_NULL) return SQLITE_OK;
   if (sqlite3_value_type(json) != SQLITE_TEXT) {
     *errmsg = sqlite3_mprintf("%s: options must be a JSON object as text, like '{\"max_tokens\": 32}'", fn);
+    return SQLITE_ERROR;
+  }
+  long nul = pfx_json_nul_at(json);
+  if (nul >= 0) {   /* SQLite's JSON reader would cut the text or the string there */
+    *errmsg = sqlite3_mprintf("%s: options contain a NUL character (at byte %ld of %d)",
+                              fn, nul, sqlite3_value_bytes(json));
     return SQLITE_ERROR;
   }
   rc = sqlite3_prepare_v2(db, "SELECT json_type(?1)", -1, &st, NULL);
@@ -88,7 +111,8 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
     for (int i = 0; i < n_table; i++) if (key && !strcmp(key, table[i].name)) { o = &table[i]; oi = i; break; }
     if (!o) {
       char *k = known_list(table, n_table);
-      *errmsg = sqlite3_mprintf("%s: unknown option '%s' (known: %s)", fn, key ? key : "", k ? k : "");
+      size_t kl = key ? strlen(key) : 0;   /* a long key is quoted in part */
+      *errmsg = sqlite3_mprintf("%s: unknown option '%.64s%s' (known: %s)", fn, key ? key : "", kl > 64 ? "..." : "", k ? k : "");
       sqlite3_free(k);
       rc = SQLITE_ERROR;
       goto done;
@@ -99,11 +123,6 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
       goto done;
     }
     if (oi < 64) seen |= 1ull << oi;
-    if (jt && !strcmp(jt, "text") && strlen((const char *)sqlite3_column_text(st, 2)) != (size_t)sqlite3_column_bytes(st, 2)) {
-      *errmsg = sqlite3_mprintf("%s: option '%s' contains a NUL character", fn, o->name);
-      rc = SQLITE_ERROR;
-      goto done;
-    }
     char *base = (char *)target + o->off;
     int is_int = jt && !strcmp(jt, "integer"), is_num = is_int || (jt && !strcmp(jt, "real"));
     switch (o->kind) {
@@ -111,6 +130,12 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
       case PFX_OPT_U64: {
         if (!is_int) {
           *errmsg = sqlite3_mprintf("%s: option '%s' must be an integer, got %s", fn, o->name, type_word(jt));
+          rc = SQLITE_ERROR;
+          goto done;
+        }
+        if (sqlite3_column_type(st, 2) != SQLITE_INTEGER) {   /* an integer beyond 64 bits: SQLite reads it as real */
+          *errmsg = sqlite3_mprintf("%s: option '%s' must be between %lld and %lld, got %s", fn, o->name, (long long)o->lo,
+                                    (long long)o->hi, (const char *)sqlite3_column_text(st, 2));
           rc = SQLITE_ERROR;
           goto done;
         }
@@ -205,11 +230,6 @@ int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pf
             rc = SQLITE_ERROR;
             goto done;
           }
-          if (strlen((const char *)sqlite3_column_text(arr, 1)) != (size_t)sqlite3_column_bytes(arr, 1)) {
-            *errmsg = sqlite3_mprintf("%s: option '%s' contains a NUL character", fn, o->name);
-            rc = SQLITE_ERROR;
-            goto done;
-          }
           if (*count >= o->max_count) {
             *errmsg = sqlite3_mprintf("%s: option '%s' holds more than %d strings", fn, o->name, o->max_count);
             rc = SQLITE_ERROR;
@@ -267,11 +287,14 @@ int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_s
 int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_batch_opts *o, char ***owned,
                             int *n_owned, char **errmsg) {
   enum { NG = (int)(sizeof gen_opts / sizeof gen_opts[0]) };
-  pfx_opt table[NG + 1];
+  pfx_opt table[NG + 2];
   memcpy(table, gen_opts, sizeof gen_opts);   /* p is the struct's first member: same offsets */
   pfx_opt bs = {"batch_size", PFX_OPT_INT, BO(batch_size), 1, 4096, 0, 0, 0};
+  pfx_opt rp = {"require_prefix", PFX_OPT_BOOL, BO(require_prefix), 0, 0, 0, 0, 0};
   table[NG] = bs;
+  table[NG + 1] = rp;
   pf_sample_params_default(&o->p);
   o->batch_size = 16;
-  return pfx_parse_options(db, fn, json, table, NG + 1, o, owned, n_owned, errmsg);
+  o->require_prefix = 0;
+  return pfx_parse_options(db, fn, json, table, NG + 2, o, owned, n_owned, errmsg);
 }

@@ -68,12 +68,12 @@ static void fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv)
   char *j = sqlite3_mprintf("{\"entries\":%d,\"hits\":%llu,\"misses\":%llu}", n, (unsigned long long)g_hits,
                             (unsigned long long)g_misses);
   pthread_mutex_unlock(&g_mu);
-  if (j) sqlite3_result_text(ctx, j, -1, sqlite3_free);
+  if (j) { sqlite3_result_text(ctx, j, -1, sqlite3_free); sqlite3_result_subtype(ctx, PFX_JSON_SUBTYPE); }
   else sqlite3_result_error_nomem(ctx);
 }
 
 int pfx_register_cache(sqlite3 *db) {
-  return sqlite3_create_function_v2(db, "prefix_cache_stats", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_cache_stats,
+  return sqlite3_create_function_v2(db, "prefix_cache_stats", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, NULL, fn_cache_stats,
                                     NULL, NULL, NULL);
 }
 

@@ -317,12 +317,18 @@ static void test_hostile_state(const pf_model *m) {
   pf_prefix_clear(&d);
   struct { size_t off; uint32_t val; const char *want; } cases[] = {
       {0, 9, "not of version 1"},
-      {4, 5, "damaged"},                /* mode */
+      {4, 5, "damaged: mode is 5"},
       {12, 9, "differs"},               /* mid_dim 9 vs 8 given below */
       {16, 1, "does not fit"},          /* parameter count */
       {48, 4, "does not fit"},          /* rows of the data order: the length no longer adds up */
       {56, 77, "data order is damaged"},/* an order entry out of range */
-      {40, 0x7fffffff, "damaged"},      /* the epoch */
+      {40, 0x7fffffff, "damaged: epoch is 2147483647"},
+      {52, 2, "damaged: has_base is 2"},
+      {28, 0x1000, "damaged: steps taken is 175921860444"},   /* the high half of the 64-bit step count */
+      /* a position in the epoch past its rows (fuzz_prefix: 2^31 + 1 read as a negative int once indexed before
+      ** the order; later such positions started a new epoch silently) */
+      {44, 0x80000001u, "damaged: batches taken in its epoch is 2147483649, more than its"},
+      {44, 0xffffffffu, "damaged: batches taken in its epoch is 4294967295"},
   };
   int ok = 1;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -334,16 +340,15 @@ static void test_hostile_state(const pf_model *m) {
     if (!rc || !t_contains(e.msg, cases[i].want)) { ok = 0; printf("# case %zu: rc %d '%s'\n", i, rc, rc ? e.msg : ""); }
     free(c);
   }
-  /* a position of 2^31 + 1 in the epoch (fuzz_prefix: read as a negative int it indexed before the order):
-  ** outside the epoch, so training starts a new one */
+  /* a position past this run's batches but within the rows (the batch size changed): a new epoch */
   {
     uint8_t *c = malloc(an);
     memcpy(c, a, an);
-    uint32_t pos = 0x80000001u;
+    uint32_t pos = 3;
     memcpy(c + so + 44, &pos, 4);
     pf_prefix_seal(c, an);
     int rc = continue_from(m, &p, c, an, &e);
-    if (rc) { ok = 0; printf("# position 2^31+1: rc %d '%s'\n", rc, e.msg); }
+    if (rc) { ok = 0; printf("# position 3 of 5 rows: rc %d '%s'\n", rc, e.msg); }
     free(c);
   }
   /* a NaN moment */
@@ -392,7 +397,7 @@ static void test_bleu_cases(void) {
   pf_bleu_stats s = {0};
   const char *r[] = {"the cat sat down"};
   size_t rl[] = {strlen(r[0])};
-  pf_bleu_add(&s, "the cat sat up", 14, r, rl, 1);
+  pf_bleu_add(&s, "the cat sat up", 14, r, rl, 1, NULL, NULL);
   double p[4], bp;
   double b = pf_bleu_score(&s, p, &bp);
   CHECK(b == 0 && fabs(p[0] - 75) < 1e-9 && fabs(p[1] - 200.0 / 3) < 1e-9 && fabs(p[2] - 50) < 1e-9 && p[3] == 0 && bp == 1,
@@ -401,8 +406,175 @@ static void test_bleu_cases(void) {
   pf_bleu_stats t = {0};
   const char *r2[] = {"a b", "a b c d e"};
   size_t rl2[] = {3, 9};
-  pf_bleu_add(&t, "a b c", 5, r2, rl2, 2);
+  pf_bleu_add(&t, "a b c", 5, r2, rl2, 2, NULL, NULL);
   CHECK(t.ref_len == 2 && t.hyp_len == 3, "metrics: BLEU uses the closest reference length", "ref %g hyp %g", t.ref_len, t.hyp_len);
+}
+
+/* The metrics' reference: the plain quadratic counting (every distinct n-gram found again by comparing
+** tokens), which the engine's hash-table counting must match exactly. */
+typedef struct rtoks { char *s; const char *t[4096]; size_t l[4096]; int n; } rtoks;
+static void rt_make(rtoks *r, const char *text, int lower) {
+  size_t n;
+  pf_tok13a(text, strlen(text), &r->s, &n);
+  if (lower) for (char *c = r->s; *c; c++) if (*c >= 'A' && *c <= 'Z') *c += 'a' - 'A';
+  r->n = 0;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && r->s[j] != ' ') j++;
+    if (j > i && r->n < 4096) { r->t[r->n] = r->s + i; r->l[r->n++] = j - i; }
+    i = j + 1;
+  }
+}
+static int rt_eq(const rtoks *a, int i, const rtoks *b, int j, int n) {
+  for (int k = 0; k < n; k++)
+    if (a->l[i + k] != b->l[j + k] || memcmp(a->t[i + k], b->t[j + k], a->l[i + k])) return 0;
+  return 1;
+}
+static int rt_count(const rtoks *in, int n, const rtoks *g, int at) {
+  int c = 0;
+  for (int i = 0; i + n <= in->n; i++) c += rt_eq(in, i, g, at, n);
+  return c;
+}
+static void ref_bleu(const char *hyp, const char **refs, int nref, double match[4], double total[4]) {
+  rtoks h, r[3];
+  rt_make(&h, hyp, 0);
+  for (int k = 0; k < nref; k++) rt_make(&r[k], refs[k], 0);
+  for (int n = 1; n <= 4; n++) {
+    match[n - 1] = 0;
+    total[n - 1] = h.n >= n ? h.n - n + 1 : 0;
+    for (int i = 0; i + n <= h.n; i++) {
+      int first = 1;
+      for (int j = 0; j < i && first; j++) first = !rt_eq(&h, j, &h, i, n);
+      if (!first) continue;
+      int ch = rt_count(&h, n, &h, i), mr = 0;
+      for (int k = 0; k < nref; k++) { int c = rt_count(&r[k], n, &h, i); if (c > mr) mr = c; }
+      match[n - 1] += ch < mr ? ch : mr;
+    }
+  }
+  free(h.s);
+  for (int k = 0; k < nref; k++) free(r[k].s);
+}
+static int ref_lcs(const rtoks *a, const rtoks *b) {
+  int *prev = calloc((size_t)b->n + 1, sizeof(int)), *cur = calloc((size_t)b->n + 1, sizeof(int));
+  for (int i = 1; i <= a->n; i++) {
+    for (int j = 1; j <= b->n; j++)
+      cur[j] = rt_eq(a, i - 1, b, j - 1, 1) ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
+    int *t = prev; prev = cur; cur = t;
+  }
+  int r = prev[b->n];
+  free(prev);
+  free(cur);
+  return r;
+}
+static double ref_rouge(const char *hyp, const char **refs, int nref) {
+  rtoks h, r;
+  rt_make(&h, hyp, 1);
+  double pmax = 0, rmax = 0, beta2 = 1.2 * 1.2;
+  for (int k = 0; k < nref; k++) {
+    rt_make(&r, refs[k], 1);
+    int l = ref_lcs(&r, &h);
+    double p = h.n ? (double)l / h.n : 0, q = r.n ? (double)l / r.n : 0;
+    if (p > pmax) pmax = p;
+    if (q > rmax) rmax = q;
+    free(r.s);
+  }
+  free(h.s);
+  return pmax > 0 && rmax > 0 ? 100 * (1 + beta2) * pmax * rmax / (rmax + beta2 * pmax) : 0;
+}
+/* chrF's statistics against one reference: code points without white space (ASCII and 2-byte UTF-8 here) */
+static int ref_cps(const char *s, unsigned *out) {
+  int n = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    unsigned c = *p++;
+    if (c >= 0xC0) c = (c & 0x1F) << 6 | (*p++ & 0x3F);
+    if (c != ' ') out[n++] = c;
+  }
+  return n;
+}
+static void ref_chrf(const char *hyp, const char *ref, double s[6][3]) {
+  static unsigned h[8192], r[8192];
+  int hn = ref_cps(hyp, h), rn = ref_cps(ref, r);
+  for (int n = 1; n <= 6; n++) {
+    double m = 0;
+    for (int i = 0; i + n <= hn; i++) {
+      int first = 1;
+      for (int j = 0; j < i && first; j++) first = memcmp(h + j, h + i, sizeof(unsigned) * n) != 0;
+      if (!first) continue;
+      int ch = 0, cr = 0;
+      for (int j = 0; j + n <= hn; j++) ch += !memcmp(h + j, h + i, sizeof(unsigned) * n);
+      for (int j = 0; j + n <= rn; j++) cr += !memcmp(r + j, h + i, sizeof(unsigned) * n);
+      m += ch < cr ? ch : cr;
+    }
+    s[n - 1][0] = hn >= n ? hn - n + 1 : 0;
+    s[n - 1][1] = rn >= n ? rn - n + 1 : 0;
+    s[n - 1][2] = m;
+  }
+}
+
+static void rand_text(char *out, size_t cap, int words) {
+  static const char *w[] = {"the", "The", "cat", "sat", "on", "mat", ".", ",", "caf\xc3\xa9", "a", "3-4", "dog's", "\xc3\xa9t\xc3\xa9", "x"};
+  size_t o = 0;
+  out[0] = 0;
+  for (int i = 0; i < words && o + 16 < cap; i++) {
+    t_rng = t_rng * 6364136223846793005ull + 1442695040888963407ull;
+    o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? " " : "", w[(t_rng >> 33) % 14]);
+  }
+}
+
+static int cancel_now(void *arg) { (void)arg; return 1; }
+
+static void test_metrics_exact(void) {
+  int ok = 1;
+  char hyp[2048], rb[3][2048];
+  for (int trial = 0; trial < 300 && ok; trial++) {
+    int nref = 1 + trial % 3;
+    rand_text(hyp, sizeof hyp, trial % 40);
+    const char *refs[3];
+    size_t rl[3];
+    for (int k = 0; k < nref; k++) { rand_text(rb[k], sizeof rb[k], (trial * 7 + k * 13) % 45); refs[k] = rb[k]; rl[k] = strlen(rb[k]); }
+    /* BLEU: the n-gram statistics of the row */
+    pf_bleu_stats st = {0};
+    double m[4], t[4];
+    ref_bleu(hyp, refs, nref, m, t);
+    if (pf_bleu_add(&st, hyp, strlen(hyp), refs, rl, nref, NULL, NULL)) ok = 0;
+    for (int n = 0; n < 4; n++) if (st.match[n] != m[n] || st.total[n] != t[n]) ok = 0;
+    /* ROUGE-L */
+    double rs = -1;
+    pf_err e;
+    if (pf_rouge_l(hyp, strlen(hyp), refs, rl, nref, &rs, NULL, NULL, &e) || rs != ref_rouge(hyp, refs, nref)) ok = 0;
+    /* chrF against one reference: the statistics added are that reference's */
+    pf_chrf_stats cs = {0};
+    double s[6][3];
+    ref_chrf(hyp, refs[0], s);
+    if (pf_chrf_add(&cs, hyp, strlen(hyp), refs, rl, 1, NULL, NULL)) ok = 0;
+    for (int n = 0; n < 6; n++) for (int j = 0; j < 3; j++) if (cs.s[n][j] != s[n][j]) ok = 0;
+    if (!ok) printf("# trial %d: hyp '%s' ref0 '%s'\n", trial, hyp, refs[0]);
+  }
+  CHECK(ok, "metrics: BLEU, chrF and ROUGE-L by hash tables equal the quadratic counting on 300 random rows", "see above");
+
+  /* a cancel callback stops each (the statistics unchanged); ROUGE-L refuses beyond its limit, naming both lengths */
+  size_t big = 200000;
+  char *a = malloc(2 * big + 1);
+  for (size_t i = 0; i < big; i++) { a[2 * i] = (char)('a' + i % 7); a[2 * i + 1] = ' '; }
+  a[2 * big] = 0;
+  const char *refs[1] = {a};
+  size_t rl[1] = {2 * big};
+  pf_bleu_stats st = {0};
+  pf_chrf_stats cs = {0};
+  double rs = 0;
+  pf_err e;
+  int rb1 = pf_bleu_add(&st, a, 2 * big, refs, rl, 1, cancel_now, NULL), rc1 = pf_chrf_add(&cs, a, 2 * big, refs, rl, 1, cancel_now, NULL);
+  CHECK(rb1 == PF_INTERRUPT && rc1 == PF_INTERRUPT && st.rows == 0 && st.total[0] == 0 && cs.rows == 0,
+        "metrics: BLEU and chrF stop when the cancel callback asks", "bleu %d chrf %d", rb1, rc1);
+  int rr = pf_rouge_l(a, 2 * big, refs, rl, 1, &rs, NULL, NULL, &e);
+  CHECK(rr == PF_TOOBIG && t_contains(e.msg, "the hypothesis (200000 words) and reference 1 (200000 words)"),
+        "metrics: ROUGE-L beyond its limit is refused naming the lengths", "%d %s", rr, e.msg);
+  size_t half = 2 * 30000;   /* 30,000 words each: 9e8 comparisons, under the limit: the callback stops it */
+  const char *r2[1] = {a};
+  size_t rl2[1] = {half};
+  rr = pf_rouge_l(a, half, r2, rl2, 1, &rs, cancel_now, NULL, &e);
+  CHECK(rr == PF_INTERRUPT, "metrics: ROUGE-L stops when the cancel callback asks", "%d", rr);
+  free(a);
 }
 
 int main(void) {
@@ -420,5 +592,6 @@ int main(void) {
   pf_model_free(m);
   test_tok13a();
   test_bleu_cases();
+  test_metrics_exact();
   return t_failed != 0;
 }

@@ -124,6 +124,7 @@ static void test_hostile(void) {
       {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "non-negative integers"},
       {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"extra\":1}}", 4, "unexpected or repeated field 'extra'"},
       {"{\"__metadata__\":{\"k\":1}}", 0, "must map strings to strings"},
+      {"{\"__metadata__\":{\"k\":\"a\"},\"__metadata__\":{\"k\":\"b\"}}", 0, "__metadata__ appears twice"},
       {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "at most 8"},
   };
   int ok = 1;
@@ -149,10 +150,32 @@ static void test_hostile(void) {
   CHECK(ok, "safetensors: malformed headers are refused, each with what is wrong", "see above");
 }
 
+/* a prompt_embeddings of a shape this model cannot take: the error gives every dimension as stored */
+static void test_shape_named(void) {
+  pf_err e;
+  pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);
+  if (!m) { CHECK(0, "PEFT shape error", "load: %s", e.msg); return; }
+  const pf_hparams *hp = pf_model_hparams(m);
+  size_t cols = (size_t)hp->n_layer * 2 * hp->n_head_kv * hp->head_dim, n;
+  char hdr[256], want[64];
+  snprintf(hdr, sizeof hdr, "{\"prompt_embeddings\":{\"dtype\":\"F32\",\"shape\":[2,%zu,1],\"data_offsets\":[0,%zu]}}", cols, 8 * cols);
+  snprintf(want, sizeof want, "has shape (2, %zu, 1);", cols);
+  uint8_t *b = st_make(hdr, 8 * cols, &n);
+  float *kv = NULL;
+  int P;
+  int rc = pf_peft_import(m, b, n, 0, &kv, &P, &e);
+  CHECK(rc == PF_ERR && t_contains(e.msg, want) && t_contains(e.msg, "2 dimensions expected"),
+        "PEFT import: a 3-dimensional prompt_embeddings is refused naming its whole shape", "%s", rc ? e.msg : "accepted");
+  free(kv);
+  free(b);
+  pf_model_free(m);
+}
+
 int main(void) {
   test_layout();
   test_round_trip("stories260K.gguf", "stories260K (llama: keys permuted)");
   test_round_trip("families/qwen2-tiny.gguf", "qwen2-tiny (NEOX: as stored)");
   test_hostile();
+  test_shape_named();
   return t_failed != 0;
 }

@@ -210,6 +210,16 @@ int main(void) {
   sqlite3_progress_handler(db, 0, NULL, NULL);
   CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_generate: interrupted") && atomic_load(&wi.calls) == 5,
         "a progress handler stops generation at the call that says so", "rc=%d '%s', %d calls", rc, out, atomic_load(&wi.calls));
+  /* ROUGE-L on two texts of 30,000 words (9e8 word comparisons, under its limit; seconds of work): a progress
+  ** handler stops it inside the row (the texts are made first, so the handler's calls are the metric's) */
+  run1(db, "CREATE TEMP TABLE long_text AS WITH RECURSIVE w(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM w WHERE i < 30000) "
+           "SELECT group_concat(char(97 + i % 7), ' ') AS t FROM w", out, sizeof out);
+  watch_on(db, &wi);
+  atomic_store(&wi.stop_at, 3);
+  rc = run1(db, "SELECT prefix_rouge_l(t, t) FROM long_text", out, sizeof out);
+  sqlite3_progress_handler(db, 0, NULL, NULL);
+  CHECK(rc == SQLITE_INTERRUPT && !strcmp(out, "prefix_rouge_l: interrupted") && atomic_load(&wi.calls) == 3,
+        "a progress handler stops ROUGE-L inside a long row", "rc=%d '%s', %d calls", rc, out, atomic_load(&wi.calls));
   /* the connection works normally afterwards */
   rc = run1(db, "SELECT prefix_tokenize('m', 'Once upon a time')", out, sizeof out);
   CHECK(rc == 0 && !strcmp(out, "[1,403,407,261,378]"), "the connection works after an interrupt", "%s", out);

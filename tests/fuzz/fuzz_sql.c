@@ -14,21 +14,23 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n);
 
-typedef struct call { const char *sql; int nargs; } call;
+/* json: the call's result is JSON; the statement's last column checks it is valid */
+typedef struct call { const char *sql; int nargs, json; } call;
+#define JSON(expr) "SELECT v, json_valid(v) IS NOT 0 FROM (SELECT " expr " AS v)"
 static const call calls[] = {
     {"SELECT prefix_version()", 0},
-    {"SELECT prefix_system()", 0},
-    {"SELECT prefix_cache_stats()", 0},
-    {"SELECT prefix_tokenize(?1, ?2)", 2},
-    {"SELECT prefix_tokenize(?1, ?2, ?3)", 3},
+    {JSON("prefix_system()"), 0, 1},
+    {JSON("prefix_cache_stats()"), 0, 1},
+    {JSON("prefix_tokenize(?1, ?2)"), 2, 1},
+    {JSON("prefix_tokenize(?1, ?2, ?3)"), 3, 1},
     {"SELECT prefix_detokenize(?1, ?2)", 2},
     {"SELECT prefix_chat(?1, ?2)", 2},
     {"SELECT prefix_chat(?1, ?2, ?3)", 3},
     {"SELECT prefix_generate(?1, ?2, ?3)", 3},
     {"SELECT prefix_generate(?1, ?2, ?3, ?4)", 4},
-    {"SELECT prefix_score(?1, ?2, ?3, ?4)", 4},
-    {"SELECT prefix_score(?1, ?2, ?3, ?4, ?5)", 5},
-    {"SELECT prefix_info(?1)", 1},
+    {JSON("prefix_score(?1, ?2, ?3, ?4)"), 4, 1},
+    {JSON("prefix_score(?1, ?2, ?3, ?4, ?5)"), 5, 1},
+    {JSON("prefix_info(?1)"), 1, 1},
     {"SELECT length(prefix_train(?1, ?2))", 2},
     {"SELECT length(prefix_train(?1, ?2, ?3))", 3},
     {"SELECT length(prefix_train_agg(?1, ?2, ?3)) FROM t", 3},
@@ -126,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     } else {
       for (int i = 1; i <= c->nargs; i++) bind_arg(st, i, &r, scratch);
     }
-    fz_run(st);
+    fz_run_json(st, c->json);
   }
   return 0;
 }
