@@ -9,6 +9,7 @@
 #   make install       PREFIX (/usr/local) and DESTDIR as usual; make install-cluster adds the cluster
 #                      programs and sql/*.sql (share/sqlite-prefix); make uninstall removes both
 #   make test-bindings the Python and Node packages (bindings/); python-package / node-package bundle the .so
+#   make dist          wheels and an npm package for each platform this machine builds (x86-64, arm64 cross)
 #   make sanitize      the tests under AddressSanitizer + UBSan;  make fuzz | oom | tsan: docs/security.md
 #   make test-loaded   the waiting checks at nice 19 beside a busy build loop (no test depends on speed)
 #   make test-arm64    cross-compiled for ARM64, the kernel/tokenizer/generation/training tests under qemu
@@ -57,7 +58,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded test-arm64 fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.$(SOEXT) $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
@@ -113,6 +114,10 @@ python-package: $(BUILD)/prefix.$(SOEXT)
 	python3 bindings/python/mkwheel.py $(BUILD)/prefix.$(SOEXT) $(BUILD)
 node-package: $(BUILD)/prefix.$(SOEXT)
 	cp $(BUILD)/prefix.$(SOEXT) bindings/node/prefix.$(SOEXT)
+# every platform this machine can build (linux-x86_64; linux-aarch64 cross-compiled when the cross compiler
+# and :arm64 packages are installed), as wheels and one npm package with a folder per platform (bindings/dist.sh)
+dist: all
+	@sh bindings/dist.sh $(BUILD)
 # their tests: Debian's python3, and Node with better-sqlite3 built from the npm registry (tests/bindings.sh)
 test-bindings: all
 	@sh tests/bindings.sh $(BUILD)

@@ -60,4 +60,18 @@ run() {   # run CPU "C tests" "SQL tests"
 }
 run max "test_engine $QUANT test_gguf test_families test_grad test_paper" "$SQL"
 run cortex-a53 "test_engine test_quant:int8" ""
+
+# make dist's arm64 packages (the x86 build is made first if missing): the wheel's and the npm package's
+# prefix.so load in the arm64 shell
+if make -s all >/dev/null && sh bindings/dist.sh dist >/dev/null; then
+  t=$(mktemp -d)
+  "$(command -v python3 || echo /usr/bin/python3)" -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1]).extract('sqlite_prefix/prefix.so', sys.argv[2])" \
+    dist/packages/sqlite_prefix-*-linux_aarch64.whl "$t" && tar -xzf dist/packages/sqlite-prefix-*.tgz -C "$t" package/prebuilt/linux-arm64/prefix.so
+  want=$(sed -n 's/^#define PF_VERSION "\(.*\)"/\1/p' engine/prefix_engine.h)
+  a=$("$B/bin/sqlite3" :memory: ".load $t/sqlite_prefix/prefix" "SELECT prefix_version()" 2>&1)
+  n=$("$B/bin/sqlite3" :memory: ".load $t/package/prebuilt/linux-arm64/prefix" "SELECT prefix_version()" 2>&1)
+  if [ "$a $n" = "$want $want" ]; then echo "make dist: the linux_aarch64 wheel's and the npm package's arm64 prefix.so load under qemu ($want)"
+  else echo "FAIL make dist arm64 packages: wheel '$a', npm '$n'"; status=1; fi
+  rm -rf "$t"
+else echo "FAIL make dist"; status=1; fi
 exit $status

@@ -20,10 +20,13 @@ py=/usr/bin/python3
 "$py" bindings/python/test_sqlite_prefix.py >"$log" 2>&1 || grep -q '^FAIL ' "$log" || echo "FAIL python: the test exited with an error: $(tail -3 "$log")" >>"$log"
 count "python ($py)"
 
-# the wheel (make python-package: bindings/python/mkwheel.py, no download), installed offline into a venv of
-# that Python and used from another folder without SQLITE_PREFIX_PATH: the bundled extension is found
+# make dist's packages (bindings/dist.sh: a wheel per platform, one npm package with a folder per platform)
+sh bindings/dist.sh "$BUILD" >"$log" 2>&1 || echo "FAIL dist: $(tail -3 "$log")"
+pk="$BUILD/packages"
+# the wheel, installed offline into a venv of that Python and used from another folder without
+# SQLITE_PREFIX_PATH: the bundled extension is found
 wd=$(mktemp -d)
-if "$py" bindings/python/mkwheel.py "$BUILD/prefix.so" "$wd" >"$log" 2>&1 && "$py" -m venv "$wd/venv" >>"$log" 2>&1 &&
+if cp "$pk"/sqlite_prefix-*-linux_$(uname -m).whl "$wd/" >"$log" 2>&1 && "$py" -m venv "$wd/venv" >>"$log" 2>&1 &&
    "$wd/venv/bin/pip" install -q --no-index "$wd"/sqlite_prefix-*.whl >>"$log" 2>&1 &&
    out=$(cd "$wd" && env -u SQLITE_PREFIX_PATH "$wd/venv/bin/python" -c "import sqlite3, sqlite_prefix
 db = sqlite3.connect(':memory:'); sqlite_prefix.load(db)
@@ -47,6 +50,21 @@ if [ ! -f "$nm/build/Release/better_sqlite3.node" ]; then
 fi
 BETTER_SQLITE3="$(pwd)/$nm" node bindings/node/test.js >"$log" 2>&1 || grep -q '^FAIL ' "$log" || echo "FAIL node: the test exited with an error: $(tail -3 "$log")" >>"$log"
 count "node ($(node --version))"
+
+# the npm package of make dist, installed offline with npm into an empty project beside better-sqlite3: its
+# loader picks prebuilt/<platform>-<arch>/ and the extension loads
+nd=$(mktemp -d); root=$(pwd)
+echo '{"name": "dist-check", "private": true}' >"$nd/package.json"
+if (cd "$nd" && npm install --offline --no-audit --no-fund "$root/$pk"/sqlite-prefix-*.tgz) >"$log" 2>&1 &&
+   out=$(cd "$nd" && env -u SQLITE_PREFIX_PATH node -e "
+const prefix = require('sqlite-prefix'), Database = require('$root/$nm');
+const db = new Database(':memory:'); prefix.load(db);
+console.log(db.prepare('SELECT prefix_version() AS v').get().v, prefix.getLoadablePath().endsWith('prebuilt/' + process.platform + '-' + process.arch + '/prefix.so'));" 2>&1) &&
+   [ "$out" = "$(sed -n 's/^#define PF_VERSION "\(.*\)"/\1/p' engine/prefix_engine.h) true" ]; then
+  echo "PASS node: make dist's npm package ($(tar -tzf "$pk"/sqlite-prefix-*.tgz | grep -c 'prebuilt/.*prefix.so') platforms) installs offline and loads its $(node -p 'process.platform + "-" + process.arch') build" >"$log"
+else echo "FAIL node: dist package: ${out:-$(tail -3 "$log")}" >"$log"; fi
+rm -rf "$nd"
+count "node dist package"
 rm -f "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -6,8 +6,9 @@
 //   const db = new Database(':memory:');
 //   prefix.load(db);
 //
-// The extension is looked up, in order: the path argument; $SQLITE_PREFIX_PATH; prefix.so in this package;
-// make install's places (/usr/local/lib/sqlite-prefix, /usr/lib/sqlite-prefix).
+// The extension is looked up, in order: the path argument; $SQLITE_PREFIX_PATH; this platform's build in the
+// package (prebuilt/<platform>-<arch>/, as make dist packs them: linux-x64, linux-arm64, darwin-arm64, ...);
+// prefix.so in this package (make node-package); make install's places (/usr/local/lib/sqlite-prefix, /usr/lib/sqlite-prefix).
 const fs = require('fs');
 const path = require('path');
 
@@ -19,9 +20,11 @@ function getLoadablePath() {
     if (fs.existsSync(env)) return env;
     throw new Error(`sqlite-prefix: SQLITE_PREFIX_PATH is '${env}', which is not a file`);
   }
-  const looked = [path.join(__dirname, 'prefix.so'), '/usr/local/lib/sqlite-prefix/prefix.so', '/usr/lib/sqlite-prefix/prefix.so'];
+  const lib = process.platform === 'darwin' ? 'prefix.dylib' : 'prefix.so';
+  const looked = [path.join(__dirname, 'prebuilt', `${process.platform}-${process.arch}`, lib), path.join(__dirname, lib),
+                  `/usr/local/lib/sqlite-prefix/${lib}`, `/usr/lib/sqlite-prefix/${lib}`];
   for (const p of looked) if (fs.existsSync(p)) return p;
-  throw new Error(`sqlite-prefix: prefix.so not found (looked in ${looked.join(', ')}). Build it (make, in the ` +
+  throw new Error(`sqlite-prefix: ${lib} not found for ${process.platform}-${process.arch} (looked in ${looked.join(', ')}). Build it (make, in the ` +
                   'sqlite-prefix source tree) and set SQLITE_PREFIX_PATH=/path/to/dist/prefix.so, run make install, or pass load(db, path)');
 }
 
