@@ -19,16 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int pf_seterr(pf_err *err, int code, const char *fmt, ...) {
-  if (err) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    err->code = code;
-  }
-  return code;
-}
 
 const char *gguf_type_name(uint32_t t) {
   static const char *names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32",

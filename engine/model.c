@@ -23,6 +23,7 @@ void pf_model_free(pf_model *m) {
   free(m->owned);
   free(m->layers);
   free(m->used);
+  pf_bpe_free(&m->vocab);
   pf_vocab_free(&m->vocab);
   gguf_close(&m->g);
   free(m->path);
@@ -430,7 +431,11 @@ static pf_model *model_from_gguf(pf_model *m, const char *path, pf_err *err) {
     goto fail;
   }
   m->hp.arch = f->arch;
-  if (pf_vocab_load(&m->vocab, &m->g, &e2)) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }
+  /* the vocabulary, then a byte-level BPE vocabulary's merge and byte tables (tokenizer_bpe.c) */
+  if (pf_vocab_load(&m->vocab, &m->g, &e2) || (m->vocab.kind == PF_TOK_BPE && pf_bpe_load(&m->vocab, &m->g, &e2))) {
+    pf_seterr(err, e2.code, "'%s': %s", path, e2.msg);
+    goto fail;
+  }
   for (uint64_t i = 0; i < m->g.n_tensors; i++) m->n_params += m->g.tensors[i].n_elem;
   if (m->g.n_tensors > 0) {
     if (load_hparams(m, f, &e2) || load_weights(m, f, &e2)) { pf_seterr(err, e2.code, "'%s': %s", path, e2.msg); goto fail; }

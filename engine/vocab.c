@@ -11,28 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t pf_hash64(const void *p, size_t n, uint64_t seed) {
-  /* 64-bit multiply-xorshift over 8-byte words; fast and well mixed. */
-  const uint8_t *b = p;
-  uint64_t h = seed ^ (0x9E3779B97F4A7C15ull * (n + 1));
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, b + i, 8);
-    w *= 0xBF58476D1CE4E5B9ull;
-    w ^= w >> 31;
-    h = (h ^ w) * 0x94D049BB133111EBull;
-    h ^= h >> 29;
-  }
-  uint64_t w = 0;
-  if (n > i) memcpy(&w, b + i, n - i);   /* (p may be NULL when n is 0) */
-  w *= 0xBF58476D1CE4E5B9ull;
-  h = (h ^ w ^ (n - i)) * 0x94D049BB133111EBull;
-  h ^= h >> 32;
-  h *= 0xD6E8FEB86659FD93ull;
-  h ^= h >> 32;
-  return h;
-}
 
 int pf_vocab_find(const pf_vocab *v, const char *s, size_t n) {
   if (!v->hash) return -1;
@@ -45,8 +23,7 @@ int pf_vocab_find(const pf_vocab *v, const char *s, size_t n) {
   }
 }
 
-void pf_vocab_free(pf_vocab *v) {
-  pf_bpe_free(v);
+void pf_vocab_free(pf_vocab *v) {   /* the BPE tables are the model's to free (pf_bpe_free, model.c) */
   if (v->text) for (int i = 0; i < v->n; i++) free(v->text[i]);
   free(v->text); free(v->len); free(v->score); free(v->type); free(v->hash); free(v->special); free(v->eog); free(v->rstrip);
   memset(v, 0, sizeof *v);
@@ -171,20 +148,6 @@ int pf_byte_token_value(const char *t, int len) {
   return b;
 }
 
-/* A token's text for an error message: printable ASCII as is, other bytes as \xHH, cut to fit. */
-void pf_quote_bytes(char *out, size_t cap, const char *p, size_t n) {
-  size_t o = 0;
-  if (cap < 8) { if (cap) out[0] = 0; return; }
-  out[o++] = '\'';
-  for (size_t i = 0; i < n; i++) {
-    unsigned c = (unsigned char)p[i];
-    if (o + 8 > cap) { memcpy(out + o, "...", 3); o += 3; break; }
-    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') out[o++] = (char)c;
-    else o += (size_t)snprintf(out + o, cap - o, "\\x%02X", c);
-  }
-  out[o++] = '\'';
-  out[o] = 0;
-}
 
 int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
   memset(v, 0, sizeof *v);
@@ -279,7 +242,6 @@ int pf_vocab_load(pf_vocab *v, const gguf_file *g, pf_err *err) {
   v->add_bos = read_bool(g, "tokenizer.ggml.add_bos_token", v->kind == PF_TOK_SPM || v->pre == PF_PRE_LLAMA3) && v->bos >= 0;
   v->add_eos = read_bool(g, "tokenizer.ggml.add_eos_token", 0) && v->eos >= 0;
   v->add_space_prefix = read_bool(g, "tokenizer.ggml.add_space_prefix", v->kind == PF_TOK_SPM);
-  if (v->kind == PF_TOK_BPE && pf_bpe_load(v, g, err)) goto fail;
   if (special_tokens(v, g)) goto nomem;
   return PF_OK;
 nomem:

@@ -10,6 +10,8 @@
 ** The hash only finds the slot: an entry keeps a copy of the BLOB's bytes and
 ** a hit requires them equal, so a BLOB crafted to collide with another
 ** tenant's gets decoded (and checked) on its own, never the other's prefix.
+**
+** Below the cache: a prefix argument as every function takes it (NULL, or a BLOB of this model).
 */
 #include "ext.h"
 SQLITE_EXTENSION_INIT3
@@ -129,3 +131,40 @@ __attribute__((destructor)) static void prefix_cache_unload(void) {
     if (g_slot[i]) { unref_locked(g_slot[i]); g_slot[i] = NULL; }
 }
 #endif
+
+/* ----------------------------------------------------- prefix arguments */
+
+char *pfx_check_prefix(const pf_prefix *p, const pfx_model *pm, const char *model_name) {
+  const pf_model *m = pfx_model_engine(pm);
+  if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
+    return sqlite3_mprintf("the prefix was trained on a model with fingerprint %s; model '%s' has fingerprint %s",
+                           p->fingerprint, model_name, pf_model_fingerprint(m));
+  pf_err e;
+  if (pf_prefix_check_model(p, m, &e)) return sqlite3_mprintf("%s", e.msg);
+  return NULL;
+}
+
+int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const pfx_model *pm, const char *model_name,
+                   pfx_prefix_ref **out) {
+  *out = NULL;
+  if (sqlite3_value_type(v) == SQLITE_NULL) return 0;
+  if (sqlite3_value_type(v) != SQLITE_BLOB) {
+    pfx_result_errorf(ctx, "%s: prefix must be a BLOB from prefix_train (or NULL), got %s", fn,
+                              sqlite3_value_type(v) == SQLITE_TEXT ? "text" : "a number");
+    return -1;
+  }
+  pf_err e;
+  if (pfx_prefix_decode_cached(sqlite3_value_blob(v), (size_t)sqlite3_value_bytes(v), out, &e)) {
+    pfx_result_err(ctx, fn, &e);
+    return -1;
+  }
+  char *bad = pfx_check_prefix(pfx_prefix_get(*out), pm, model_name);
+  if (bad) {
+    pfx_result_errorf(ctx, "%s: %s", fn, bad);
+    sqlite3_free(bad);
+    pfx_prefix_release(*out);
+    *out = NULL;
+    return -1;
+  }
+  return 0;
+}

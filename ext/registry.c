@@ -186,3 +186,16 @@ __attribute__((destructor)) static void registry_unload(void) {
   pthread_mutex_unlock(&g_mu);
 }
 #endif
+
+/* A model-name argument, as every function takes it: the loaded model (a reference) or an SQL error. */
+pfx_model *pfx_arg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *v) {
+  const char *name = pfx_arg_cstr(ctx, fn, "model name", v);
+  if (!name) return NULL;
+  char *e = NULL;
+  pfx_model *pm = pfx_registry_get(name, &e);
+  if (!pm) {
+    pfx_result_errorf(ctx, "%s: %s", fn, e ? e : "unknown model");
+    sqlite3_free(e);
+  }
+  return pm;
+}

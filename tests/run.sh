@@ -2,7 +2,7 @@
 # Run every test: the engine's C tests (dist/test_*) and the SQL tests
 # (tests/sql/*.test through the sqlite3 shell). Ends with "N passed, M failed".
 # A subset, and an emulator (tests/arm64.sh): PF_TESTS (C tests, e.g. "test_engine test_quant:int8"),
-# PF_SQL_TESTS (e.g. "tokenize generate"), PF_SHELL_TESTS (default "install progress cluster"), PF_RUN (a
+# PF_SQL_TESTS (e.g. "tokenize generate"), PF_SHELL_TESTS (default "layers install progress cluster"), PF_RUN (a
 # command the C tests run under, e.g. qemu-aarch64); set but empty: none of that kind. The sqlite3 on PATH
 # is the shell used.
 BUILD=${1:-dist}
@@ -78,10 +78,10 @@ for file in $sqltests; do
     i=$((i + 1))
   done
 done
-# shell-level checks: make install, the static library through pkg-config, examples/c, the installed
+# shell-level checks: no call cycle between files and no SQLite in the engine (layers.sh); make install, the static library through pkg-config, examples/c, the installed
 # extension's dependencies (install.sh); the progress output on a terminal and in a log (progress.sh);
 # the dqlite cluster of prefix-node and prefix-worker processes on 127.0.0.1 (cluster.sh)
-for t in ${PF_SHELL_TESTS-install progress cluster}; do
+for t in ${PF_SHELL_TESTS-layers install progress cluster}; do
   sh "tests/$t.sh" "$BUILD" >"$log" 2>&1
   p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
   # a FAIL line and the indented lines after it (why it failed), and notes

@@ -1,0 +1,44 @@
+#!/bin/sh
+# The architecture's two rules, checked on the built objects (part of make test; prints PASS/FAIL lines):
+#  - no call cycle between files of engine/ or of ext/: file A calls file B when an external symbol A uses is
+#    defined in B (nm); a cycle A -> ... -> A across files fails, naming the files and the symbols that tie them;
+#  - the engine never includes SQLite (engine/*.c and *.h).
+# Usage: tests/layers.sh BUILD
+BUILD=${1:-dist}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for dir in engine ext; do
+  : >"$tmp/def"; : >"$tmp/use"
+  for o in "$BUILD"/obj/$dir/*.o; do
+    f=$dir/$(basename "$o" .o).c
+    nm -g --defined-only "$o" | awk -v f="$f" 'NF == 3 { print $3, f }' >>"$tmp/def"
+    nm -u "$o" | awk -v f="$f" '{ print $NF, f }' >>"$tmp/use"
+  done
+  # edges "from to symbol", then a depth-first search for a cycle
+  awk 'NR == FNR { def[$1] = $2; next } ($1 in def) && def[$1] != $2 { print $2, def[$1], $1 }' "$tmp/def" "$tmp/use" | sort -u >"$tmp/edges"
+  cyc=$(awk '
+    { node[$1]; node[$2]; if (!(($1, $2) in seen)) { seen[$1, $2]; adj[$1, ++n[$1]] = $2 } }
+    function dfs(u,   i, v, k) {
+      state[u] = 1; stack[++depth] = u
+      for (i = 1; i <= n[u] && !found; i++) {
+        v = adj[u, i]
+        if (state[v] == 1) {   # back to a file on the current path: a cycle
+          for (k = 1; stack[k] != v; k++) ;
+          for (out = ""; k <= depth; k++) out = out stack[k] " -> "
+          out = out v; found = 1
+        } else if (!state[v]) dfs(v)
+      }
+      depth--; state[u] = 2
+    }
+    END { for (u in node) if (!state[u] && !found) dfs(u); if (found) print out }' "$tmp/edges")
+  if [ -z "$cyc" ]; then
+    echo "PASS layers: no call cycle between the files of $dir/ ($(wc -l <"$tmp/edges") calls between files)"
+  else
+    echo "FAIL layers: a call cycle in $dir/: $cyc"
+    echo "$cyc" | tr -d ' ' | awk -F'->' '{ for (i = 1; i < NF; i++) print $i, $(i + 1) }' | while read -r a b; do
+      echo "    $a -> $b: $(awk -v a="$a" -v b="$b" '$1 == a && $2 == b { printf "%s ", $3 }' "$tmp/edges")"
+    done
+  fi
+done
+inc=$(grep -l -E '#include *[<"]sqlite3(ext)?\.h' engine/*.c engine/*.h 2>/dev/null | tr '\n' ' ')
+[ -z "$inc" ] && echo "PASS layers: the engine includes no SQLite header" || echo "FAIL layers: engine files include SQLite: $inc"
