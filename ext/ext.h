@@ -134,14 +134,33 @@ int pfx_vtab_best_index_args(sqlite3_index_info *info, int first_hidden, int n_h
 /* Set the cursor's table error to msg (sqlite3_malloc'ed; NULL: out of memory) and return the code. */
 int pfx_vtab_fail(sqlite3_vtab_cursor *cur, char *msg);
 
-int pfx_register_models(sqlite3 *db);
-int pfx_register_generate(sqlite3 *db);
-int pfx_register_train(sqlite3 *db);
-int pfx_register_batch(sqlite3 *db);
-int pfx_register_cache(sqlite3 *db);
-int pfx_register_chat(sqlite3 *db);
-int pfx_register_metrics(sqlite3 *db);
-int pfx_register_peft(sqlite3 *db);
-int pfx_register_help(sqlite3 *db);
+/* The SQL functions and tables, registered from one table in extension.c (sqlite3_prefix_init). */
+typedef void (*pfx_sql_fn)(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_model_load(sqlite3_context *, int, sqlite3_value **);     /* fn_models.c */
+void pfx_fn_model_unload(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_tokenize(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_detokenize(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_chat(sqlite3_context *, int, sqlite3_value **);           /* fn_chat.c */
+void pfx_fn_generate(sqlite3_context *, int, sqlite3_value **);       /* fn_generate.c */
+void pfx_fn_train(sqlite3_context *, int, sqlite3_value **);          /* fn_train.c */
+void pfx_fn_score(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_info(sqlite3_context *, int, sqlite3_value **);
+void pfx_train_agg_step(sqlite3_context *, int, sqlite3_value **);
+void pfx_train_agg_final(sqlite3_context *);
+void pfx_ensemble_step(sqlite3_context *, int, sqlite3_value **);
+void pfx_ensemble_final(sqlite3_context *);
+enum { PFX_METRIC_BLEU, PFX_METRIC_CHRF, PFX_METRIC_ROUGE_L };      /* fn_metrics.c: the user data of each */
+void pfx_metric_step(sqlite3_context *, int, sqlite3_value **);
+void pfx_metric_final(sqlite3_context *);
+void pfx_fn_export(sqlite3_context *, int, sqlite3_value **);         /* fn_peft.c */
+void pfx_fn_export_config(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_import(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_help(sqlite3_context *, int, sqlite3_value **);           /* fn_help.c */
+void pfx_fn_debug(sqlite3_context *, int, sqlite3_value **);
+void pfx_fn_cache_stats(sqlite3_context *, int, sqlite3_value **);    /* prefix_cache.c */
+extern sqlite3_module pfx_models_module;   /* prefix_models (fn_models.c) */
+extern sqlite3_module pfx_stream_module;   /* prefix_generate_stream (fn_generate.c) */
+extern sqlite3_module pfx_batch_module;    /* prefix_generate_batch (fn_batch.c) */
+extern sqlite3_module pfx_jobs_module;     /* prefix_jobs (jobs.c) */
 
 #endif

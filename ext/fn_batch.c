@@ -205,8 +205,6 @@ static int b_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
   return SQLITE_OK;
 }
 
-static sqlite3_module batch_module = {
+sqlite3_module pfx_batch_module = {
     0, NULL, b_connect, b_best_index, pfx_vtab_disconnect, NULL, b_open, b_close, b_filter, b_next, b_eof, b_column, b_rowid,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-
-int pfx_register_batch(sqlite3 *db) { return sqlite3_create_module(db, "prefix_generate_batch", &batch_module, NULL); }

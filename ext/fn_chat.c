@@ -1,5 +1,5 @@
 /*
-** fn_chat.c — prefix_chat: the prompt an instruction-tuned model expects for a
+** pfx_fn_chat.c — prefix_chat: the prompt an instruction-tuned model expects for a
 ** conversation, laid out in the format of its chat template.
 **
 **   SELECT prefix_chat('m', '[{"role": "system", "content": "Be brief."},
@@ -25,7 +25,7 @@ static const pfx_opt chat_table[] = {
     {"add_generation_prompt", PFX_OPT_BOOL, offsetof(chat_opts, add_gen), 0, 0, 0, 0, 0},
 };
 
-static void fn_chat(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_chat(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_chat";
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   chat_opts o = {NULL, 1};
@@ -97,11 +97,4 @@ done:
   sqlite3_free(em);
   pfx_opts_free(owned, n_owned);
   if (pm) pfx_model_release(pm);
-}
-
-int pfx_register_chat(sqlite3 *db) {
-  int rc = sqlite3_create_function_v2(db, "prefix_chat", 2, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_chat, NULL, NULL, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_create_function_v2(db, "prefix_chat", 3, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_chat, NULL, NULL, NULL);
-  return rc;
 }

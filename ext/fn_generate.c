@@ -1,5 +1,5 @@
 /*
-** fn_generate.c — text generation, whole or as a stream of tokens.
+** pfx_fn_generate.c — text generation, whole or as a stream of tokens.
 **
 **   SELECT prefix_generate('m', NULL, 'Once upon a time');
 **   SELECT prefix_generate('m', (SELECT blob FROM prefixes WHERE customer = 7), 'Q: hours?');
@@ -22,7 +22,7 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 #include "../engine/train.h"
 
-static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_generate";
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
@@ -198,14 +198,6 @@ static int s_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
   return SQLITE_OK;
 }
 
-static sqlite3_module stream_module = {
+sqlite3_module pfx_stream_module = {
     0, NULL, s_connect, s_best_index, pfx_vtab_disconnect, NULL, s_open, s_close, s_filter, s_next, s_eof, s_column, s_rowid,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-
-int pfx_register_generate(sqlite3 *db) {
-  int rc = sqlite3_create_function_v2(db, "prefix_generate", 3, SQLITE_UTF8, NULL, fn_generate, NULL, NULL, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_create_function_v2(db, "prefix_generate", 4, SQLITE_UTF8, NULL, fn_generate, NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = sqlite3_create_module(db, "prefix_generate_stream", &stream_module, NULL);
-  return rc;
-}

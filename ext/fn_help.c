@@ -1,5 +1,5 @@
 /*
-** fn_help.c — prefix_help() lists the SQL surface; prefix_debug() says what was built and what runs
+** pfx_fn_help.c — prefix_help() lists the SQL surface; prefix_debug() says what was built and what runs
 ** (version, commit, build flags, CPU features, kernel, BLAS, threads), for bug reports.
 */
 #include "ext.h"
@@ -38,7 +38,7 @@ static const char *const help[] = {
     "prefix_cache_stats()                               the decoded-prefix cache's counters (JSON)",
 };
 
-static void fn_help(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_help(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc; (void)argv;
   sqlite3_str *s = sqlite3_str_new(sqlite3_context_db_handle(ctx));
   sqlite3_str_appendf(s, "sqlite-prefix %s — prefix-tuning inside SQLite. docs/sql.md has every argument, option and error.\n", PF_VERSION);
@@ -49,7 +49,7 @@ static void fn_help(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   else sqlite3_result_error_nomem(ctx);
 }
 
-static void fn_debug(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_debug(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc; (void)argv;
   char info[1024];
   pf_build_info(info, sizeof info);
@@ -57,11 +57,4 @@ static void fn_debug(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                             PF_BUILD_FLAGS, sqlite3_libversion(), SQLITE_VERSION, info);
   if (t) sqlite3_result_text(ctx, t, -1, sqlite3_free);
   else sqlite3_result_error_nomem(ctx);
-}
-
-int pfx_register_help(sqlite3 *db) {
-  int rc = sqlite3_create_function_v2(db, "prefix_help", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_help, NULL, NULL, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_create_function_v2(db, "prefix_debug", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_debug, NULL, NULL, NULL);
-  return rc;
 }

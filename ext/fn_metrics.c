@@ -15,7 +15,6 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 #include "../engine/metrics.h"
 
-enum { M_BLEU, M_CHRF, M_ROUGE };
 static const char *const m_name[] = {"prefix_bleu", "prefix_chrf", "prefix_rouge_l"};
 
 typedef struct metric_ctx {
@@ -101,7 +100,7 @@ static int read_refs(sqlite3_context *ctx, metric_ctx *m, const char *fn, sqlite
   return SQLITE_OK;
 }
 
-static void metric_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_metric_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   int kind = (int)(size_t)sqlite3_user_data(ctx);
   const char *fn = m_name[kind];
@@ -125,10 +124,10 @@ static void metric_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (!rc) {
     pf_err e = {0};
     double s = 0;
-    int er = kind == M_BLEU ? pf_bleu_add(&m->bleu, h, hl, r.s, r.n, r.count, pfx_cancel_check, &m->cancel)
-           : kind == M_CHRF ? pf_chrf_add(&m->chrf, h, hl, r.s, r.n, r.count, pfx_cancel_check, &m->cancel)
+    int er = kind == PFX_METRIC_BLEU ? pf_bleu_add(&m->bleu, h, hl, r.s, r.n, r.count, pfx_cancel_check, &m->cancel)
+           : kind == PFX_METRIC_CHRF ? pf_chrf_add(&m->chrf, h, hl, r.s, r.n, r.count, pfx_cancel_check, &m->cancel)
            : pf_rouge_l(h, hl, r.s, r.n, r.count, &s, pfx_cancel_check, &m->cancel, &e);
-    if (kind == M_ROUGE && !er) m->rouge_sum += s;
+    if (kind == PFX_METRIC_ROUGE_L && !er) m->rouge_sum += s;
     if (er == PF_INTERRUPT) { emsg = sqlite3_mprintf("%s: interrupted", fn); rc = SQLITE_INTERRUPT; }
     else if (er == PF_TOOBIG) { emsg = sqlite3_mprintf("%s: row %ld: %s", fn, m->rows + 1, e.msg); rc = SQLITE_TOOBIG; }
     else if (er) rc = SQLITE_NOMEM;
@@ -144,7 +143,7 @@ static void metric_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   m->rows++;
 }
 
-static void metric_final(sqlite3_context *ctx) {
+void pfx_metric_final(sqlite3_context *ctx) {
   int kind = (int)(size_t)sqlite3_user_data(ctx);
   metric_ctx *m = sqlite3_aggregate_context(ctx, 0);
   if (!m) { sqlite3_result_null(ctx); return; }
@@ -154,14 +153,6 @@ static void metric_final(sqlite3_context *ctx) {
   m->cancel_ready = 0;
   if (m->failed) return;
   if (!m->rows) { sqlite3_result_null(ctx); return; }
-  double s = kind == M_BLEU ? pf_bleu_score(&m->bleu, NULL, NULL) : kind == M_CHRF ? pf_chrf_score(&m->chrf) : m->rouge_sum / (double)m->rows;
+  double s = kind == PFX_METRIC_BLEU ? pf_bleu_score(&m->bleu, NULL, NULL) : kind == PFX_METRIC_CHRF ? pf_chrf_score(&m->chrf) : m->rouge_sum / (double)m->rows;
   sqlite3_result_double(ctx, s);
-}
-
-int pfx_register_metrics(sqlite3 *db) {
-  int rc = SQLITE_OK;
-  for (int k = 0; k < 3 && rc == SQLITE_OK; k++)
-    rc = sqlite3_create_function_v2(db, m_name[k], 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, (void *)(size_t)k,
-                                    NULL, metric_step, metric_final, NULL);
-  return rc;
 }

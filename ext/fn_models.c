@@ -19,7 +19,7 @@ SQLITE_EXTENSION_INIT3
 #include <stdlib.h>
 #include <string.h>
 
-static void fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fn = "prefix_model_load";
   const char *name = pfx_arg_cstr(ctx, fn, "model name", argv[0]);
@@ -38,7 +38,7 @@ static void fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   sqlite3_result_value(ctx, argv[0]);
 }
 
-static void fn_model_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_model_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fn = "prefix_model_unload";
   const char *name = pfx_arg_cstr(ctx, fn, "model name", argv[0]);
@@ -58,7 +58,7 @@ static const pfx_opt tok_table[] = {
     {"parse_special", PFX_OPT_BOOL, offsetof(tok_opts, parse_special), 0, 0, 0, 0, 0},
 };
 
-static void fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_tokenize";
   tok_opts o = {1, 1};
   char **owned = NULL, *em = NULL;
@@ -95,7 +95,7 @@ static void fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   pfx_model_release(pm);
 }
 
-static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fn = "prefix_detokenize";
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
@@ -235,23 +235,7 @@ static int models_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
   return SQLITE_OK;
 }
 
-static sqlite3_module models_module = {
+sqlite3_module pfx_models_module = {
     0, NULL /* eponymous only */, models_connect, models_best_index, pfx_vtab_disconnect, NULL, models_open,
     models_close, models_filter, models_next, models_eof, models_column, models_rowid,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-
-int pfx_register_models(sqlite3 *db) {
-  static const struct { const char *name; int n_arg; int flags; void (*fn)(sqlite3_context *, int, sqlite3_value **); } fns[] = {
-      {"prefix_model_load", 2, SQLITE_DIRECTONLY, fn_model_load},
-      {"prefix_model_unload", 1, SQLITE_DIRECTONLY, fn_model_unload},
-      {"prefix_tokenize", 2, SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, fn_tokenize},
-      {"prefix_tokenize", 3, SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, fn_tokenize},
-      {"prefix_detokenize", 2, SQLITE_INNOCUOUS, fn_detokenize},
-  };
-  int rc = SQLITE_OK;
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0] && rc == SQLITE_OK; i++)
-    rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].n_arg, SQLITE_UTF8 | fns[i].flags, NULL, fns[i].fn, NULL,
-                                    NULL, NULL);
-  if (rc == SQLITE_OK) rc = sqlite3_create_module(db, "prefix_models", &models_module, NULL);
-  return rc;
-}

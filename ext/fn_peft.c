@@ -34,7 +34,7 @@ static int arg_format(sqlite3_context *ctx, const char *fn, sqlite3_value *v) {
   return -1;
 }
 
-static void fn_export(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_export(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fn = "prefix_export";
   pf_prefix p;
@@ -47,7 +47,7 @@ static void fn_export(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   pf_prefix_clear(&p);
 }
 
-static void fn_export_config(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_export_config(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_export_config";
   pf_prefix p;
   if ((argc > 1 && arg_format(ctx, fn, argv[1])) || arg_prefix(ctx, fn, argv[0], &p)) return;
@@ -128,7 +128,7 @@ static int check_config(sqlite3_context *ctx, const char *fn, sqlite3_value *cfg
   return bad ? -1 : P;
 }
 
-static void fn_import(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_import(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_import";
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
   if (!pm) return;
@@ -149,13 +149,4 @@ static void fn_import(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 done:
   free(kv);
   pfx_model_release(pm);
-}
-
-int pfx_register_peft(sqlite3 *db) {
-  int rc = sqlite3_create_function_v2(db, "prefix_export", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, fn_export, NULL, NULL, NULL);
-  for (int n = 1; n <= 2 && rc == SQLITE_OK; n++)
-    rc = sqlite3_create_function_v2(db, "prefix_export_config", n, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, NULL, fn_export_config, NULL, NULL, NULL);
-  for (int n = 2; n <= 3 && rc == SQLITE_OK; n++)
-    rc = sqlite3_create_function_v2(db, "prefix_import", n, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, fn_import, NULL, NULL, NULL);
-  return rc;
 }

@@ -1,5 +1,5 @@
 /*
-** fn_train.c — training prefixes from table rows, scoring, and inspecting BLOBs.
+** pfx_fn_train.c — training prefixes from table rows, scoring, and inspecting BLOBs.
 **
 **   -- one prefix from a query returning (prompt, completion)
 **   SELECT prefix_train('m', 'SELECT prompt, completion FROM pairs WHERE customer = 7',
@@ -198,7 +198,7 @@ static void train_and_result(sqlite3_context *ctx, const char *fn, pfx_model *pm
   sqlite3_result_blob64(ctx, blob, len, free);
 }
 
-static void fn_train(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_train(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_train";
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
@@ -234,7 +234,7 @@ typedef struct agg {
   int failed;
 } agg;
 
-static void agg_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_train_agg_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_train_agg";
   agg *a = sqlite3_aggregate_context(ctx, sizeof *a);
   if (!a) { sqlite3_result_error_nomem(ctx); return; }
@@ -264,7 +264,7 @@ static void agg_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
 }
 
-static void agg_final(sqlite3_context *ctx) {
+void pfx_train_agg_final(sqlite3_context *ctx) {
   const char *fn = "prefix_train_agg";
   agg *a = sqlite3_aggregate_context(ctx, 0);
   sqlite3 *db = sqlite3_context_db_handle(ctx);
@@ -343,7 +343,7 @@ static int json_piece(sqlite3_str *s, const pf_model *m, int id) {
   return 0;
 }
 
-static void fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fn = "prefix_score";
   pfx_model *pm = pfx_arg_model(ctx, fn, argv[0]);
   if (!pm) return;
@@ -404,7 +404,7 @@ done:
   pfx_model_release(pm);
 }
 
-static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   if (sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
     sqlite3_result_error(ctx, "prefix_info: the argument must be a prefix BLOB", -1);
@@ -424,7 +424,7 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 /* prefix_ensemble(prefix): the prefixes of the group packed into one ensemble BLOB */
 typedef struct ens_ctx { uint8_t **b; size_t *n; int count, cap, failed; } ens_ctx;
 
-static void ens_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_ensemble_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   ens_ctx *e = sqlite3_aggregate_context(ctx, sizeof *e);
   if (!e) { sqlite3_result_error_nomem(ctx); return; }
@@ -457,7 +457,7 @@ static void ens_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   e->n[e->count++] = n;
 }
 
-static void ens_final(sqlite3_context *ctx) {
+void pfx_ensemble_final(sqlite3_context *ctx) {
   ens_ctx *e = sqlite3_aggregate_context(ctx, 0);
   if (!e) { sqlite3_result_null(ctx); return; }
   if (!e->failed && e->count > 0) {
@@ -470,27 +470,4 @@ static void ens_final(sqlite3_context *ctx) {
   for (int i = 0; i < e->count; i++) free(e->b[i]);
   sqlite3_free(e->b);
   sqlite3_free(e->n);
-}
-
-int pfx_register_jobs(sqlite3 *db);
-
-int pfx_register_train(sqlite3 *db) {
-  int rc = SQLITE_OK;
-  static const struct { const char *name; int n_arg; int flags; void (*fn)(sqlite3_context *, int, sqlite3_value **); } fns[] = {
-      {"prefix_train", 2, SQLITE_DIRECTONLY, fn_train},
-      {"prefix_train", 3, SQLITE_DIRECTONLY, fn_train},
-      {"prefix_score", 4, PFX_RESULT_SUBTYPE, fn_score},
-      {"prefix_score", 5, PFX_RESULT_SUBTYPE, fn_score},
-      {"prefix_info", 1, SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, fn_info},
-  };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0] && rc == SQLITE_OK; i++)
-    rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].n_arg, SQLITE_UTF8 | fns[i].flags, NULL, fns[i].fn, NULL,
-                                    NULL, NULL);
-  for (int n = 3; n <= 4 && rc == SQLITE_OK; n++)
-    rc = sqlite3_create_function_v2(db, "prefix_train_agg", n, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, NULL, agg_step,
-                                    agg_final, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_create_function_v2(db, "prefix_ensemble", 1, SQLITE_UTF8 | SQLITE_INNOCUOUS, NULL, NULL, ens_step, ens_final, NULL);
-  if (rc == SQLITE_OK) rc = pfx_register_jobs(db);
-  return rc;
 }

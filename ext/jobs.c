@@ -163,8 +163,6 @@ static int jobs_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
   return SQLITE_OK;
 }
 
-static sqlite3_module jobs_module = {
+sqlite3_module pfx_jobs_module = {
     0, NULL, jobs_connect, jobs_best_index, pfx_vtab_disconnect, NULL, jobs_open, jobs_close, jobs_filter, jobs_next,
     jobs_eof, jobs_column, jobs_rowid, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-
-int pfx_register_jobs(sqlite3 *db) { return sqlite3_create_module(db, "prefix_jobs", &jobs_module, NULL); }

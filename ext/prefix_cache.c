@@ -62,7 +62,7 @@ void pfx_prefix_cache_stats(uint64_t *hits, uint64_t *misses) {
 }
 
 /* prefix_cache_stats(): {"entries": n, "hits": h, "misses": m} */
-static void fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+void pfx_fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc; (void)argv;
   int n = 0;
   pthread_mutex_lock(&g_mu);
@@ -74,10 +74,6 @@ static void fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv)
   else sqlite3_result_error_nomem(ctx);
 }
 
-int pfx_register_cache(sqlite3 *db) {
-  return sqlite3_create_function_v2(db, "prefix_cache_stats", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS | PFX_RESULT_SUBTYPE, NULL, fn_cache_stats,
-                                    NULL, NULL, NULL);
-}
 
 /* For tests only (tests/test_sqlapi.c finds it with dlsym): keep this many bits of the hash, so that
 ** a test can make every BLOB collide and see that the bytes decide. */
