@@ -21,7 +21,7 @@ static const char *const help[] = {
     "prefix_detokenize(model, ids)                      text of a JSON array of ids",
     "prefix_chat(model, messages [, options])           a conversation in the model's chat format",
     "prefix_generate(model, prefix, prompt [, options]) a continuation (greedy, sampling or beam search)",
-    "prefix_generate_batch(model, query [, options])    table: many rows decoded together (id, text, n_tokens, finish_reason)",
+    "prefix_generate_batch(model, query [, options])    table: many rows decoded together (id, text, n_tokens, finish_reason, prefix_id)",
     "prefix_generate_stream(model, prefix, prompt [, options])  table: one row per token (i, token_id, piece, logprob)",
     "prefix_train(model, query [, options])             train a prefix on (prompt, completion) rows; a BLOB",
     "prefix_train_agg(model, prompt, completion [, options])  aggregate: one prefix per group",
