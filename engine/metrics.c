@@ -395,10 +395,7 @@ int pf_chrf_add(pf_chrf_stats *st, const char *hyp, size_t hl, const char *const
     double s[PF_CHRF_ORDER][3];
     for (int n = 1; n <= PF_CHRF_ORDER && !rc; n++) {
       if (cancel && cancel(carg)) { rc = PF_INTERRUPT; break; }
-      if (n > 1) {   /* units: the order-1 ids, kept in u */
-        if (n == 2) for (int j = 0; j < 2; j++) memcpy(u[j].g, g[j].g, sizeof(int) * (size_t)u[j].n);
-        next_order(&m, g, u, 2, n);
-      }
+      if (n > 1) next_order(&m, g, u, 2, n);   /* units: the code points themselves (below 2^21) */
       double mt = 0;
       for (int i = 0; i < grams(&g[0], n); i++) ch[g[0].g[i]]++;
       for (int i = 0; i < grams(&g[1], n); i++) cr[g[1].g[i]]++;
@@ -414,8 +411,6 @@ int pf_chrf_add(pf_chrf_stats *st, const char *hyp, size_t hl, const char *const
     if (rc) break;
     double f = chrf_f((const double(*)[3])s);
     if (f > bf) { bf = f; memcpy(best, s, sizeof best); }
-    /* the hypothesis's code points again for the next reference (u[0] now holds order-1 ids) */
-    if (k + 1 < nref) { free(u[0].g); u[0].g = NULL; if ((rc = chars_nows(hyp, hl, &u[0]))) break; }
   }
   free(u[0].g); free(u[1].g); free(g[0].g); free(g[1].g);
   free(ch); free(cr);

@@ -107,9 +107,9 @@ void pfx_fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   size_t tl;
   pf_err e;
   if (!pfx_arg_text(ctx, fn, "ids", argv[1], NULL)) goto done;
-  if (pfx_json_nul_at(argv[1]) >= 0) {   /* what follows would be ignored */
-    pfx_result_errorf(ctx, "%s: ids contain a NUL character (at byte %ld of %d)", fn, pfx_json_nul_at(argv[1]),
-                      sqlite3_value_bytes(argv[1]));
+  long nul = pfx_json_nul_at(argv[1]);
+  if (nul >= 0) {   /* what follows would be ignored */
+    pfx_result_errorf(ctx, "%s: ids contain a NUL character (at byte %ld of %d)", fn, nul, sqlite3_value_bytes(argv[1]));
     goto done;
   }
   if (sqlite3_prepare_v2(db, "SELECT json_type(?1), type, atom FROM json_each(?1)", -1, &st, NULL)) {
