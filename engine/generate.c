@@ -601,7 +601,8 @@ static int row_result(row *r, pf_err *err) {
 static int check_params(const pf_model *m, const pf_sample_params *p, pf_err *err) {
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it can tokenize but not generate");
   if (p->max_tokens < 0) return pf_seterr(err, PF_ERR, "max_tokens must be >= 0, got %d", p->max_tokens);
-  if (p->beam_size < 1 || p->beam_size > 64) return pf_seterr(err, PF_ERR, "beam_size must be 1..64, got %d", p->beam_size);
+  if (p->beam_size < 1 || p->beam_size > PF_BEAM_MAX)
+    return pf_seterr(err, PF_ERR, "beam_size must be 1..%d, got %d", PF_BEAM_MAX, p->beam_size);
   if (p->beam_size > 1 && (p->temperature > 0 || p->top_k > 0 || p->top_p < 1 || p->min_p > 0 || p->repeat_penalty != 1))
     return pf_seterr(err, PF_ERR, "beam search (beam_size %d) is deterministic: temperature, top_k, top_p, min_p and "
                      "repeat_penalty apply to beam_size 1 (use no_repeat_ngram_size against repetition)", p->beam_size);
@@ -609,7 +610,8 @@ static int check_params(const pf_model *m, const pf_sample_params *p, pf_err *er
 }
 
 static int check_members(const pf_batch_item *it, pf_err *err) {
-  if (it->n_members > 64) return pf_seterr(err, PF_TOOBIG, "an ensemble of %d members exceeds the limit of 64", it->n_members);
+  if (it->n_members > PF_ENSEMBLE_MAX)
+    return pf_seterr(err, PF_TOOBIG, "an ensemble of %d members exceeds the limit of %d", it->n_members, PF_ENSEMBLE_MAX);
   return PF_OK;
 }
 

@@ -301,8 +301,6 @@ enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, 
 int pf_set_kernel(int kind);          /* returns the kind in effect (a kind the CPU lacks falls back) */
 int pf_get_kernel(void);
 const char *pf_kernel_name(int kind);
-/* GFLOP/s of a kind's X·Wᵀ kernel as timed once per process (0: not on this CPU) */
-double pf_kernel_gflops(int kind);
 /* out[T, c0:c1] = inp (T, n_in) · W[c0:c1]^T, W (n_out, n_in), ldc = n_out (one slice) */
 void pf_kernel_nt(int kind, float *out, const float *inp, const float *w, int T, int n_in, int n_out, int c0, int c1);
 /* dinp[T, c0:c1] += dout (T, n_out) · W[:, c0:c1], W (n_out, n_in), ldc = n_in (one slice) */
@@ -317,8 +315,6 @@ int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *
 ** products of the dequantized weights only (no integer products) */
 void pf_kernel_nt_w(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1, int exact);
 void pf_kernel_nn_w(int kind, float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
-/* decode-sized products reading W's blocks as stored, any row count (a few at a time) */
-void pf_kernel_nt_dec(int kind, float *out, const float *inp, const pf_wt *W, int T, int c0, int c1, int exact);
 /* decode of the common block types in integers (activations rounded to int8 per 32), where the table in use
 ** has integer products (AVX-512 VNNI, AVX2); tests: 0 turns it off */
 extern int pf_int8;
@@ -332,8 +328,6 @@ void pf_kernel_nt_panels(float *out, const float *inp, const pf_wt *W, int T, in
 void pf_kernel_nn_panels(float *dinp, const float *dout, const pf_wt *W, int T, int c0, int c1);
 /* dst[0 .. k1-k0) = elements [k0, k1) of row r of W, any range (vectorised where the CPU allows) */
 void pf_wt_deq(const pf_wt *W, int r, int k0, int k1, float *dst);
-/* dst[0 .. nr) = elements [n0, n0+nw) of row r, zero past nw; tmp holds 64 floats */
-void pf_wt_deq_cols(const pf_wt *W, int r, int n0, int nw, int nr, float *dst, float *tmp);
 /* dst[i] = e^(x[i] - sub) for i < n (dst may be NULL, or x); returns the sum in double. AVX-512: a
 ** polynomial e^x (relative error < 2e-7), else expf */
 double pf_vexp_sum(float *dst, const float *x, float sub, int n);
@@ -372,13 +366,10 @@ void pf_matmul_backward_input_w(float *dinp, const float *dout, const pf_wt *w, 
 void pf_matmul_naive(float *out, const float *inp, const float *w, int T, int n_in, int n_out);
 /* y += x, n elements (on the pool when long) */
 void pf_add_inplace(float *y, const float *x, size_t n);
-void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps);
 void pf_rope(float *x, const int *pos, int T, int n_head, int head_dim, int rope_dim, float base);
 /* x (T, n_head·head_dim) rotated as r says (sign -1: the inverse rotation, which is also its backward) */
 void pf_rope_ex(float *x, const int *pos, int T, int n_head, int head_dim, const pf_rope_cfg *r, float sign);
 void pf_softmax(float *x, int n);
-
-#endif
 
 /* backward ops (ops.c); gradients accumulate */
 void pf_matmul_backward_input(float *dinp, const float *dout, const float *w, int T, int n_in, int n_out);
@@ -397,3 +388,89 @@ void pf_layernorm_backward(float *dinp, const float *dout, const float *inp, con
 void pf_gelu_forward(float *out, const float *inp, size_t n);
 void pf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 void pf_add_bias(float *out, const float *b, int T, int C);
+
+/* ------------------------------------------- training internals (backward.c, prefix.c, peft.c, train.c) */
+
+/* A batch: n_seq sequences concatenated. targets[t] is the id expected after
+** token t, or -1 where there is no loss (the prompt). */
+typedef struct pf_tbatch {
+  int n_seq;
+  const int *len;
+  const int *tokens;
+  const int *targets;
+} pf_tbatch;
+
+/* What every sequence of the batch sees in front of it. */
+typedef struct pf_prefix_in {
+  int P;              /* prefix mode: key/value positions per layer (0: none) */
+  const float *kv;    /* (n_layer, 2, P, kv_dim) */
+  float *dkv;         /* its gradient (accumulated), or NULL */
+  int E;              /* embedding mode: the first E tokens of each sequence are learned embeddings */
+  const float *embd;  /* (E, n_embd) */
+  float *dembd;       /* its gradient (accumulated), or NULL */
+} pf_prefix_in;
+
+typedef struct pf_tws pf_tws;   /* training workspace: saved activations */
+pf_tws *pf_tws_new(void);
+void pf_tws_free(pf_tws *w);
+/* Bytes of saved activations one pass may hold (0 = PF_ACT_BUDGET, train.h): a bigger batch runs as passes
+** over parts of it (whole sequences), gradients accumulated. */
+void pf_tws_set_budget(pf_tws *w, size_t bytes);
+/* Make the following steps write each target's log-probability to out (in target order; NULL: stop). */
+void pf_tws_set_token_logprobs(pf_tws *w, double *out);
+
+/* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
+** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
+/* tests: 1 makes the training attention run row at a time (the blocked path's reference) */
+extern int pf_attn_rows;
+int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                  int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
+/* Logits (T, n_vocab) at every row, through the training forward (tests). */
+int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float *logits,
+                    pf_err *err);
+
+/* Write the prefix format's checksum into the last 8 bytes of a BLOB of len >= 8 bytes (the encoder's last
+** step; tests and the fuzzer use it to reach the checks that follow the checksum). */
+void pf_prefix_seal(uint8_t *blob, size_t len);
+
+/* safetensors (peft.c) */
+#define PF_ST_NAME 256
+typedef struct pf_st_tensor {
+  char name[PF_ST_NAME];
+  int dtype, elem_size, n_dims;
+  int64_t shape[8];
+  uint64_t begin, end, n_elems;   /* byte range within the data */
+} pf_st_tensor;
+typedef struct pf_st_file { pf_st_tensor *t; int n; const uint8_t *data; size_t data_len; } pf_st_file;
+/* Parse and check a safetensors file held in memory (the tensors point into it). */
+int pf_safetensors_read(const uint8_t *b, size_t n, pf_st_file *f, pf_err *err);
+void pf_safetensors_clear(pf_st_file *f);
+const pf_st_tensor *pf_safetensors_find(const pf_st_file *f, const char *name);
+
+/* The learnable parameters of a prefix and their gradients and moments (prefix.c), with the hooks the
+** tests use. */
+typedef struct pf_pparams pf_pparams;
+pf_pparams *pf_pparams_new(const pf_model *m, int mode, int P, int mid, pf_err *err);
+void pf_pparams_free(pf_pparams *pp);
+int pf_pparams_init(pf_pparams *pp, uint64_t seed, const float *init_kv, const float *init_emb, float emb_std,
+                    pf_err *err);
+void pf_pparams_forward(pf_pparams *pp);
+void pf_pparams_backward(pf_pparams *pp);
+void pf_pparams_zero_grad(pf_pparams *pp);
+double pf_pparams_grad_norm(const pf_pparams *pp);
+void pf_adamw(pf_pparams *pp, float lr, float beta1, float beta2, float eps, float wd, int t, float gscale);
+float *pf_pparams_kv(pf_pparams *pp);
+float *pf_pparams_dkv(pf_pparams *pp);
+float *pf_pparams_emb(pf_pparams *pp);
+float *pf_pparams_demb(pf_pparams *pp);
+float *pf_pparams_data(pf_pparams *pp);
+float *pf_pparams_grad(pf_pparams *pp);
+size_t pf_pparams_count(const pf_pparams *pp);
+int pf_pparams_has_base(const pf_pparams *pp);
+size_t pf_pparams_state_floats(const pf_pparams *pp);
+void pf_pparams_get_state(const pf_pparams *pp, float *out);
+int pf_pparams_set_state(pf_pparams *pp, const float *in, int has_base, pf_err *err);
+void pf_pparams_zero_mlp_out(pf_pparams *pp);
+int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float *kv, pf_err *err);
+
+#endif /* PF_INTERNAL_H */

@@ -147,12 +147,6 @@ void pf_kernel_nn_w(int kind, float *dA, const float *dY, const pf_wt *W, int T,
   else pf_kernel_nn_panels(dA, dY, W, T, c0, c1);
 }
 
-void pf_kernel_nt_dec(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1, int exact) {
-  const pf_isa *i = isa_of(kind);
-  if (i) i->nt_dec(out, A, W, T, c0, c1, exact);
-  else pf_nt_dec_chunks(dot_plain, out, A, W, T, c0, c1);
-}
-
 int pf_kernel_nt_int8(int kind, float *out, const float *A, const pf_wt *W, int T, int c0, int c1) {
   const pf_isa *i = isa_of(kind);
   return i && i->nt_int8 && !g_naive ? i->nt_int8(out, A, W, T, c0, c1) : 0;
@@ -172,12 +166,6 @@ int pf_gemm_parallel(int kind, int nn, float *out, const float *a, const float *
 void pf_wt_deq(const pf_wt *W, int r, int k0, int k1, float *dst) {
   const pf_isa *i = g_naive ? NULL : isa_of(pf_get_kernel());
   pf_wt_deq_with(i ? i->deq : NULL, W, r, k0, k1, dst);
-}
-
-void pf_wt_deq_cols(const pf_wt *W, int r, int n0, int nw, int nr, float *dst, float *tmp) {
-  (void)tmp;
-  pf_wt_deq(W, r, n0, n0 + nw, dst);
-  if (nw < nr) memset(dst + nw, 0, sizeof(float) * (size_t)(nr - nw));
 }
 
 /* ------------------------------------------------------------- choice */
@@ -249,7 +237,7 @@ static void measure_kernels(void) {
   free(a); free(w); free(o);
 }
 
-double pf_kernel_gflops(int kind) {
+static double pf_kernel_gflops(int kind) {
   pthread_once(&g_measure_once, measure_kernels);
   return kind >= 0 && kind < PF_KERNEL_COUNT ? g_gflops[kind] : 0;
 }

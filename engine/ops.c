@@ -129,11 +129,6 @@ static void rmsnorm_rows(void *arg, size_t t0, size_t t1) {
   }
 }
 
-void pf_rmsnorm(float *out, const float *inp, const float *weight, int T, int C, float eps) {
-  row_args a = {.out = out, .inp = inp, .w = weight, .C = C, .eps = eps};
-  parallel_rows(T, (size_t)C, rmsnorm_rows, &a);
-}
-
 /* RoPE. Pair i of each head's first r->dim values — adjacent (x[2i], x[2i+1]) or, NEOX, the halves
 ** (x[i], x[i + dim/2]) — is turned by the angle pos · scale · base^(-2i/dim) / factors[i]; sign -1 turns
 ** it back, which is the backward (the rotation is orthogonal). The frequencies are computed once per call

@@ -338,7 +338,7 @@ int pf_peft_import(const pf_model *m, const uint8_t *st, size_t st_len, int want
     rc = pf_seterr(err, PF_ERR, "prompt_embeddings has dtype %s; F32, F16 or BF16 expected", st_types[t->dtype].name);
     goto done;
   }
-  if (t->n_dims != 2 || (uint64_t)t->shape[1] != cols || t->shape[0] < 1 || t->shape[0] > 65536) {
+  if (t->n_dims != 2 || (uint64_t)t->shape[1] != cols || t->shape[0] < 1 || t->shape[0] > PF_PREFIX_LEN_MAX) {
     char shape[8 * 16 + 4];   /* the shape as given, every dimension */
     size_t o = 0;
     shape[o++] = '(';
@@ -347,7 +347,7 @@ int pf_peft_import(const pf_model *m, const uint8_t *st, size_t st_len, int want
     rc = pf_seterr(err, PF_ERR, "prompt_embeddings has shape %s; this model's prefix needs (num_virtual_tokens, %zu) = "
                    "(P, n_layer %d x 2 x n_head_kv %d x head_dim %d)%s", shape, cols, L, H, D,
                    t->n_dims == 2 && (uint64_t)t->shape[1] != cols ? " (an adapter saved with prefix_projection in inference mode "
-                   "holds the MLP's input, not keys and values)" : t->n_dims != 2 ? " (2 dimensions expected)" : " (1..65536 rows)");
+                   "holds the MLP's input, not keys and values)" : t->n_dims != 2 ? " (2 dimensions expected)" : " (1.." PF_STR(PF_PREFIX_LEN_MAX) " rows)");
     goto done;
   }
   int P = (int)t->shape[0];

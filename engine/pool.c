@@ -31,7 +31,7 @@ static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 ** small products here); products are split across our own pool (pool.c). */
 static void blas_single(void) { openblas_set_num_threads(1); }
 
-static int clamp_threads(long c) { return c > 0 ? (int)(c < 1024 ? c : 1024) : 1; }
+static int clamp_threads(long c) { return c > 0 ? (int)(c < PF_THREADS_MAX ? c : PF_THREADS_MAX) : 1; }
 
 void pf_set_threads(int n) {
   if (n <= 0) {   /* PREFIX_THREADS, else the machine's cores */
@@ -63,7 +63,7 @@ void pf_threads_pop(int old) { t_threads = old; }
 
 /* ------------------------------------------------------------ the pool */
 
-#define MAX_WORKERS 63
+#define MAX_WORKERS (PF_THREADS_MAX - 1)   /* the caller is the last thread */
 
 static pthread_mutex_t g_pool_mu = PTHREAD_MUTEX_INITIALIZER;   /* one job at a time */
 static pthread_mutex_t g_wake_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -361,7 +361,7 @@ int pf_prefix_decode(const uint8_t *b, size_t len, pf_prefix *out, pf_err *err) 
   uint32_t L = get32(b + 28), H = get32(b + 32), D = get32(b + 36), P = get32(b + 40), dt = get32(b + 44),
            pos = get32(b + 48), ml = get32(b + 52);
   uint64_t pl = get64(b + 56);
-  if (L < 1 || L > 1024 || H < 1 || H > 4096 || D < 1 || D > 4096 || P < 1 || P > 65536)
+  if (L < 1 || L > 1024 || H < 1 || H > 4096 || D < 1 || D > 4096 || P < 1 || P > PF_PREFIX_LEN_MAX)
     return pf_seterr(err, PF_ERR, "prefix BLOB has impossible shape: n_layer %u, n_head_kv %u, head_dim %u, prefix_len %u", L, H, D, P);
   if (dt > 1) return pf_seterr(err, PF_ERR, "prefix BLOB dtype %u is not supported (0 = f32, 1 = f16)", dt);
   if (pos != 0) return pf_seterr(err, PF_ERR, "prefix BLOB position convention %u is not supported (0)", pos);
@@ -551,15 +551,27 @@ void pf_item_set_prefix(pf_batch_item *it, const pf_prefix *p) {
   }
 }
 
-int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err) {
-  const pf_hparams *hp = &m->hp;
-  if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
-    return pf_seterr(err, PF_ERR, "the prefix was trained on a model with fingerprint %s, this model's fingerprint is %s",
-                     p->fingerprint, pf_model_fingerprint(m));
-  if (p->n_layer != hp->n_layer || p->n_head_kv != hp->n_head_kv || p->head_dim != hp->head_dim)
-    return pf_seterr(err, PF_ERR, "the prefix's shape (%d layers, %d kv heads of %d) does not match the model's (%d, %d, %d)",
-                     p->n_layer, p->n_head_kv, p->head_dim, hp->n_layer, hp->n_head_kv, hp->head_dim);
+int pf_prefix_len_check(const pf_model *m, int prefix_len, pf_err *err) {
+  if (prefix_len < 1 || prefix_len > PF_PREFIX_LEN_MAX)
+    return pf_seterr(err, PF_ERR, "prefix_len must be 1..%d, got %d", PF_PREFIX_LEN_MAX, prefix_len);
+  if (prefix_len >= m->hp.n_ctx)
+    return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) leaves no room in the model's context of %d", prefix_len, m->hp.n_ctx);
   return PF_OK;
+}
+
+int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, const char *model_name, pf_err *err) {
+  const pf_hparams *hp = &m->hp;
+  char who[96];
+  if (model_name) snprintf(who, sizeof who, "model '%.80s'", model_name);
+  else snprintf(who, sizeof who, "this model");
+  if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
+    return pf_seterr(err, PF_ERR, "the prefix was trained on a model with fingerprint %s; %s has fingerprint %s",
+                     p->fingerprint, who, pf_model_fingerprint(m));
+  if (p->n_layer != hp->n_layer || p->n_head_kv != hp->n_head_kv || p->head_dim != hp->head_dim)
+    return pf_seterr(err, PF_ERR, "the prefix's shape (%d layers, %d kv heads of %d) does not match %s's (%d, %d, %d)",
+                     p->n_layer, p->n_head_kv, p->head_dim, who, hp->n_layer, hp->n_head_kv, hp->head_dim);
+  /* an ensemble's prefix_len is its longest member's */
+  return pf_prefix_len_check(m, p->prefix_len, err);
 }
 
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len) {

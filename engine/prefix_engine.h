@@ -43,6 +43,20 @@ int pf_seterr(pf_err *err, int code, const char *fmt, ...)
 #endif
     ;
 
+/* ----------------------------------------------------------------- limits
+** One name per limit. The engine checks against these; the SQL layer's option tables and error texts use
+** the same names, so a limit changes in one place. */
+#define PF_PREFIX_LEN_MAX 65536        /* positions a prefix BLOB or a PEFT adapter file may hold */
+#define PF_TRAIN_PREFIX_LEN_MAX 4096   /* prefix_len a training run accepts */
+#define PF_MID_DIM_MAX 65536           /* width of the reparameterization MLP */
+#define PF_BATCH_SIZE_MAX 4096         /* pairs per training step; rows per generation batch */
+#define PF_BEAM_MAX 64                 /* beam_size */
+#define PF_ENSEMBLE_MAX 64             /* members of an ensemble */
+#define PF_THREADS_MAX 64              /* compute threads (the pool's workers plus the caller) */
+#define PF_MAX_STOPS 16                /* stop strings per request */
+#define PF_STR_(x) #x
+#define PF_STR(x) PF_STR_(x)           /* a limit as a string literal, for error texts */
+
 /* Cancellation: called between units of work; non-zero means stop. */
 typedef int (*pf_cancel_fn)(void *arg);
 
@@ -199,7 +213,6 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok,
 
 /* ---------------------------------------------------------------- sampler */
 
-#define PF_MAX_STOPS 16
 typedef struct pf_sample_params {
   int max_tokens;         /* default 128 */
   float temperature;      /* 0 = greedy (default) */

@@ -25,9 +25,9 @@
 
 void pf_train_params_default(pf_train_params *p) {
   memset(p, 0, sizeof *p);
-  p->prefix_len = 10;
-  p->mode = PF_MODE_PREFIX;
-  p->mid_dim = 512;
+  p->prefix_len = 0;     /* 0 / -1: not given; pf_train settles them (init_prefix's, or the defaults) */
+  p->mode = -1;
+  p->mid_dim = -1;
   p->lr = 0;             /* 0: by mode, see pf_train_default_lr */
   p->weight_decay = 0.0f;
   p->warmup_steps = 0;
@@ -71,7 +71,9 @@ static void sb_json_str(sbuf *s, const char *t) {
 
 /* ------------------------------------------------------------ pairs */
 
-int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int add_eos,
+/* Tokenize a pair as training sees it: BOS + prompt, then the completion (no space prefix, so generation
+** reproduces it exactly) and EOS. Returns tokens and the index of the first completion token. */
+static int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int add_eos,
                    int **ids, int *n, int *n_prompt, pf_err *err) {
   int *a = NULL, na = 0, *c = NULL, nc = 0, rc;
   *ids = NULL;
@@ -98,7 +100,7 @@ typedef struct tseq { int *tok; int *tgt; int len; int n_tgt; } tseq;
 ** pair's tokens, and next-token targets on the completion. */
 static int make_seq(const pf_model *m, const pf_example *ex, int row, int E, int max_len, const char *limit, int add_eos,
                     tseq *s, int *truncated, pf_err *err) {
-  int *ids, n, np, rc;
+  int *ids = NULL, n = 0, np = 0, rc;
   if ((rc = pf_pair_tokens(m, ex->prompt, ex->prompt_len, ex->completion, ex->completion_len, add_eos, &ids, &n, &np,
                            err))) {
     char msg[PF_ERRMAX];
@@ -244,7 +246,7 @@ static int eval_loss(const pf_model *m, pf_tws *w, const tseq *seqs, int n, int 
 /* Default learning rates, found by experiment (docs/training.md): the
 ** reparameterization MLP wants a small one, a directly learned table or
 ** learned embeddings a large one. */
-float pf_train_default_lr(const pf_train_params *p) {
+static float pf_train_default_lr(const pf_train_params *p) {
   return p->mode == PF_MODE_PREFIX && p->mid_dim > 0 ? 3e-3f : 1e-1f;
 }
 
@@ -267,7 +269,7 @@ static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v;
 static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *err) {
   memset(wm, 0, sizeof *wm);
   pf_err e;
-  if (pf_prefix_decode(pd->init_prefix, pd->init_prefix_len, &wm->ip, &e) || pf_prefix_check_model(&wm->ip, m, &e))
+  if (pf_prefix_decode(pd->init_prefix, pd->init_prefix_len, &wm->ip, &e) || pf_prefix_check_model(&wm->ip, m, NULL, &e))
     return pf_seterr(err, e.code, "init_prefix: %.480s", e.msg);
   if (wm->ip.n_members) return pf_seterr(err, PF_ERR, "init_prefix is an ensemble of %d prefix%s: give one prefix", wm->ip.n_members, wm->ip.n_members == 1 ? "" : "es");
   if (pd->init_text) return pf_seterr(err, PF_ERR, "give init_text or init_prefix, not both");
@@ -285,7 +287,7 @@ static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *e
     const char *dm = "init_prefix: its training state is damaged:";
     if (wm->mode > 1) return pf_seterr(err, PF_ERR, "%s mode is %u (0 prefix, 1 embedding)", dm, wm->mode);
     if ((int)wm->P != P) return pf_seterr(err, PF_ERR, "%s prefix_len is %u; the prefix has %d", dm, wm->P, P);
-    if (wm->mid > 65536) return pf_seterr(err, PF_ERR, "%s mid_dim is %u (at most 65536)", dm, wm->mid);
+    if (wm->mid > PF_MID_DIM_MAX) return pf_seterr(err, PF_ERR, "%s mid_dim is %u (at most %d)", dm, wm->mid, PF_MID_DIM_MAX);
     if (wm->has_base > 1) return pf_seterr(err, PF_ERR, "%s has_base is %u (0 or 1)", dm, wm->has_base);
     if (wm->step > (1ull << 40)) return pf_seterr(err, PF_ERR, "%s steps taken is %llu (at most 2^40)", dm, (unsigned long long)wm->step);
     if (wm->epoch > (1u << 30)) return pf_seterr(err, PF_ERR, "%s epoch is %u (at most 2^30)", dm, wm->epoch);
@@ -303,11 +305,8 @@ static int warm_open(const pf_model *m, pf_train_params *pd, warm *wm, pf_err *e
   if (pd->mode == PF_MODE_EMBEDDING && !wm->st)
     return pf_seterr(err, PF_ERR, "mode 'embedding' can continue only from a BLOB trained with save_state: a prefix BLOB "
                      "holds keys and values, not the embeddings");
-  if (pd->mid_dim < 0) {
-    pf_train_params dflt;
-    pf_train_params_default(&dflt);
-    pd->mid_dim = mid >= 0 ? mid : dflt.mid_dim;
-  } else if (wm->st && pd->mode == PF_MODE_PREFIX && pd->mid_dim != mid)
+  if (pd->mid_dim < 0) pd->mid_dim = mid >= 0 ? mid : PF_DEFAULT_MID_DIM;
+  else if (wm->st && pd->mode == PF_MODE_PREFIX && pd->mid_dim != mid)
     return pf_seterr(err, PF_ERR, "mid_dim %d differs from init_prefix's training state (%d)", pd->mid_dim, mid);
   return PF_OK;
 }
@@ -353,8 +352,7 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
 
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
   if (n_train <= 0) return pf_seterr(err, PF_ERR, "no training rows (the query returned no rows)");
-  if (P < 1) return pf_seterr(err, PF_ERR, "prefix_len must be at least 1");
-  if (P >= hp->n_ctx) return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) leaves no room in the model's context of %d", P, hp->n_ctx);
+  if ((rc = pf_prefix_len_check(m, P, err))) return rc;
   /* init_text is kept in the BLOB's metadata (JSON-escaped: up to 6 bytes per byte): refuse before training */
   if (p->init_text && strlen(p->init_text) > PF_INIT_TEXT_MAX)
     return pf_seterr(err, PF_TOOBIG, "init_text is %zu bytes; at most %d (it is kept in the prefix's metadata; only its "
@@ -749,11 +747,9 @@ int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_e
   *blob_len = 0;
   if (have_warm) rc = warm_open(m, &pd, &wm, err);
   else {
-    pf_train_params dflt;
-    pf_train_params_default(&dflt);
-    if (pd.prefix_len == 0) pd.prefix_len = dflt.prefix_len;
-    if (pd.mode < 0) pd.mode = dflt.mode;
-    if (pd.mid_dim < 0) pd.mid_dim = dflt.mid_dim;
+    if (pd.prefix_len == 0) pd.prefix_len = PF_DEFAULT_PREFIX_LEN;
+    if (pd.mode < 0) pd.mode = PF_MODE_PREFIX;
+    if (pd.mid_dim < 0) pd.mid_dim = PF_DEFAULT_MID_DIM;
   }
   if (!rc) {
     int old = pf_threads_push(p->threads);

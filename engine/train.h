@@ -1,54 +1,19 @@
 /*
-** train.h — prefix-tuning inside the engine: the training step (backward.c),
-** the prefix parameters and BLOB format (prefix.c), and the training loop
-** (train.c). Part of the engine's public API; no SQLite here.
+** train.h — the engine's public API for prefixes: training one (train.c), scoring with one, the prefix
+** BLOB and ensemble formats (prefix.c), PEFT adapter files (peft.c). With prefix_engine.h (models,
+** tokenizers, generation) and metrics.h (text metrics) the public header set; what the engine's files
+** and the tests share beyond it is in internal.h. No SQLite here.
 */
 #ifndef PF_TRAIN_H
 #define PF_TRAIN_H
 #include "prefix_engine.h"
 
-/* ------------------------------------------------------ one training step */
-
-/* A batch: n_seq sequences concatenated. targets[t] is the id expected after
-** token t, or -1 where there is no loss (the prompt). */
-typedef struct pf_tbatch {
-  int n_seq;
-  const int *len;
-  const int *tokens;
-  const int *targets;
-} pf_tbatch;
-
-/* What every sequence of the batch sees in front of it. */
-typedef struct pf_prefix_in {
-  int P;              /* prefix mode: key/value positions per layer (0: none) */
-  const float *kv;    /* (n_layer, 2, P, kv_dim) */
-  float *dkv;         /* its gradient (accumulated), or NULL */
-  int E;              /* embedding mode: the first E tokens of each sequence are learned embeddings */
-  const float *embd;  /* (E, n_embd) */
-  float *dembd;       /* its gradient (accumulated), or NULL */
-} pf_prefix_in;
-
-typedef struct pf_tws pf_tws;   /* training workspace: saved activations */
-pf_tws *pf_tws_new(void);
-void pf_tws_free(pf_tws *w);
-/* Bytes of saved activations one pass may hold: a bigger batch runs as passes over parts of it (whole
-** sequences), gradients accumulated. 0 = PF_ACT_BUDGET. */
-#define PF_ACT_BUDGET ((size_t)128 << 20)
-void pf_tws_set_budget(pf_tws *w, size_t bytes);
-/* Make the following steps write each target's log-probability to out (in target order; NULL: stop). */
-void pf_tws_set_token_logprobs(pf_tws *w, double *out);
-
-/* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
-** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
-/* tests: 1 makes the training attention run row at a time (the blocked path's reference) */
-extern int pf_attn_rows;
-int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
-                  int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
-/* Logits (T, n_vocab) at every row, through the training forward (tests). */
-int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float *logits,
-                    pf_err *err);
-
 /* ------------------------------------------------------ prefix parameters */
+
+/* Bytes of saved activations one pass may hold: a bigger batch runs as passes over parts of it (whole
+** sequences), gradients accumulated. pf_train_params.activation_mb's default. */
+#define PF_ACT_BUDGET ((size_t)128 << 20)
+
 
 enum { PF_MODE_PREFIX = 0, PF_MODE_EMBEDDING = 1 };
 enum { PF_SCHED_LINEAR = 0, PF_SCHED_CONSTANT = 1 };
@@ -56,8 +21,13 @@ enum { PF_DTYPE_F32 = 0, PF_DTYPE_F16 = 1 };
 
 #define PF_INIT_TEXT_MAX (1 << 20)   /* init_text: 1 MB */
 
+#define PF_DEFAULT_PREFIX_LEN 10
+#define PF_DEFAULT_MID_DIM 512
+
 typedef struct pf_train_params {
-  int prefix_len;      /* virtual tokens; default 10 */
+  /* prefix_len 0, mode -1, mid_dim -1 (pf_train_params_default's): not given; pf_train takes init_prefix's,
+  ** else PF_DEFAULT_PREFIX_LEN, PF_MODE_PREFIX and PF_DEFAULT_MID_DIM */
+  int prefix_len;      /* virtual tokens */
   int mode;            /* PF_MODE_* */
   int mid_dim;         /* reparameterization MLP width; 0 = learn keys/values directly */
   const char *init_text; /* NULL = random; at most PF_INIT_TEXT_MAX bytes (kept in the BLOB's metadata) */
@@ -88,10 +58,7 @@ typedef struct pf_train_params {
 } pf_train_params;
 
 void pf_train_params_default(pf_train_params *p);
-float pf_train_default_lr(const pf_train_params *p);
 
-/* The learnable parameters of a prefix and their gradients and moments. */
-typedef struct pf_pparams pf_pparams;
 
 /* A training pair. */
 typedef struct pf_example {
@@ -118,12 +85,6 @@ typedef void (*pf_progress_fn)(void *arg, const pf_progress *p);
 int pf_train(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
              const pf_train_params *p, pf_progress_fn progress, void *parg, pf_cancel_fn cancel, void *carg,
              uint8_t **blob, size_t *blob_len, pf_err *err);
-
-/* Tokenize a pair as training sees it: BOS + prompt, then the completion
-** (no space prefix, so generation reproduces it exactly) and EOS. Returns
-** tokens and the index of the first completion token. */
-int pf_pair_tokens(const pf_model *m, const char *prompt, size_t plen, const char *completion, size_t clen, int add_eos,
-                   int **ids, int *n, int *n_prompt, pf_err *err);
 
 /* Mean negative log-likelihood of the completion given the prompt (and a
 ** prefix, kv may be NULL). */
@@ -165,33 +126,22 @@ int pf_prefix_encode_ex(const pf_model *m, const float *kv, int prefix_len, int 
                         const uint8_t *state, size_t state_len, uint8_t **blob, size_t *len, pf_err *err);
 /* An ensemble BLOB from n member BLOBs of one model (each a prefix BLOB, not an ensemble). */
 int pf_ensemble_encode(const uint8_t *const *members, const size_t *lens, int n, uint8_t **blob, size_t *len, pf_err *err);
-#define PF_ENSEMBLE_MAX 64
 /* the largest magnitude a stored key or value may have (what f16 holds): far beyond any trained prefix, and
 ** small enough that attention over it cannot overflow to infinity */
 #define PF_PREFIX_MAX_ABS 65504.0f
-/* Write the format's checksum into the last 8 bytes of a BLOB of len >= 8 bytes (the encoder's last step;
-** tests and the fuzzer use it to reach the checks that follow the checksum). */
-void pf_prefix_seal(uint8_t *blob, size_t len);
 /* Decode and verify (magic, version, lengths, checksum, finite values). A prefix BLOB or an ensemble. */
 int pf_prefix_decode(const uint8_t *blob, size_t len, pf_prefix *out, pf_err *err);
-/* Check that a decoded prefix fits the model (fingerprint and shapes). */
-int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, pf_err *err);
+/* Whether a prefix of prefix_len positions fits model m: 1..PF_PREFIX_LEN_MAX, and at least one position of
+** the model's context left after it. The one check of a prefix length against a model. */
+int pf_prefix_len_check(const pf_model *m, int prefix_len, pf_err *err);
+/* Whether a decoded prefix or ensemble fits model m: its fingerprint, its shapes, and pf_prefix_len_check.
+** model_name (may be NULL: "this model") names the model in the message. The one check of a prefix
+** against a model, for the SQL layer and the engine alike. */
+int pf_prefix_check_model(const pf_prefix *p, const pf_model *m, const char *model_name, pf_err *err);
 void pf_prefix_clear(pf_prefix *p);
 /* Point a generation item at a decoded prefix or ensemble (p may be NULL: no prefix). */
 void pf_item_set_prefix(pf_batch_item *it, const pf_prefix *p);
-/* ------------------------------------------------------- PEFT, safetensors (peft.c) */
-#define PF_ST_NAME 256
-typedef struct pf_st_tensor {
-  char name[PF_ST_NAME];
-  int dtype, elem_size, n_dims;
-  int64_t shape[8];
-  uint64_t begin, end, n_elems;   /* byte range within the data */
-} pf_st_tensor;
-typedef struct pf_st_file { pf_st_tensor *t; int n; const uint8_t *data; size_t data_len; } pf_st_file;
-/* Parse and check a safetensors file held in memory (the tensors point into it). */
-int pf_safetensors_read(const uint8_t *b, size_t n, pf_st_file *f, pf_err *err);
-void pf_safetensors_clear(pf_st_file *f);
-const pf_st_tensor *pf_safetensors_find(const pf_st_file *f, const char *name);
+/* ------------------------------------------------------------------ PEFT (peft.c) */
 /* A prefix as PEFT's prefix-tuning adapter file (adapter_model.safetensors): "prompt_embeddings" (P, L*2*kv_dim),
 ** F32, keys in Hugging Face's RoPE layout for llama; and its adapter_config.json (n_head: the model's, for the
 ** record; PEFT's GQA rule makes num_attention_heads the key/value heads). */
@@ -204,28 +154,4 @@ int pf_peft_import(const pf_model *m, const uint8_t *st, size_t st_len, int want
 /* prefix_info JSON (malloc'ed). */
 char *pf_prefix_info_json(const pf_prefix *p, size_t blob_len);
 
-#endif
-
-/* ---------------------------------------------- internals, for the tests */
-pf_pparams *pf_pparams_new(const pf_model *m, int mode, int P, int mid, pf_err *err);
-void pf_pparams_free(pf_pparams *pp);
-int pf_pparams_init(pf_pparams *pp, uint64_t seed, const float *init_kv, const float *init_emb, float emb_std,
-                    pf_err *err);
-void pf_pparams_forward(pf_pparams *pp);
-void pf_pparams_backward(pf_pparams *pp);
-void pf_pparams_zero_grad(pf_pparams *pp);
-double pf_pparams_grad_norm(const pf_pparams *pp);
-void pf_adamw(pf_pparams *pp, float lr, float beta1, float beta2, float eps, float wd, int t, float gscale);
-float *pf_pparams_kv(pf_pparams *pp);
-float *pf_pparams_dkv(pf_pparams *pp);
-float *pf_pparams_emb(pf_pparams *pp);
-float *pf_pparams_demb(pf_pparams *pp);
-float *pf_pparams_data(pf_pparams *pp);
-float *pf_pparams_grad(pf_pparams *pp);
-size_t pf_pparams_count(const pf_pparams *pp);
-int pf_pparams_has_base(const pf_pparams *pp);
-size_t pf_pparams_state_floats(const pf_pparams *pp);
-void pf_pparams_get_state(const pf_pparams *pp, float *out);
-int pf_pparams_set_state(pf_pparams *pp, const float *in, int has_base, pf_err *err);
-void pf_pparams_zero_mlp_out(pf_pparams *pp);
-int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float *kv, pf_err *err);
+#endif /* PF_TRAIN_H */

@@ -114,7 +114,10 @@ static int check_config(sqlite3_context *ctx, const char *fn, sqlite3_value *cfg
     }
     sqlite3_int64 v = sqlite3_column_int64(st, 3);
     if (i == 1) {
-      if (v < 1 || v > 65536) { pfx_result_errorf(ctx, "%s: config's num_virtual_tokens is %s; allowed: 1..65536", fn, given); bad = 1; }
+      if (v < 1 || v > PF_PREFIX_LEN_MAX) {
+        pfx_result_errorf(ctx, "%s: config's num_virtual_tokens is %s; allowed: 1..%d", fn, given, PF_PREFIX_LEN_MAX);
+        bad = 1;
+      }
       else P = (int)v;
       continue;
     }

@@ -39,21 +39,21 @@ typedef struct train_opts {
 
 #define TO(f) offsetof(train_opts, p.f)
 static const pfx_opt train_table[] = {
-    {"prefix_len", PFX_OPT_INT, TO(prefix_len), 1, 4096, 0, 0, 0},
+    {"prefix_len", PFX_OPT_INT, TO(prefix_len), 1, PF_TRAIN_PREFIX_LEN_MAX, 0, 0, 0},
     {"mode", PFX_OPT_ENUM, TO(mode), 0, 0, "prefix|embedding", 0, 0},
-    {"mid_dim", PFX_OPT_INT, TO(mid_dim), 0, 65536, 0, 0, 0},
+    {"mid_dim", PFX_OPT_INT, TO(mid_dim), 0, PF_MID_DIM_MAX, 0, 0, 0},
     {"init_text", PFX_OPT_STR, TO(init_text), 0, 0, 0, 0, 0},
     {"lr", PFX_OPT_FLOAT, TO(lr), 1e-9, 10, 0, 0, 0},
     {"weight_decay", PFX_OPT_FLOAT, TO(weight_decay), 0, 10, 0, 0, 0},
     {"warmup_steps", PFX_OPT_INT, TO(warmup_steps), 0, 1e9, 0, 0, 0},
     {"lr_schedule", PFX_OPT_ENUM, TO(lr_schedule), 0, 0, "linear|constant", 0, 0},
     {"grad_clip", PFX_OPT_FLOAT, TO(grad_clip), 0, 1e9, 0, 0, 0},
-    {"batch_size", PFX_OPT_INT, TO(batch_size), 1, 4096, 0, 0, 0},
+    {"batch_size", PFX_OPT_INT, TO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0},
     {"epochs", PFX_OPT_INT, TO(epochs), 1, 1e6, 0, 0, 0},
     {"max_steps", PFX_OPT_INT, TO(max_steps), 1, 1e9, 0, 0, 0},
     {"seed", PFX_OPT_U64, TO(seed), 0, 9007199254740992.0, 0, 0, 0},
     {"max_seq_len", PFX_OPT_INT, TO(max_seq_len), 2, 1 << 20, 0, 0, 0},
-    {"threads", PFX_OPT_INT, TO(threads), 0, 1024, 0, 0, 0},
+    {"threads", PFX_OPT_INT, TO(threads), 0, PF_THREADS_MAX, 0, 0, 0},
     {"val_fraction", PFX_OPT_FLOAT, TO(val_fraction), 0, 0.9, 0, 0, 0},
     {"val_query", PFX_OPT_STR, offsetof(train_opts, val_query), 0, 0, 0, 0, 0},
     {"eval_every", PFX_OPT_INT, TO(eval_every), 0, 1e9, 0, 0, 0},
@@ -77,11 +77,7 @@ static const pfx_opt score_table[] = {
 static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, train_opts *o, char ***owned, int *n_owned,
                             char **errmsg) {
   memset(o, 0, sizeof *o);
-  pf_train_params_default(&o->p);
-  /* not given: 0 / -1, settled by the engine (the defaults, or init_prefix's) */
-  o->p.prefix_len = 0;
-  o->p.mode = -1;
-  o->p.mid_dim = -1;
+  pf_train_params_default(&o->p);   /* prefix_len, mode, mid_dim not given: settled by the engine */
   o->p.progress = -1;   /* a bar when stderr is a terminal (the shell), unless the options say */
   int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
                              n_owned, errmsg);

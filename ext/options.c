@@ -268,8 +268,8 @@ static const pfx_opt gen_opts[] = {
     {"repeat_last_n", PFX_OPT_INT, GO(repeat_last_n), -1, 1 << 24, 0, 0, 0},
     {"seed", PFX_OPT_U64, GO(seed), 0, 9007199254740992.0, 0, 0, 0},
     {"ignore_eos", PFX_OPT_BOOL, GO(ignore_eos), 0, 0, 0, 0, 0},
-    {"threads", PFX_OPT_INT, GO(threads), 0, 1024, 0, 0, 0},
-    {"beam_size", PFX_OPT_INT, GO(beam_size), 1, 64, 0, 0, 0},
+    {"threads", PFX_OPT_INT, GO(threads), 0, PF_THREADS_MAX, 0, 0, 0},
+    {"beam_size", PFX_OPT_INT, GO(beam_size), 1, PF_BEAM_MAX, 0, 0, 0},
     {"length_penalty", PFX_OPT_FLOAT, GO(length_penalty), -10, 10, 0, 0, 0},
     {"no_repeat_ngram_size", PFX_OPT_INT, GO(no_repeat_ngram_size), 0, 64, 0, 0, 0},
     {"stop", PFX_OPT_STRLIST, GO(stop), 0, 0, 0, GO(n_stop), PF_MAX_STOPS},
@@ -289,7 +289,7 @@ int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf
   enum { NG = (int)(sizeof gen_opts / sizeof gen_opts[0]) };
   pfx_opt table[NG + 2];
   memcpy(table, gen_opts, sizeof gen_opts);   /* p is the struct's first member: same offsets */
-  pfx_opt bs = {"batch_size", PFX_OPT_INT, BO(batch_size), 1, 4096, 0, 0, 0};
+  pfx_opt bs = {"batch_size", PFX_OPT_INT, BO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0};
   pfx_opt rp = {"require_prefix", PFX_OPT_BOOL, BO(require_prefix), 0, 0, 0, 0, 0};
   table[NG] = bs;
   table[NG + 1] = rp;

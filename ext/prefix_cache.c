@@ -54,13 +54,6 @@ void pfx_prefix_release(pfx_prefix_ref *r) {
 
 const pf_prefix *pfx_prefix_get(const pfx_prefix_ref *r) { return &r->p; }
 
-void pfx_prefix_cache_stats(uint64_t *hits, uint64_t *misses) {
-  pthread_mutex_lock(&g_mu);
-  *hits = g_hits;
-  *misses = g_misses;
-  pthread_mutex_unlock(&g_mu);
-}
-
 /* prefix_cache_stats(): {"entries": n, "hits": h, "misses": m} */
 void pfx_fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc; (void)argv;
@@ -131,12 +124,8 @@ __attribute__((destructor)) static void prefix_cache_unload(void) {
 /* ----------------------------------------------------- prefix arguments */
 
 char *pfx_check_prefix(const pf_prefix *p, const pfx_model *pm, const char *model_name) {
-  const pf_model *m = pfx_model_engine(pm);
-  if (strcmp(p->fingerprint, pf_model_fingerprint(m)) != 0)
-    return sqlite3_mprintf("the prefix was trained on a model with fingerprint %s; model '%s' has fingerprint %s",
-                           p->fingerprint, model_name, pf_model_fingerprint(m));
   pf_err e;
-  if (pf_prefix_check_model(p, m, &e)) return sqlite3_mprintf("%s", e.msg);
+  if (pf_prefix_check_model(p, pfx_model_engine(pm), model_name, &e)) return sqlite3_mprintf("%s", e.msg);
   return NULL;
 }
 

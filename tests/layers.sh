@@ -1,8 +1,9 @@
 #!/bin/sh
-# The architecture's two rules, checked on the built objects (part of make test; prints PASS/FAIL lines):
+# The architecture's rules, checked on the built objects (part of make test; prints PASS/FAIL lines):
 #  - no call cycle between files of engine/ or of ext/: file A calls file B when an external symbol A uses is
 #    defined in B (nm); a cycle A -> ... -> A across files fails, naming the files and the symbols that tie them;
-#  - the engine never includes SQLite (engine/*.c and *.h).
+#  - every symbol a file of engine/ or ext/ exports is used by another file (engine, ext, tests, tools) or is static;
+#  - ext/ includes only the engine's public headers; the engine never includes SQLite (engine/*.c and *.h).
 # Usage: tests/layers.sh BUILD
 BUILD=${1:-dist}
 tmp=$(mktemp -d)
@@ -40,5 +41,21 @@ for dir in engine ext; do
     done
   fi
 done
+# every symbol a file exports is used by another file (of engine/, ext/, the tests, the tools) or is static
+for o in "$BUILD"/obj/engine/*.o "$BUILD"/obj/ext/*.o; do
+  nm -g --defined-only "$o" | awk -v f="$o" 'NF == 3 && $2 ~ /[TDBR]/ { print $3, f }'
+done >"$tmp/exp"
+for o in "$BUILD"/obj/engine/*.o "$BUILD"/obj/ext/*.o; do nm -u "$o" | awk -v f="$o" '{ print $NF, f }'; done >"$tmp/imp"
+lonely=$(awk 'NR == FNR { by[$1] = by[$1] " " $2; next }
+  { n = split(by[$1], a, " "); other = 0; for (i = 1; i <= n; i++) if (a[i] != $2) other = 1; if (!other) print $1 }' \
+  "$tmp/imp" "$tmp/exp" | while read -r sym; do
+    [ "$sym" = sqlite3_prefix_init ] && continue   # the extension's entry point: SQLite calls it
+    grep -rqw --include='*.c' "$sym" tests ext/cluster bindings 2>/dev/null || printf '%s ' "$sym"
+  done)
+[ -z "$lonely" ] && echo "PASS layers: every exported symbol is used outside its file ($(wc -l <"$tmp/exp") exported)" ||
+  echo "FAIL layers: exported but used only in their own file (make them static): $lonely"
+inc=$(grep -l -E '#include *"[./]*(engine/)?(internal|block|kernels|gguf_write)\.h"' ext/*.c ext/*.h ext/cluster/*.c 2>/dev/null | tr '\n' ' ')
+[ -z "$inc" ] && echo "PASS layers: ext/ includes only the engine's public headers (prefix_engine.h, train.h, metrics.h)" ||
+  echo "FAIL layers: ext/ files include engine internals: $inc"
 inc=$(grep -l -E '#include *[<"]sqlite3(ext)?\.h' engine/*.c engine/*.h 2>/dev/null | tr '\n' ' ')
 [ -z "$inc" ] && echo "PASS layers: the engine includes no SQLite header" || echo "FAIL layers: engine files include SQLite: $inc"

@@ -342,6 +342,47 @@ static void test_prefill_chunks(pf_model *m) {
   for (int i = 0; i < 3; i++) free(ref[i]);
 }
 
+/* The public API's small accessors, each against a fact of the model or of another call. */
+static void test_api_accessors(pf_model *m) {
+  pf_err e;
+  CHECK(pf_token_bos(m) == 1, "pf_token_bos: stories260K's BOS is id 1", "got %d", pf_token_bos(m));
+  const char *names = pf_chat_template_names();
+  CHECK(names && strstr(names, "chatml") && strstr(names, "llama3"), "pf_chat_template_names lists chatml and llama3",
+        "got '%s'", names ? names : "(null)");
+  /* the same file from memory: the same fingerprint and the same greedy text */
+  FILE *f = fopen(t_model_path("stories260K.gguf"), "rb");
+  char *buf = NULL;
+  long n = -1;
+  if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+      (buf = aligned_alloc(64, ((size_t)n + 63) / 64 * 64)))   /* the loader wants 64-byte alignment */
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) n = -1;
+  if (f) fclose(f);
+  pf_model *mm = buf && n > 0 ? pf_model_load_mem(buf, (size_t)n, "mem", &e) : NULL;
+  CHECK(mm && !strcmp(pf_model_fingerprint(mm), pf_model_fingerprint(m)), "pf_model_load_mem: the file's fingerprint",
+        "%s", mm ? pf_model_fingerprint(mm) : e.msg);
+  /* a stream's result: the prompt's tokens, the tokens it gave and why it stopped */
+  pf_sample_params sp;
+  pf_sample_params_default(&sp);
+  sp.max_tokens = 7;
+  pf_batch_item it = {0};
+  it.prompt = "Once upon a time";
+  it.prompt_len = strlen(it.prompt);
+  pf_stream *st = NULL;
+  int done = 0, got = 0, rc = pf_stream_new(mm ? mm : m, &it, &sp, &st, &e);
+  while (!rc && !done) {
+    pf_stream_tok tok;
+    rc = pf_stream_next(st, NULL, NULL, &tok, &done, &e);
+    if (!rc && !done) got++;
+  }
+  const pf_gen_result *r = st ? pf_stream_result(st) : NULL;
+  CHECK(!rc && r && r->n_prompt == 5 && r->n_tokens == 7 && got == 7 && r->finish == PF_FINISH_LENGTH,
+        "pf_stream_result: 5 prompt tokens, 7 given, stopped by length", "rc %d got %d n_prompt %d n_tokens %d", rc, got,
+        r ? r->n_prompt : -1, r ? r->n_tokens : -1);
+  pf_stream_free(st);
+  pf_model_free(mm);
+  free(buf);
+}
+
 int main(void) {
   pf_err e;
   pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);
@@ -356,6 +397,7 @@ int main(void) {
   test_greedy(m);
   test_kv_cache(m, "stories260K");
   test_prefill_chunks(m);
+  test_api_accessors(m);
   test_kernels();
   test_transpose();
   test_vexp();

@@ -3,6 +3,7 @@
 ** streaming, ensembles, warm start and exact resume, hostile ensemble and training-state BLOBs, metrics.
 */
 #include "../engine/prefix_engine.h"
+#include "../engine/internal.h"   /* pf_prefix_seal, the training internals */
 #include "../engine/train.h"
 #include "../engine/metrics.h"
 #include "testlib.h"

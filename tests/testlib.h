@@ -59,7 +59,7 @@ static inline float t_frand(void) {
   t_rng ^= t_rng << 13; t_rng ^= t_rng >> 7; t_rng ^= t_rng << 17;
   return (float)((t_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
-#ifdef PF_TRAIN_H
+#if defined(PF_TRAIN_H) && defined(PF_INTERNAL_H)
 /* Reseals a BLOB the test changed (a correct checksum, so decoding reaches the later checks) and checks
 ** that decoding refuses it with a message containing want. */
 static inline void t_prefix_refused(uint8_t *blob, size_t len, const char *want, const char *name) {

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     char *j = pf_prefix_info_json(&p, n);
     if (j && !pf_json_is_object(j, strlen(j))) __builtin_trap();   /* prefix_info must stay valid JSON */
     free(j);
-    if (pf_prefix_check_model(&p, g_m, &e) == 0) {
+    if (pf_prefix_check_model(&p, g_m, NULL, &e) == 0) {
       pf_sample_params sp;
       pf_sample_params_default(&sp);
       sp.max_tokens = 2;
