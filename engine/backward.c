@@ -312,30 +312,41 @@ static void attn_task(void *arg, int kh) {
   else attn_fwd_rows(j, kh);
 }
 
-/* One pass over a batch: the forward keeping what backward needs, the loss, the backward. */
-static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
-                      int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
-  const pf_hparams *hp = &m->hp;
-  if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
-  int L = hp->n_layer, d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp), V = hp->n_vocab;
-  int P = pin ? pin->P : 0, E = pin ? pin->E : 0, nh = hp->n_head;
-  size_t T = 0, att_n = 0;
-  int max_keys = 0;
+/* One pass over a batch, in its phases: lay the batch out (positions, targets, scratch), the forward keeping
+** what backward needs, the loss (and its gradient at the target rows), the backward. */
+typedef struct tpass {
+  const pf_model *m;
+  pf_tws *w;
+  const pf_tbatch *b;
+  const pf_prefix_in *pin;
+  int P, E, iT, max_keys, n_t;
+  size_t T;
+  int *seq_start_of;   /* each sequence's first row */
+  pf_bscratch bs;
+  pf_bgrad bg;
+} tpass;
+
+/* Sizes, activations reserved, each row's position, sequence and attention offset, the target rows. */
+static int pass_layout(tpass *tp, int backward, pf_err *err) {
+  const pf_hparams *hp = &tp->m->hp;
+  const pf_tbatch *b = tp->b;
+  pf_tws *w = tp->w;
+  int P = tp->P, V = hp->n_vocab, nh = hp->n_head;
+  size_t att_n = 0;
   for (int s = 0; s < b->n_seq; s++) {
-    T += (size_t)b->len[s];
+    tp->T += (size_t)b->len[s];
     for (int i = 0; i < b->len[s]; i++) att_n += (size_t)nh * (P + i + 1);
-    if (P + b->len[s] > max_keys) max_keys = P + b->len[s];
+    if (P + b->len[s] > tp->max_keys) tp->max_keys = P + b->len[s];
   }
-  *loss_sum = 0;
-  *n_tgt = 0;
+  size_t T = tp->T;
   if (T == 0) return PF_OK;
-  if (hp->rope == PF_ROPE_NONE && max_keys > hp->n_ctx)
-    return pf_seterr(err, PF_TOOBIG, "prefix (%d) + sequence (%d) exceed the model's %d learned positions", P, max_keys - P,
-                     hp->n_ctx);
-  if (tws_reserve(w, m, T + (size_t)b->n_seq + (size_t)max_keys, att_n))
+  if (hp->rope == PF_ROPE_NONE && tp->max_keys > hp->n_ctx)
+    return pf_seterr(err, PF_TOOBIG, "prefix (%d) + sequence (%d) exceed the model's %d learned positions", P,
+                     tp->max_keys - P, hp->n_ctx);
+  if (tws_reserve(w, tp->m, T + (size_t)b->n_seq + (size_t)tp->max_keys, att_n))
     return pf_seterr(err, PF_NOMEM, "out of memory for training activations (%zu tokens)", T);
-  int *seq_start_of = w->tgt_id + T;  /* n_seq ints after the T target ids (reserved above) */
-  size_t tmp_need = (size_t)hp->n_head_kv * (size_t)max_keys;
+  tp->seq_start_of = w->tgt_id + T;   /* n_seq ints after the T target ids (reserved above) */
+  size_t tmp_need = (size_t)hp->n_head_kv * (size_t)tp->max_keys;
   if (backward && tmp_need > w->tmp_cap) {
     float *nt = realloc(w->tmp, sizeof(float) * tmp_need);
     if (!nt) return pf_seterr(err, PF_NOMEM, "out of memory for training scratch");
@@ -343,9 +354,8 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
     w->tmp_cap = tmp_need;
   }
   size_t t = 0, att = 0;
-  int n_t = 0;
   for (int s = 0; s < b->n_seq; s++) {
-    seq_start_of[s] = (int)t;
+    tp->seq_start_of[s] = (int)t;
     for (int i = 0; i < b->len[s]; i++, t++) {
       w->pos[t] = P + i;
       w->seq_of[t] = s;
@@ -353,42 +363,59 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
       att += (size_t)nh * (P + i + 1);
       if (b->targets[t] >= 0) {
         if (b->targets[t] >= V) return pf_seterr(err, PF_ERR, "target id %d outside the vocabulary", b->targets[t]);
-        w->tgt_row[n_t] = (int)t;
-        w->tgt_id[n_t++] = b->targets[t];
+        w->tgt_row[tp->n_t] = (int)t;
+        w->tgt_id[tp->n_t++] = b->targets[t];
       }
       int tok = b->tokens[t];
-      if (i >= E && (tok < 0 || tok >= V)) return pf_seterr(err, PF_ERR, "token id %d outside the vocabulary", tok);
+      if (i >= tp->E && (tok < 0 || tok >= V)) return pf_seterr(err, PF_ERR, "token id %d outside the vocabulary", tok);
     }
   }
-  const int *pos = w->pos, *seq_of = w->seq_of, *att_off = w->att_off;
-  int iT = (int)T;
-  pf_bscratch bs;
-  pf_block_scratch_point(&bs, w->blk, hp, iT, 1);
+  tp->iT = (int)T;
+  pf_block_scratch_point(&tp->bs, w->blk, hp, tp->iT, 1);
   pf_bgrad bg = {w->dxb, w->dh, w->dg, w->du, w->dcat};
-  float *x = w->x_fin;  /* the running residual stream; ends as x_fin */
+  tp->bg = bg;
+  return PF_OK;
+}
+
+/* The forward through every layer, each layer's activations saved; x_fin ends as the last residual stream. */
+static int pass_forward(tpass *tp, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  const pf_model *m = tp->m;
+  const pf_hparams *hp = &m->hp;
+  const pf_tbatch *b = tp->b;
+  pf_tws *w = tp->w;
+  int d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp), P = tp->P, iT = tp->iT;
+  size_t T = tp->T;
+  float *x = w->x_fin;   /* the running residual stream */
   for (int s = 0; s < b->n_seq; s++)   /* the first E tokens of each sequence are the learned embeddings */
     for (int i = 0; i < b->len[s]; i++) {
-      size_t r = (size_t)seq_start_of[s] + i;
-      if (i < E) memcpy(x + r * d, pin->embd + (size_t)i * d, sizeof(float) * d);
+      size_t r = (size_t)tp->seq_start_of[s] + i;
+      if (i < tp->E) memcpy(x + r * d, tp->pin->embd + (size_t)i * d, sizeof(float) * d);
       else pf_wt_row(&m->tok_embd, b->tokens[r], x + r * d);
     }
-  pf_block_embed(m, x, NULL, pos, iT, bs.xb);   /* learned positions (gpt2) */
-  for (int l = 0; l < L; l++) {
+  pf_block_embed(m, x, NULL, w->pos, iT, tp->bs.xb);   /* learned positions (gpt2) */
+  for (int l = 0; l < hp->n_layer; l++) {
     if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
     const pf_layer *Ly = &m->layers[l];
     pf_bsave sv = layer_save(w, l, T);
     float *q = w->q + (size_t)l * T * qd, *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd;
-    const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
-    pf_block_attn_in(m, Ly, x, pos, iT, q, k, v, &bs, &sv);
+    const float *pk = P ? tp->pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
+    pf_block_attn_in(m, Ly, x, w->pos, iT, q, k, v, &tp->bs, &sv);
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
-                P, iT, 0, b->n_seq, max_keys - P, 0, seq_of, pos, att_off, seq_start_of, b->len, hp};
+                P, iT, 0, b->n_seq, tp->max_keys - P, 0, w->seq_of, w->pos, w->att_off, tp->seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_task, &aj);
-    pf_block_attn_out(m, Ly, w->ao, iT, x, &bs);
-    pf_block_ffn(m, Ly, x, iT, &bs, &sv);
+    pf_block_attn_out(m, Ly, w->ao, iT, x, &tp->bs);
+    pf_block_ffn(m, Ly, x, iT, &tp->bs, &sv);
   }
+  return PF_OK;
+}
 
-  /* loss at target rows, in chunks; backward into dx at those rows */
-  if (backward) memset(w->dx, 0, sizeof(float) * T * d);
+/* The loss at the target rows, in chunks of rows; with backward, its gradient into dx at those rows. */
+static double pass_loss(tpass *tp, float loss_scale, int backward) {
+  const pf_model *m = tp->m;
+  pf_tws *w = tp->w;
+  int d = m->hp.n_embd, V = m->hp.n_vocab, n_t = tp->n_t;
+  const float *x = w->x_fin;
+  if (backward) memset(w->dx, 0, sizeof(float) * tp->T * d);
   double loss = 0;
   for (int c0 = 0, chunk = logits_chunk(V); c0 < n_t; c0 += chunk) {
     int nc = n_t - c0 < chunk ? n_t - c0 : chunk;
@@ -413,38 +440,67 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
       pf_block_final_norm_backward(m, w->dx + (size_t)w->tgt_row[c0 + r] * d, w->xn + (size_t)r * d,
                                    w->dxn + (size_t)r * d, w->meanc + r, w->rstdc + r, 1);
   }
-  *loss_sum = loss;
-  *n_tgt = n_t;
-  if (!backward) return PF_OK;
+  return loss;
+}
 
+/* The backward from dx through every layer into the prefix's keys and values (and the learned embeddings). */
+static int pass_backward(tpass *tp, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  const pf_model *m = tp->m;
+  const pf_hparams *hp = &m->hp;
+  const pf_tbatch *b = tp->b;
+  const pf_prefix_in *pin = tp->pin;
+  pf_tws *w = tp->w;
+  int d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp), P = tp->P, E = tp->E, iT = tp->iT, max_keys = tp->max_keys;
+  size_t T = tp->T;
   float *dx = w->dx;
-  for (int l = L - 1; l >= 0; l--) {
+  for (int l = hp->n_layer - 1; l >= 0; l--) {
     if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
     const pf_layer *Ly = &m->layers[l];
     pf_bsave sv = layer_save(w, l, T);
     float *q = w->q + (size_t)l * T * qd, *k = w->k + (size_t)l * T * kvd, *v = w->v + (size_t)l * T * kvd;
     const float *pk = P ? pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
     float *dpk = P && pin->dkv ? pin->dkv + (size_t)l * 2 * P * kvd : NULL, *dpv = dpk ? dpk + (size_t)P * kvd : NULL;
-    pf_block_ffn_backward(m, Ly, dx, iT, &sv, &bg);
+    pf_block_ffn_backward(m, Ly, dx, iT, &sv, &tp->bg);
     pf_block_attn_out_backward(m, Ly, dx, iT, w->ao);   /* ao is dao here */
     memset(w->dq, 0, sizeof(float) * T * qd);
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
     tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
-                P, iT, max_keys, b->n_seq, max_keys - P, 1, seq_of, pos, att_off, seq_start_of, b->len, hp};
+                P, iT, max_keys, b->n_seq, max_keys - P, 1, w->seq_of, w->pos, w->att_off, tp->seq_start_of, b->len, hp};
     pf_parallel_for(hp->n_head_kv, attn_task, &bj);
     /* below layer 0's attention only the input embeddings could take a gradient */
     if (l == 0 && !(E && pin->dembd)) break;
-    pf_block_attn_in_backward(m, Ly, dx, w->dq, w->dk, w->dv, pos, iT, &sv, &bg);
+    pf_block_attn_in_backward(m, Ly, dx, w->dq, w->dk, w->dv, w->pos, iT, &sv, &tp->bg);
   }
   if (E && pin->dembd)
     for (int s = 0; s < b->n_seq; s++)
       for (int i = 0; i < E && i < b->len[s]; i++) {
-        const float *src = dx + ((size_t)seq_start_of[s] + i) * d;
+        const float *src = dx + ((size_t)tp->seq_start_of[s] + i) * d;
         float *dst = pin->dembd + (size_t)i * d;
         for (int j = 0; j < d; j++) dst[j] += src[j];
       }
   return PF_OK;
+}
+
+static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
+                      int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
+  tpass tp;
+  memset(&tp, 0, sizeof tp);
+  tp.m = m;
+  tp.w = w;
+  tp.b = b;
+  tp.pin = pin;
+  tp.P = pin ? pin->P : 0;
+  tp.E = pin ? pin->E : 0;
+  *loss_sum = 0;
+  *n_tgt = 0;
+  int rc = pass_layout(&tp, backward, err);
+  if (rc || tp.T == 0) return rc;
+  if ((rc = pass_forward(&tp, cancel, carg, err))) return rc;
+  *loss_sum = pass_loss(&tp, loss_scale, backward);
+  *n_tgt = tp.n_t;
+  return backward ? pass_backward(&tp, cancel, carg, err) : PF_OK;
 }
 
 /* Bytes a pass saves for one sequence of len tokens after P prefix positions (the per-layer activations

@@ -431,13 +431,21 @@ static double worst_ended(const row *r) {
 }
 
 /* One step of beam search for a row: lg holds (n_live, K, V) logits. */
-static int step_beam(gen *g, row *r, const float *lg, pf_err *err) {
+/* The children a beam step keeps: each one's parent hypothesis, token, summed and own log-probability, and
+** whether appending the token hit a stop string. */
+typedef struct beam_next {
+  int nb;
+  int parent[PF_BEAM_MAX], tok[PF_BEAM_MAX], stop[PF_BEAM_MAX];
+  double score[PF_BEAM_MAX], lp[PF_BEAM_MAX];
+} beam_next;
+
+/* The 2B best (hypothesis, token) extensions by summed log-probability, best first, in g->cand_*; their count. */
+static int beam_candidates(gen *g, row *r, const float *lg, int *nc_out, pf_err *err) {
   const pf_model *m = g->m;
   const pf_sample_params *p = g->p;
-  int V = m->hp.n_vocab, B = r->B, C = 2 * B, nc = 0;
+  int V = m->hp.n_vocab, C = 2 * r->B, nc = 0;
   double *cs = g->cand_s;
   int *ch = g->cand_h, *ct = g->cand_t;
-  /* the 2B best (hypothesis, token) extensions by summed log-probability */
   for (int b = 0; b < r->n_live; b++) {
     hyp *h = &r->h[b];
     double lse;
@@ -457,47 +465,54 @@ static int step_beam(gen *g, row *r, const float *lg, pf_err *err) {
       cs[j] = s; ch[j] = b; ct[j] = i;
     }
   }
-  /* children of the hypotheses, as in Hugging Face's beam search: an EOS among the first B candidates ends
-  ** a beam; the others continue until there are B */
-  int nb = 0;
-  int parent[64], ptok[64], child_stop[64];
-  double pscore[64], plp[64];
-  for (int c = 0; c < nc && nb < B; c++) {
+  *nc_out = nc;
+  return PF_OK;
+}
+
+/* Children of the hypotheses, as in Hugging Face's beam search: an EOS among the first B candidates ends a
+** beam; the others continue until there are B. Returns 0, or -1 out of memory. */
+static int beam_choose(gen *g, row *r, int nc, beam_next *nx) {
+  const double *cs = g->cand_s;
+  const int *ch = g->cand_h, *ct = g->cand_t;
+  nx->nb = 0;
+  for (int c = 0; c < nc && nx->nb < r->B; c++) {
     hyp *h = &r->h[ch[c]];
     int tok = ct[c], ng = h->n_ids - r->n_prompt;
     double lp = cs[c] - h->score;
-    if (pf_vocab_is_eog(&m->vocab, tok)) {
-      if (c >= B) continue;
-      if (add_ended(g, r, h, tok, lp, cs[c], PF_FINISH_EOS, ng + 1, h->raw_len, h->raw ? h->raw : "")) goto nomem;
+    if (pf_vocab_is_eog(&g->m->vocab, tok)) {
+      if (c >= r->B) continue;
+      if (add_ended(g, r, h, tok, lp, cs[c], PF_FINISH_EOS, ng + 1, h->raw_len, h->raw ? h->raw : "")) return -1;
       continue;
     }
-    parent[nb] = ch[c];
-    ptok[nb] = tok;
-    pscore[nb] = cs[c];
-    plp[nb] = lp;
-    child_stop[nb] = 0;
-    nb++;
+    int j = nx->nb++;
+    nx->parent[j] = ch[c];
+    nx->tok[j] = tok;
+    nx->score[j] = cs[c];
+    nx->lp[j] = lp;
+    nx->stop[j] = 0;
   }
-  /* the next hypotheses: the first child of a parent takes its caches; another child takes a free group and
-  ** a copy of its parent's caches */
-  int used[64] = {0}, firstchild[64];
+  return 0;
+}
+
+/* The next hypotheses (into r->h, swapped with r->h2): the first child of a parent takes its caches; another
+** child takes a free group and a copy of its parent's caches. */
+static int beam_advance(gen *g, row *r, beam_next *nx, pf_err *err) {
+  const pf_model *m = g->m;
+  int nb = nx->nb, used[PF_BEAM_MAX] = {0}, firstchild[PF_BEAM_MAX];
+  pf_seq **grp[PF_BEAM_MAX], **free_g[PF_BEAM_MAX];
   for (int b = 0; b < r->n_live; b++) firstchild[b] = -1;
-  for (int j = 0; j < nb; j++) if (firstchild[parent[j]] < 0) firstchild[parent[j]] = j;
-  pf_seq **grp[64];
+  for (int j = 0; j < nb; j++) if (firstchild[nx->parent[j]] < 0) firstchild[nx->parent[j]] = j;
   for (int j = 0; j < nb; j++) grp[j] = NULL;
   for (int b = 0; b < r->n_live; b++) if (firstchild[b] >= 0) { grp[firstchild[b]] = r->h[b].seq; used[b] = 1; }
-  /* groups not held by a parent with children are free */
-  pf_seq **free_g[64];
-  int nfree = 0;
-  for (int q = 0; q < B; q++) {
+  int nfree = 0;   /* groups not held by a parent with children are free */
+  for (int q = 0; q < r->B; q++) {
     pf_seq **gq = r->groups + (size_t)q * r->K;
     int held = 0;
     for (int b = 0; b < r->n_live; b++) if (used[b] && r->h[b].seq == gq) held = 1;
     if (!held) free_g[nfree++] = gq;
   }
-  int fi = 0;
-  for (int j = 0; j < nb; j++) {
-    hyp *src = &r->h[parent[j]], *dst = &r->h2[j];
+  for (int j = 0, fi = 0; j < nb; j++) {
+    hyp *src = &r->h[nx->parent[j]], *dst = &r->h2[j];
     if (!grp[j]) {
       grp[j] = free_g[fi++];
       for (int k = 0; k < r->K; k++)
@@ -509,49 +524,63 @@ static int step_beam(gen *g, row *r, const float *lg, pf_err *err) {
     int ng = src->n_ids - r->n_prompt;
     memcpy(dst->lp, src->lp, sizeof(float) * (size_t)ng);
     dst->raw_len = 0;
-    if (raw_reserve(dst, src->raw_len)) goto nomem;
+    if (raw_reserve(dst, src->raw_len)) return pf_seterr(err, PF_NOMEM, "out of memory during beam search");
     if (src->raw_len) memcpy(dst->raw, src->raw, src->raw_len);
     dst->raw_len = src->raw_len;
-    dst->ids[dst->n_ids++] = ptok[j];
-    dst->lp[ng] = (float)plp[j];
-    dst->score = pscore[j];
-    int s = hyp_append(m, p, dst, ptok[j]);
-    if (s < 0) goto nomem;
-    child_stop[j] = s;
+    dst->ids[dst->n_ids++] = nx->tok[j];
+    dst->lp[ng] = (float)nx->lp[j];
+    dst->score = nx->score[j];
+    int s = hyp_append(m, g->p, dst, nx->tok[j]);
+    if (s < 0) return pf_seterr(err, PF_NOMEM, "out of memory during beam search");
+    nx->stop[j] = s;
   }
   hyp *t = r->h;
   r->h = r->h2;
   r->h2 = t;
-  /* beams that hit a stop string or max_tokens end now */
+  return PF_OK;
+}
+
+/* Beams that hit a stop string or max_tokens end now; the others stay live, first. Returns 0, or -1 out of
+** memory. */
+static int beam_retire(gen *g, row *r, const beam_next *nx) {
   int nl = 0;
-  for (int j = 0; j < nb; j++) {
+  for (int j = 0; j < nx->nb; j++) {
     hyp *h = &r->h[j];
     int ng = h->n_ids - r->n_prompt;
-    if (child_stop[j] || ng >= p->max_tokens) {
+    if (nx->stop[j] || ng >= g->p->max_tokens) {
       /* h already holds the token: record it without appending again */
-      int fin = child_stop[j] ? PF_FINISH_STOP : PF_FINISH_LENGTH;
+      int fin = nx->stop[j] ? PF_FINISH_STOP : PF_FINISH_LENGTH;
       h->n_ids--;
-      int rc = add_ended(g, r, h, ptok[j], plp[j], h->score, fin, ng, h->raw_len, h->raw ? h->raw : "");
+      int rc = add_ended(g, r, h, nx->tok[j], nx->lp[j], h->score, fin, ng, h->raw_len, h->raw ? h->raw : "");
       h->n_ids++;
-      if (rc) goto nomem;
+      if (rc) return -1;
       continue;
     }
     if (nl != j) { hyp tmp = r->h[nl]; r->h[nl] = r->h[j]; r->h[j] = tmp; }
     nl++;
   }
   r->n_live = nl;
+  return 0;
+}
+
+static int step_beam(gen *g, row *r, const float *lg, pf_err *err) {
+  beam_next nx;
+  int nc = 0, rc;
+  if ((rc = beam_candidates(g, r, lg, &nc, err))) return rc;
+  if (beam_choose(g, r, nc, &nx)) return pf_seterr(err, PF_NOMEM, "out of memory during beam search");
+  if ((rc = beam_advance(g, r, &nx, err))) return rc;
+  if (beam_retire(g, r, &nx)) return pf_seterr(err, PF_NOMEM, "out of memory during beam search");
   /* done: no live beam, or B ended and the best live one cannot beat the worst of them */
+  int nl = r->n_live;
   if (nl == 0) r->done = 1;
-  else if (r->n_fin == B) {
+  else if (r->n_fin == r->B) {
     double best_live = -INFINITY;
     for (int b = 0; b < nl; b++) if (r->h[b].score > best_live) best_live = r->h[b].score;
     int cur = r->h[0].n_ids - r->n_prompt;
-    if (worst_ended(r) >= best_live / pow((double)cur, (double)p->length_penalty)) r->done = 1;
+    if (worst_ended(r) >= best_live / pow((double)cur, (double)g->p->length_penalty)) r->done = 1;
   }
   if (r->done && r->n_fin == 0) return pf_seterr(err, PF_ERR, "beam search ended with no beam (every token was forbidden)");
   return PF_OK;
-nomem:
-  return pf_seterr(err, PF_NOMEM, "out of memory during beam search");
 }
 
 /* the result of an ended beam search */

@@ -334,22 +334,43 @@ static int warm_restore(const warm *wm, pf_pparams *pp, pf_err *err) {
   return rc;
 }
 
-static int train_run(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
-                     const pf_train_params *p, const warm *wm, pf_progress_fn progress, void *parg, pf_cancel_fn cancel,
-                     void *carg, uint8_t **blob, size_t *blob_len, pf_err *err) {
-  const pf_hparams *hp = &m->hp;
-  int rc = PF_OK, P = p->prefix_len, E = p->mode == PF_MODE_EMBEDDING ? P : 0, KP = E ? 0 : P;
-  tseq *tr = NULL, *va = NULL;
-  int n_tr = 0, n_va = 0, truncated = 0;
-  pf_pparams *pp = NULL;
-  pf_tws *w = NULL;
-  float *best_kv = NULL, *init_kv = NULL, *init_emb = NULL;
-  int *len = NULL, *tok = NULL, *tgt = NULL, *order = NULL, *idx = NULL;
-  sbuf hist = {0}, vhist = {0}, meta = {0};
-  int bar_open = 0;   /* a terminal bar is on the screen without its newline */
-  *blob = NULL;
-  *blob_len = 0;
+/* One training run, in the phases its steps go through: settle the options, tokenize and split the rows,
+** fix the schedule, allocate, initialise, resume a continued state, the loop (a step, a validation, a report),
+** then the metadata and the BLOB. Every phase reads and writes this state; run_free releases it. */
+typedef struct trun {
+  const pf_model *m;
+  pf_train_params p;        /* the options, defaults resolved */
+  const warm *wm;           /* a warm start, or NULL */
+  int P, E, KP;             /* prefix positions; learned embeddings (embedding mode); key/value positions */
+  char limit[200];          /* what bounds a sequence, for the message of a prompt that does not fit */
+  tseq *tr, *va;
+  int n_tr, n_va, truncated, max_len;
+  long tgt_total;
+  /* the schedule */
+  int bs, steps_per_epoch, auto_epochs, total, eval_every, n_epochs, log_every;
+  float base_lr;
+  /* the parameters and buffers */
+  size_t kvn;
+  pf_pparams *pp;
+  pf_tws *w;
+  float *best_kv;
+  int *len, *tok, *tgt, *order, *idx;
+  const char *init_kind;
+  pf_prefix_in pin, pin_eval;
+  /* the loop */
+  double best, last_val, last_train, t0, win_loss, last_draw;
+  long tokens_done, win_tok, step0;   /* step0: optimizer steps before this run (a continued state) */
+  int best_step, bad_evals, step, have_best, pos_in_epoch, epoch, stopped_early;
+  int tty, show, bar_open;            /* bar_open: a terminal bar is on the screen without its newline */
+  uint64_t rs;
+  sbuf hist, vhist, meta;
+} trun;
 
+/* Check the options against the model and settle max_seq_len (and the message of a prompt that does not fit). */
+static int run_settle(trun *r, const pf_train_params *p, int n_train, int have_val, pf_err *err) {
+  const pf_model *m = r->m;
+  const pf_hparams *hp = &m->hp;
+  int rc, P = p->prefix_len;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
   if (n_train <= 0) return pf_seterr(err, PF_ERR, "no training rows (the query returned no rows)");
   if ((rc = pf_prefix_len_check(m, P, err))) return rc;
@@ -357,304 +378,377 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   if (p->init_text && strlen(p->init_text) > PF_INIT_TEXT_MAX)
     return pf_seterr(err, PF_TOOBIG, "init_text is %zu bytes; at most %d (it is kept in the prefix's metadata; only its "
                      "first prefix_len tokens are used)", strlen(p->init_text), PF_INIT_TEXT_MAX);
-  pf_train_params pd = *p;   /* the parameters with defaults resolved */
-  char limit[200];           /* what bounds a sequence, for the message of a prompt that does not fit */
-  if (pd.max_seq_len == 0) {
-    pd.max_seq_len = hp->n_ctx - P < 256 ? hp->n_ctx - P : 256;
-    if (pd.max_seq_len < 256)
-      snprintf(limit, sizeof limit, "prefix_len (%d) leaves %d of the model's context of %d for prompt and completion "
-               "(lower prefix_len or shorten the prompt)", P, pd.max_seq_len, hp->n_ctx);
+  r->p = *p;
+  r->P = P;
+  r->E = p->mode == PF_MODE_EMBEDDING ? P : 0;
+  r->KP = r->E ? 0 : P;
+  pf_train_params *pd = &r->p;
+  if (pd->max_seq_len == 0) {
+    pd->max_seq_len = hp->n_ctx - P < 256 ? hp->n_ctx - P : 256;
+    if (pd->max_seq_len < 256)
+      snprintf(r->limit, sizeof r->limit, "prefix_len (%d) leaves %d of the model's context of %d for prompt and "
+               "completion (lower prefix_len or shorten the prompt)", P, pd->max_seq_len, hp->n_ctx);
     else
-      snprintf(limit, sizeof limit, "max_seq_len is %d by default (raise max_seq_len, up to %d with prefix_len %d, or "
-               "shorten the prompt)", pd.max_seq_len, hp->n_ctx - P, P);
+      snprintf(r->limit, sizeof r->limit, "max_seq_len is %d by default (raise max_seq_len, up to %d with prefix_len "
+               "%d, or shorten the prompt)", pd->max_seq_len, hp->n_ctx - P, P);
   } else
-    snprintf(limit, sizeof limit, "max_seq_len is %d (raise max_seq_len or shorten the prompt)", pd.max_seq_len);
-  p = &pd;
-  if (P + p->max_seq_len > hp->n_ctx)
+    snprintf(r->limit, sizeof r->limit, "max_seq_len is %d (raise max_seq_len or shorten the prompt)", pd->max_seq_len);
+  if (P + pd->max_seq_len > hp->n_ctx)
     return pf_seterr(err, PF_TOOBIG, "prefix_len (%d) + max_seq_len (%d) = %d exceeds the model's context of %d", P,
-                     p->max_seq_len, P + p->max_seq_len, hp->n_ctx);
-  if (p->epochs > 0 && p->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
-  if (val && p->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
+                     pd->max_seq_len, P + pd->max_seq_len, hp->n_ctx);
+  if (pd->epochs > 0 && pd->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
+  if (have_val && pd->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
+  return PF_OK;
+}
 
-  /* tokenize; rows are numbered from 1 as the user counts them */
-  int n_all = n_train;
-  tseq *all = calloc((size_t)n_all, sizeof *all);
-  if (!all) return pf_seterr(err, PF_NOMEM, "out of memory");
-  for (int i = 0; i < n_all; i++)
-    if ((rc = make_seq(m, &train[i], i + 1, E, p->max_seq_len, limit, p->add_eos, &all[i], &truncated, err))) { free_seqs(all, n_all); return rc; }
-  if (val) {
-    va = calloc((size_t)(n_val ? n_val : 1), sizeof *va);
-    if (!va) { free_seqs(all, n_all); return pf_seterr(err, PF_NOMEM, "out of memory"); }
-    n_va = n_val;
-    for (int i = 0; i < n_val; i++)
-      if ((rc = make_seq(m, &val[i], i + 1, E, p->max_seq_len, limit, p->add_eos, &va[i], &truncated, err))) {
-        char msg[PF_ERRMAX];
-        snprintf(msg, sizeof msg, "validation %.400s", err ? err->msg : "");
-        pf_seterr(err, rc, "%s", msg);
-        goto done_early;
-      }
-    tr = all;
-    n_tr = n_all;
-  } else if (p->val_fraction > 0) {
-    int nv = (int)lround(p->val_fraction * n_all);
-    if (nv < 1) nv = 1;
-    if (nv >= n_all) {
-      rc = pf_seterr(err, PF_ERR, "val_fraction %g of %d rows leaves no training rows", p->val_fraction, n_all);
-      goto done_early;
+/* Tokenize n rows into *out (rows numbered from 1 as the user counts them); what names them in a message. */
+static int run_tokenize(trun *r, const pf_example *ex, int n, const char *what, tseq **out, pf_err *err) {
+  int rc = PF_OK;
+  *out = calloc((size_t)(n ? n : 1), sizeof **out);
+  if (!*out) return pf_seterr(err, PF_NOMEM, "out of memory");
+  for (int i = 0; i < n && !rc; i++)
+    if ((rc = make_seq(r->m, &ex[i], i + 1, r->E, r->p.max_seq_len, r->limit, r->p.add_eos, &(*out)[i], &r->truncated,
+                       err)) && *what) {
+      char msg[PF_ERRMAX];
+      snprintf(msg, sizeof msg, "%s %.400s", what, err ? err->msg : "");
+      pf_seterr(err, rc, "%s", msg);
     }
-    int *perm = malloc(sizeof(int) * (size_t)n_all);
-    tr = calloc((size_t)(n_all - nv), sizeof *tr);
-    va = calloc((size_t)nv, sizeof *va);
-    if (!perm || !tr || !va) { free(perm); rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done_early; }
-    for (int i = 0; i < n_all; i++) perm[i] = i;
-    uint64_t s = p->seed ^ 0x5EEDull;
-    shuffle(perm, n_all, &s);
-    for (int i = 0; i < n_all; i++) {
-      if (i < nv) va[n_va++] = all[perm[i]];
-      else tr[n_tr++] = all[perm[i]];
+  if (rc) { free_seqs(*out, n); *out = NULL; }
+  return rc;
+}
+
+/* The training and validation sequences: the validation rows given, a held-out share (val_fraction), or none. */
+static int run_data(trun *r, const pf_example *train, int n_train, const pf_example *val, int n_val, pf_err *err) {
+  tseq *all = NULL;
+  int rc = run_tokenize(r, train, n_train, "", &all, err);
+  if (!rc && val) {
+    if (!(rc = run_tokenize(r, val, n_val, "validation", &r->va, err))) r->n_va = n_val;
+  } else if (!rc && r->p.val_fraction > 0) {
+    int nv = (int)lround(r->p.val_fraction * n_train);
+    if (nv < 1) nv = 1;
+    if (nv >= n_train) rc = pf_seterr(err, PF_ERR, "val_fraction %g of %d rows leaves no training rows", r->p.val_fraction, n_train);
+    int *perm = rc ? NULL : malloc(sizeof(int) * (size_t)n_train);
+    tseq *tr = rc ? NULL : calloc((size_t)(n_train - nv), sizeof *tr), *va = rc ? NULL : calloc((size_t)nv, sizeof *va);
+    if (!rc && (!perm || !tr || !va)) rc = pf_seterr(err, PF_NOMEM, "out of memory");
+    if (!rc) {
+      for (int i = 0; i < n_train; i++) perm[i] = i;
+      uint64_t s = r->p.seed ^ 0x5EEDull;
+      shuffle(perm, n_train, &s);
+      for (int i = 0; i < n_train; i++) {
+        if (i < nv) va[r->n_va++] = all[perm[i]];
+        else tr[r->n_tr++] = all[perm[i]];
+      }
+      free(all);   /* the sequences moved into tr/va */
+      all = NULL;
+      r->tr = tr;
+      r->va = va;
+    } else {
+      free(tr);
+      free(va);
     }
     free(perm);
-    free(all);  /* the sequences moved into tr/va */
-    all = NULL;
-  } else {
-    tr = all;
-    n_tr = n_all;
   }
-  all = NULL;
+  if (all && !rc) { r->tr = all; r->n_tr = n_train; all = NULL; }
+  free_seqs(all, n_train);
+  if (rc) return rc;
+  for (int i = 0; i < r->n_tr; i++) { r->tgt_total += r->tr[i].n_tgt; if (r->tr[i].len > r->max_len) r->max_len = r->tr[i].len; }
+  for (int i = 0; i < r->n_va; i++) if (r->va[i].len > r->max_len) r->max_len = r->va[i].len;
+  if (r->tgt_total == 0) return pf_seterr(err, PF_ERR, "the training rows have no completion tokens to learn");
+  return PF_OK;
+}
 
-  long tgt_total = 0;
-  int max_len = 0;
-  for (int i = 0; i < n_tr; i++) { tgt_total += tr[i].n_tgt; if (tr[i].len > max_len) max_len = tr[i].len; }
-  for (int i = 0; i < n_va; i++) if (va[i].len > max_len) max_len = va[i].len;
-  if (tgt_total == 0) { rc = pf_seterr(err, PF_ERR, "the training rows have no completion tokens to learn"); goto done; }
+/* Steps, epochs, learning rate. The default length: at least 3 epochs and at least 800 steps
+** (docs/training.md). */
+static void run_schedule(trun *r) {
+  const pf_train_params *p = &r->p;
+  r->bs = p->batch_size < r->n_tr ? p->batch_size : r->n_tr;
+  r->steps_per_epoch = (r->n_tr + r->bs - 1) / r->bs;
+  r->auto_epochs = 3;
+  if (r->auto_epochs * r->steps_per_epoch < 800) r->auto_epochs = (800 + r->steps_per_epoch - 1) / r->steps_per_epoch;
+  r->total = p->max_steps > 0 ? p->max_steps : (p->epochs > 0 ? p->epochs : r->auto_epochs) * r->steps_per_epoch;
+  r->base_lr = p->lr > 0 ? p->lr : pf_train_default_lr(p);
+  r->eval_every = p->eval_every > 0 ? p->eval_every : r->steps_per_epoch;
+  r->n_epochs = (r->total + r->steps_per_epoch - 1) / r->steps_per_epoch;
+  r->log_every = r->total / 50 > 0 ? r->total / 50 : 1;
+}
 
-  int bs = p->batch_size < n_tr ? p->batch_size : n_tr;
-  int steps_per_epoch = (n_tr + bs - 1) / bs;
-  /* default length: at least 3 epochs and at least 800 steps (docs/training.md) */
-  int auto_epochs = 3;
-  if (auto_epochs * steps_per_epoch < 800) auto_epochs = (800 + steps_per_epoch - 1) / steps_per_epoch;
-  int total = p->max_steps > 0 ? p->max_steps : (p->epochs > 0 ? p->epochs : auto_epochs) * steps_per_epoch;
-  float base_lr = p->lr > 0 ? p->lr : pf_train_default_lr(p);
-  int eval_every = p->eval_every > 0 ? p->eval_every : steps_per_epoch;
-  int n_epochs = (total + steps_per_epoch - 1) / steps_per_epoch;
+static int run_alloc(trun *r, pf_err *err) {
+  const pf_hparams *hp = &r->m->hp;
+  r->pp = pf_pparams_new(r->m, r->p.mode, r->P, r->p.mid_dim, err);
+  r->w = pf_tws_new();
+  if (r->w && r->p.activation_mb > 0) pf_tws_set_budget(r->w, (size_t)r->p.activation_mb << 20);
+  r->kvn = (size_t)hp->n_layer * 2 * r->P * hp->n_head_kv * hp->head_dim;
+  r->best_kv = malloc(sizeof(float) * r->kvn);
+  int cap_b = r->bs > 1 ? r->bs : 1;
+  r->len = malloc(sizeof(int) * (size_t)cap_b);
+  r->tok = malloc(sizeof(int) * (size_t)cap_b * r->max_len);
+  r->tgt = malloc(sizeof(int) * (size_t)cap_b * r->max_len);
+  r->order = malloc(sizeof(int) * (size_t)r->n_tr);
+  r->idx = malloc(sizeof(int) * (size_t)cap_b);
+  if (!r->pp) return err ? err->code : PF_NOMEM;
+  if (!r->w || !r->best_kv || !r->len || !r->tok || !r->tgt || !r->order || !r->idx)
+    return pf_seterr(err, PF_NOMEM, "out of memory for training");
+  return PF_OK;
+}
 
-  pp = pf_pparams_new(m, p->mode, P, p->mid_dim, err);
-  w = pf_tws_new();
-  if (w && p->activation_mb > 0) pf_tws_set_budget(w, (size_t)p->activation_mb << 20);
-  size_t kvn = (size_t)hp->n_layer * 2 * P * hp->n_head_kv * hp->head_dim;
-  best_kv = malloc(sizeof(float) * kvn);
-  int cap_b = bs > 1 ? bs : 1;
-  len = malloc(sizeof(int) * (size_t)cap_b);
-  tok = malloc(sizeof(int) * (size_t)cap_b * max_len);
-  tgt = malloc(sizeof(int) * (size_t)cap_b * max_len);
-  order = malloc(sizeof(int) * (size_t)n_tr);
-  idx = malloc(sizeof(int) * (size_t)cap_b);
-  if (!pp || !w || !best_kv || !len || !tok || !tgt || !order || !idx) {
-    if (pp) rc = pf_seterr(err, PF_NOMEM, "out of memory for training");
-    else rc = err ? err->code : PF_NOMEM;
-    goto done;
+/* The starting parameters: a continued state, a given prefix, init_text's activations, or random (scaled to the
+** model's embeddings). */
+static int run_init(trun *r, pf_err *err) {
+  const pf_model *m = r->m;
+  const pf_hparams *hp = &m->hp;
+  int rc = PF_OK, E = r->E;
+  double s2 = 0;
+  float *row = malloc(sizeof(float) * (size_t)hp->n_embd), *init_kv = NULL, *init_emb = NULL;
+  if (!row) return pf_seterr(err, PF_NOMEM, "out of memory");
+  for (int v = 0; v < hp->n_vocab; v++) {
+    pf_wt_row(&m->tok_embd, v, row);
+    for (int i = 0; i < hp->n_embd; i++) s2 += (double)row[i] * row[i];
   }
-  /* initialisation */
-  float emb_std = 0;
-  {
-    double s2 = 0;
-    float *row = malloc(sizeof(float) * (size_t)hp->n_embd);
-    if (!row) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
-    for (int v = 0; v < hp->n_vocab; v++) {
-      pf_wt_row(&m->tok_embd, v, row);
-      for (int i = 0; i < hp->n_embd; i++) s2 += (double)row[i] * row[i];
-    }
-    free(row);
-    emb_std = (float)sqrt(s2 / ((double)hp->n_vocab * hp->n_embd));
+  free(row);
+  float emb_std = (float)sqrt(s2 / ((double)hp->n_vocab * hp->n_embd));
+  if (r->p.init_text && !r->wm) {
+    init_kv = malloc(sizeof(float) * r->kvn);
+    init_emb = malloc(sizeof(float) * (size_t)r->P * hp->n_embd);
+    if (!init_kv || !init_emb) rc = pf_seterr(err, PF_NOMEM, "out of memory");
+    else rc = text_kv(m, r->p.init_text, r->P, E ? NULL : init_kv, E ? init_emb : NULL, err);
   }
-  if (p->init_text) {
-    init_kv = malloc(sizeof(float) * kvn);
-    init_emb = malloc(sizeof(float) * (size_t)P * hp->n_embd);
-    if (!init_kv || !init_emb) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
-    if ((rc = text_kv(m, p->init_text, P, E ? NULL : init_kv, E ? init_emb : NULL, err))) goto done;
-  }
-  const char *init_kind = p->init_text ? "text" : "random";
-  if (wm && wm->st) {
-    if ((rc = warm_restore(wm, pp, err))) goto done;
-    init_kind = "state";
-  } else if (wm) {   /* start exactly at the given keys/values */
-    if ((rc = pf_pparams_init(pp, p->seed, wm->ip.kv, NULL, emb_std, err))) goto done;
-    pf_pparams_zero_mlp_out(pp);
-    init_kind = "prefix";
-  } else if ((rc = pf_pparams_init(pp, p->seed, E ? NULL : init_kv, E ? init_emb : NULL, emb_std, err))) goto done;
-
-  pf_prefix_in pin = {KP, pf_pparams_kv(pp), pf_pparams_dkv(pp), E, E ? pf_pparams_emb(pp) : NULL,
-                      E ? pf_pparams_demb(pp) : NULL};
-  pf_prefix_in pin_eval = pin;
-  pin_eval.dkv = NULL;
-  pin_eval.dembd = NULL;
-
-  double best = INFINITY, last_val = NAN, t0 = pf_clock(), win_loss = 0;
-  long tokens_done = 0, win_tok = 0;
-  int best_step = 0, bad_evals = 0, step = 0, have_best = 0, log_every = total / 50 > 0 ? total / 50 : 1;
-  double last_train = NAN, last_draw = -1;
-  uint64_t rs = p->seed * 0x2545F4914F6CDD1Dull + 7;
-  for (int i = 0; i < n_tr; i++) order[i] = i;
-  sb_printf(&hist, "[");
-  sb_printf(&vhist, "[");
-  int pos_in_epoch = steps_per_epoch, epoch = 0, stopped_early = 0;
-  long step0 = 0;   /* optimizer steps before this run (a continued state) */
-  int tty = isatty(2), show = p->progress < 0 ? tty : p->progress;   /* progress -1: when stderr is a terminal */
-  if (wm && wm->st) {
-    step0 = (long)wm->step;
-    rs = wm->rng;
-    epoch = (int)wm->epoch;
-    /* the same rows: the data order goes on where it stopped; other rows: a new epoch */
-    if (wm->n_order == (uint32_t)n_tr && wm->pos <= (uint32_t)steps_per_epoch) {   /* unsigned: a hostile 2^31 is not negative */
-      const uint8_t *o = wm->st + STATE_HEADER;
-      char *seen = calloc((size_t)n_tr, 1);
-      int ok = seen != NULL;
-      for (int i = 0; ok && i < n_tr; i++) {
-        uint32_t v = rd32(o + 4 * (size_t)i);
-        ok = v < (uint32_t)n_tr && !seen[v];
-        if (ok) { seen[v] = 1; order[i] = (int)v; }
-      }
-      int nomem = seen == NULL;
-      free(seen);
-      if (nomem) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
-      if (!ok) { rc = pf_seterr(err, PF_ERR, "init_prefix: its training state's data order is damaged"); goto done; }
-      pos_in_epoch = (int)wm->pos;
-    }
-  }
-  while (step < total) {
-    if (pos_in_epoch == steps_per_epoch) { shuffle(order, n_tr, &rs); pos_in_epoch = 0; epoch++; }
-    int k = n_tr - pos_in_epoch * bs < bs ? n_tr - pos_in_epoch * bs : bs;
-    pf_tbatch b;
-    gather(tr, order + pos_in_epoch * bs, k, len, tok, tgt, &b);
-    pos_in_epoch++;
-    step++;
-    int nt = 0;
-    for (int i = 0; i < k; i++) nt += tr[order[(pos_in_epoch - 1) * bs + i]].n_tgt;
-    pf_pparams_zero_grad(pp);
-    pf_pparams_forward(pp);
-    double ls;
-    int n_t;
-    if ((rc = pf_train_step(m, w, &b, &pin, nt ? 1.0f / (float)nt : 0.0f, 1, &ls, &n_t, cancel, carg, err))) goto done;
-    pf_pparams_backward(pp);
-    double loss = n_t ? ls / n_t : 0, gn = pf_pparams_grad_norm(pp);
-    if (!isfinite(loss) || !isfinite(gn)) {
-      rc = pf_seterr(err, PF_ERR, "training diverged at step %d: %s is %s (try a lower lr)", step,
-                     isfinite(loss) ? "the gradient norm" : "the loss", isnan(isfinite(loss) ? gn : loss) ? "NaN" : "infinite");
-      goto done;
-    }
-    float gscale = p->grad_clip > 0 && gn > p->grad_clip ? (float)(p->grad_clip / gn) : 1.0f;
-    /* the schedule and AdamW's bias correction count steps from the first run of a continued state */
-    long gstep = step0 + step, gtotal = step0 + total;
-    double lr = base_lr;
-    if (p->warmup_steps > 0 && gstep <= p->warmup_steps) lr = base_lr * gstep / (double)p->warmup_steps;
-    else if (p->lr_schedule == PF_SCHED_LINEAR) {
-      long span = gtotal - p->warmup_steps;
-      lr = span > 0 ? base_lr * (double)(gtotal - gstep + 1) / span : base_lr;
-    }
-    pf_adamw(pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, (int)gstep, gscale);
-    for (int i = 0; i < k; i++) tokens_done += len[i];
-    win_loss += ls;
-    win_tok += n_t;
-    last_train = loss;
-    if (step % log_every == 0 || step == total) {
-      sb_printf(&hist, "%s[%d,%.5g]", hist.n > 1 ? "," : "", step, win_tok ? win_loss / win_tok : 0.0);
-      win_loss = 0;
-      win_tok = 0;
-    }
-    /* validation */
-    int is_eval = n_va > 0 && (step % eval_every == 0 || step == total);
-    if (is_eval) {
-      pf_pparams_forward(pp);
-      double vl;
-      if ((rc = eval_loss(m, w, va, n_va, bs, &pin_eval, len, tok, tgt, idx, &vl, cancel, carg, err))) goto done;
-      last_val = vl;
-      sb_printf(&vhist, "%s[%d,%.5g]", vhist.n > 1 ? "," : "", step, vl);
-      if (vl < best) {
-        best = vl;
-        best_step = step;
-        bad_evals = 0;
-        have_best = 1;
-        if (E) { if ((rc = pf_embd_to_kv(m, w, E, pf_pparams_emb(pp), best_kv, err))) goto done; }
-        else memcpy(best_kv, pf_pparams_kv(pp), sizeof(float) * kvn);
-      } else if (p->patience > 0 && ++bad_evals >= p->patience) {
-        stopped_early = 1;
-      }
-    }
-    if (progress || show) {
-      double el = pf_clock() - t0;
-      pf_progress pr = {step, total, epoch, n_epochs, loss, last_val, best, el > 0 ? tokens_done / el : 0, el,
-                        step ? el * (total - step) / step : 0, step == total || stopped_early};
-      if (progress) progress(parg, &pr);
-      if (show && tty && (pr.done || el - last_draw >= 0.1)) { draw_bar(&pr, 1); last_draw = el; bar_open = !pr.done; }
-      if (show && !tty && (pr.done || (long)step * 10 / total != (long)(step - 1) * 10 / total)) draw_bar(&pr, 0);
-    }
-    if (stopped_early) break;
-  }
-  if (!have_best) {   /* no validation: the last prefix */
-    pf_pparams_forward(pp);
-    if (E) { if ((rc = pf_embd_to_kv(m, w, E, pf_pparams_emb(pp), best_kv, err))) goto done; }
-    else memcpy(best_kv, pf_pparams_kv(pp), sizeof(float) * kvn);
-  }
-  sb_printf(&hist, "]");
-  sb_printf(&vhist, "]");
-
-  /* metadata: everything that shaped the prefix, nothing that varies between runs */
-  sb_printf(&meta, "{\"options\":{\"prefix_len\":%d,\"mode\":\"%s\",\"mid_dim\":%d,\"init_text\":", P, mode_name(p->mode),
-            p->mode == PF_MODE_PREFIX ? p->mid_dim : 0);
-  if (p->init_text) sb_json_str(&meta, p->init_text);
-  else sb_printf(&meta, "null");
-  sb_printf(&meta, ",\"lr\":%.6g,\"weight_decay\":%.6g,\"warmup_steps\":%d,\"lr_schedule\":\"%s\",\"grad_clip\":%.6g,"
-                   "\"batch_size\":%d,\"epochs\":%d,\"max_steps\":%d,\"seed\":%llu,\"max_seq_len\":%d,\"val_fraction\":%.6g,"
-                   "\"eval_every\":%d,\"patience\":%d,\"dtype\":\"%s\",\"add_eos\":%s},",
-            base_lr, p->weight_decay, p->warmup_steps, p->lr_schedule == PF_SCHED_LINEAR ? "linear" : "constant", p->grad_clip,
-            p->batch_size, p->max_steps > 0 ? 0 : (p->epochs > 0 ? p->epochs : auto_epochs), p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, eval_every,
-            p->patience, p->dtype == PF_DTYPE_F16 ? "f16" : "f32", p->add_eos ? "true" : "false");
-  sb_printf(&meta, "\"init\":\"%s\",\"steps_before\":%ld,", init_kind, step0);
-  sb_printf(&meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,\"steps\":%d,\"epochs_run\":%.3g,"
-                   "\"stopped_early\":%s,\"final_train_loss\":%.6g,",
-            n_tr, n_va, truncated, tgt_total, step, (double)step / steps_per_epoch, stopped_early ? "true" : "false",
-            last_train);
-  if (have_best) sb_printf(&meta, "\"best_val_loss\":%.6g,\"best_step\":%d,", best, best_step);
-  else sb_printf(&meta, "\"best_val_loss\":null,\"best_step\":null,");
-  sb_printf(&meta, "\"loss_history\":%s,\"val_history\":%s}", hist.p ? hist.p : "[]", vhist.p ? vhist.p : "[]");
-  if (meta.oom || hist.oom || vhist.oom) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
-  if (p->save_state) {
-    size_t nf = pf_pparams_state_floats(pp), sl = STATE_HEADER + 4 * (size_t)n_tr + 4 * nf;
-    uint8_t *st = malloc(sl);
-    if (!st) { rc = pf_seterr(err, PF_NOMEM, "out of memory for the training state (%zu bytes)", sl); goto done; }
-    uint32_t h32[] = {1, (uint32_t)p->mode, (uint32_t)P, (uint32_t)(p->mode == PF_MODE_PREFIX ? p->mid_dim : 0)};
-    memcpy(st, h32, 16);
-    uint64_t h64[] = {pf_pparams_count(pp), (uint64_t)(step0 + step), rs};
-    memcpy(st + 16, h64, 24);
-    uint32_t t32[] = {(uint32_t)epoch, (uint32_t)pos_in_epoch, (uint32_t)n_tr, (uint32_t)pf_pparams_has_base(pp)};
-    memcpy(st + 40, t32, 16);
-    for (int i = 0; i < n_tr; i++) { uint32_t v = (uint32_t)order[i]; memcpy(st + STATE_HEADER + 4 * (size_t)i, &v, 4); }
-    float *f = malloc(sizeof(float) * (nf ? nf : 1));
-    if (!f) { free(st); rc = pf_seterr(err, PF_NOMEM, "out of memory for the training state"); goto done; }
-    pf_pparams_get_state(pp, f);
-    memcpy(st + STATE_HEADER + 4 * (size_t)n_tr, f, 4 * nf);
-    free(f);
-    rc = pf_prefix_encode_ex(m, best_kv, P, p->dtype, meta.p, st, sl, blob, blob_len, err);
-    free(st);
+  r->init_kind = r->p.init_text ? "text" : "random";
+  if (rc) {
+  } else if (r->wm && r->wm->st) {
+    rc = warm_restore(r->wm, r->pp, err);
+    r->init_kind = "state";
+  } else if (r->wm) {   /* start exactly at the given keys/values */
+    if (!(rc = pf_pparams_init(r->pp, r->p.seed, r->wm->ip.kv, NULL, emb_std, err))) pf_pparams_zero_mlp_out(r->pp);
+    r->init_kind = "prefix";
   } else
-    rc = pf_prefix_encode(m, best_kv, P, p->dtype, meta.p, blob, blob_len, err);
-  goto done;
-
-done_early:
-  free_seqs(all, n_all);
-  all = NULL;
-  free_seqs(va, n_va);
+    rc = pf_pparams_init(r->pp, r->p.seed, E ? NULL : init_kv, E ? init_emb : NULL, emb_std, err);
+  free(init_kv);
+  free(init_emb);
+  pf_prefix_in pin = {r->KP, pf_pparams_kv(r->pp), pf_pparams_dkv(r->pp), E, E ? pf_pparams_emb(r->pp) : NULL,
+                      E ? pf_pparams_demb(r->pp) : NULL};
+  r->pin = r->pin_eval = pin;
+  r->pin_eval.dkv = NULL;
+  r->pin_eval.dembd = NULL;
   return rc;
-done:
-  if (bar_open) fputc('\n', stderr);   /* an error or an interrupt ends the bar's line */
-  free_seqs(tr, n_tr);
-  free_seqs(va, n_va);
-  pf_pparams_free(pp);
-  pf_tws_free(w);
+}
+
+/* The loop's starting point: a fresh data order, or a continued state's step count, random state, epoch and
+** (on the same rows) the data order where it stopped. */
+static int run_resume(trun *r, pf_err *err) {
+  const warm *wm = r->wm;
+  r->best = INFINITY;
+  r->last_val = r->last_train = NAN;
+  r->t0 = pf_clock();
+  r->last_draw = -1;
+  r->rs = r->p.seed * 0x2545F4914F6CDD1Dull + 7;
+  for (int i = 0; i < r->n_tr; i++) r->order[i] = i;
+  sb_printf(&r->hist, "[");
+  sb_printf(&r->vhist, "[");
+  r->pos_in_epoch = r->steps_per_epoch;
+  r->tty = isatty(2);
+  r->show = r->p.progress < 0 ? r->tty : r->p.progress;   /* progress -1: when stderr is a terminal */
+  if (!wm || !wm->st) return PF_OK;
+  r->step0 = (long)wm->step;
+  r->rs = wm->rng;
+  r->epoch = (int)wm->epoch;
+  /* the same rows: the data order goes on where it stopped; other rows: a new epoch */
+  if (wm->n_order != (uint32_t)r->n_tr || wm->pos > (uint32_t)r->steps_per_epoch) return PF_OK;   /* unsigned: a hostile 2^31 is not negative */
+  const uint8_t *o = wm->st + STATE_HEADER;
+  char *seen = calloc((size_t)r->n_tr, 1);
+  if (!seen) return pf_seterr(err, PF_NOMEM, "out of memory");
+  int ok = 1;
+  for (int i = 0; ok && i < r->n_tr; i++) {
+    uint32_t v = rd32(o + 4 * (size_t)i);
+    ok = v < (uint32_t)r->n_tr && !seen[v];
+    if (ok) { seen[v] = 1; r->order[i] = (int)v; }
+  }
+  free(seen);
+  if (!ok) return pf_seterr(err, PF_ERR, "init_prefix: its training state's data order is damaged");
+  r->pos_in_epoch = (int)wm->pos;
+  return PF_OK;
+}
+
+/* One optimizer step on the next batch of the data order. */
+static int run_step(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  const pf_train_params *p = &r->p;
+  int rc, bs = r->bs;
+  if (r->pos_in_epoch == r->steps_per_epoch) { shuffle(r->order, r->n_tr, &r->rs); r->pos_in_epoch = 0; r->epoch++; }
+  const int *rows = r->order + r->pos_in_epoch * bs;
+  int k = r->n_tr - r->pos_in_epoch * bs < bs ? r->n_tr - r->pos_in_epoch * bs : bs;
+  pf_tbatch b;
+  gather(r->tr, rows, k, r->len, r->tok, r->tgt, &b);
+  r->pos_in_epoch++;
+  r->step++;
+  int nt = 0;
+  for (int i = 0; i < k; i++) nt += r->tr[rows[i]].n_tgt;
+  pf_pparams_zero_grad(r->pp);
+  pf_pparams_forward(r->pp);
+  double ls;
+  int n_t;
+  if ((rc = pf_train_step(r->m, r->w, &b, &r->pin, nt ? 1.0f / (float)nt : 0.0f, 1, &ls, &n_t, cancel, carg, err))) return rc;
+  pf_pparams_backward(r->pp);
+  double loss = n_t ? ls / n_t : 0, gn = pf_pparams_grad_norm(r->pp);
+  if (!isfinite(loss) || !isfinite(gn))
+    return pf_seterr(err, PF_ERR, "training diverged at step %d: %s is %s (try a lower lr)", r->step,
+                     isfinite(loss) ? "the gradient norm" : "the loss", isnan(isfinite(loss) ? gn : loss) ? "NaN" : "infinite");
+  float gscale = p->grad_clip > 0 && gn > p->grad_clip ? (float)(p->grad_clip / gn) : 1.0f;
+  /* the schedule and AdamW's bias correction count steps from the first run of a continued state */
+  long gstep = r->step0 + r->step, gtotal = r->step0 + r->total;
+  double lr = r->base_lr;
+  if (p->warmup_steps > 0 && gstep <= p->warmup_steps) lr = r->base_lr * gstep / (double)p->warmup_steps;
+  else if (p->lr_schedule == PF_SCHED_LINEAR) {
+    long span = gtotal - p->warmup_steps;
+    lr = span > 0 ? r->base_lr * (double)(gtotal - gstep + 1) / span : r->base_lr;
+  }
+  pf_adamw(r->pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, (int)gstep, gscale);
+  for (int i = 0; i < k; i++) r->tokens_done += r->len[i];
+  r->win_loss += ls;
+  r->win_tok += n_t;
+  r->last_train = loss;
+  if (r->step % r->log_every == 0 || r->step == r->total) {
+    sb_printf(&r->hist, "%s[%d,%.5g]", r->hist.n > 1 ? "," : "", r->step, r->win_tok ? r->win_loss / r->win_tok : 0.0);
+    r->win_loss = 0;
+    r->win_tok = 0;
+  }
+  return PF_OK;
+}
+
+/* The keys and values of the parameters as they are now (embedding mode: through the model). */
+static int run_keep_kv(trun *r, pf_err *err) {
+  if (r->E) return pf_embd_to_kv(r->m, r->w, r->E, pf_pparams_emb(r->pp), r->best_kv, err);
+  memcpy(r->best_kv, pf_pparams_kv(r->pp), sizeof(float) * r->kvn);
+  return PF_OK;
+}
+
+/* Validation every eval_every steps and at the end: keep the best prefix; stop after patience evaluations
+** without improvement. */
+static int run_validate(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  if (r->n_va == 0 || (r->step % r->eval_every != 0 && r->step != r->total)) return PF_OK;
+  pf_pparams_forward(r->pp);
+  double vl;
+  int rc = eval_loss(r->m, r->w, r->va, r->n_va, r->bs, &r->pin_eval, r->len, r->tok, r->tgt, r->idx, &vl, cancel, carg, err);
+  if (rc) return rc;
+  r->last_val = vl;
+  sb_printf(&r->vhist, "%s[%d,%.5g]", r->vhist.n > 1 ? "," : "", r->step, vl);
+  if (vl < r->best) {
+    r->best = vl;
+    r->best_step = r->step;
+    r->bad_evals = 0;
+    r->have_best = 1;
+    return run_keep_kv(r, err);
+  }
+  if (r->p.patience > 0 && ++r->bad_evals >= r->p.patience) r->stopped_early = 1;
+  return PF_OK;
+}
+
+/* The progress callback, and the bar (a terminal) or a line per 10% (a log) on stderr. */
+static void run_report(trun *r, pf_progress_fn progress, void *parg) {
+  if (!progress && !r->show) return;
+  int step = r->step, total = r->total;
+  double el = pf_clock() - r->t0;
+  pf_progress pr = {step, total, r->epoch, r->n_epochs, r->last_train, r->last_val, r->best,
+                    el > 0 ? r->tokens_done / el : 0, el, step ? el * (total - step) / step : 0,
+                    step == total || r->stopped_early};
+  if (progress) progress(parg, &pr);
+  if (r->show && r->tty && (pr.done || el - r->last_draw >= 0.1)) { draw_bar(&pr, 1); r->last_draw = el; r->bar_open = !pr.done; }
+  if (r->show && !r->tty && (pr.done || (long)step * 10 / total != (long)(step - 1) * 10 / total)) draw_bar(&pr, 0);
+}
+
+/* The metadata: everything that shaped the prefix, nothing that varies between runs. */
+static int run_meta(trun *r, pf_err *err) {
+  const pf_train_params *p = &r->p;
+  sbuf *meta = &r->meta;
+  sb_printf(&r->hist, "]");
+  sb_printf(&r->vhist, "]");
+  sb_printf(meta, "{\"options\":{\"prefix_len\":%d,\"mode\":\"%s\",\"mid_dim\":%d,\"init_text\":", r->P, mode_name(p->mode),
+            p->mode == PF_MODE_PREFIX ? p->mid_dim : 0);
+  if (p->init_text) sb_json_str(meta, p->init_text);
+  else sb_printf(meta, "null");
+  sb_printf(meta, ",\"lr\":%.6g,\"weight_decay\":%.6g,\"warmup_steps\":%d,\"lr_schedule\":\"%s\",\"grad_clip\":%.6g,"
+                  "\"batch_size\":%d,\"epochs\":%d,\"max_steps\":%d,\"seed\":%llu,\"max_seq_len\":%d,\"val_fraction\":%.6g,"
+                  "\"eval_every\":%d,\"patience\":%d,\"dtype\":\"%s\",\"add_eos\":%s},",
+            r->base_lr, p->weight_decay, p->warmup_steps, p->lr_schedule == PF_SCHED_LINEAR ? "linear" : "constant",
+            p->grad_clip, p->batch_size, p->max_steps > 0 ? 0 : (p->epochs > 0 ? p->epochs : r->auto_epochs),
+            p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, r->eval_every, p->patience,
+            p->dtype == PF_DTYPE_F16 ? "f16" : "f32", p->add_eos ? "true" : "false");
+  sb_printf(meta, "\"init\":\"%s\",\"steps_before\":%ld,", r->init_kind, r->step0);
+  sb_printf(meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,\"steps\":%d,\"epochs_run\":%.3g,"
+                  "\"stopped_early\":%s,\"final_train_loss\":%.6g,",
+            r->n_tr, r->n_va, r->truncated, r->tgt_total, r->step, (double)r->step / r->steps_per_epoch,
+            r->stopped_early ? "true" : "false", r->last_train);
+  if (r->have_best) sb_printf(meta, "\"best_val_loss\":%.6g,\"best_step\":%d,", r->best, r->best_step);
+  else sb_printf(meta, "\"best_val_loss\":null,\"best_step\":null,");
+  sb_printf(meta, "\"loss_history\":%s,\"val_history\":%s}", r->hist.p ? r->hist.p : "[]", r->vhist.p ? r->vhist.p : "[]");
+  if (meta->oom || r->hist.oom || r->vhist.oom) return pf_seterr(err, PF_NOMEM, "out of memory");
+  return PF_OK;
+}
+
+/* The BLOB, with the training state section when save_state asks for it (docs/prefix-format.md). */
+static int run_encode(trun *r, uint8_t **blob, size_t *blob_len, pf_err *err) {
+  const pf_train_params *p = &r->p;
+  if (!p->save_state) return pf_prefix_encode(r->m, r->best_kv, r->P, p->dtype, r->meta.p, blob, blob_len, err);
+  int n_tr = r->n_tr;
+  size_t nf = pf_pparams_state_floats(r->pp), sl = STATE_HEADER + 4 * (size_t)n_tr + 4 * nf;
+  uint8_t *st = malloc(sl);
+  float *f = malloc(sizeof(float) * (nf ? nf : 1));
+  if (!st || !f) {
+    free(st);
+    free(f);
+    return pf_seterr(err, PF_NOMEM, "out of memory for the training state (%zu bytes)", sl);
+  }
+  uint32_t h32[] = {1, (uint32_t)p->mode, (uint32_t)r->P, (uint32_t)(p->mode == PF_MODE_PREFIX ? p->mid_dim : 0)};
+  memcpy(st, h32, 16);
+  uint64_t h64[] = {pf_pparams_count(r->pp), (uint64_t)(r->step0 + r->step), r->rs};
+  memcpy(st + 16, h64, 24);
+  uint32_t t32[] = {(uint32_t)r->epoch, (uint32_t)r->pos_in_epoch, (uint32_t)n_tr, (uint32_t)pf_pparams_has_base(r->pp)};
+  memcpy(st + 40, t32, 16);
+  for (int i = 0; i < n_tr; i++) { uint32_t v = (uint32_t)r->order[i]; memcpy(st + STATE_HEADER + 4 * (size_t)i, &v, 4); }
+  pf_pparams_get_state(r->pp, f);
+  memcpy(st + STATE_HEADER + 4 * (size_t)n_tr, f, 4 * nf);
+  free(f);
+  int rc = pf_prefix_encode_ex(r->m, r->best_kv, r->P, p->dtype, r->meta.p, st, sl, blob, blob_len, err);
+  free(st);
+  return rc;
+}
+
+static void run_free(trun *r) {
+  if (r->bar_open) fputc('\n', stderr);   /* an error or an interrupt ends the bar's line */
+  free_seqs(r->tr, r->n_tr);
+  free_seqs(r->va, r->n_va);
+  pf_pparams_free(r->pp);
+  pf_tws_free(r->w);
   pf_scratch_release();   /* a trained customer is often the last for a while */
-  free(best_kv); free(init_kv); free(init_emb);
-  free(len); free(tok); free(tgt); free(order); free(idx);
-  free(hist.p); free(vhist.p); free(meta.p);
+  free(r->best_kv);
+  free(r->len); free(r->tok); free(r->tgt); free(r->order); free(r->idx);
+  free(r->hist.p); free(r->vhist.p); free(r->meta.p);
+}
+
+static int train_run(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
+                     const pf_train_params *p, const warm *wm, pf_progress_fn progress, void *parg, pf_cancel_fn cancel,
+                     void *carg, uint8_t **blob, size_t *blob_len, pf_err *err) {
+  trun r;
+  memset(&r, 0, sizeof r);
+  r.m = m;
+  r.wm = wm;
+  *blob = NULL;
+  *blob_len = 0;
+  int rc = run_settle(&r, p, n_train, val != NULL, err);
+  if (!rc) rc = run_data(&r, train, n_train, val, n_val, err);
+  if (!rc) { run_schedule(&r); rc = run_alloc(&r, err); }
+  if (!rc) rc = run_init(&r, err);
+  if (!rc) rc = run_resume(&r, err);
+  while (!rc && r.step < r.total && !r.stopped_early) {
+    rc = run_step(&r, cancel, carg, err);
+    if (!rc) rc = run_validate(&r, cancel, carg, err);
+    if (!rc) run_report(&r, progress, parg);
+  }
+  if (!rc && !r.have_best) {   /* no validation: the last prefix */
+    pf_pparams_forward(r.pp);
+    rc = run_keep_kv(&r, err);
+  }
+  if (!rc) rc = run_meta(&r, err);
+  if (!rc) rc = run_encode(&r, blob, blob_len, err);
+  run_free(&r);
   return rc;
 }
 

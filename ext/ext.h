@@ -7,6 +7,7 @@
 
 #include "sqlite3ext.h"
 #include "../engine/prefix_engine.h"
+#include "../engine/train.h"
 
 #ifndef SQLITE_CORE
 extern const sqlite3_api_routines *sqlite3_api;
@@ -86,6 +87,24 @@ int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_s
 typedef struct pfx_batch_opts { pf_sample_params p; int batch_size, require_prefix; } pfx_batch_opts;
 int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_batch_opts *o, char ***owned,
                             int *n_owned, char **errmsg);
+/* prefix_train's options: the engine's parameters (prefix_len, mode, mid_dim left to the engine), val_query, and
+** init_prefix given as hex text, decoded in place into p.init_prefix. */
+typedef struct pfx_train_opts {
+  pf_train_params p;
+  char *val_query;
+  char *init_hex;
+} pfx_train_opts;
+int pfx_parse_train_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_train_opts *o, char ***owned,
+                            int *n_owned, char **errmsg);
+typedef struct pfx_score_opts { int add_eos, per_token; } pfx_score_opts;
+int pfx_parse_score_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_score_opts *o, char ***owned,
+                            int *n_owned, char **errmsg);
+
+/* ------------------------------------------------------------ jobs (jobs.c) */
+/* A training run as a row of prefix_jobs: started, its progress (a pf_progress_fn), finished. */
+sqlite3_int64 pfx_job_start(const char *model);
+void pfx_job_progress(void *arg, const pf_progress *pr);
+void pfx_job_finish(sqlite3_int64 id, const char *status, const char *error);
 
 /* --------------------------------------------------------------- interrupt */
 /* Works on SQLite 3.40 (no sqlite3_is_interrupted) and newer: stepping a tiny

@@ -25,90 +25,8 @@ SQLITE_EXTENSION_INIT3
 #include <string.h>
 #include "../engine/train.h"
 
-sqlite3_int64 pfx_job_start(const char *model);
-void pfx_job_progress(void *arg, const pf_progress *pr);
-void pfx_job_finish(sqlite3_int64 id, const char *status, const char *error);
+/* ------------------------------------------------------------- options: options.c */
 
-/* ------------------------------------------------------------- options */
-
-typedef struct train_opts {
-  pf_train_params p;
-  char *val_query;
-  char *init_hex;   /* init_prefix as hex text; decoded in place */
-} train_opts;
-
-#define TO(f) offsetof(train_opts, p.f)
-static const pfx_opt train_table[] = {
-    {"prefix_len", PFX_OPT_INT, TO(prefix_len), 1, PF_TRAIN_PREFIX_LEN_MAX, 0, 0, 0},
-    {"mode", PFX_OPT_ENUM, TO(mode), 0, 0, "prefix|embedding", 0, 0},
-    {"mid_dim", PFX_OPT_INT, TO(mid_dim), 0, PF_MID_DIM_MAX, 0, 0, 0},
-    {"init_text", PFX_OPT_STR, TO(init_text), 0, 0, 0, 0, 0},
-    {"lr", PFX_OPT_FLOAT, TO(lr), 1e-9, 10, 0, 0, 0},
-    {"weight_decay", PFX_OPT_FLOAT, TO(weight_decay), 0, 10, 0, 0, 0},
-    {"warmup_steps", PFX_OPT_INT, TO(warmup_steps), 0, 1e9, 0, 0, 0},
-    {"lr_schedule", PFX_OPT_ENUM, TO(lr_schedule), 0, 0, "linear|constant", 0, 0},
-    {"grad_clip", PFX_OPT_FLOAT, TO(grad_clip), 0, 1e9, 0, 0, 0},
-    {"batch_size", PFX_OPT_INT, TO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0},
-    {"epochs", PFX_OPT_INT, TO(epochs), 1, 1e6, 0, 0, 0},
-    {"max_steps", PFX_OPT_INT, TO(max_steps), 1, 1e9, 0, 0, 0},
-    {"seed", PFX_OPT_U64, TO(seed), 0, 9007199254740992.0, 0, 0, 0},
-    {"max_seq_len", PFX_OPT_INT, TO(max_seq_len), 2, 1 << 20, 0, 0, 0},
-    {"threads", PFX_OPT_INT, TO(threads), 0, PF_THREADS_MAX, 0, 0, 0},
-    {"val_fraction", PFX_OPT_FLOAT, TO(val_fraction), 0, 0.9, 0, 0, 0},
-    {"val_query", PFX_OPT_STR, offsetof(train_opts, val_query), 0, 0, 0, 0, 0},
-    {"eval_every", PFX_OPT_INT, TO(eval_every), 0, 1e9, 0, 0, 0},
-    {"patience", PFX_OPT_INT, TO(patience), 0, 1e6, 0, 0, 0},
-    {"dtype", PFX_OPT_ENUM, TO(dtype), 0, 0, "f32|f16", 0, 0},
-    {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0},
-    {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0},
-    {"activation_mb", PFX_OPT_INT, TO(activation_mb), 16, 1 << 20, 0, 0, 0},
-    {"init_prefix", PFX_OPT_STR, offsetof(train_opts, init_hex), 0, 0, 0, 0, 0},
-    {"save_state", PFX_OPT_BOOL, TO(save_state), 0, 0, 0, 0, 0},
-};
-
-static int hexval(int c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; }
-
-typedef struct score_opts { int add_eos, per_token; } score_opts;
-static const pfx_opt score_table[] = {
-    {"add_eos", PFX_OPT_BOOL, offsetof(score_opts, add_eos), 0, 0, 0, 0, 0},
-    {"per_token", PFX_OPT_BOOL, offsetof(score_opts, per_token), 0, 0, 0, 0, 0},
-};
-
-static int parse_train_opts(sqlite3 *db, const char *fn, sqlite3_value *json, train_opts *o, char ***owned, int *n_owned,
-                            char **errmsg) {
-  memset(o, 0, sizeof *o);
-  pf_train_params_default(&o->p);   /* prefix_len, mode, mid_dim not given: settled by the engine */
-  o->p.progress = -1;   /* a bar when stderr is a terminal (the shell), unless the options say */
-  int rc = pfx_parse_options(db, fn, json, train_table, (int)(sizeof train_table / sizeof train_table[0]), o, owned,
-                             n_owned, errmsg);
-  if (!rc && o->init_hex) {   /* hex(blob) -> bytes, in place */
-    size_t n = strlen(o->init_hex);
-    for (size_t i = 0; i < n && !rc; i++)
-      if (hexval((unsigned char)o->init_hex[i]) < 0) {
-        *errmsg = sqlite3_mprintf("%s: option 'init_prefix' must be a prefix BLOB written as hex text (hex(blob)); "
-                                  "character %lld is not a hex digit", fn, (long long)i + 1);
-        rc = SQLITE_ERROR;
-      }
-    if (!rc && (n % 2 || n == 0)) {
-      *errmsg = sqlite3_mprintf("%s: option 'init_prefix' must be a prefix BLOB written as hex text (hex(blob)); it has "
-                                "%lld hex digits, an odd number", fn, (long long)n);
-      if (n == 0) { sqlite3_free(*errmsg); *errmsg = sqlite3_mprintf("%s: option 'init_prefix' is empty", fn); }
-      rc = SQLITE_ERROR;
-    }
-    if (!rc) {
-      uint8_t *b = (uint8_t *)o->init_hex;
-      for (size_t i = 0; i < n / 2; i++) b[i] = (uint8_t)(hexval((unsigned char)o->init_hex[2 * i]) * 16 + hexval((unsigned char)o->init_hex[2 * i + 1]));
-      o->p.init_prefix = b;
-      o->p.init_prefix_len = n / 2;
-    }
-  }
-  if (!rc && o->p.mid_dim >= 0 && o->p.mode == PF_MODE_EMBEDDING) {
-    *errmsg = sqlite3_mprintf("%s: option 'mid_dim' applies to mode 'prefix' only (mode 'embedding' learns the embeddings "
-                              "directly)", fn);
-    rc = SQLITE_ERROR;
-  }
-  return rc;
-}
 
 /* ---------------------------------------------------------------- rows */
 
@@ -174,7 +92,7 @@ static int rows_from_query(sqlite3 *db, const char *fn, const char *what, const 
 
 /* Train on rows and set the result (BLOB or error) on ctx. */
 static void train_and_result(sqlite3_context *ctx, const char *fn, pfx_model *pm, const char *model_name, rows *tr,
-                             rows *va, train_opts *o) {
+                             rows *va, pfx_train_opts *o) {
   sqlite3 *db = sqlite3_context_db_handle(ctx);
   pfx_cancel cancel = {0};
   pfx_cancel_init(&cancel, db);
@@ -202,10 +120,10 @@ void pfx_fn_train(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   rows tr = {0}, va = {0};
   char **owned = NULL, *emsg = NULL;
   int n_owned = 0, rc;
-  train_opts o;
+  pfx_train_opts o;
   const char *query = pfx_arg_cstr(ctx, fn, "query", argv[1]);
   if (!query) goto done;
-  rc = parse_train_opts(db, fn, argc > 2 ? argv[2] : NULL, &o, &owned, &n_owned, &emsg);
+  rc = pfx_parse_train_options(db, fn, argc > 2 ? argv[2] : NULL, &o, &owned, &n_owned, &emsg);
   if (!rc) rc = rows_from_query(db, fn, "query", query, &tr, &emsg);
   if (!rc && o.val_query) rc = rows_from_query(db, fn, "val_query", o.val_query, &va, &emsg);
   if (rc) {
@@ -269,7 +187,7 @@ void pfx_train_agg_final(sqlite3_context *ctx) {
   sqlite3_value *optv = NULL;
   pfx_model *pm = NULL;
   rows va = {0};
-  train_opts o;
+  pfx_train_opts o;
   if (!a || !a->model) {
     sqlite3_result_error(ctx, "prefix_train_agg: no training rows (the group is empty)", -1);
     return;
@@ -291,7 +209,7 @@ void pfx_train_agg_final(sqlite3_context *ctx) {
     sqlite3_finalize(st);
     if (!optv) { sqlite3_result_error_nomem(ctx); goto done; }
   }
-  int rc = parse_train_opts(db, fn, optv, &o, &owned, &n_owned, &emsg);
+  int rc = pfx_parse_train_options(db, fn, optv, &o, &owned, &n_owned, &emsg);
   if (!rc && o.val_query) rc = rows_from_query(db, fn, "val_query", o.val_query, &va, &emsg);
   if (rc) {
     if (emsg) sqlite3_result_error(ctx, emsg, -1);
@@ -354,11 +272,11 @@ void pfx_fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   double nll;
   int n;
   pf_err e;
-  score_opts so = {1, 0};
+  pfx_score_opts so = {1, 0};
   char **owned = NULL, *emsg = NULL;
   int n_owned = 0;
-  if (pfx_parse_options(sqlite3_context_db_handle(ctx), fn, argc > 4 ? argv[4] : NULL, score_table,
-                        (int)(sizeof score_table / sizeof score_table[0]), &so, &owned, &n_owned, &emsg)) {
+  if (pfx_parse_score_options(sqlite3_context_db_handle(ctx), fn, argc > 4 ? argv[4] : NULL, &so, &owned, &n_owned,
+                              &emsg)) {
     if (emsg) sqlite3_result_error(ctx, emsg, -1);
     else sqlite3_result_error_nomem(ctx);
     sqlite3_free(emsg);

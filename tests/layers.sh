@@ -3,7 +3,8 @@
 #  - no call cycle between files of engine/ or of ext/: file A calls file B when an external symbol A uses is
 #    defined in B (nm); a cycle A -> ... -> A across files fails, naming the files and the symbols that tie them;
 #  - every symbol a file of engine/ or ext/ exports is used by another file (engine, ext, tests, tools) or is static;
-#  - ext/ includes only the engine's public headers; the engine never includes SQLite (engine/*.c and *.h).
+#  - ext/ includes only the engine's public headers; the engine never includes SQLite (engine/*.c and *.h);
+#  - no function is over 120 lines.
 # Usage: tests/layers.sh BUILD
 BUILD=${1:-dist}
 tmp=$(mktemp -d)
@@ -57,5 +58,14 @@ lonely=$(awk 'NR == FNR { by[$1] = by[$1] " " $2; next }
 inc=$(grep -l -E '#include *"[./]*(engine/)?(internal|block|kernels|gguf_write)\.h"' ext/*.c ext/*.h ext/cluster/*.c 2>/dev/null | tr '\n' ' ')
 [ -z "$inc" ] && echo "PASS layers: ext/ includes only the engine's public headers (prefix_engine.h, train.h, metrics.h)" ||
   echo "FAIL layers: ext/ files include engine internals: $inc"
+# no function longer than 120 lines (from its signature in column 0 to its "}" in column 0)
+long=$(awk 'FNR == 1 { open = 0; cand = 0 }
+  /^[A-Za-z_]/ && /[(]/ && !/;[ \t]*$/ && !/^(typedef|struct|enum|union)/ && !open {
+    cand = FNR; name = $0; sub(/[(].*/, "", name); n = split(name, w, " "); name = w[n] }
+  /[{][ \t]*$/ && cand && !open { open = cand }
+  /^}/ && open { if (FNR - open + 1 > 120) printf "%s:%s (%d lines) ", FILENAME, name, FNR - open + 1; open = 0; cand = 0 }' \
+  engine/*.c ext/*.c ext/cluster/*.c)
+[ -z "$long" ] && echo "PASS layers: no function in engine/ or ext/ is over 120 lines" ||
+  echo "FAIL layers: functions over 120 lines (split them by their phases): $long"
 inc=$(grep -l -E '#include *[<"]sqlite3(ext)?\.h' engine/*.c engine/*.h 2>/dev/null | tr '\n' ' ')
 [ -z "$inc" ] && echo "PASS layers: the engine includes no SQLite header" || echo "FAIL layers: engine files include SQLite: $inc"
