@@ -279,8 +279,7 @@ int pf_host_little_endian(void);
 extern int pf_test_big_endian;
 #define PF_BIG_ENDIAN_MSG "this host is big-endian; GGUF files and prefix BLOBs are little-endian and are read in place, so it is not supported"
 
-/* base.c: hashing, JSON well-formedness, quoting for messages (pf_seterr and pf_clock too) */
-uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
+/* base.c: JSON well-formedness, quoting for messages (pf_seterr, pf_clock and pf_hash64 are public) */
 int pf_json_is_object(const char *p, size_t n);                      /* exactly one JSON object (RFC 8259) */
 void pf_quote_bytes(char *out, size_t cap, const char *p, size_t n); /* 'text' for messages, escaped */
 int pf_byte_token_value(const char *t, int len);                     /* vocab.c: "<0xHH>" -> 0..255, else -1 */

@@ -57,6 +57,9 @@ int pf_seterr(pf_err *err, int code, const char *fmt, ...)
 #define PF_STR_(x) #x
 #define PF_STR(x) PF_STR_(x)           /* a limit as a string literal, for error texts */
 
+/* A 64-bit hash of n bytes (not cryptographic): keys of caches of BLOBs and of prompts. */
+uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
+
 /* Cancellation: called between units of work; non-zero means stop. */
 typedef int (*pf_cancel_fn)(void *arg);
 

@@ -73,7 +73,6 @@ void pfx_fn_cache_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 int pfx_test_cache_hash_bits = 64;
 
 int pfx_prefix_decode_cached(const uint8_t *blob, size_t len, pfx_prefix_ref **out, pf_err *err) {
-  extern uint64_t pf_hash64(const void *p, size_t n, uint64_t seed);
   uint64_t key = pf_hash64(blob, len, 0x5046584341434845ull);
   if (pfx_test_cache_hash_bits < 64) key &= pfx_test_cache_hash_bits <= 0 ? 0 : (1ull << pfx_test_cache_hash_bits) - 1;
   *out = NULL;
