@@ -58,7 +58,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all cluster cluster-demo bench-cluster install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all cluster cluster-demo bench-cluster bench-serve install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.$(SOEXT) $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
@@ -142,6 +142,8 @@ $(BUILD)/prefix-mkmodel: tests/mkmodel.c $(BUILD)/libprefix_engine.a
 
 $(BUILD)/prefix-bench: tests/bench.c $(BUILD)/libprefix_engine.a
 	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libprefix_engine.a -o $@ $(TEST_LDLIBS)
+$(BUILD)/bench-serve: tests/bench_serve.c $(BUILD)/libsqlite_prefix.a
+	$(CC) $(CFLAGS) $(SAN) -Iengine $< $(BUILD)/libsqlite_prefix.a -o $@ $(TEST_LDLIBS)
 
 deps:
 	@sh tests/deps.sh
@@ -175,6 +177,11 @@ test: deps all cluster $(TEST_BINS)
 
 bench: deps all
 	@sh tests/bench.sh $(BUILD)
+
+# many customers online at once: 1, 4, 16, 64 clients on their own connections and prefixes, beside llama-server
+# (built from the same node-llama-cpp source as bench-compare) with as many parallel slots; see docs/performance.md
+bench-serve: deps all $(BUILD)/bench-serve
+	@sh tests/bench_serve.sh $(BUILD)
 
 # side by side with llama.cpp (built once from the npm package node-llama-cpp); see docs/performance.md
 # the paper's E2E table at our scale (tests/eval/e2e.sh; writes dist/eval/results.md)
@@ -247,6 +254,8 @@ tsan: deps
 	$(MAKE) BUILD=dist-tsan OPT=-O1 SAN="-fsanitize=thread" dist-tsan/libprefix_engine.a $(TSAN_EXT_OBJ)
 	$(CC) -O1 -g -fsanitize=thread tests/tsan/threads.c $(TSAN_EXT_OBJ) dist-tsan/libprefix_engine.a -o dist-tsan/threads $(TEST_LDLIBS)
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66" TSAN_SECONDS=$(TSAN_SECONDS) dist-tsan/threads
+	$(CC) -O1 -g -std=c11 -D_GNU_SOURCE -fsanitize=thread -Iengine tests/test_serve.c dist-tsan/libprefix_engine.a -o dist-tsan/test_serve $(TEST_LDLIBS)
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66" dist-tsan/test_serve
 
 clean:
 	rm -rf dist dist-san dist-fuzz dist-oom dist-tsan dist-node dist-arm64

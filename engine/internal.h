@@ -260,11 +260,19 @@ struct pf_model {
   uint64_t n_params;
   uint64_t file_id[4];
   char fingerprint[17];
+  /* the model's scheduler (serve.c), made on first use; freed through sched_free by pf_model_free */
+  void *_Atomic sched;
+  void (*sched_free)(void *);
 };
 
 /* q_dim and kv_dim of a model */
 static inline int pf_q_dim(const pf_hparams *hp) { return hp->n_head * hp->head_dim; }
 static inline int pf_kv_dim(const pf_hparams *hp) { return hp->n_head_kv * hp->head_dim; }
+
+/* tests: while on, the model's scheduler neither admits nor steps (requests queue); off lets them run (serve.c) */
+void pf_sched_hold(const pf_model *m, int on);
+/* prompt tokens of all rows per pass (generate.c; tests change it) */
+extern int pf_step_tokens;
 
 /* decoding helpers (tokenizer.c) */
 int pf_ids_to_bytes(const pf_model *m, const int *ids, int n_ids, int strip_leading, char **buf, size_t *len, pf_err *err);

@@ -19,6 +19,7 @@ void pf_model_file_id(const pf_model *m, uint64_t id[4]) { memcpy(id, m->file_id
 
 void pf_model_free(pf_model *m) {
   if (!m) return;
+  if (m->sched && m->sched_free) m->sched_free(m->sched);
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
   free(m->layers);

@@ -302,4 +302,27 @@ int pf_stream_next(pf_stream *s, pf_cancel_fn cancel, void *cancel_arg, pf_strea
 const pf_gen_result *pf_stream_result(const pf_stream *s);
 void pf_stream_free(pf_stream *s);
 
+/* The model's scheduler (serve.c): every pf_generate, pf_generate_batch and stream on a model, from any
+** thread, joins one batch that one forward pass per step advances; the model's own thread (started on the
+** first request, joined by pf_model_free) runs the steps. What it holds now and has done. */
+typedef struct pf_sched_info {
+  int rows;          /* rows (prompts) in the running batch */
+  int queued_rows;   /* rows waiting to join at the next step */
+  int requests;      /* requests in the batch */
+  int peak_rows;     /* the most rows the batch has held */
+  int stepping;      /* a step runs now */
+  uint64_t steps;    /* steps run */
+  uint64_t tokens;   /* tokens generated */
+  uint64_t served;   /* requests that joined */
+  size_t budget;     /* bytes of KV cache all requests at once may hold */
+  size_t used;       /* bytes reserved now */
+  int waiting;       /* requests waiting for the budget */
+  double busy_s;     /* seconds spent in steps */
+} pf_sched_info;
+int pf_sched_stats(const pf_model *m, pf_sched_info *out);
+/* The KV-cache budget: a request reserves its caches' bytes (beams x ensemble members x (prefix + prompt +
+** max_tokens) positions) before it makes them, and waits in arrival order while others hold the budget; one
+** that can never fit fails at once (PF_TOOBIG). 0: the default, a quarter of the machine's memory. */
+int pf_sched_set_budget(const pf_model *m, size_t bytes, pf_err *err);
+
 #endif /* PREFIX_ENGINE_H */

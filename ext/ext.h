@@ -181,5 +181,6 @@ extern sqlite3_module pfx_models_module;   /* prefix_models (fn_models.c) */
 extern sqlite3_module pfx_stream_module;   /* prefix_generate_stream (fn_generate.c) */
 extern sqlite3_module pfx_batch_module;    /* prefix_generate_batch (fn_batch.c) */
 extern sqlite3_module pfx_jobs_module;     /* prefix_jobs (jobs.c) */
+extern sqlite3_module pfx_serving_module;  /* prefix_serving (fn_models.c) */
 
 #endif

@@ -47,7 +47,7 @@ static const struct pfx_fn_def {
 } fns[] = {
     {"prefix_version", 0, 0, D | I, 0, fn_version, NULL, NULL},
     {"prefix_system", 0, 0, I | J, 0, fn_system, NULL, NULL},
-    {"prefix_model_load", 2, 2, DO, 0, pfx_fn_model_load, NULL, NULL},
+    {"prefix_model_load", 2, 3, DO, 0, pfx_fn_model_load, NULL, NULL},
     {"prefix_model_unload", 1, 1, DO, 0, pfx_fn_model_unload, NULL, NULL},
     {"prefix_tokenize", 2, 3, I | J, 0, pfx_fn_tokenize, NULL, NULL},
     {"prefix_detokenize", 2, 2, I, 0, pfx_fn_detokenize, NULL, NULL},
@@ -79,6 +79,7 @@ static const struct pfx_module_def { const char *name; const sqlite3_module *mod
     {"prefix_generate_stream", &pfx_stream_module},
     {"prefix_generate_batch", &pfx_batch_module},
     {"prefix_jobs", &pfx_jobs_module},
+    {"prefix_serving", &pfx_serving_module},
 };
 
 #ifdef _WIN32

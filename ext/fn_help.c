@@ -14,7 +14,7 @@ static const char *const help[] = {
     "prefix_help()                                      this list",
     "prefix_debug()                                     version, commit, build flags, CPU, kernel, BLAS, threads",
     "prefix_system()                                    threads, kernel in use and measured GFLOP/s (JSON)",
-    "prefix_model_load(name, path)                      load a GGUF model under a name (process-wide)",
+    "prefix_model_load(name, path [, options])          load a GGUF model under a name (process-wide); kv_budget_mb",
     "prefix_model_unload(name)                          forget a loaded model",
     "prefix_models                                      table: the loaded models and their shapes",
     "prefix_tokenize(model, text [, options])           token ids as a JSON array",
@@ -35,6 +35,7 @@ static const char *const help[] = {
     "prefix_chrf(hypothesis, references)                aggregate: corpus chrF2",
     "prefix_rouge_l(hypothesis, references)             aggregate: mean ROUGE-L",
     "prefix_jobs                                        table: training runs of this process and their progress",
+    "prefix_serving                                     table: each model's scheduler: requests, rows, queue, tokens/s",
     "prefix_cache_stats()                               the decoded-prefix cache's counters (JSON)",
 };
 

@@ -19,21 +19,43 @@ SQLITE_EXTENSION_INIT3
 #include <stdlib.h>
 #include <string.h>
 
+/* prefix_model_load's options */
+typedef struct load_opts { int kv_budget_mb; } load_opts;
+static const pfx_opt load_table[] = {
+    {"kv_budget_mb", PFX_OPT_INT, offsetof(load_opts, kv_budget_mb), 0, 1 << 30, 0, 0, 0},
+};
+
 void pfx_fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  (void)argc;
   const char *fn = "prefix_model_load";
   const char *name = pfx_arg_cstr(ctx, fn, "model name", argv[0]);
   if (!name) return;
   const char *path = pfx_arg_cstr(ctx, fn, "path", argv[1]);
   if (!path) return;
   if (!name[0]) { sqlite3_result_error(ctx, "prefix_model_load: model name must not be empty", -1); return; }
-  char *e = NULL;
-  int rc = pfx_registry_load(name, path, &e);
+  load_opts lo = {-1};
+  char **owned = NULL, *e = NULL;
+  int n_owned = 0, rc;
+  if (argc > 2 && (rc = pfx_parse_options(sqlite3_context_db_handle(ctx), fn, argv[2], load_table, 1, &lo, &owned, &n_owned, &e))) {
+    pfx_opts_free(owned, n_owned);
+    if (rc == SQLITE_NOMEM && !e) { sqlite3_result_error_nomem(ctx); return; }
+    sqlite3_result_error(ctx, e ? e : "prefix_model_load: bad options", -1);
+    sqlite3_free(e);
+    return;
+  }
+  pfx_opts_free(owned, n_owned);
+  rc = pfx_registry_load(name, path, &e);
   if (rc == SQLITE_NOMEM) { sqlite3_free(e); sqlite3_result_error_nomem(ctx); return; }
   if (rc) {
     pfx_result_errorf(ctx, "%s: %s", fn, e ? e : "failed");
     sqlite3_free(e);
     return;
+  }
+  if (lo.kv_budget_mb >= 0) {   /* the model's budget for KV caches (0: the default) */
+    pfx_model *pm = pfx_registry_get(name, &e);
+    pf_err pe;
+    if (pm && pf_sched_set_budget(pfx_model_engine(pm), (size_t)lo.kv_budget_mb << 20, &pe)) { pfx_model_release(pm); sqlite3_result_error_nomem(ctx); return; }
+    pfx_model_release(pm);
+    sqlite3_free(e);
   }
   sqlite3_result_value(ctx, argv[0]);
 }
@@ -238,4 +260,47 @@ static int models_best_index(sqlite3_vtab *v, sqlite3_index_info *info) {
 sqlite3_module pfx_models_module = {
     0, NULL /* eponymous only */, models_connect, models_best_index, pfx_vtab_disconnect, NULL, models_open,
     models_close, models_filter, models_next, models_eof, models_column, models_rowid,
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+
+/* ------------------------------------------------ prefix_serving (eponymous)
+** Each loaded model's scheduler (engine/serve.c): every generation of every connection joins one batch.
+**   SELECT model, requests, rows, queued_rows, waiting, tokens_per_s FROM prefix_serving; */
+
+enum { SV_MODEL, SV_REQUESTS, SV_ROWS, SV_QUEUED, SV_WAITING, SV_PEAK, SV_STEPS, SV_TOKENS, SV_TPS, SV_SERVED,
+       SV_BUDGET, SV_USED };
+
+static int serving_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **pp, char **err) {
+  (void)aux; (void)argc; (void)argv; (void)err;
+  return pfx_vtab_connect(db,
+      "CREATE TABLE x(model TEXT, requests INT, rows INT, queued_rows INT, waiting INT, peak_rows INT, steps INT,"
+      " tokens INT, tokens_per_s REAL, served INT, kv_budget_mb REAL, kv_used_mb REAL)", sizeof(sqlite3_vtab), pp);
+}
+static int serving_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
+  models_cursor *c = (models_cursor *)cur;
+  const pfx_model_row *r = &c->rows[c->i];
+  pf_sched_info si;
+  pf_sched_stats(pfx_model_engine(r->pm), &si);
+  switch (col) {
+    case SV_MODEL: sqlite3_result_text(ctx, r->name, -1, SQLITE_TRANSIENT); break;
+    case SV_REQUESTS: sqlite3_result_int(ctx, si.requests); break;
+    case SV_ROWS: sqlite3_result_int(ctx, si.rows); break;
+    case SV_QUEUED: sqlite3_result_int(ctx, si.queued_rows); break;
+    case SV_WAITING: sqlite3_result_int(ctx, si.waiting); break;
+    case SV_PEAK: sqlite3_result_int(ctx, si.peak_rows); break;
+    case SV_STEPS: sqlite3_result_int64(ctx, (sqlite3_int64)si.steps); break;
+    case SV_TOKENS: sqlite3_result_int64(ctx, (sqlite3_int64)si.tokens); break;
+    case SV_TPS:
+      if (si.busy_s > 0) sqlite3_result_double(ctx, si.tokens / si.busy_s);
+      else sqlite3_result_null(ctx);
+      break;
+    case SV_SERVED: sqlite3_result_int64(ctx, (sqlite3_int64)si.served); break;
+    case SV_BUDGET: sqlite3_result_double(ctx, si.budget / 1048576.0); break;
+    case SV_USED: sqlite3_result_double(ctx, si.used / 1048576.0); break;
+  }
+  return SQLITE_OK;
+}
+
+sqlite3_module pfx_serving_module = {
+    0, NULL /* eponymous only */, serving_connect, models_best_index, pfx_vtab_disconnect, NULL, models_open,
+    models_close, models_filter, models_next, models_eof, serving_column, models_rowid,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};

@@ -11,8 +11,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for dir in engine ext; do
   : >"$tmp/def"; : >"$tmp/use"
-  for o in "$BUILD"/obj/$dir/*.o; do
-    f=$dir/$(basename "$o" .o).c
+  for src in $dir/*.c; do   # the objects of today's sources (a build directory may keep older ones)
+    o=$BUILD/obj/$dir/$(basename "$src" .c).o
+    f=$src
     nm -g --defined-only "$o" | awk -v f="$f" 'NF == 3 { print $3, f }' >>"$tmp/def"
     nm -u "$o" | awk -v f="$f" '{ print $NF, f }' >>"$tmp/use"
   done
@@ -43,10 +44,11 @@ for dir in engine ext; do
   fi
 done
 # every symbol a file exports is used by another file (of engine/, ext/, the tests, the tools) or is static
-for o in "$BUILD"/obj/engine/*.o "$BUILD"/obj/ext/*.o; do
-  nm -g --defined-only "$o" | awk -v f="$o" 'NF == 3 && $2 ~ /[TDBR]/ { print $3, f }'
+objs=$(for src in engine/*.c ext/*.c; do echo "$BUILD/obj/${src%.c}.o"; done)
+for o in $objs; do   # (symbols the compiler adds, as ASan's __odr_asan.*, start with two underscores)
+  nm -g --defined-only "$o" | awk -v f="$o" 'NF == 3 && $2 ~ /[TDBR]/ && $3 !~ /^__/ { print $3, f }'
 done >"$tmp/exp"
-for o in "$BUILD"/obj/engine/*.o "$BUILD"/obj/ext/*.o; do nm -u "$o" | awk -v f="$o" '{ print $NF, f }'; done >"$tmp/imp"
+for o in $objs; do nm -u "$o" | awk -v f="$o" '{ print $NF, f }'; done >"$tmp/imp"
 lonely=$(awk 'NR == FNR { by[$1] = by[$1] " " $2; next }
   { n = split(by[$1], a, " "); other = 0; for (i = 1; i <= n; i++) if (a[i] != $2) other = 1; if (!other) print $1 }' \
   "$tmp/imp" "$tmp/exp" | while read -r sym; do

@@ -238,6 +238,35 @@ int main(void) {
   for (int i = 0; i < 4; i++) { pthread_join(ths[i], NULL); same &= jobs[i].rc == 0 && !strcmp(jobs[i].out, ref); }
   CHECK(same, "four connections on four threads share the model and agree", "'%s' vs '%s'", jobs[0].out, ref);
 
+  /* eight connections at once (their generations share the model's batch); one is stopped by its own progress
+  ** handler while it runs (parked there, then told to stop): only it fails, the seven others agree */
+  {
+    job j8[8];
+    pthread_t t8[8];
+    watch w8;
+    memset(j8, 0, sizeof j8);
+    watch_reset(&w8, 1);
+    for (int i = 0; i < 8; i++) {
+      if (i == 3) {
+        snprintf(j8[i].sql, sizeof j8[i].sql, "SELECT prefix_generate('m', NULL, 'hello', '{\"max_tokens\": 2000, \"ignore_eos\": true}')");
+        j8[i].w = &w8;
+      } else
+        snprintf(j8[i].sql, sizeof j8[i].sql, "SELECT prefix_generate('m', NULL, 'Once upon a time', '{\"max_tokens\": 50}')");
+      pthread_create(&t8[i], NULL, worker, &j8[i]);
+    }
+    int parked8 = park(&w8, &j8[3].done);
+    atomic_store(&w8.stop_at, 1);
+    unpark(&w8);
+    int agree = 1;
+    for (int i = 0; i < 8; i++) {
+      pthread_join(t8[i], NULL);
+      if (i != 3) agree &= j8[i].rc == 0 && !strcmp(j8[i].out, ref);
+    }
+    CHECK(parked8 && agree && j8[3].rc != 0 && strstr(j8[3].out, "interrupt"),
+          "eight connections at once: the one its progress handler stops fails alone, the seven others agree",
+          "parked %d, stopped one: rc %d '%s'", parked8, j8[3].rc, j8[3].out);
+  }
+
   /* unloading while another thread generates is safe: it finishes with its reference (the generation is
   ** parked in its progress handler, mid-way, while the model is unloaded) */
   watch wg;
