@@ -82,6 +82,8 @@ int gen_check_members(const pf_batch_item *it, pf_err *err);
 ** outlive the row. want_lp: compute each sampled token's log-probability (streams). */
 int gen_row_new(const pf_model *m, const pf_sample_params *p, pf_batch_item *it, int want_lp, row **out, pf_err *err);
 void gen_row_free(row *r);
+/* The positions an item's prefix takes in each cache: its prefix_len, or an ensemble's longest member. */
+int gen_item_prefix_len(const pf_batch_item *it);
 /* The row's text, token count and finish into it->res. */
 int gen_row_result(row *r, pf_err *err);
 /* The best ended beam (beam search), or NULL. */

@@ -1,18 +1,15 @@
 /*
-** generate.c — prompts in, continuations out.
+** generate.c — rows of hypotheses and the step that advances a batch of them (gen.h); serve.c schedules them.
 **
-** pf_generate_batch decodes many rows together: each row has its own prefix
-** (or none, or an ensemble of several), prompt and KV caches. All prompts are
-** prefilled in batched forward passes; then every step runs one forward pass
-** over the last token of every live sequence of every row, so the weights are
-** read once per step for all of them.
+** A row is one prompt of one request, with its own parameters, prefix (or none, or an ensemble of several),
+** prompt and KV caches. A batch holds rows of any requests; each step runs one forward pass over a prompt
+** chunk of every row still prefilling and the last token of every live sequence of every row decoding, so
+** the weights are read once per step for all of them; then each row samples (or extends its beams).
 **
-** A row holds hypotheses (1 when sampling; beam_size for beam search), and a
-** hypothesis holds one cache per ensemble member. The members' next-token
-** distributions are averaged (in probability); one member is its logits as
-** they are, so a plain prefix decodes exactly as it always has. pf_generate
-** and the stream are the same code with one row, so a row's greedy text does
-** not depend on what it was batched with.
+** A row holds hypotheses (1 when sampling; beam_size for beam search), and a hypothesis holds one cache per
+** ensemble member. The members' next-token distributions are averaged (in probability); one member is its
+** logits as they are, so a plain prefix decodes exactly as it always has. A row's sampler and state are its
+** own, so its greedy or seeded text does not depend on what it was batched with.
 */
 #include "gen.h"
 
@@ -115,11 +112,7 @@ static int row_init(const pf_model *m, const pf_sample_params *p, row *r, pf_bat
   r->last_tok = -1;
   r->K = it->n_members > 0 ? it->n_members : 1;
   r->B = p->beam_size > 1 ? p->beam_size : 1;
-  int maxP = 0;
-  for (int k = 0; k < r->K; k++) {
-    int P = it->n_members > 0 ? it->member_len[k] : it->prefix_len;
-    if (P > maxP) maxP = P;
-  }
+  int maxP = gen_item_prefix_len(it);
   int *ids = NULL, n_ids = 0, rc;
   if ((rc = pf_tokenize(m, it->prompt, it->prompt_len, 1, &ids, &n_ids, err))) return rc;
   if (n_ids == 0) { free(ids); return pf_seterr(err, PF_ERR, "the prompt is empty and the model adds no BOS token"); }
@@ -186,6 +179,12 @@ gen *gen_new(const pf_model *m) {
   g->comb = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
   if (!g->w || !g->tmp || !g->comb) { gen_free(g); return NULL; }
   return g;
+}
+
+int gen_item_prefix_len(const pf_batch_item *it) {
+  int maxP = it->n_members > 0 ? 0 : it->prefix_len;
+  for (int k = 0; k < it->n_members; k++) if (it->member_len[k] > maxP) maxP = it->member_len[k];
+  return maxP;
 }
 
 int gen_row_new(const pf_model *m, const pf_sample_params *p, pf_batch_item *it, int want_lp, row **out, pf_err *err) {

@@ -331,11 +331,7 @@ int pf_sched_stats(const pf_model *m, pf_sched_info *out) {
 ** (as gen_row_new makes them; at most the model's context). */
 static size_t item_bytes(const pf_model *m, const pf_batch_item *it, const pf_sample_params *p, int n_ids) {
   const pf_hparams *hp = &m->hp;
-  int K = it->n_members > 0 ? it->n_members : 1, B = p->beam_size > 1 ? p->beam_size : 1, maxP = 0;
-  for (int k = 0; k < K; k++) {
-    int P = it->n_members > 0 ? it->member_len[k] : it->prefix_len;
-    if (P > maxP) maxP = P;
-  }
+  int K = it->n_members > 0 ? it->n_members : 1, B = p->beam_size > 1 ? p->beam_size : 1, maxP = gen_item_prefix_len(it);
   long need = (long)maxP + n_ids + (p->max_tokens > 0 ? p->max_tokens : 0);
   if (need > hp->n_ctx) need = hp->n_ctx;
   return (size_t)B * K * 2 * (size_t)hp->n_layer * (size_t)need * (size_t)pf_kv_dim(hp) * sizeof(float);
