@@ -58,7 +58,6 @@ typedef struct row {
   int last_tok;       /* the token the last step produced (-1: none) */
   double last_lp;
   int n_pre;          /* prompt tokens already in the caches (prefill runs in chunks, steps at a time) */
-  int credit;         /* steps it may still take before it waits (-1: no limit; a stream asks one at a time) */
   int rc;             /* its error (PF_OK): a row fails alone, the others go on */
   char *emsg;         /* its message (malloc'ed) */
   stream_rec *rec;    /* a sampling stream's tokens, max_tokens + 1 (made once: the reader reads while steps run) */
@@ -69,7 +68,6 @@ typedef struct row {
   /* the scheduler's view, read and written under its lock at step boundaries only */
   int go;             /* takes part in the step that runs */
   int n_pub, n_read;  /* stream: records published to the reader (at a boundary), and taken by it */
-  int sampled;        /* the step made a token (or a beam step) for it (written by gen_step, read after) */
   int over;           /* ended, failed or cancelled, as of the last boundary */
 } row;
 
@@ -100,9 +98,6 @@ int gen_add(gen *g, row *r);
 void gen_remove(gen *g, row *r);
 int gen_count(const gen *g);
 row *gen_row_at(const gen *g, int i);
-/* May row r take part in the next step (not done, no error, credit not 0)? The scheduler sets each row's go
-** from it at the step boundary. */
-int gen_row_ready(const row *r);
 /* One pass and one token (or beam step) for every row whose go is set. *n_tokens: the tokens (beam steps)
 ** made. Returns PF_OK, or the pass's error (every row in it then failed). */
 int gen_step(gen *g, int *n_tokens, pf_err *err);

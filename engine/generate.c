@@ -108,7 +108,6 @@ static int row_init(const pf_model *m, const pf_sample_params *p, row *r, pf_bat
   const pf_hparams *hp = &m->hp;
   r->it = it;
   r->p = p;
-  r->credit = -1;
   r->last_tok = -1;
   r->K = it->n_members > 0 ? it->n_members : 1;
   r->B = p->beam_size > 1 ? p->beam_size : 1;
@@ -264,7 +263,6 @@ static int pass_reserve(gen *g, size_t n, size_t t) {
 int pf_prefill_chunk = 512;   /* prompt tokens of one sequence per pass (tests change it) */
 int pf_step_tokens = 2048;    /* prompt tokens of all rows per pass */
 
-int gen_row_ready(const row *r) { return !r->done && !r->rc && r->credit != 0; }
 
 /* One forward pass: a prompt chunk of every row still prefilling (all its members, into the first
 ** hypothesis' caches; within the token budget) and the last token of every live hypothesis of every row
@@ -659,14 +657,12 @@ int gen_step(gen *g, int *n_tokens, pf_err *err) {
     row *r = g->rows[g->sq_row[j]];
     int c = g->sq_chunk[j], first = j;
     r->last_tok = -1;
-    r->sampled = 0;
     j += c ? r->K : r->n_live * r->K;
     if (c) {
       r->n_pre += c;
       if (r->n_pre < r->n_prompt) continue;   /* more of the prompt to come */
     }
     if (r->done) continue;   /* max_tokens 0: the prompt is in, nothing to generate */
-    r->sampled = 1;
     pf_err e = {0};
     rc = r->B > 1 ? step_beam(g, r, g->logits + (size_t)first * V, &e) : step_sample(g, r, g->logits + (size_t)first * V, &e);
     if (rc) row_fail(r, rc, &e);

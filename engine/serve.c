@@ -198,8 +198,7 @@ static void *run_model(void *arg) {
     int any = 0;
     for (int i = 0; i < gen_count(s->g); i++) {
       row *r = gen_row_at(s->g, i);
-      if (r->rec) r->credit = r->n_pub - r->n_read < STREAM_AHEAD ? -1 : 0;   /* a stream: not too far ahead */
-      r->go = gen_row_ready(r);
+      r->go = !row_over(r) && (!r->rec || r->n_pub - r->n_read < STREAM_AHEAD);   /* a stream: not too far ahead */
       any |= r->go;
     }
     if (!any) { pthread_cond_wait(&s->cv, &s->mu); continue; }
@@ -231,7 +230,8 @@ static void *run_model(void *arg) {
   return NULL;
 }
 
-/* Queue q (its rows made) and wait until it is satisfied, checking the caller's cancel once per step. */
+/* Queue q (its rows made) and wait until it is satisfied, checking the caller's cancel when woken (news for it,
+** or every CANCEL_POLL_NS). */
 static int serve(sched *s, req *q, pf_cancel_fn cancel, void *carg, pf_err *err) {
   int stop = cancel && cancel(carg);   /* at least once per call */
   pthread_mutex_lock(&s->mu);
@@ -272,11 +272,7 @@ static void withdraw(sched *s, req *q) {
   pthread_mutex_lock(&s->mu);
   if (!q->queued && !q->admitted) q->done = 1;   /* never joined, or already left */
   if (q->queued) {
-    for (req **p = &s->queue; *p; p = &(*p)->next)
-      if (*p == q) {
-        *p = q->next;
-        break;
-      }
+    unlink_req(&s->queue, q);
     s->queue_tail = NULL;
     for (req *x = s->queue; x; x = x->next) s->queue_tail = x;
     q->queued = 0;
@@ -284,9 +280,8 @@ static void withdraw(sched *s, req *q) {
   }
   q->cancelled = 1;
   while (!q->done) {
-    if (!s->stepping) {   /* a boundary: retire it ourselves */
+    if (!s->stepping) {   /* a boundary: retire it ourselves (cancelled, its rows are over) */
       if (retire(s)) pthread_cond_broadcast(&s->cv);
-      if (!q->done) { unlink_req(&s->active, q); for (int i = 0; i < q->n; i++) gen_remove(s->g, q->rows[i]); q->done = 1; }
       break;
     }
     pthread_cond_wait(&s->cv, &s->mu);
@@ -575,7 +570,6 @@ int pf_stream_new(const pf_model *m, const pf_batch_item *item, const pf_sample_
   if (rc) { pf_stream_free(st); return rc; }
   st->res.n_prompt = st->it.res.n_prompt;
   st->res.finish = st->it.res.finish;
-  st->r->credit = -1;   /* beams: the whole search at the first call; sampling: up to STREAM_AHEAD tokens ahead */
   st->q.rows = &st->r;
   st->q.n = 1;
   pthread_cond_init(&st->q.cv, NULL);
