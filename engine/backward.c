@@ -31,8 +31,6 @@ int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
 
 struct pf_tws {
   size_t budget;   /* bytes of saved activations one pass may hold (0: PF_ACT_BUDGET) */
-  double *tok_lp;  /* if set: each target's log-probability, in target order, appended at tok_lp_n */
-  size_t tok_lp_n;
   size_t T_cap, att_cap;
   int L, d, qd, kvd, ff, V, nh, nkv;
   /* saved activations, per layer (the pf_bsave of each, and attention's) */
@@ -57,8 +55,7 @@ struct pf_tws {
 };
 
 static void tws_free_bufs(pf_tws *w) {
-  size_t budget = w->budget, lp_n = w->tok_lp_n;
-  double *lp = w->tok_lp;
+  size_t budget = w->budget;
   float **f[] = {&w->x_in, &w->mean1, &w->rstd1, &w->mean2, &w->rstd2, &w->q, &w->k, &w->v, &w->qr, &w->kr, &w->qrs,
                  &w->krs, &w->att, &w->x_mid, &w->g, &w->u, &w->x_fin, &w->blk, &w->ao, &w->dx, &w->dq, &w->dk, &w->dv,
                  &w->dxb, &w->dh, &w->dg, &w->du, &w->dcat, &w->logits, &w->dlogits, &w->xn, &w->dxn, &w->meanc, &w->rstdc};
@@ -66,8 +63,6 @@ static void tws_free_bufs(pf_tws *w) {
   free(w->pos); free(w->seq_of); free(w->att_off); free(w->tgt_row); free(w->tgt_id); free(w->tmp);
   memset(w, 0, sizeof *w);
   w->budget = budget;
-  w->tok_lp = lp;
-  w->tok_lp_n = lp_n;
 }
 
 void pf_tws_free(pf_tws *w) {
@@ -79,7 +74,6 @@ void pf_tws_free(pf_tws *w) {
 void pf_tws_set_budget(pf_tws *w, size_t bytes) { w->budget = bytes; }
 
 pf_tws *pf_tws_new(void) { return calloc(1, sizeof(pf_tws)); }
-void pf_tws_set_token_logprobs(pf_tws *w, double *out) { w->tok_lp = out; w->tok_lp_n = 0; }
 
 static int tws_reserve(pf_tws *w, const pf_model *m, size_t T, size_t att_n) {
   const pf_hparams *hp = &m->hp;
@@ -422,15 +416,6 @@ static double pass_loss(tpass *tp, float loss_scale, int backward) {
     for (int r = 0; r < nc; r++) memcpy(w->dxn + (size_t)r * d, x + (size_t)w->tgt_row[c0 + r] * d, sizeof(float) * d);
     pf_block_final_norm(m, w->xn, w->meanc, w->rstdc, w->dxn, nc);
     pf_block_logits(m, w->logits, w->xn, nc, 1);
-    if (w->tok_lp)
-      for (int r = 0; r < nc; r++) {
-        const float *lr = w->logits + (size_t)r * V;
-        float mx = lr[0];
-        for (int i = 1; i < V; i++) if (lr[i] > mx) mx = lr[i];
-        double se = 0;
-        for (int i = 0; i < V; i++) se += exp((double)lr[i] - mx);
-        w->tok_lp[w->tok_lp_n++] = (double)lr[w->tgt_id[c0 + r]] - mx - log(se);
-      }
     loss += pf_xent_forward_backward(backward ? w->dlogits : NULL, w->logits, w->tgt_id + c0, nc, V, loss_scale);
     if (!backward) continue;
     /* w->dxn holds the rows' inputs; use xn as the gradient buffer */

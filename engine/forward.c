@@ -126,6 +126,11 @@ static void attn_task(void *arg, int i) {
 
 int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
                float *logits, int all_logits, pf_err *err) {
+  return pf_forward_rows(m, w, seqs, n_tok, n_seq, tokens, all_logits ? n_tok : NULL, logits, err);
+}
+
+int pf_forward_rows(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
+                    const int *n_out, float *logits, pf_err *err) {
   const pf_hparams *hp = &m->hp;
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF)");
   int T = 0;
@@ -136,6 +141,8 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     if (hp->rope == PF_ROPE_NONE && seqs[i]->n_pos + n_tok[i] > hp->n_ctx)
       return pf_seterr(err, PF_TOOBIG, "sequence %d: position %d is past the model's %d learned positions", i,
                        seqs[i]->n_pos + n_tok[i] - 1, hp->n_ctx);
+    if (n_out && (n_out[i] < 0 || n_out[i] > n_tok[i]))
+      return pf_seterr(err, PF_ERR, "sequence %d: %d logits rows asked of %d new tokens", i, n_out[i], n_tok[i]);
     T += n_tok[i];
   }
   for (int t = 0; t < T; t++)
@@ -178,16 +185,16 @@ int pf_forward(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, i
     pf_block_ffn(m, L, x, T, &bs, NULL);
   }
 
-  /* rows whose logits are wanted: all, or each sequence's last */
-  int R = all_logits ? T : n_seq;
+  /* rows whose logits are wanted: each sequence's last n_out[i] tokens, or its last (a zero row when it has none) */
+  int R = 0;
   float *xr = bs.xb;
-  if (all_logits) memcpy(xr, x, sizeof(float) * (size_t)T * d);
-  else
-    for (int i = 0, t = 0; i < n_seq; i++) {
-      t += n_tok[i];
-      if (n_tok[i] > 0) memcpy(xr + (size_t)i * d, x + (size_t)(t - 1) * d, sizeof(float) * d);
-      else memset(xr + (size_t)i * d, 0, sizeof(float) * d);
-    }
+  for (int i = 0, t = 0; i < n_seq; i++) {
+    t += n_tok[i];
+    int k = n_out ? n_out[i] : 1;
+    if (k > 0 && n_tok[i] > 0) memcpy(xr + (size_t)R * d, x + (size_t)(t - k) * d, sizeof(float) * (size_t)k * d);
+    else if (k > 0) memset(xr + (size_t)R * d, 0, sizeof(float) * d);
+    R += k;
+  }
   pf_block_final_norm(m, xr, NULL, NULL, xr, R);
   pf_block_logits(m, logits, xr, R, 0);
   for (int i = 0; i < n_seq; i++) seqs[i]->n_pos += n_tok[i];

@@ -63,6 +63,9 @@ typedef struct row {
   stream_rec *rec;    /* a sampling stream's tokens, max_tokens + 1 (made once: the reader reads while steps run) */
   int n_rec;
   size_t emitted;     /* bytes of the text given out in pieces so far */
+  int n_score;        /* a scoring row (prefill only): the next tokens of its last n_score prompt positions are
+                      ** scored (0: a generation row) */
+  double *score_lp;   /* a scoring row's (K, n_score) log-probabilities, each member's; the caller's array */
   double *cand_s;     /* beam candidates (2B) */
   int *cand_h, *cand_t;
   /* the scheduler's view, read and written under its lock at step boundaries only */
@@ -76,9 +79,21 @@ typedef struct gen gen;
 /* Check a request's parameters and an item's ensemble before any row is made. */
 int gen_check_params(const pf_model *m, const pf_sample_params *p, pf_err *err);
 int gen_check_members(const pf_batch_item *it, pf_err *err);
-/* A row for item it (tokenized, caches allocated, the prefix copied in; it->res cleared). p and it must
-** outlive the row. want_lp: compute each sampled token's log-probability (streams). */
-int gen_row_new(const pf_model *m, const pf_sample_params *p, pf_batch_item *it, int want_lp, row **out, pf_err *err);
+/* The positions each of the row's caches for item it will hold: its prefix, its n_ids prompt tokens and
+** max_tokens; or an error when that exceeds the model's context (or the prompt is empty). */
+int gen_row_positions(const pf_model *m, const pf_batch_item *it, const pf_sample_params *p, int n_ids, int *need,
+                      pf_err *err);
+/* A row for item it, whose prompt tokenized to ids[0..n_ids) (malloc'ed; the row takes them, also on failure):
+** caches allocated, the prefix copied in, it->res cleared. p and it must outlive the row. want_lp: compute each
+** sampled token's log-probability (streams). */
+int gen_row_new(const pf_model *m, const pf_sample_params *p, pf_batch_item *it, int *ids, int n_ids, int want_lp,
+                row **out, pf_err *err);
+/* A scoring row for item it (its prefix or ensemble; its prompt unused): runs tok[0..n-1) (the last token is
+** only predicted) and, for each member k, writes the log-probability of tok[i + 1] at each position
+** i = n-1-n_score .. n-2 to lp[k * n_score + i - (n-1-n_score)]. It ends when its tokens are in; lp is the
+** caller's and must outlive the row. */
+int gen_score_row_new(const pf_model *m, pf_batch_item *it, const int *tok, int n, int n_score, double *lp, row **out,
+                      pf_err *err);
 void gen_row_free(row *r);
 /* The positions an item's prefix takes in each cache: its prefix_len, or an ensemble's longest member. */
 int gen_item_prefix_len(const pf_batch_item *it);

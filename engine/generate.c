@@ -10,6 +10,10 @@
 ** ensemble member. The members' next-token distributions are averaged (in probability); one member is its
 ** logits as they are, so a plain prefix decodes exactly as it always has. A row's sampler and state are its
 ** own, so its greedy or seeded text does not depend on what it was batched with.
+**
+** A scoring row only prefills: its pair's tokens go in chunk by chunk, and the logits of the positions whose
+** next token is scored (the completion's) come back from the pass, each turned into that token's
+** log-probability; it ends when its tokens are in.
 */
 #include "gen.h"
 
@@ -60,9 +64,9 @@ struct gen {
   int n, cap;
   pf_work *w;
   pf_seq **seqs;      /* one pass's sequences, their new tokens, and each one's row and kind */
-  int *ntok, *toks, *sq_row, *sq_chunk;
-  size_t seq_cap, tok_cap;
-  float *logits;      /* (sequences, V): every sequence's next-token logits, in pass order */
+  int *ntok, *toks, *sq_row, *sq_chunk, *sq_out;   /* ... and the logits rows it gives */
+  size_t seq_cap, tok_cap, lg_cap;
+  float *logits;      /* (lg_cap, V): the pass's logits rows, each sequence's sq_out of them, in pass order */
   float *comb, *tmp;  /* (V): an ensemble's combined scores; the scores before masks */
 };
 
@@ -103,51 +107,65 @@ static int raw_reserve(hyp *h, size_t extra) {
   return 0;
 }
 
-/* Set up row r for item it. Returns PF_OK or an error (the row is then freed by the caller). */
-static int row_init(const pf_model *m, const pf_sample_params *p, row *r, pf_batch_item *it, pf_err *err) {
+int gen_row_positions(const pf_model *m, const pf_batch_item *it, const pf_sample_params *p, int n_ids, int *need,
+                      pf_err *err) {
+  int maxP = gen_item_prefix_len(it), n_ctx = m->hp.n_ctx;
+  long n = (long)maxP + n_ids + p->max_tokens;
+  *need = 0;
+  if (n_ids == 0) return pf_seterr(err, PF_ERR, "the prompt is empty and the model adds no BOS token");
+  if (n > n_ctx) {
+    if (maxP > 0)
+      return pf_seterr(err, PF_TOOBIG, "prefix (%d positions) + prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
+                       maxP, n_ids, p->max_tokens, n, n_ctx);
+    return pf_seterr(err, PF_TOOBIG, "prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
+                     n_ids, p->max_tokens, n, n_ctx);
+  }
+  *need = (int)n;
+  return PF_OK;
+}
+
+/* The row's B x K caches of need positions each, and the item's prefix (or its members') in the first group. */
+static int row_caches(const pf_model *m, row *r, const pf_batch_item *it, int need, pf_err *err) {
+  int rc;
+  if (!(r->groups = calloc((size_t)r->B * r->K, sizeof *r->groups))) return pf_seterr(err, PF_NOMEM, "out of memory starting generation");
+  for (int b = 0; b < r->B; b++) r->h[b].seq = r->groups + (size_t)b * r->K;
+  for (int i = 0; i < r->B * r->K; i++)
+    if (!(r->groups[i] = pf_seq_new(m, need, err))) return err ? err->code : PF_NOMEM;
+  for (int k = 0; k < r->K; k++) {
+    const float *kv = it->n_members > 0 ? it->member_kv[k] : it->prefix;
+    int P = it->n_members > 0 ? it->member_len[k] : it->prefix_len;
+    if (P > 0 && (rc = pf_seq_set_prefix(r->h[0].seq[k], kv, P, err))) return rc;
+  }
+  return PF_OK;
+}
+
+/* Set up row r for item it and its prompt's tokens ids (taken). Returns PF_OK or an error (the row is then
+** freed by the caller). */
+static int row_init(const pf_model *m, const pf_sample_params *p, row *r, pf_batch_item *it, int *ids, int n_ids,
+                    pf_err *err) {
   const pf_hparams *hp = &m->hp;
   r->it = it;
   r->p = p;
   r->last_tok = -1;
   r->K = it->n_members > 0 ? it->n_members : 1;
   r->B = p->beam_size > 1 ? p->beam_size : 1;
-  int maxP = gen_item_prefix_len(it);
-  int *ids = NULL, n_ids = 0, rc;
-  if ((rc = pf_tokenize(m, it->prompt, it->prompt_len, 1, &ids, &n_ids, err))) return rc;
-  if (n_ids == 0) { free(ids); return pf_seterr(err, PF_ERR, "the prompt is empty and the model adds no BOS token"); }
-  long need = (long)maxP + n_ids + p->max_tokens;
-  if (need > hp->n_ctx) {
-    free(ids);
-    if (maxP > 0)
-      return pf_seterr(err, PF_TOOBIG, "prefix (%d positions) + prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
-                       maxP, n_ids, p->max_tokens, need, hp->n_ctx);
-    return pf_seterr(err, PF_TOOBIG, "prompt (%d tokens) + max_tokens (%d) = %ld exceeds the model's context of %d",
-                     n_ids, p->max_tokens, need, hp->n_ctx);
-  }
+  int need, rc;
+  if ((rc = gen_row_positions(m, it, p, n_ids, &need, err))) { free(ids); return rc; }
   r->n_prompt = n_ids;
   it->res.n_prompt = n_ids;
   it->res.finish = PF_FINISH_LENGTH;
   r->h = calloc((size_t)r->B, sizeof *r->h);
   r->h2 = r->B > 1 ? calloc((size_t)r->B, sizeof *r->h2) : NULL;
   r->fin = r->B > 1 ? calloc((size_t)r->B + 1, sizeof *r->fin) : NULL;
-  r->groups = calloc((size_t)r->B * r->K, sizeof *r->groups);
-  if (!r->h || (r->B > 1 && (!r->h2 || !r->fin)) || !r->groups) { free(ids); return pf_seterr(err, PF_NOMEM, "out of memory starting generation"); }
+  if (!r->h || (r->B > 1 && (!r->h2 || !r->fin))) { free(ids); return pf_seterr(err, PF_NOMEM, "out of memory starting generation"); }
   int ok = 1;
-  for (int b = 0; b < r->B && ok; b++) {
+  for (int b = 0; b < r->B && ok; b++)
     ok = hyp_alloc(&r->h[b], n_ids + p->max_tokens + 1, p->max_tokens) && (r->B == 1 || hyp_alloc(&r->h2[b], n_ids + p->max_tokens + 1, p->max_tokens));
-    r->h[b].seq = r->groups + (size_t)b * r->K;
-  }
   if (!ok) { free(ids); return pf_seterr(err, PF_NOMEM, "out of memory starting generation"); }
   memcpy(r->h[0].ids, ids, sizeof(int) * (size_t)n_ids);
   r->h[0].n_ids = n_ids;
   free(ids);
-  for (int i = 0; i < r->B * r->K; i++)
-    if (!(r->groups[i] = pf_seq_new(m, (int)need, err))) return err ? err->code : PF_NOMEM;
-  for (int k = 0; k < r->K; k++) {
-    const float *kv = it->n_members > 0 ? it->member_kv[k] : it->prefix;
-    int P = it->n_members > 0 ? it->member_len[k] : it->prefix_len;
-    if (P > 0 && (rc = pf_seq_set_prefix(r->h[0].seq[k], kv, P, err))) return rc;
-  }
+  if ((rc = row_caches(m, r, it, need, err))) return rc;
   if (r->B == 1 && !(r->smp = pf_sampler_new(p, hp->n_vocab))) return pf_seterr(err, PF_NOMEM, "out of memory starting generation");
   if (r->B > 1) {
     r->cand_s = malloc(sizeof(double) * 2 * (size_t)r->B);
@@ -165,7 +183,7 @@ void gen_free(gen *g) {
   free(g->rows);
   pf_work_free(g->w);
   free(g->seqs); free(g->ntok); free(g->toks); free(g->sq_row); free(g->sq_chunk);
-  free(g->logits); free(g->comb); free(g->tmp);
+  free(g->logits); free(g->comb); free(g->tmp); free(g->sq_out);
   free(g);
 }
 
@@ -186,18 +204,50 @@ int gen_item_prefix_len(const pf_batch_item *it) {
   return maxP;
 }
 
-int gen_row_new(const pf_model *m, const pf_sample_params *p, pf_batch_item *it, int want_lp, row **out, pf_err *err) {
+int gen_row_new(const pf_model *m, const pf_sample_params *p, pf_batch_item *it, int *ids, int n_ids, int want_lp,
+                row **out, pf_err *err) {
   *out = NULL;
   row *r = calloc(1, sizeof *r);
-  if (!r) return pf_seterr(err, PF_NOMEM, "out of memory starting generation");
+  if (!r) { free(ids); return pf_seterr(err, PF_NOMEM, "out of memory starting generation"); }
   memset(&it->res, 0, sizeof it->res);
-  int rc = row_init(m, p, r, it, err);
+  int rc = row_init(m, p, r, it, ids, n_ids, err);
   if (rc) { row_free(r); free(r); return rc; }
   r->want_lp = want_lp;
   if (want_lp && r->B == 1 && !(r->rec = calloc((size_t)p->max_tokens + 1, sizeof *r->rec))) {
     gen_row_free(r);
     return pf_seterr(err, PF_NOMEM, "out of memory starting generation");
   }
+  *out = r;
+  return PF_OK;
+}
+
+/* a scoring row's parameters: nothing is sampled */
+static const pf_sample_params score_params;
+
+int gen_score_row_new(const pf_model *m, pf_batch_item *it, const int *tok, int n, int n_score, double *lp, row **out,
+                      pf_err *err) {
+  *out = NULL;
+  if (n < 2 || n_score < 1 || n_score > n - 1) return pf_seterr(err, PF_ERR, "nothing to score (%d tokens, %d scored)", n, n_score);
+  row *r = calloc(1, sizeof *r);
+  if (!r) return pf_seterr(err, PF_NOMEM, "out of memory starting scoring");
+  memset(&it->res, 0, sizeof it->res);
+  r->it = it;
+  r->p = &score_params;
+  r->last_tok = -1;
+  r->K = it->n_members > 0 ? it->n_members : 1;
+  r->B = 1;
+  r->n_prompt = n - 1;
+  r->n_score = n_score;
+  r->score_lp = lp;
+  int rc = PF_OK;
+  if (!(r->h = calloc(1, sizeof *r->h)) || !hyp_alloc(&r->h[0], n, 0)) rc = pf_seterr(err, PF_NOMEM, "out of memory starting scoring");
+  if (!rc) {
+    memcpy(r->h[0].ids, tok, sizeof(int) * (size_t)n);
+    r->h[0].n_ids = n;
+    rc = row_caches(m, r, it, gen_item_prefix_len(it) + n - 1, err);
+  }
+  if (rc) { gen_row_free(r); return rc; }
+  r->n_live = 1;
   *out = r;
   return PF_OK;
 }
@@ -228,8 +278,8 @@ void gen_remove(gen *g, row *r) {
 int gen_count(const gen *g) { return g->n; }
 row *gen_row_at(const gen *g, int i) { return g->rows[i]; }
 
-/* room for a pass of n sequences and t tokens */
-static int pass_reserve(gen *g, size_t n, size_t t) {
+/* room for a pass of n sequences, t tokens and l logits rows */
+static int pass_reserve(gen *g, size_t n, size_t t, size_t l) {
   size_t V = (size_t)g->m->hp.n_vocab;
   if (n > g->seq_cap) {
     size_t nc = n + n / 2 + 8;
@@ -241,10 +291,17 @@ static int pass_reserve(gen *g, size_t n, size_t t) {
     if (b) g->sq_row = b;
     int *c = realloc(g->sq_chunk, sizeof(int) * nc);
     if (c) g->sq_chunk = c;
-    float *l = realloc(g->logits, sizeof(float) * nc * V);
-    if (l) g->logits = l;
-    if (!s || !a || !b || !c || !l) return PF_NOMEM;
+    int *d = realloc(g->sq_out, sizeof(int) * nc);
+    if (d) g->sq_out = d;
+    if (!s || !a || !b || !c || !d) return PF_NOMEM;
     g->seq_cap = nc;
+  }
+  if (l > g->lg_cap) {
+    size_t nc = l + l / 2 + 8;
+    float *lg = realloc(g->logits, sizeof(float) * nc * V);
+    if (!lg) return PF_NOMEM;
+    g->logits = lg;
+    g->lg_cap = nc;
   }
   if (t > g->tok_cap) {
     size_t nc = t + t / 2 + 64;
@@ -264,27 +321,55 @@ int pf_prefill_chunk = 512;   /* prompt tokens of one sequence per pass (tests c
 int pf_step_tokens = 2048;    /* prompt tokens of all rows per pass */
 
 
+/* The most logits rows a scoring row's chunk gives: each costs V floats, so a large vocabulary scores fewer
+** positions per pass (about 64 MB of logits per member at most). */
+static int score_cap(const gen *g) {
+  int c = (int)((16u << 20) / (unsigned)g->m->hp.n_vocab);
+  c = c < 16 ? 16 : c;
+  return c < pf_prefill_chunk ? c : pf_prefill_chunk;
+}
+
+/* the prompt tokens a row's next chunk takes: pf_prefill_chunk, and for a scoring row at most score_cap
+** positions scored (the positions before its first scored one give no logits) */
+static int chunk_len(const gen *g, const row *r) {
+  int left = r->n_prompt - r->n_pre, lim = pf_prefill_chunk;
+  if (r->n_score) {
+    int from = r->n_prompt - r->n_score, unscored = from > r->n_pre ? from - r->n_pre : 0;
+    if (unscored + score_cap(g) < lim) lim = unscored + score_cap(g);
+  }
+  return left < lim ? left : lim;
+}
+
+/* the logits rows a scoring row's chunk of c tokens from position n_pre gives: the positions scored in it */
+static int score_rows(const row *r, int c) {
+  int from = r->n_prompt - r->n_score, a = r->n_pre > from ? r->n_pre : from;
+  return r->n_pre + c > a ? r->n_pre + c - a : 0;
+}
+
 /* One forward pass: a prompt chunk of every row still prefilling (all its members, into the first
 ** hypothesis' caches; within the token budget) and the last token of every live hypothesis of every row
-** decoding. Sequence j's next-token logits land in g->logits + j·V; g->sq_row[j] is its row and
-** g->sq_chunk[j] the prompt tokens it took (0: a decode). *n_out: the sequences. */
+** decoding. Sequence j gives g->sq_out[j] logits rows (1, or a scoring row's positions in its chunk), in pass
+** order from g->logits; g->sq_row[j] is its row and g->sq_chunk[j] the prompt tokens it took (0: a decode).
+** *n_out: the sequences. */
 static int gen_pass(gen *g, int *n_out, pf_err *err) {
-  size_t nseq = 0, ntok = 0, budget = (size_t)pf_step_tokens;
+  size_t nseq = 0, ntok = 0, nlg = 0, budget = (size_t)pf_step_tokens;
   for (int i = 0; i < g->n; i++) {
     row *r = g->rows[i];
     if (!r->go) continue;
-    nseq += (size_t)(r->n_pre < r->n_prompt ? 1 : r->n_live) * r->K;
-    ntok += (size_t)(r->n_pre < r->n_prompt ? r->n_prompt - r->n_pre : r->n_live) * r->K;
+    int pre = r->n_pre < r->n_prompt;
+    nseq += (size_t)(pre ? 1 : r->n_live) * r->K;
+    ntok += (size_t)(pre ? r->n_prompt - r->n_pre : r->n_live) * r->K;
+    nlg += (size_t)(r->n_score ? score_cap(g) : pre ? 1 : r->n_live) * r->K;
   }
   *n_out = 0;
-  if (pass_reserve(g, nseq, ntok)) return pf_seterr(err, PF_NOMEM, "out of memory for a pass of %zu sequences", nseq);
+  if (pass_reserve(g, nseq, ntok, nlg)) return pf_seterr(err, PF_NOMEM, "out of memory for a pass of %zu sequences", nseq);
   int n = 0, any_prefill = 0;
   size_t o = 0, used = 0;
   for (int i = 0; i < g->n; i++) {
     row *r = g->rows[i];
     if (!r->go) continue;
     if (r->n_pre < r->n_prompt) {
-      int c = r->n_prompt - r->n_pre < pf_prefill_chunk ? r->n_prompt - r->n_pre : pf_prefill_chunk;
+      int c = chunk_len(g, r);
       if (any_prefill && used + (size_t)c * r->K > budget) continue;   /* the next pass */
       any_prefill = 1;
       used += (size_t)c * r->K;
@@ -292,6 +377,7 @@ static int gen_pass(gen *g, int *n_out, pf_err *err) {
         g->seqs[n] = r->h[0].seq[k];
         g->ntok[n] = c;
         g->sq_row[n] = i;
+        g->sq_out[n] = r->n_score ? score_rows(r, c) : 1;
         g->sq_chunk[n++] = c;
         memcpy(g->toks + o, r->h[0].ids + r->n_pre, sizeof(int) * (size_t)c);
         o += (size_t)c;
@@ -303,12 +389,13 @@ static int gen_pass(gen *g, int *n_out, pf_err *err) {
         g->seqs[n] = r->h[b].seq[k];
         g->ntok[n] = 1;
         g->sq_row[n] = i;
+        g->sq_out[n] = 1;
         g->sq_chunk[n++] = 0;
         g->toks[o++] = r->h[b].ids[r->h[b].n_ids - 1];
       }
   }
   *n_out = n;
-  return n ? pf_forward(g->m, g->w, g->seqs, g->ntok, n, g->toks, g->logits, 0, err) : PF_OK;
+  return n ? pf_forward_rows(g->m, g->w, g->seqs, g->ntok, n, g->toks, g->sq_out, g->logits, err) : PF_OK;
 }
 
 static double logsumexp(const float *x, int n) {
@@ -645,6 +732,21 @@ static void row_fail(row *r, int rc, const pf_err *e) {
   r->done = 1;
 }
 
+/* A scoring row's chunk of c tokens is in: lg holds each member's w logits rows (the positions scored in it). */
+static int score_step(gen *g, row *r, int c, const float *lg, int w, pf_err *err) {
+  int V = g->m->hp.n_vocab, p0 = r->n_pre + c - w, i0 = p0 - (r->n_prompt - r->n_score);
+  for (int k = 0; k < r->K; k++)
+    for (int t = 0; t < w; t++) {
+      const float *x = lg + ((size_t)k * w + t) * V;
+      double lse = logsumexp(x, V), v = x[r->h[0].ids[p0 + t + 1]] - lse;
+      if (!isfinite(v)) return pf_seterr(err, PF_ERR, "scoring gave a non-finite log-likelihood at token %d (the model's weights overflow?)", i0 + t + 1);
+      r->score_lp[(size_t)k * r->n_score + i0 + t] = v;
+    }
+  r->n_pre += c;
+  r->done = r->n_pre == r->n_prompt;
+  return PF_OK;
+}
+
 int gen_step(gen *g, int *n_tokens, pf_err *err) {
   int n, rc = gen_pass(g, &n, err);
   *n_tokens = 0;
@@ -652,19 +754,25 @@ int gen_step(gen *g, int *n_tokens, pf_err *err) {
     for (int j = 0; j < n; j++) row_fail(g->rows[g->sq_row[j]], rc, err);
     return rc;
   }
-  size_t V = (size_t)g->m->hp.n_vocab;
+  size_t V = (size_t)g->m->hp.n_vocab, lo = 0;   /* lo: the logits row of sequence j */
   for (int j = 0; j < n;) {   /* the sequences of a row are consecutive */
     row *r = g->rows[g->sq_row[j]];
     int c = g->sq_chunk[j], first = j;
+    float *lg = g->logits + lo * V;
     r->last_tok = -1;
     j += c ? r->K : r->n_live * r->K;
+    for (int x = first; x < j; x++) lo += (size_t)g->sq_out[x];
+    pf_err e = {0};
+    if (r->n_score) {
+      if ((rc = score_step(g, r, c, lg, g->sq_out[first], &e))) row_fail(r, rc, &e);
+      continue;
+    }
     if (c) {
       r->n_pre += c;
       if (r->n_pre < r->n_prompt) continue;   /* more of the prompt to come */
     }
     if (r->done) continue;   /* max_tokens 0: the prompt is in, nothing to generate */
-    pf_err e = {0};
-    rc = r->B > 1 ? step_beam(g, r, g->logits + (size_t)first * V, &e) : step_sample(g, r, g->logits + (size_t)first * V, &e);
+    rc = r->B > 1 ? step_beam(g, r, lg, &e) : step_sample(g, r, lg, &e);
     if (rc) row_fail(r, rc, &e);
     else *n_tokens += r->last_tok >= 0 || r->B > 1;
   }

@@ -396,6 +396,18 @@ void pf_gelu_forward(float *out, const float *inp, size_t n);
 void pf_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 void pf_add_bias(float *out, const float *b, int T, int C);
 
+/* -------------------------------------------------------- inference (forward.c, serve.c) */
+
+/* pf_forward with chosen logits rows: sequence i gives the logits of its last n_out[i] new tokens (0..n_tok[i]),
+** in order, sequence after sequence; n_out NULL: each sequence's last (a zero row for one without tokens). */
+int pf_forward_rows(const pf_model *m, pf_work *w, pf_seq **seqs, const int *n_tok, int n_seq, const int *tokens,
+                    const int *n_out, float *logits, pf_err *err);
+/* Score through the model's batch (serve.c): item it's prefix or ensemble over tok[0..n-1), each member's
+** log-probability of tok[i + 1] at the last n_score positions i into lp (n_members x n_score). Waits for the
+** KV-cache budget like a generation; cancel is checked while it waits and between steps. */
+int pf_serve_score(const pf_model *m, pf_batch_item *it, const int *tok, int n, int n_score, double *lp,
+                   pf_cancel_fn cancel, void *carg, pf_err *err);
+
 /* ------------------------------------------- training internals (backward.c, prefix.c, peft.c, train.c) */
 
 /* A batch: n_seq sequences concatenated. targets[t] is the id expected after
@@ -423,8 +435,6 @@ void pf_tws_free(pf_tws *w);
 /* Bytes of saved activations one pass may hold (0 = PF_ACT_BUDGET, train.h): a bigger batch runs as passes
 ** over parts of it (whole sequences), gradients accumulated. */
 void pf_tws_set_budget(pf_tws *w, size_t bytes);
-/* Make the following steps write each target's log-probability to out (in target order; NULL: stop). */
-void pf_tws_set_token_logprobs(pf_tws *w, double *out);
 
 /* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
 ** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */

@@ -1,10 +1,12 @@
 /*
-** serve.c — every generation on a model, from any thread, shares one batched forward pass per step.
+** serve.c — every generation and scoring call on a model, from any thread, shares one batched forward pass
+** per step.
 **
 ** Each model has a scheduler: a batch of rows (gen.h) that one pass per step advances, a queue of requests
 ** waiting to join, and a thread of its own that runs the steps. A request (pf_generate, a pf_generate_batch
-** group, a stream) reserves its KV caches' bytes from the model's budget, makes its rows in its caller's
-** thread (tokenizing, allocating caches, copying its prefix in), queues them and waits. The model's thread,
+** group, a stream, a pf_score_tokens call: a row that only prefills) reserves its KV caches' bytes from the
+** model's budget, makes its rows in its caller's thread (tokenizing, allocating caches, copying its prefix
+** in), queues them and waits. The model's thread,
 ** at each step boundary, admits the queued rows and retires the rows that ended, then runs one step for all
 ** of them (the work of the step uses the thread pool as before); with nothing to step it sleeps (started on
 ** the first request; joined when the model is freed). The waiting callers sleep on a condition variable and
@@ -99,6 +101,32 @@ static void sched_free(void *p) {
   free(s);
 }
 
+/* Condition variables the callers wait on with a timeout: on the monotonic clock where the system lets a
+** condition use it (a wall-clock change then neither stalls nor hurries a wait), else on the wall clock. */
+#if defined(__APPLE__)
+#define WAIT_CLOCK CLOCK_REALTIME
+static void cond_init(pthread_cond_t *cv) { pthread_cond_init(cv, NULL); }
+#else
+#define WAIT_CLOCK CLOCK_MONOTONIC
+static void cond_init(pthread_cond_t *cv) {
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &a);
+  pthread_condattr_destroy(&a);
+}
+#endif
+
+/* wait on cv (made by cond_init) for at most ns nanoseconds */
+static void wait_ns(pthread_cond_t *cv, pthread_mutex_t *mu, long ns) {
+  struct timespec ts;
+  clock_gettime(WAIT_CLOCK, &ts);
+  ts.tv_nsec += ns;
+  ts.tv_sec += ts.tv_nsec / 1000000000;
+  ts.tv_nsec %= 1000000000;
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
 /* the model's scheduler, made on first use */
 static sched *sched_of(const pf_model *cm, pf_err *err) {
   pf_model *m = (pf_model *)cm;   /* the scheduler is the model's only mutable part */
@@ -112,7 +140,7 @@ static sched *sched_of(const pf_model *cm, pf_err *err) {
       s->pid = getpid();
       s->budget = default_budget();
       pthread_mutex_init(&s->mu, NULL);
-      pthread_cond_init(&s->cv, NULL);
+      cond_init(&s->cv);
       m->sched_free = sched_free;
       m->sched = s;
     }
@@ -251,11 +279,7 @@ static int serve(sched *s, req *q, pf_cancel_fn cancel, void *carg, pf_err *err)
   }
   pthread_cond_broadcast(&s->cv);
   while (!req_satisfied(q)) {
-    struct timespec ts;   /* asleep until satisfied, waking every CANCEL_POLL_NS to check the cancel callback */
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += CANCEL_POLL_NS;
-    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    pthread_cond_timedwait(&q->cv, &s->mu, &ts);
+    wait_ns(&q->cv, &s->mu, CANCEL_POLL_NS);   /* asleep until satisfied, waking to check the cancel callback */
     if (req_satisfied(q) || !cancel || q->cancelled) continue;
     pthread_mutex_unlock(&s->mu);
     stop = cancel(carg);   /* in this caller's thread: its connection's interrupt and progress handler */
@@ -322,21 +346,19 @@ int pf_sched_stats(const pf_model *m, pf_sched_info *out) {
 
 /* ------------------------------------------------------------------ the KV-cache budget */
 
-/* Bytes of KV cache item's row will hold: beams x members caches of prefix + prompt + max_tokens positions
-** (as gen_row_new makes them; at most the model's context). */
-static size_t item_bytes(const pf_model *m, const pf_batch_item *it, const pf_sample_params *p, int n_ids) {
-  const pf_hparams *hp = &m->hp;
-  int K = it->n_members > 0 ? it->n_members : 1, B = p->beam_size > 1 ? p->beam_size : 1, maxP = gen_item_prefix_len(it);
-  long need = (long)maxP + n_ids + (p->max_tokens > 0 ? p->max_tokens : 0);
-  if (need > hp->n_ctx) need = hp->n_ctx;
-  return (size_t)B * K * 2 * (size_t)hp->n_layer * (size_t)need * (size_t)pf_kv_dim(hp) * sizeof(float);
+/* Bytes of KV cache a row holds: B x K caches of `positions` each (gen_row_positions, gen_score_row_new). */
+static size_t row_bytes(const pf_model *m, int B, int K, int positions) {
+  return (size_t)B * K * 2 * (size_t)m->hp.n_layer * (size_t)positions * (size_t)pf_kv_dim(&m->hp) * sizeof(float);
 }
 
-/* the prompt's tokens as the row will have them (BOS included) */
-static int prompt_tokens(const pf_model *m, const pf_batch_item *it, int *n, pf_err *err) {
-  int *ids = NULL, rc = pf_tokenize(m, it->prompt, it->prompt_len, 1, &ids, n, err);
-  free(ids);
-  return rc;
+/* An item's prompt tokens (BOS included; *ids malloc'ed) and the bytes of KV cache its row will hold. */
+static int item_tokens(const pf_model *m, const pf_batch_item *it, const pf_sample_params *p, int **ids, int *n,
+                       size_t *bytes, pf_err *err) {
+  int need, rc = pf_tokenize(m, it->prompt, it->prompt_len, 1, ids, n, err);
+  if (!rc && (rc = gen_row_positions(m, it, p, *n, &need, err))) { free(*ids); *ids = NULL; }
+  if (rc) return rc;
+  *bytes = row_bytes(m, p->beam_size > 1 ? p->beam_size : 1, it->n_members > 0 ? it->n_members : 1, need);
+  return PF_OK;
 }
 
 /* grant the waiting reservations that fit, in order (lock held) */
@@ -367,11 +389,7 @@ static int reserve(sched *s, size_t bytes, pf_cancel_fn cancel, void *carg, pf_e
   grant(s);
   int rc = PF_OK;
   while (!w.granted) {
-    struct timespec ts;   /* woken by every step and release; at least every 100 ms to see an interrupt */
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100000000;
-    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    wait_ns(&s->cv, &s->mu, CANCEL_POLL_NS);   /* woken by every step and release, and to see an interrupt */
     if (w.granted || !cancel) continue;
     pthread_mutex_unlock(&s->mu);
     int stop = cancel(carg);
@@ -430,37 +448,45 @@ static int rows_error(row **rows, int n, int *bad, pf_err *err) {
   return PF_OK;
 }
 
+/* Queue a request of rows (made) and wait for its end; the first failed row's error is the call's (*bad: its
+** index, unless interrupted). */
+static int run_rows(sched *s, row **rows, int n, int threads, pf_cancel_fn cancel, void *carg, int *bad, pf_err *err) {
+  if (cancel && cancel(carg)) return pf_seterr(err, PF_INTERRUPT, "interrupted");
+  req q;
+  memset(&q, 0, sizeof q);
+  q.rows = rows;
+  q.n = n;
+  q.threads = threads;
+  cond_init(&q.cv);
+  int b = -1, rc = serve(s, &q, cancel, carg, err);
+  if (!rc && (rc = rows_error(rows, n, &b, err)) && rc != PF_INTERRUPT && bad) *bad = b;
+  pthread_cond_destroy(&q.cv);
+  return rc;
+}
+
 static int generate_group(const pf_model *m, sched *s, pf_batch_item *items, int n, const pf_sample_params *p,
                           pf_cancel_fn cancel, void *carg, int *bad, pf_err *err) {
   size_t bytes = 0;
-  for (int i = 0; i < n; i++) {
-    int n_ids, rc = prompt_tokens(m, &items[i], &n_ids, err);
-    if (rc) { *bad = i; return rc; }
-    bytes += item_bytes(m, &items[i], p, n_ids);
-  }
-  int rc = reserve(s, bytes, cancel, carg, err);
-  if (rc) return rc;
+  int **ids = calloc((size_t)n, sizeof *ids), *n_ids = calloc((size_t)n, sizeof *n_ids), rc = PF_OK, made = 0;
   row **rows = calloc((size_t)n, sizeof *rows);
-  if (!rows) { release(s, bytes); return pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n); }
-  int made = 0;
-  for (; made < n && !rc; made++)
-    if ((rc = gen_row_new(m, p, &items[made], 0, &rows[made], err))) *bad = made;
-  if (!rc) {
-    if (cancel && cancel(carg)) rc = pf_seterr(err, PF_INTERRUPT, "interrupted");
-    else {
-      req q;
-      memset(&q, 0, sizeof q);
-      q.rows = rows;
-      q.n = n;
-      q.threads = p->threads;
-      pthread_cond_init(&q.cv, NULL);
-      int b = -1;
-      if (!(rc = serve(s, &q, cancel, carg, err)) && (rc = rows_error(rows, n, &b, err)) && rc != PF_INTERRUPT) *bad = b;
-      pthread_cond_destroy(&q.cv);
-    }
+  if (!ids || !n_ids || !rows) { free(ids); free(n_ids); free(rows); return pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n); }
+  for (int i = 0; i < n && !rc; i++) {
+    size_t b = 0;
+    if ((rc = item_tokens(m, &items[i], p, &ids[i], &n_ids[i], &b, err))) *bad = i;
+    bytes += b;
   }
+  if (!rc && (rc = reserve(s, bytes, cancel, carg, err))) bytes = 0;
+  for (; made < n && !rc; made++) {
+    rc = gen_row_new(m, p, &items[made], ids[made], n_ids[made], 0, &rows[made], err);   /* takes ids[made] */
+    ids[made] = NULL;
+    if (rc) *bad = made;
+  }
+  if (!rc) rc = run_rows(s, rows, n, p->threads, cancel, carg, bad, err);
   for (int i = 0; i < n && !rc; i++) rc = gen_row_result(rows[i], err);
   rows_free(rows, made);
+  for (int i = 0; i < n; i++) free(ids[i]);
+  free(ids);
+  free(n_ids);
   free(rows);
   release(s, bytes);
   return rc;
@@ -500,6 +526,24 @@ int pf_generate_batch(const pf_model *m, pf_batch_item *items, int n, int max_ba
   int old = pf_threads_push(p->threads);
   int rc = generate_batch(m, items, n, max_batch, p, cancel, carg, bad_item, err);
   pf_threads_pop(old);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ scoring */
+
+/* One scoring row (gen_score_row_new) through the batch, as a request of its own. */
+int pf_serve_score(const pf_model *m, pf_batch_item *it, const int *tok, int n, int n_score, double *lp,
+                   pf_cancel_fn cancel, void *carg, pf_err *err) {
+  int rc = gen_check_members(it, err);
+  if (rc) return rc;
+  sched *s = sched_of(m, err);
+  if (!s) return PF_NOMEM;
+  size_t bytes = row_bytes(m, 1, it->n_members > 0 ? it->n_members : 1, gen_item_prefix_len(it) + n - 1);
+  if ((rc = reserve(s, bytes, cancel, carg, err))) return rc;
+  row *r = NULL;
+  if (!(rc = gen_score_row_new(m, it, tok, n, n_score, lp, &r, err))) rc = run_rows(s, &r, 1, 0, cancel, carg, NULL, err);
+  gen_row_free(r);
+  release(s, bytes);
   return rc;
 }
 
@@ -558,21 +602,21 @@ int pf_stream_new(const pf_model *m, const pf_batch_item *item, const pf_sample_
     if (!(st->stops[i] = strdup(p->stop[i]))) { pf_stream_free(st); return pf_seterr(err, PF_NOMEM, "out of memory"); }
     st->p.stop[i] = st->stops[i];
   }
-  int n_ids;
-  if ((rc = prompt_tokens(m, &st->it, &n_ids, err))) { pf_stream_free(st); return rc; }
-  size_t bytes = item_bytes(m, &st->it, &st->p, n_ids);
-  if ((rc = reserve(s, bytes, NULL, NULL, err))) { pf_stream_free(st); return rc; }
+  int n_ids, *ids;
+  size_t bytes;
+  if ((rc = item_tokens(m, &st->it, &st->p, &ids, &n_ids, &bytes, err))) { pf_stream_free(st); return rc; }
+  if ((rc = reserve(s, bytes, NULL, NULL, err))) { free(ids); pf_stream_free(st); return rc; }
   st->s = s;
   st->bytes = bytes;
   int old = pf_threads_push(p->threads);
-  rc = gen_row_new(m, &st->p, &st->it, 1, &st->r, err);
+  rc = gen_row_new(m, &st->p, &st->it, ids, n_ids, 1, &st->r, err);
   pf_threads_pop(old);
   if (rc) { pf_stream_free(st); return rc; }
   st->res.n_prompt = st->it.res.n_prompt;
   st->res.finish = st->it.res.finish;
   st->q.rows = &st->r;
   st->q.n = 1;
-  pthread_cond_init(&st->q.cv, NULL);
+  cond_init(&st->q.cv);
   st->q_cv = 1;
   st->q.threads = p->threads;
   st->q.stream = st->r->B == 1;

@@ -757,11 +757,15 @@ int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *pro
   pf_prefix one = {0};
   one.kv = (float *)kv;
   one.prefix_len = prefix_len;
-  return pf_score_tokens(m, kv ? &one : NULL, prompt, plen, completion, clen, add_eos, NULL, NULL, n_tokens, nll, err);
+  return pf_score_tokens(m, kv ? &one : NULL, prompt, plen, completion, clen, add_eos, NULL, NULL, n_tokens, nll, NULL,
+                         NULL, err);
 }
 
+/* The pair is tokenized as training tokenizes it and runs through the model's batch (pf_serve_score), joining
+** whatever generation and scoring runs on the model from other threads. */
 int pf_score_tokens(const pf_model *m, const pf_prefix *pre, const char *prompt, size_t plen, const char *completion,
-                    size_t clen, int add_eos, int **ids, double **lp, int *n_tokens, double *nll, pf_err *err) {
+                    size_t clen, int add_eos, int **ids, double **lp, int *n_tokens, double *nll, pf_cancel_fn cancel,
+                    void *carg, pf_err *err) {
   pf_example ex = {prompt, plen, completion, clen};
   tseq s = {0};
   int tr = 0, rc, K = pre && pre->n_members ? pre->n_members : 1;
@@ -787,23 +791,14 @@ int pf_score_tokens(const pf_model *m, const pf_prefix *pre, const char *prompt,
     return pf_seterr(err, PF_ERR, "the completion is empty: there is no token to score (add_eos is false)");
   }
   int nt = s.n_tgt;
-  pf_tws *w = pf_tws_new();
   double *acc = malloc(sizeof(double) * (size_t)nt * K);
   int *tid = malloc(sizeof(int) * (size_t)nt);
-  if (!w || !acc || !tid) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
-  double ls_one = 0;
-  for (int k = 0; k < K && !rc; k++) {
-    const float *kv = !pre ? NULL : pre->n_members ? pre->members[k].kv : pre->kv;
-    int P = !pre ? 0 : pre->n_members ? pre->members[k].prefix_len : pre->prefix_len;
-    pf_prefix_in pin = {kv ? P : 0, kv, NULL, 0, NULL, NULL};
-    pf_tbatch b = {1, &s.len, s.tok, s.tgt};
-    int n_t = 0;
-    pf_tws_set_token_logprobs(w, acc + (size_t)k * nt);
-    rc = pf_train_step(m, w, &b, &pin, 1.0f, 0, &ls_one, &n_t, NULL, NULL, err);
-  }
-  if (rc) goto done;
-  int j = 0;
-  for (int t = 0; t < s.len; t++) if (s.tgt[t] >= 0) tid[j++] = s.tgt[t];
+  if (!acc || !tid) { rc = pf_seterr(err, PF_NOMEM, "out of memory"); goto done; }
+  /* the targets are the last nt tokens: each is scored at the position before it */
+  pf_batch_item it = {0};
+  pf_item_set_prefix(&it, pre);
+  if ((rc = pf_serve_score(m, &it, s.tok, s.len, nt, acc, cancel, carg, err))) goto done;
+  memcpy(tid, s.tok + s.len - nt, sizeof(int) * (size_t)nt);
   double sum = 0;
   for (int i = 0; i < nt; i++) {   /* members: log of the mean probability */
     double mx = -INFINITY, se = 0;
@@ -812,7 +807,7 @@ int pf_score_tokens(const pf_model *m, const pf_prefix *pre, const char *prompt,
     acc[i] = K == 1 ? acc[i] : mx + log(se) - log((double)K);
     sum += acc[i];
   }
-  *nll = K == 1 ? ls_one / nt : -sum / nt;   /* one prefix: the loss as training computes it */
+  *nll = -sum / nt;
   if (!isfinite(*nll) || *nll < 0) {
     rc = pf_seterr(err, PF_ERR, "scoring gave a non-finite log-likelihood (the model's weights overflow?)");
     *nll = NAN;
@@ -822,7 +817,6 @@ int pf_score_tokens(const pf_model *m, const pf_prefix *pre, const char *prompt,
   if (ids) { *ids = tid; tid = NULL; }
   if (lp) { *lp = acc; acc = NULL; }
 done:
-  pf_tws_free(w);
   free(acc);
   free(tid);
   free(s.tok);

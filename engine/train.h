@@ -94,11 +94,12 @@ int pf_score(const pf_model *m, const float *kv, int prefix_len, const char *pro
 /* Per token: the completion's token ids (EOS last when add_eos) and the log-probability of each given what
 ** precedes it, under no prefix (pre NULL), a prefix, or an ensemble (log of the mean of the members'
 ** probabilities). *nll: the mean negative log-probability. ids and lp are malloc'ed (either may be NULL
-** when not wanted). */
+** when not wanted). The pass joins the model's batch (every generation and scoring on the model, from any
+** thread); cancel (may be NULL) is checked while it waits for its turn and between steps. */
 struct pf_prefix;
 int pf_score_tokens(const pf_model *m, const struct pf_prefix *pre, const char *prompt, size_t plen,
                     const char *completion, size_t clen, int add_eos, int **ids, double **lp, int *n_tokens,
-                    double *nll, pf_err *err);
+                    double *nll, pf_cancel_fn cancel, void *cancel_arg, pf_err *err);
 
 /* ------------------------------------------------------------ BLOB format */
 

@@ -270,7 +270,7 @@ void pfx_fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (!(prompt = pfx_arg_text(ctx, fn, "prompt", argv[2], &pl))) goto done;
   if (!(completion = pfx_arg_text(ctx, fn, "completion", argv[3], &cl))) goto done;
   double nll;
-  int n;
+  int n, rc;
   pf_err e;
   pfx_score_opts so = {1, 0};
   char **owned = NULL, *emsg = NULL;
@@ -285,8 +285,12 @@ void pfx_fn_score(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   pfx_opts_free(owned, n_owned);
   const pf_model *m = pfx_model_engine(pm);
-  if (pf_score_tokens(m, pre, prompt, (size_t)pl, completion, (size_t)cl, so.add_eos, so.per_token ? &ids : NULL,
-                      so.per_token ? &lp : NULL, &n, &nll, &e)) {
+  pfx_cancel cancel;
+  pfx_cancel_init(&cancel, sqlite3_context_db_handle(ctx));
+  rc = pf_score_tokens(m, pre, prompt, (size_t)pl, completion, (size_t)cl, so.add_eos, so.per_token ? &ids : NULL,
+                       so.per_token ? &lp : NULL, &n, &nll, pfx_cancel_check, &cancel, &e);
+  pfx_cancel_done(&cancel);
+  if (rc) {
     pfx_result_err(ctx, fn, &e);
     goto done;
   }

@@ -6,7 +6,9 @@
 ** of 10 positions, encoded as a prefix BLOB), each making 2 requests of 64 tokens (ignore_eos) in turn: with
 ** prefix_generate (aggregate tokens/s, request latency p50 and p99), then reading prefix_generate_stream
 ** (tokens/s, time to first token p50 and p99). Then the same 16 requests in one prefix_generate_batch
-** statement, for the ratio the scheduler reaches.
+** statement, for the ratio the scheduler reaches. Then scoring: each client scores 2 completions of about 64
+** tokens with prefix_score (scored tokens/s, latency p50 and p99), beside the same 16 clients' pairs scored in
+** turn by one statement.
 **
 **   dist/bench-serve MODEL.gguf [CLIENTS...]      (default 1 4 16 64)
 */
@@ -46,18 +48,21 @@ static sqlite3 *open_db(int load) {
 }
 
 typedef struct client {
-  int id, tokens, stream;
+  int id, tokens, stream;   /* stream: 0 prefix_generate, 1 prefix_generate_stream, 2 prefix_score */
   double ttft[REQS], lat[REQS];
 } client;
 
 static const char *PROMPTS[] = {"Once upon a time", "The little dog", "Lily and Tom went to the park", "One day, a bird"};
+static const char *COMPLETION = " there was a little girl named Lily. She loved to play outside in the sun with her "
+                                "big red ball and her small brown dog, who ran after the ball all day long.";
 
 static void *client_run(void *arg) {
   client *c = arg;
   sqlite3 *db = open_db(0);
   sqlite3_stmt *st = NULL;
-  const char *sql = c->stream ? "SELECT piece FROM prefix_generate_stream('m', ?1, ?2, '{\"max_tokens\": 64, \"ignore_eos\": true}')"
-                             : "SELECT prefix_generate('m', ?1, ?2, '{\"max_tokens\": 64, \"ignore_eos\": true}')";
+  const char *sql = c->stream == 2 ? "SELECT json_extract(prefix_score('m', ?1, ?2, ?3), '$.tokens')"
+                    : c->stream    ? "SELECT piece FROM prefix_generate_stream('m', ?1, ?2, '{\"max_tokens\": 64, \"ignore_eos\": true}')"
+                                   : "SELECT prefix_generate('m', ?1, ?2, '{\"max_tokens\": 64, \"ignore_eos\": true}')";
   if (!db || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
     fprintf(stderr, "bench-serve: %s\n", db ? sqlite3_errmsg(db) : "cannot open");
     return NULL;
@@ -65,11 +70,13 @@ static void *client_run(void *arg) {
   for (int r = 0; r < REQS; r++) {
     sqlite3_bind_blob(st, 1, g_blob[c->id % 64], (int)g_blob_len[c->id % 64], SQLITE_STATIC);
     sqlite3_bind_text(st, 2, PROMPTS[(c->id + r) % 4], -1, SQLITE_STATIC);
+    if (c->stream == 2) sqlite3_bind_text(st, 3, COMPLETION, -1, SQLITE_STATIC);
     double t0 = now();
     int n = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
       if (n++ == 0) c->ttft[r] = now() - t0;
       if (!c->stream) n = NTOK;   /* ignore_eos, no stop: exactly max_tokens */
+      if (c->stream == 2) n = sqlite3_column_int(st, 0);   /* the completion's scored tokens */
     }
     c->lat[r] = now() - t0;
     c->tokens += n;
@@ -131,6 +138,30 @@ static double one_batch(int n) {
   return best;
 }
 
+/* the pairs of n clients, scored in turn by one statement: scored tokens/s */
+static double one_scoring(int n) {
+  sqlite3 *db = open_db(0);
+  sqlite3_exec(db, "CREATE TABLE req(id INTEGER PRIMARY KEY, prefix BLOB, prompt TEXT)", NULL, NULL, NULL);
+  sqlite3_stmt *ins, *st;
+  sqlite3_prepare_v2(db, "INSERT INTO req VALUES (?1, ?2, ?3)", -1, &ins, NULL);
+  for (int i = 0; i < n * REQS; i++) {
+    sqlite3_bind_int(ins, 1, i);
+    sqlite3_bind_blob(ins, 2, g_blob[(i / REQS) % 64], (int)g_blob_len[(i / REQS) % 64], SQLITE_STATIC);
+    sqlite3_bind_text(ins, 3, PROMPTS[(i / REQS + i % REQS) % 4], -1, SQLITE_STATIC);
+    sqlite3_step(ins);
+    sqlite3_reset(ins);
+  }
+  sqlite3_finalize(ins);
+  sqlite3_prepare_v2(db, "SELECT sum(json_extract(prefix_score('m', prefix, prompt, ?1), '$.tokens')) FROM req", -1, &st, NULL);
+  sqlite3_bind_text(st, 1, COMPLETION, -1, SQLITE_STATIC);
+  double t0 = now();
+  long tok = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  double dt = now() - t0;
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return tok / dt;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) { fprintf(stderr, "usage: bench-serve MODEL.gguf [CLIENTS...]\n"); return 2; }
   g_model = argv[1];
@@ -159,8 +190,8 @@ int main(int argc, char **argv) {
   printf("%-8s %-8s %12s %12s %12s %12s\n", "clients", "calls", "tokens/s", "p50 ms", "p99 ms", "rows/step");
   sqlite3 *keep = open_db(1);   /* the model, loaded once for the process; not timed */
   if (!keep) return 1;
-  for (int k = 0; k < 2 * nc; k++) {
-    int C = counts[k / 2], stream = k % 2;
+  for (int k = 0; k < 3 * nc; k++) {
+    int C = counts[k / 3], stream = k % 3;
     client *cl = calloc((size_t)C, sizeof *cl);
     pthread_t *th = calloc((size_t)C, sizeof *th);
     long s0, k0, s1, k1;
@@ -174,13 +205,14 @@ int main(int argc, char **argv) {
     double *tt = calloc((size_t)C * REQS, sizeof *tt), *lt = calloc((size_t)C * REQS, sizeof *lt);
     for (int i = 0; i < C; i++)
       for (int r = 0; r < REQS; r++) { tt[i * REQS + r] = cl[i].ttft[r] * 1e3; lt[i * REQS + r] = cl[i].lat[r] * 1e3; }
-    double *v = stream ? tt : lt;   /* streams: time to first token; whole calls: latency */
-    printf("%-8d %-8s %12.1f %12.1f %12.1f %12.1f\n", C, stream ? "stream" : "generate", tok / wall, pct(v, C * REQS, 0.5),
+    double *v = stream == 1 ? tt : lt;   /* streams: time to first token; whole calls and scoring: latency */
+    printf("%-8d %-8s %12.1f %12.1f %12.1f %12.1f\n", C, stream == 2 ? "score" : stream ? "stream" : "generate", tok / wall, pct(v, C * REQS, 0.5),
            pct(v, C * REQS, 0.99), s1 > s0 ? (double)(k1 - k0) / (double)(s1 - s0) : 0.0);
     fflush(stdout);
     free(tt); free(lt); free(cl); free(th);
   }
   printf("one prefix_generate_batch of the same 16 requests: %.1f tokens/s\n", one_batch(16));
+  printf("one statement scoring the 16 clients' pairs in turn: %.1f scored tokens/s\n", one_scoring(16));
   for (int c = 0; c < 64; c++) free(g_blob[c]);
   sqlite3_close(keep);
   return 0;

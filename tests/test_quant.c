@@ -381,8 +381,10 @@ static void test_models(void) {
     int nb;
     to_f32_copy(f, &bufs, &nb);
     int tq, tf;
+    pf_int8 = 0;   /* scoring runs generation's forward: f32 products here, integer products just below */
     double a = nll_of(q, text, n, &tq), b = nll_of(f, text, n, &tf);
-    snprintf(name, sizeof name, "%s: NLL %.6f through its blocks = %.6f through its f32 copy (1e-4 relative)", files[i], a, b);
+    pf_int8 = 1;
+    snprintf(name, sizeof name, "%s: NLL %.6f through its blocks (f32 products) = %.6f through its f32 copy (1e-4 relative)", files[i], a, b);
     CHECK(tq == tf && tq > 100 && fabs(a - b) <= 1e-4 * fabs(b), name, "tokens %d/%d", tq, tf);
     /* generation's forward: prefill 100 tokens, decode the rest; integer products where the CPU has them */
     int *ids, nid;

@@ -10,13 +10,14 @@
 
 #include "internal.h"
 #include "testlib.h"
+#include "train.h"
 
 #define NREQ 32
 #define P_MAX 8
 
 typedef struct job {
   const pf_model *m;
-  int kind;                 /* 0 generate, 1 stream */
+  int kind;                 /* 0 generate, 1 stream, 2 score (COMPLETION after the prompt) */
   pf_sample_params p;
   float *kv;                /* the prefix (NULL: none) */
   int P;
@@ -36,6 +37,8 @@ typedef struct job {
 static const char *PROMPTS[] = {"Once upon a time", "The little dog", "Lily and Tom went to the park",
                                 "One day, a bird", "Sam had a red ball", "There was a big tree", "Mom said",
                                 "The sun was hot"};
+
+static const char *COMPLETION = " there was a little girl who liked to play in the garden.";
 
 static int job_cancel(void *arg) {
   job *j = arg;
@@ -63,6 +66,22 @@ static void job_run(job *j) {
   free(j->text);
   j->text = NULL;
   j->n_lp = 0;
+  if (j->kind == 2) {
+    pf_prefix pre;
+    memset(&pre, 0, sizeof pre);
+    pre.kv = j->kv;
+    pre.prefix_len = j->P;
+    pre.n_members = j->n_members;
+    pre.member_kv = (const float **)j->mkv;
+    pre.member_len = j->mlen;
+    if (j->n_members) pre.prefix_len = j->mlen[0] > j->mlen[1] ? j->mlen[0] : j->mlen[1];
+    double *lp = NULL, nll;
+    j->rc = pf_score_tokens(j->m, j->kv || j->n_members ? &pre : NULL, j->prompt, strlen(j->prompt), COMPLETION,
+                            strlen(COMPLETION), 1, NULL, &lp, &j->n_tokens, &nll, job_cancel, j, &e);
+    for (int i = 0; !j->rc && i < j->n_tokens && i < 64; i++) j->lp[j->n_lp++] = lp[i];
+    free(lp);
+    return;
+  }
   if (j->kind == 0) {
     j->rc = pf_generate_batch(j->m, &it, 1, 1, &j->p, job_cancel, j, NULL, &e);
     if (!j->rc) { j->text = it.res.text; j->n_tokens = it.res.n_tokens; j->finish = it.res.finish; }
@@ -117,8 +136,10 @@ static void make_jobs(const pf_model *m, job *jobs, int n) {
           j->mkv[0] = jobs[i - 8].kv; j->mlen[0] = jobs[i - 8].P;
           j->mkv[1] = jobs[i - 7].kv; j->mlen[1] = jobs[i - 7].P;
           j->n_members = 2;
+          if (i >= 24) j->kind = 2;                                             /* ... scoring */
         }
         break;
+      case 7: j->kind = 2; break;                                             /* scoring a completion */
       default: break;
     }
   }
@@ -170,7 +191,7 @@ static void test_company(const pf_model *m) {
   make_jobs(m, solo, NREQ);
   for (int i = 0; i < NREQ; i++) job_run(&solo[i]);
   int ok_solo = 1;
-  for (int i = 0; i < NREQ; i++) ok_solo &= solo[i].rc == 0 && solo[i].text && solo[i].n_tokens > 0;
+  for (int i = 0; i < NREQ; i++) ok_solo &= solo[i].rc == 0 && (solo[i].text || solo[i].kind == 2) && solo[i].n_tokens > 0;
   CHECK(ok_solo, "32 mixed requests run alone", "");
   for (int n = 1; n <= NREQ; n *= 2) {
     for (int i = 0; i < n; i++) {
@@ -186,8 +207,8 @@ static void test_company(const pf_model *m) {
       if (d > worst) worst = d;
     }
     char name[160];
-    snprintf(name, sizeof name, "%d concurrent requests (greedy, sampling, beams, ensembles, streams, prefixes or none) "
-             "give their solo texts, in one batch", n);
+    snprintf(name, sizeof name, "%d concurrent requests (greedy, sampling, beams, ensembles, streams, scoring, prefixes or "
+             "none) give their solo texts and log-probabilities, in one batch", n);
     CHECK(ok && peak >= n, name, "request %d: '%s' vs solo '%s'; peak rows %d; lp diff %g", bad,
           bad >= 0 && many[bad].text ? many[bad].text : "(none)", bad >= 0 && solo[bad].text ? solo[bad].text : "", peak,
           worst);
@@ -245,6 +266,54 @@ static void test_stream_closed(const pf_model *m) {
         "a stream closed early leaves the batch; the requests beside it give their solo texts", "rows %d queued %d", si.rows,
         si.queued_rows);
   for (int i = 0; i < 4; i++) { free(solo[i].text); free(many[i].text); free(solo[i].kv); }
+}
+
+/* Scoring through the batch gives the log-probabilities of the training forward (the exact reference), with
+** and without a prefix. */
+static void test_score_exact(const pf_model *m) {
+  const pf_hparams *hp = pf_model_hparams(m);
+  int P = 5, V = hp->n_vocab, ok = 1;
+  size_t nkv = (size_t)hp->n_layer * 2 * P * hp->n_head_kv * hp->head_dim;
+  float *kv = malloc(sizeof(float) * nkv);
+  for (size_t k = 0; k < nkv; k++) kv[k] = 0.5f * t_frand();
+  double worst = 0;
+  for (int with = 0; with < 2; with++) {
+    pf_prefix pre;
+    memset(&pre, 0, sizeof pre);
+    pre.kv = kv;
+    pre.prefix_len = P;
+    pf_err e;
+    int *ids = NULL, *pid = NULL, nt = 0, np = 0;
+    double *lp = NULL, nll;
+    const char *prompt = "The little dog";
+    ok &= pf_score_tokens(m, with ? &pre : NULL, prompt, strlen(prompt), COMPLETION, strlen(COMPLETION), 1, &ids, &lp, &nt,
+                          &nll, NULL, NULL, &e) == PF_OK;
+    ok &= pf_tokenize(m, prompt, strlen(prompt), 1, &pid, &np, &e) == PF_OK;
+    if (!ok) break;
+    int T = np + nt - 1, *tok = malloc(sizeof(int) * (size_t)T), *tgt = malloc(sizeof(int) * (size_t)T);
+    for (int i = 0; i < T; i++) {
+      tok[i] = i < np ? pid[i] : ids[i - np];
+      tgt[i] = i >= np - 1 ? ids[i - np + 1] : -1;
+    }
+    float *lg = malloc(sizeof(float) * (size_t)T * V);
+    pf_tws *w = pf_tws_new();
+    pf_tbatch b = {1, &T, tok, tgt};
+    pf_prefix_in pin = {with ? P : 0, with ? kv : NULL, NULL, 0, NULL, NULL};
+    ok &= pf_train_logits(m, w, &b, &pin, lg, &e) == PF_OK;
+    for (int i = np - 1; ok && i < T; i++) {
+      const float *l = lg + (size_t)i * V;
+      double mx = l[0], se = 0;
+      for (int v = 1; v < V; v++) mx = fmax(mx, l[v]);
+      for (int v = 0; v < V; v++) se += exp(l[v] - mx);
+      double d = fabs(lp[i - np + 1] - (l[tgt[i]] - mx - log(se)));
+      if (d > worst) worst = d;
+    }
+    pf_tws_free(w);
+    free(lg); free(tok); free(tgt); free(ids); free(pid); free(lp);
+  }
+  free(kv);
+  CHECK(ok && worst <= 1e-4, "scoring in the batch = the training forward's log-probabilities (1e-4), with a prefix and without",
+        "worst %g", worst);
 }
 
 /* Prefill in chunks across steps (a small token budget) gives the same texts as in one pass. */
@@ -308,6 +377,7 @@ int main(void) {
   if (!m) return 1;
   test_company(m);
   test_stream_closed(m);
+  test_score_exact(m);
   test_chunked_prefill(m);
   test_budget(m);
   pf_model_free(m);

@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       if (pf_generate_batch(g_m, &it, 1, 1, &sp, NULL, NULL, NULL, &e) == 0) pf_gen_result_clear(&it.res);
       double nll;
       int nt;
-      if (pf_score_tokens(g_m, &p, "Q", 1, "A.", 2, 1, NULL, NULL, &nt, &nll, &e) == 0 && !(nll >= 0)) __builtin_trap();
+      if (pf_score_tokens(g_m, &p, "Q", 1, "A.", 2, 1, NULL, NULL, &nt, &nll, NULL, NULL, &e) == 0 && !(nll >= 0)) __builtin_trap();
       if (p.state_len) {
         static const pf_example ex[] = {{"Q", 1, "A.", 2}};
         pf_train_params tp;
