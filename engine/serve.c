@@ -466,7 +466,7 @@ static int run_rows(sched *s, row **rows, int n, int threads, pf_cancel_fn cance
 
 static int generate_group(const pf_model *m, sched *s, pf_batch_item *items, int n, const pf_sample_params *p,
                           pf_cancel_fn cancel, void *carg, int *bad, pf_err *err) {
-  size_t bytes = 0;
+  size_t bytes = 0, held = 0;   /* held: reserved from the budget (released at the end) */
   int **ids = calloc((size_t)n, sizeof *ids), *n_ids = calloc((size_t)n, sizeof *n_ids), rc = PF_OK, made = 0;
   row **rows = calloc((size_t)n, sizeof *rows);
   if (!ids || !n_ids || !rows) { free(ids); free(n_ids); free(rows); return pf_seterr(err, PF_NOMEM, "out of memory for a batch of %d", n); }
@@ -475,7 +475,7 @@ static int generate_group(const pf_model *m, sched *s, pf_batch_item *items, int
     if ((rc = item_tokens(m, &items[i], p, &ids[i], &n_ids[i], &b, err))) *bad = i;
     bytes += b;
   }
-  if (!rc && (rc = reserve(s, bytes, cancel, carg, err))) bytes = 0;
+  if (!rc && !(rc = reserve(s, bytes, cancel, carg, err))) held = bytes;
   for (; made < n && !rc; made++) {
     rc = gen_row_new(m, p, &items[made], ids[made], n_ids[made], 0, &rows[made], err);   /* takes ids[made] */
     ids[made] = NULL;
@@ -488,7 +488,7 @@ static int generate_group(const pf_model *m, sched *s, pf_batch_item *items, int
   free(ids);
   free(n_ids);
   free(rows);
-  release(s, bytes);
+  release(s, held);
   return rc;
 }
 
