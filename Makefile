@@ -16,6 +16,7 @@
 #   make bench         throughput figures (never fails on time); make bench-compare: beside llama.cpp
 #                      (ISA=avx2: the AVX2 paths beside an AVX2-only llama.cpp, on any x86 machine)
 #   make eval          the paper's E2E experiments through SQL (docs/evaluation.md; about 7 minutes)
+#   make eval-privacy  held-out loss at epsilon 1, 3, 8 and a planted secret's exposure, with and without dp (docs/evaluation.md)
 # Run as root on Debian, the targets first install missing packages (tests/deps.sh).
 
 CC      ?= cc
@@ -58,7 +59,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all cluster cluster-demo bench-cluster bench-serve install-cluster deps demo test test-c test-sql bench bench-compare eval clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all cluster cluster-demo bench-cluster bench-serve install-cluster deps demo test test-c test-sql bench bench-compare eval eval-privacy clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.$(SOEXT) $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
@@ -187,6 +188,11 @@ bench-serve: deps all $(BUILD)/bench-serve
 # the paper's E2E table at our scale (tests/eval/e2e.sh; writes dist/eval/results.md)
 eval: deps all
 	PREFIX_DATA_DIR=$${PREFIX_DATA_DIR:-../shared/data} BUILD=$(BUILD) tests/eval/e2e.sh
+
+# differential privacy's price and effect: held-out NLL at epsilon 1, 3, 8 and without dp, and a canary's exposure
+# (tests/eval/privacy.sh; writes dist/eval/privacy.md; docs/evaluation.md)
+eval-privacy: deps all
+	PREFIX_DATA_DIR=$${PREFIX_DATA_DIR:-../shared/data} BUILD=$(BUILD) tests/eval/privacy.sh
 
 # the cluster's figures (docs/scaling.md): prefixes/minute by 1 and 2 workers, tokens/s through a node
 bench-cluster: deps all cluster

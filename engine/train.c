@@ -11,6 +11,7 @@
 **
 ** Same rows, options, seed and thread count give the same bytes.
 */
+#include "dp.h"
 #include "internal.h"
 #include "train.h"
 
@@ -38,6 +39,9 @@ void pf_train_params_default(pf_train_params *p) {
   p->max_seq_len = 0;   /* 0: min(256, the model's context - prefix_len) */
   p->dtype = PF_DTYPE_F32;
   p->add_eos = 1;
+  p->dp_max_grad_norm = 1.0f;
+  p->dp_noise_multiplier = -1;
+  p->dp_noise_seed = UINT64_MAX;
 }
 
 /* ------------------------------------------------------------- strings */
@@ -364,7 +368,37 @@ typedef struct trun {
   int tty, show, bar_open;            /* bar_open: a terminal bar is on the screen without its newline */
   uint64_t rs;
   sbuf hist, vhist, meta;
+  /* differential privacy (dp.h): the starting prefix's runs then this one's, the noise, the sampled rows */
+  pf_dp_run dp_runs[PF_DP_RUNS_MAX];
+  int dp_n;
+  double dp_delta, dp_order;
+  pf_csprng dp_rng;
+  float *dp_sum;
+  int *dp_rows;
 } trun;
+
+/* DP's options, and what may come with them: validation rows that are not private, a starting prefix whose
+** own privacy spending is on record. */
+static int run_settle_dp(trun *r, pf_err *err) {
+  const pf_train_params *p = &r->p;
+  if (!p->dp) return PF_OK;
+  int has_eps = p->dp_epsilon != 0, has_sigma = p->dp_noise_multiplier != -1;
+  if (!(p->dp_max_grad_norm > 0)) return pf_seterr(err, PF_ERR, "dp: max_grad_norm must be > 0, got %g", p->dp_max_grad_norm);
+  if (has_eps && has_sigma) return pf_seterr(err, PF_ERR, "dp: give epsilon or noise_multiplier, not both");
+  if (!has_eps && !has_sigma) return pf_seterr(err, PF_ERR, "dp: give epsilon (the privacy training may spend) or noise_multiplier");
+  if (has_eps && !(p->dp_epsilon > 0 && isfinite(p->dp_epsilon))) return pf_seterr(err, PF_ERR, "dp: epsilon must be a positive number, got %g", p->dp_epsilon);
+  if (has_sigma && !(p->dp_noise_multiplier >= 0 && isfinite(p->dp_noise_multiplier)))
+    return pf_seterr(err, PF_ERR, "dp: noise_multiplier must be a number >= 0, got %g", p->dp_noise_multiplier);
+  if (p->dp_delta != 0 && !(p->dp_delta > 0 && p->dp_delta < 1)) return pf_seterr(err, PF_ERR, "dp: delta must be between 0 and 1 (exclusive), got %g", p->dp_delta);
+  if (p->val_fraction > 0)
+    return pf_seterr(err, PF_ERR, "dp: val_fraction holds out private rows and picks the prefix by their loss, which the "
+                     "accountant does not count: give val_query (rows that need no protection) or no validation");
+  if (r->wm && (r->dp_n = pf_dp_runs_parse(r->wm->ip.meta, r->dp_runs, PF_DP_RUNS_MAX - 1)) < 0)
+    return pf_seterr(err, PF_ERR, "dp: init_prefix was trained without dp, so the rows it saw are not protected and its "
+                     "spending is unknown: start from a prefix trained with dp, from init_text, or from random");
+  if (r->dp_n < 0) r->dp_n = 0;
+  return PF_OK;
+}
 
 /* Check the options against the model and settle max_seq_len (and the message of a prompt that does not fit). */
 static int run_settle(trun *r, const pf_train_params *p, int n_train, int have_val, pf_err *err) {
@@ -398,7 +432,7 @@ static int run_settle(trun *r, const pf_train_params *p, int n_train, int have_v
                      pd->max_seq_len, P + pd->max_seq_len, hp->n_ctx);
   if (pd->epochs > 0 && pd->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
   if (have_val && pd->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
-  return PF_OK;
+  return run_settle_dp(r, err);
 }
 
 /* Tokenize n rows into *out (rows numbered from 1 as the user counts them); what names them in a message. */
@@ -491,6 +525,29 @@ static int run_alloc(trun *r, pf_err *err) {
   return PF_OK;
 }
 
+/* DP's plan: the sampling rate, delta, the noise multiplier (given, or the least that spends at most epsilon over
+** this run's steps after the starting prefix's runs), the generator, and the buffers of a step. */
+static int run_dp_plan(trun *r, pf_err *err) {
+  const pf_train_params *p = &r->p;
+  if (!p->dp) return PF_OK;
+  double q = (double)r->bs / r->n_tr, sigma = p->dp_noise_multiplier;
+  r->dp_delta = p->dp_delta > 0 ? p->dp_delta : fmin(1e-5, 0.1 / r->n_tr);
+  int rc;
+  if (p->dp_epsilon > 0 && (rc = pf_dp_sigma(r->dp_runs, r->dp_n, q, r->total, p->dp_epsilon, r->dp_delta, &sigma, err))) {
+    char msg[PF_ERRMAX];
+    snprintf(msg, sizeof msg, "dp: %.400s (%d steps at sample rate %.4g)", err->msg, r->total, q);
+    return pf_seterr(err, rc, "%s", msg);
+  }
+  r->dp_runs[r->dp_n++] = (pf_dp_run){q, sigma, r->total};
+  /* a seeded run's key also depends on the runs before it: a seed reused for a warm start draws new noise */
+  if (p->dp_noise_seed != UINT64_MAX) pf_csprng_seed_u64(&r->dp_rng, p->dp_noise_seed ^ (uint64_t)(r->dp_n - 1) * 0x9E3779B97F4A7C15ull);
+  else if ((rc = pf_csprng_seed_os(&r->dp_rng, err))) return rc;
+  r->dp_sum = malloc(sizeof(float) * pf_pparams_count(r->pp));
+  r->dp_rows = malloc(sizeof(int) * (size_t)r->n_tr);
+  if (!r->dp_sum || !r->dp_rows) return pf_seterr(err, PF_NOMEM, "out of memory for training");
+  return PF_OK;
+}
+
 /* The starting parameters: a continued state, a given prefix, init_text's activations, or random (scaled to the
 ** model's embeddings). */
 static int run_init(trun *r, pf_err *err) {
@@ -568,6 +625,74 @@ static int run_resume(trun *r, pf_err *err) {
   return PF_OK;
 }
 
+/* AdamW with the schedule's learning rate for this step; the gradients scaled by gscale. The schedule and AdamW's
+** bias correction count steps from the first run of a continued state. */
+static void run_update(trun *r, float gscale) {
+  const pf_train_params *p = &r->p;
+  long gstep = r->step0 + r->step, gtotal = r->step0 + r->total;
+  double lr = r->base_lr;
+  if (p->warmup_steps > 0 && gstep <= p->warmup_steps) lr = r->base_lr * gstep / (double)p->warmup_steps;
+  else if (p->lr_schedule == PF_SCHED_LINEAR) {
+    long span = gtotal - p->warmup_steps;
+    lr = span > 0 ? r->base_lr * (double)(gtotal - gstep + 1) / span : r->base_lr;
+  }
+  pf_adamw(r->pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, (int)gstep, gscale);
+}
+
+/* The loss so far, into the history every log_every steps. */
+static void run_log(trun *r, double ls, int n_t) {
+  r->win_loss += ls;
+  r->win_tok += n_t;
+  r->last_train = n_t ? ls / n_t : 0;
+  if (r->step % r->log_every == 0 || r->step == r->total) {
+    sb_printf(&r->hist, "%s[%d,%.5g]", r->hist.n > 1 ? "," : "", r->step, r->win_tok ? r->win_loss / r->win_tok : 0.0);
+    r->win_loss = 0;
+    r->win_tok = 0;
+  }
+}
+
+/* One DP-SGD step: rows sampled with probability batch_size / rows each, every sampled row's gradient (of its
+** mean token loss) on its own and clipped to max_grad_norm, their sum plus N(0, (sigma C)^2) per parameter,
+** divided by batch_size (the expected count: the accountant's assumption). */
+static int run_step_dp(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  const pf_dp_run *run = &r->dp_runs[r->dp_n - 1];
+  double C = r->p.dp_max_grad_norm, ls_all = 0;
+  int k = 0, nt_all = 0, rc;
+  for (int i = 0; i < r->n_tr; i++)
+    if (run->q >= 1 || pf_csprng_uniform(&r->dp_rng) < run->q) r->dp_rows[k++] = i;
+  r->step++;
+  r->epoch = (r->step - 1) / r->steps_per_epoch + 1;   /* expected passes over the rows */
+  size_t np = pf_pparams_count(r->pp);
+  memset(r->dp_sum, 0, sizeof(float) * np);
+  pf_pparams_forward(r->pp);
+  for (int j = 0; j < k; j++) {
+    const int *row = &r->dp_rows[j];
+    pf_tbatch b;
+    gather(r->tr, row, 1, r->len, r->tok, r->tgt, &b);
+    pf_pparams_zero_grad(r->pp);
+    double ls;
+    int n_t, nt = r->tr[*row].n_tgt;
+    if ((rc = pf_train_step(r->m, r->w, &b, &r->pin, nt ? 1.0f / (float)nt : 0.0f, 1, &ls, &n_t, cancel, carg, err))) return rc;
+    pf_pparams_backward(r->pp);
+    double gn = pf_pparams_grad_norm(r->pp);
+    if (!isfinite(ls) || !isfinite(gn))
+      return pf_seterr(err, PF_ERR, "training diverged at step %d: %s is %s (try a lower lr)", r->step,
+                       isfinite(ls) ? "a row's gradient norm" : "the loss", isnan(isfinite(ls) ? gn : ls) ? "NaN" : "infinite");
+    float s = gn > C ? (float)(C / gn) : 1.0f;
+    const float *g = pf_pparams_grad(r->pp);
+    for (size_t i = 0; i < np; i++) r->dp_sum[i] += s * g[i];
+    ls_all += ls;
+    nt_all += n_t;
+    r->tokens_done += r->len[0];
+  }
+  if (run->sigma > 0) pf_csprng_noise(&r->dp_rng, (uint64_t)(r->step0 + r->step), r->dp_sum, np, run->sigma * C);
+  float *g = pf_pparams_grad(r->pp);
+  for (size_t i = 0; i < np; i++) g[i] = r->dp_sum[i] / (float)r->bs;
+  run_update(r, 1.0f);
+  run_log(r, ls_all, nt_all);
+  return PF_OK;
+}
+
 /* One optimizer step on the next batch of the data order. */
 static int run_step(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
   const pf_train_params *p = &r->p;
@@ -592,24 +717,9 @@ static int run_step(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
     return pf_seterr(err, PF_ERR, "training diverged at step %d: %s is %s (try a lower lr)", r->step,
                      isfinite(loss) ? "the gradient norm" : "the loss", isnan(isfinite(loss) ? gn : loss) ? "NaN" : "infinite");
   float gscale = p->grad_clip > 0 && gn > p->grad_clip ? (float)(p->grad_clip / gn) : 1.0f;
-  /* the schedule and AdamW's bias correction count steps from the first run of a continued state */
-  long gstep = r->step0 + r->step, gtotal = r->step0 + r->total;
-  double lr = r->base_lr;
-  if (p->warmup_steps > 0 && gstep <= p->warmup_steps) lr = r->base_lr * gstep / (double)p->warmup_steps;
-  else if (p->lr_schedule == PF_SCHED_LINEAR) {
-    long span = gtotal - p->warmup_steps;
-    lr = span > 0 ? r->base_lr * (double)(gtotal - gstep + 1) / span : r->base_lr;
-  }
-  pf_adamw(r->pp, (float)lr, 0.9f, 0.999f, 1e-8f, p->weight_decay, (int)gstep, gscale);
+  run_update(r, gscale);
   for (int i = 0; i < k; i++) r->tokens_done += r->len[i];
-  r->win_loss += ls;
-  r->win_tok += n_t;
-  r->last_train = loss;
-  if (r->step % r->log_every == 0 || r->step == r->total) {
-    sb_printf(&r->hist, "%s[%d,%.5g]", r->hist.n > 1 ? "," : "", r->step, r->win_tok ? r->win_loss / r->win_tok : 0.0);
-    r->win_loss = 0;
-    r->win_tok = 0;
-  }
+  run_log(r, ls, n_t);
   return PF_OK;
 }
 
@@ -654,6 +764,34 @@ static void run_report(trun *r, pf_progress_fn progress, void *parg) {
   if (r->show && !r->tty && (pr.done || (long)step * 10 / total != (long)(step - 1) * 10 / total)) draw_bar(&pr, 0);
 }
 
+/* DP's record: the runs the accountant counted (the starting prefix's, then this one: pf_dp_runs_parse reads
+** them back), what they spent, and how. */
+static void run_meta_dp(trun *r) {
+  const pf_dp_run *run = &r->dp_runs[r->dp_n - 1];
+  sbuf *meta = &r->meta;
+  sb_printf(meta, "\"dp\":{\"runs\":[");
+  for (int i = 0; i < r->dp_n; i++)
+    sb_printf(meta, "%s[%.17g,%.17g,%ld]", i ? "," : "", r->dp_runs[i].q, r->dp_runs[i].sigma,
+              i == r->dp_n - 1 ? (long)r->step : r->dp_runs[i].steps);   /* this run: the steps it took */
+  r->dp_runs[r->dp_n - 1].steps = r->step;   /* an interrupted or early-stopped run spent only its steps */
+  double eps = run->sigma > 0 ? pf_dp_epsilon(r->dp_runs, r->dp_n, r->dp_delta, &r->dp_order) : INFINITY;
+  sb_printf(meta, "],\"epsilon\":");
+  if (isfinite(eps)) sb_printf(meta, "%.6g", eps);
+  else sb_printf(meta, "null");
+  sb_printf(meta, ",\"delta\":%.6g,\"order\":", r->dp_delta);
+  if (isfinite(eps)) sb_printf(meta, "%.3g", r->dp_order);
+  else sb_printf(meta, "null");
+  sb_printf(meta, ",\"noise_multiplier\":%.6g,\"max_grad_norm\":", run->sigma);
+  if (isfinite(r->p.dp_max_grad_norm)) sb_printf(meta, "%.6g", r->p.dp_max_grad_norm);
+  else sb_printf(meta, "null");
+  sb_printf(meta, ",\"sample_rate\":%.6g,\"expected_batch\":%d,\"steps\":%d,\"target_epsilon\":", run->q, r->bs, r->step);
+  if (r->p.dp_epsilon > 0) sb_printf(meta, "%.6g", r->p.dp_epsilon);
+  else sb_printf(meta, "null");
+  sb_printf(meta, ",\"accountant\":\"%s\",\"accountant_version\":%d,\"sampling\":\"poisson\",\"noise\":\"%s\"},",
+            PF_DP_ACCOUNTANT, PF_DP_ACCOUNTANT_VERSION,
+            r->p.dp_noise_seed == UINT64_MAX ? "chacha20, seeded by the system" : "chacha20, seeded by noise_seed");
+}
+
 /* The metadata: everything that shaped the prefix, nothing that varies between runs. */
 static int run_meta(trun *r, pf_err *err) {
   const pf_train_params *p = &r->p;
@@ -672,13 +810,19 @@ static int run_meta(trun *r, pf_err *err) {
             p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, r->eval_every, p->patience,
             p->dtype == PF_DTYPE_F16 ? "f16" : "f32", p->add_eos ? "true" : "false");
   sb_printf(meta, "\"init\":\"%s\",\"steps_before\":%ld,", r->init_kind, r->step0);
-  sb_printf(meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,\"steps\":%d,\"epochs_run\":%.3g,"
-                  "\"stopped_early\":%s,\"final_train_loss\":%.6g,",
-            r->n_tr, r->n_va, r->truncated, r->tgt_total, r->step, (double)r->step / r->steps_per_epoch,
-            r->stopped_early ? "true" : "false", r->last_train);
+  if (p->dp) run_meta_dp(r);
+  /* with dp, what the private rows give without noise (their losses, token counts) stays out of the BLOB */
+  if (p->dp) sb_printf(meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":null,\"target_tokens\":null,", r->n_tr, r->n_va);
+  else sb_printf(meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,", r->n_tr, r->n_va,
+                 r->truncated, r->tgt_total);
+  sb_printf(meta, "\"steps\":%d,\"epochs_run\":%.3g,\"stopped_early\":%s,", r->step, (double)r->step / r->steps_per_epoch,
+            r->stopped_early ? "true" : "false");
+  if (p->dp) sb_printf(meta, "\"final_train_loss\":null,");
+  else sb_printf(meta, "\"final_train_loss\":%.6g,", r->last_train);
   if (r->have_best) sb_printf(meta, "\"best_val_loss\":%.6g,\"best_step\":%d,", r->best, r->best_step);
   else sb_printf(meta, "\"best_val_loss\":null,\"best_step\":null,");
-  sb_printf(meta, "\"loss_history\":%s,\"val_history\":%s}", r->hist.p ? r->hist.p : "[]", r->vhist.p ? r->vhist.p : "[]");
+  sb_printf(meta, "\"loss_history\":%s,\"val_history\":%s}", p->dp ? "null" : r->hist.p ? r->hist.p : "[]",
+            r->vhist.p ? r->vhist.p : "[]");
   if (meta->oom || r->hist.oom || r->vhist.oom) return pf_seterr(err, PF_NOMEM, "out of memory");
   return PF_OK;
 }
@@ -721,6 +865,8 @@ static void run_free(trun *r) {
   free(r->best_kv);
   free(r->len); free(r->tok); free(r->tgt); free(r->order); free(r->idx);
   free(r->hist.p); free(r->vhist.p); free(r->meta.p);
+  free(r->dp_sum); free(r->dp_rows);
+  memset(&r->dp_rng, 0, sizeof r->dp_rng);   /* the noise's key */
 }
 
 static int train_run(const pf_model *m, const pf_example *train, int n_train, const pf_example *val, int n_val,
@@ -735,10 +881,11 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   int rc = run_settle(&r, p, n_train, val != NULL, err);
   if (!rc) rc = run_data(&r, train, n_train, val, n_val, err);
   if (!rc) { run_schedule(&r); rc = run_alloc(&r, err); }
+  if (!rc) rc = run_dp_plan(&r, err);
   if (!rc) rc = run_init(&r, err);
   if (!rc) rc = run_resume(&r, err);
   while (!rc && r.step < r.total && !r.stopped_early) {
-    rc = run_step(&r, cancel, carg, err);
+    rc = r.p.dp ? run_step_dp(&r, cancel, carg, err) : run_step(&r, cancel, carg, err);
     if (!rc) rc = run_validate(&r, cancel, carg, err);
     if (!rc) run_report(&r, progress, parg);
   }

@@ -55,6 +55,16 @@ typedef struct pf_train_params {
   const uint8_t *init_prefix;
   size_t init_prefix_len;
   int save_state;      /* store the parameters, moments and data order in the BLOB (an optional section) */
+  /* differential privacy, DP-SGD (docs/privacy.md): on when dp is 1. Each step samples every row with
+  ** probability batch_size / rows, clips each sampled row's gradient to dp_max_grad_norm, adds Gaussian noise
+  ** of dp_noise_multiplier x that norm to their sum and divides by batch_size; grad_clip does not apply. */
+  int dp;
+  float dp_epsilon;          /* what training may spend: the noise multiplier is chosen for it (0: give the multiplier) */
+  float dp_delta;            /* 0: min(1e-5, 1 / (10 x training rows)) */
+  float dp_max_grad_norm;    /* C (default 1; +inf: no clipping, tests only) */
+  float dp_noise_multiplier; /* sigma >= 0, or -1: chosen for dp_epsilon */
+  uint64_t dp_noise_seed;    /* noise and sampling from this seed (reproducible: it must stay secret); UINT64_MAX:
+                             ** from the operating system (the default) */
 } pf_train_params;
 
 void pf_train_params_default(pf_train_params *p);

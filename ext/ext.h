@@ -50,7 +50,7 @@ int pfx_arg_prefix(sqlite3_context *ctx, const char *fn, sqlite3_value *v, const
 char *pfx_check_prefix(const struct pf_prefix *p, const pfx_model *pm, const char *model_name);
 
 /* ---------------------------------------------------------------- options */
-enum { PFX_OPT_INT, PFX_OPT_FLOAT, PFX_OPT_U64, PFX_OPT_BOOL, PFX_OPT_STR, PFX_OPT_STRLIST, PFX_OPT_ENUM };
+enum { PFX_OPT_INT, PFX_OPT_FLOAT, PFX_OPT_U64, PFX_OPT_BOOL, PFX_OPT_STR, PFX_OPT_STRLIST, PFX_OPT_ENUM, PFX_OPT_OBJ };
 typedef struct pfx_opt {
   const char *name;
   int kind;
@@ -59,6 +59,8 @@ typedef struct pfx_opt {
   const char *choices;  /* ENUM: "a|b|c"; stored as the index (int) */
   size_t count_off;     /* STRLIST: offset of the int count */
   int max_count;        /* STRLIST: array capacity */
+  const struct pfx_opt *sub;   /* OBJ: the object's own options (read into the same target; off: an int set to 1) */
+  int n_sub;
 } pfx_opt;
 
 /* Results that are JSON carry SQLite's JSON subtype ('J', as SQLite's own JSON functions set it), so

@@ -21,8 +21,8 @@ SQLITE_EXTENSION_INIT3
 
 typedef struct chat_opts { char *tmpl; int add_gen; } chat_opts;
 static const pfx_opt chat_table[] = {
-    {"template", PFX_OPT_STR, offsetof(chat_opts, tmpl), 0, 0, 0, 0, 0},
-    {"add_generation_prompt", PFX_OPT_BOOL, offsetof(chat_opts, add_gen), 0, 0, 0, 0, 0},
+    {"template", PFX_OPT_STR, offsetof(chat_opts, tmpl), 0, 0, 0, 0, 0, 0, 0},
+    {"add_generation_prompt", PFX_OPT_BOOL, offsetof(chat_opts, add_gen), 0, 0, 0, 0, 0, 0, 0},
 };
 
 void pfx_fn_chat(sqlite3_context *ctx, int argc, sqlite3_value **argv) {

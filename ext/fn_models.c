@@ -22,7 +22,7 @@ SQLITE_EXTENSION_INIT3
 /* prefix_model_load's options */
 typedef struct load_opts { int kv_budget_mb; } load_opts;
 static const pfx_opt load_table[] = {
-    {"kv_budget_mb", PFX_OPT_INT, offsetof(load_opts, kv_budget_mb), 0, 1 << 30, 0, 0, 0},
+    {"kv_budget_mb", PFX_OPT_INT, offsetof(load_opts, kv_budget_mb), 0, 1 << 30, 0, 0, 0, 0, 0},
 };
 
 void pfx_fn_model_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -76,8 +76,8 @@ void pfx_fn_model_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 
 typedef struct tok_opts { int add_special, parse_special; } tok_opts;
 static const pfx_opt tok_table[] = {
-    {"add_special", PFX_OPT_BOOL, offsetof(tok_opts, add_special), 0, 0, 0, 0, 0},
-    {"parse_special", PFX_OPT_BOOL, offsetof(tok_opts, parse_special), 0, 0, 0, 0, 0},
+    {"add_special", PFX_OPT_BOOL, offsetof(tok_opts, add_special), 0, 0, 0, 0, 0, 0, 0},
+    {"parse_special", PFX_OPT_BOOL, offsetof(tok_opts, parse_special), 0, 0, 0, 0, 0, 0, 0},
 };
 
 void pfx_fn_tokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {

@@ -77,6 +77,7 @@ typedef struct optctx {
   char **errmsg;
   char ***owned;
   int *n_owned;
+  const char *path;   /* "" at the top; "dp." inside the object of option 'dp' */
 } optctx;
 
 /* The one failure path: "<fn>: option '<name>' <what>" (o NULL: "<fn>: <what>"). SQLITE_NOMEM when even the
@@ -86,7 +87,7 @@ static int opt_fail(const optctx *c, const pfx_opt *o, const char *fmt, ...) {
   va_start(ap, fmt);
   char *what = sqlite3_vmprintf(fmt, ap);
   va_end(ap);
-  if (what) *c->errmsg = o ? sqlite3_mprintf("%s: option '%s' %s", c->fn, o->name, what) : sqlite3_mprintf("%s: %s", c->fn, what);
+  if (what) *c->errmsg = o ? sqlite3_mprintf("%s: option '%s%s' %s", c->fn, c->path, o->name, what) : sqlite3_mprintf("%s: %s", c->fn, what);
   sqlite3_free(what);
   return *c->errmsg ? SQLITE_ERROR : SQLITE_NOMEM;
 }
@@ -192,6 +193,8 @@ static int check_object(const optctx *c, sqlite3_value *json) {
   return rc;
 }
 
+static int opt_object(const optctx *c, const pfx_opt *o, sqlite3_stmt *st, const char *jt, void *target);
+
 /* One member of the object: find its row of the table, refuse unknown and repeated names, read it by kind. */
 static int read_option(const optctx *c, sqlite3_stmt *st, const pfx_opt *table, int n_table, uint64_t *seen, void *target) {
   const char *key = (const char *)sqlite3_column_text(st, 0);
@@ -201,7 +204,7 @@ static int read_option(const optctx *c, sqlite3_stmt *st, const pfx_opt *table, 
   if (oi < 0) {
     char *k = known_list(table, n_table);
     size_t kl = key ? strlen(key) : 0;   /* a long key is quoted in part */
-    int rc = opt_fail(c, NULL, "unknown option '%.64s%s' (known: %s)", key ? key : "", kl > 64 ? "..." : "", k ? k : "");
+    int rc = opt_fail(c, NULL, "unknown option '%s%.64s%s' (known: %s)", c->path, key ? key : "", kl > 64 ? "..." : "", k ? k : "");
     sqlite3_free(k);
     return rc;
   }
@@ -217,44 +220,67 @@ static int read_option(const optctx *c, sqlite3_stmt *st, const pfx_opt *table, 
     case PFX_OPT_STR:
     case PFX_OPT_ENUM: return opt_string(c, o, st, jt, base);
     case PFX_OPT_STRLIST: return opt_strlist(c, o, st, jt, target);
+    case PFX_OPT_OBJ: return opt_object(c, o, st, jt, target);
   }
   return opt_fail(c, o, "has an unknown kind %d", (int)o->kind);
 }
 
-int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pfx_opt *table, int n_table,
-                      void *target, char ***owned, int *n_owned, char **errmsg) {
-  optctx c = {db, fn, errmsg, owned, n_owned};
-  *errmsg = NULL;
-  if (!json || sqlite3_value_type(json) == SQLITE_NULL) return SQLITE_OK;
-  int rc = check_object(&c, json);
+/* The members of a JSON object by the table. */
+static int parse_object(const optctx *c, sqlite3_value *json, const pfx_opt *table, int n_table, void *target) {
+  int rc = check_object(c, json);
   if (rc) return rc;
   sqlite3_stmt *st = NULL;
   uint64_t seen = 0;   /* tables have fewer than 64 options */
   int step = SQLITE_DONE;
-  if ((rc = sqlite3_prepare_v2(db, "SELECT key, type, atom, value FROM json_each(?1)", -1, &st, NULL))) return sql_fail(&c, rc);
+  if ((rc = sqlite3_prepare_v2(c->db, "SELECT key, type, atom, value FROM json_each(?1)", -1, &st, NULL))) return sql_fail(c, rc);
   sqlite3_bind_value(st, 1, json);
-  while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) rc = read_option(&c, st, table, n_table, &seen, target);
-  if (!rc && step != SQLITE_DONE) rc = sql_fail(&c, step);
+  while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) rc = read_option(c, st, table, n_table, &seen, target);
+  if (!rc && step != SQLITE_DONE) rc = sql_fail(c, step);
   sqlite3_finalize(st);
   return rc;
 }
 
+/* PFX_OPT_OBJ: an object of options of its own, read into the same target; the int at off says it was given. */
+static int opt_object(const optctx *c, const pfx_opt *o, sqlite3_stmt *st, const char *jt, void *target) {
+  if (!jt || strcmp(jt, "object")) return opt_fail(c, o, "must be an object like %s, got %s", o->choices, type_word(jt));
+  sqlite3_value *v = sqlite3_value_dup(sqlite3_column_value(st, 3));
+  char *path = sqlite3_mprintf("%s%s.", c->path, o->name);
+  int rc = SQLITE_NOMEM;
+  if (v && path) {
+    optctx in = *c;
+    in.path = path;
+    rc = parse_object(&in, v, o->sub, o->n_sub, target);
+  }
+  sqlite3_value_free(v);
+  sqlite3_free(path);
+  if (!rc) *(int *)((char *)target + o->off) = 1;
+  return rc;
+}
+
+int pfx_parse_options(sqlite3 *db, const char *fn, sqlite3_value *json, const pfx_opt *table, int n_table,
+                      void *target, char ***owned, int *n_owned, char **errmsg) {
+  optctx c = {db, fn, errmsg, owned, n_owned, ""};
+  *errmsg = NULL;
+  if (!json || sqlite3_value_type(json) == SQLITE_NULL) return SQLITE_OK;
+  return parse_object(&c, json, table, n_table, target);
+}
+
 #define GO(f) offsetof(pf_sample_params, f)
 static const pfx_opt gen_opts[] = {
-    {"max_tokens", PFX_OPT_INT, GO(max_tokens), 0, 1 << 24, 0, 0, 0},
-    {"temperature", PFX_OPT_FLOAT, GO(temperature), 0, 100, 0, 0, 0},
-    {"top_k", PFX_OPT_INT, GO(top_k), 0, 1 << 24, 0, 0, 0},
-    {"top_p", PFX_OPT_FLOAT, GO(top_p), 0, 1, 0, 0, 0},
-    {"min_p", PFX_OPT_FLOAT, GO(min_p), 0, 1, 0, 0, 0},
-    {"repeat_penalty", PFX_OPT_FLOAT, GO(repeat_penalty), 0.01, 100, 0, 0, 0},
-    {"repeat_last_n", PFX_OPT_INT, GO(repeat_last_n), -1, 1 << 24, 0, 0, 0},
-    {"seed", PFX_OPT_U64, GO(seed), 0, 9007199254740992.0, 0, 0, 0},
-    {"ignore_eos", PFX_OPT_BOOL, GO(ignore_eos), 0, 0, 0, 0, 0},
-    {"threads", PFX_OPT_INT, GO(threads), 0, PF_THREADS_MAX, 0, 0, 0},
-    {"beam_size", PFX_OPT_INT, GO(beam_size), 1, PF_BEAM_MAX, 0, 0, 0},
-    {"length_penalty", PFX_OPT_FLOAT, GO(length_penalty), -10, 10, 0, 0, 0},
-    {"no_repeat_ngram_size", PFX_OPT_INT, GO(no_repeat_ngram_size), 0, 64, 0, 0, 0},
-    {"stop", PFX_OPT_STRLIST, GO(stop), 0, 0, 0, GO(n_stop), PF_MAX_STOPS},
+    {"max_tokens", PFX_OPT_INT, GO(max_tokens), 0, 1 << 24, 0, 0, 0, 0, 0},
+    {"temperature", PFX_OPT_FLOAT, GO(temperature), 0, 100, 0, 0, 0, 0, 0},
+    {"top_k", PFX_OPT_INT, GO(top_k), 0, 1 << 24, 0, 0, 0, 0, 0},
+    {"top_p", PFX_OPT_FLOAT, GO(top_p), 0, 1, 0, 0, 0, 0, 0},
+    {"min_p", PFX_OPT_FLOAT, GO(min_p), 0, 1, 0, 0, 0, 0, 0},
+    {"repeat_penalty", PFX_OPT_FLOAT, GO(repeat_penalty), 0.01, 100, 0, 0, 0, 0, 0},
+    {"repeat_last_n", PFX_OPT_INT, GO(repeat_last_n), -1, 1 << 24, 0, 0, 0, 0, 0},
+    {"seed", PFX_OPT_U64, GO(seed), 0, 9007199254740992.0, 0, 0, 0, 0, 0},
+    {"ignore_eos", PFX_OPT_BOOL, GO(ignore_eos), 0, 0, 0, 0, 0, 0, 0},
+    {"threads", PFX_OPT_INT, GO(threads), 0, PF_THREADS_MAX, 0, 0, 0, 0, 0},
+    {"beam_size", PFX_OPT_INT, GO(beam_size), 1, PF_BEAM_MAX, 0, 0, 0, 0, 0},
+    {"length_penalty", PFX_OPT_FLOAT, GO(length_penalty), -10, 10, 0, 0, 0, 0, 0},
+    {"no_repeat_ngram_size", PFX_OPT_INT, GO(no_repeat_ngram_size), 0, 64, 0, 0, 0, 0, 0},
+    {"stop", PFX_OPT_STRLIST, GO(stop), 0, 0, 0, GO(n_stop), PF_MAX_STOPS, 0, 0},
 };
 
 int pfx_parse_gen_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf_sample_params *p, char ***owned,
@@ -271,8 +297,8 @@ int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf
   enum { NG = (int)(sizeof gen_opts / sizeof gen_opts[0]) };
   pfx_opt table[NG + 2];
   memcpy(table, gen_opts, sizeof gen_opts);   /* p is the struct's first member: same offsets */
-  pfx_opt bs = {"batch_size", PFX_OPT_INT, BO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0};
-  pfx_opt rp = {"require_prefix", PFX_OPT_BOOL, BO(require_prefix), 0, 0, 0, 0, 0};
+  pfx_opt bs = {"batch_size", PFX_OPT_INT, BO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0, 0, 0};
+  pfx_opt rp = {"require_prefix", PFX_OPT_BOOL, BO(require_prefix), 0, 0, 0, 0, 0, 0, 0};
   table[NG] = bs;
   table[NG + 1] = rp;
   pf_sample_params_default(&o->p);
@@ -284,39 +310,48 @@ int pfx_parse_batch_options(sqlite3 *db, const char *fn, sqlite3_value *json, pf
 /* ------------------------------------------------ prefix_train, prefix_train_agg, prefix_score */
 
 #define TO(f) offsetof(pfx_train_opts, p.f)
+/* differential privacy: "dp": {"epsilon": 8, "delta": 1e-5, "max_grad_norm": 1} (docs/privacy.md) */
+static const pfx_opt dp_table[] = {
+    {"epsilon", PFX_OPT_FLOAT, TO(dp_epsilon), 1e-3, 1e6, 0, 0, 0, 0, 0},
+    {"delta", PFX_OPT_FLOAT, TO(dp_delta), 1e-30, 0.5, 0, 0, 0, 0, 0},
+    {"max_grad_norm", PFX_OPT_FLOAT, TO(dp_max_grad_norm), 1e-6, 1e6, 0, 0, 0, 0, 0},
+    {"noise_multiplier", PFX_OPT_FLOAT, TO(dp_noise_multiplier), 0, 1e4, 0, 0, 0, 0, 0},
+    {"noise_seed", PFX_OPT_U64, TO(dp_noise_seed), 0, 9007199254740992.0, 0, 0, 0, 0, 0},
+};
 static const pfx_opt train_table[] = {
-    {"prefix_len", PFX_OPT_INT, TO(prefix_len), 1, PF_TRAIN_PREFIX_LEN_MAX, 0, 0, 0},
-    {"mode", PFX_OPT_ENUM, TO(mode), 0, 0, "prefix|embedding", 0, 0},
-    {"mid_dim", PFX_OPT_INT, TO(mid_dim), 0, PF_MID_DIM_MAX, 0, 0, 0},
-    {"init_text", PFX_OPT_STR, TO(init_text), 0, 0, 0, 0, 0},
-    {"lr", PFX_OPT_FLOAT, TO(lr), 1e-9, 10, 0, 0, 0},
-    {"weight_decay", PFX_OPT_FLOAT, TO(weight_decay), 0, 10, 0, 0, 0},
-    {"warmup_steps", PFX_OPT_INT, TO(warmup_steps), 0, 1e9, 0, 0, 0},
-    {"lr_schedule", PFX_OPT_ENUM, TO(lr_schedule), 0, 0, "linear|constant", 0, 0},
-    {"grad_clip", PFX_OPT_FLOAT, TO(grad_clip), 0, 1e9, 0, 0, 0},
-    {"batch_size", PFX_OPT_INT, TO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0},
-    {"epochs", PFX_OPT_INT, TO(epochs), 1, 1e6, 0, 0, 0},
-    {"max_steps", PFX_OPT_INT, TO(max_steps), 1, 1e9, 0, 0, 0},
-    {"seed", PFX_OPT_U64, TO(seed), 0, 9007199254740992.0, 0, 0, 0},
-    {"max_seq_len", PFX_OPT_INT, TO(max_seq_len), 2, 1 << 20, 0, 0, 0},
-    {"threads", PFX_OPT_INT, TO(threads), 0, PF_THREADS_MAX, 0, 0, 0},
-    {"val_fraction", PFX_OPT_FLOAT, TO(val_fraction), 0, 0.9, 0, 0, 0},
-    {"val_query", PFX_OPT_STR, offsetof(pfx_train_opts, val_query), 0, 0, 0, 0, 0},
-    {"eval_every", PFX_OPT_INT, TO(eval_every), 0, 1e9, 0, 0, 0},
-    {"patience", PFX_OPT_INT, TO(patience), 0, 1e6, 0, 0, 0},
-    {"dtype", PFX_OPT_ENUM, TO(dtype), 0, 0, "f32|f16", 0, 0},
-    {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0},
-    {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0},
-    {"activation_mb", PFX_OPT_INT, TO(activation_mb), 16, 1 << 20, 0, 0, 0},
-    {"init_prefix", PFX_OPT_STR, offsetof(pfx_train_opts, init_hex), 0, 0, 0, 0, 0},
-    {"save_state", PFX_OPT_BOOL, TO(save_state), 0, 0, 0, 0, 0},
+    {"prefix_len", PFX_OPT_INT, TO(prefix_len), 1, PF_TRAIN_PREFIX_LEN_MAX, 0, 0, 0, 0, 0},
+    {"mode", PFX_OPT_ENUM, TO(mode), 0, 0, "prefix|embedding", 0, 0, 0, 0},
+    {"mid_dim", PFX_OPT_INT, TO(mid_dim), 0, PF_MID_DIM_MAX, 0, 0, 0, 0, 0},
+    {"init_text", PFX_OPT_STR, TO(init_text), 0, 0, 0, 0, 0, 0, 0},
+    {"lr", PFX_OPT_FLOAT, TO(lr), 1e-9, 10, 0, 0, 0, 0, 0},
+    {"weight_decay", PFX_OPT_FLOAT, TO(weight_decay), 0, 10, 0, 0, 0, 0, 0},
+    {"warmup_steps", PFX_OPT_INT, TO(warmup_steps), 0, 1e9, 0, 0, 0, 0, 0},
+    {"lr_schedule", PFX_OPT_ENUM, TO(lr_schedule), 0, 0, "linear|constant", 0, 0, 0, 0},
+    {"grad_clip", PFX_OPT_FLOAT, TO(grad_clip), 0, 1e9, 0, 0, 0, 0, 0},
+    {"batch_size", PFX_OPT_INT, TO(batch_size), 1, PF_BATCH_SIZE_MAX, 0, 0, 0, 0, 0},
+    {"epochs", PFX_OPT_INT, TO(epochs), 1, 1e6, 0, 0, 0, 0, 0},
+    {"max_steps", PFX_OPT_INT, TO(max_steps), 1, 1e9, 0, 0, 0, 0, 0},
+    {"seed", PFX_OPT_U64, TO(seed), 0, 9007199254740992.0, 0, 0, 0, 0, 0},
+    {"max_seq_len", PFX_OPT_INT, TO(max_seq_len), 2, 1 << 20, 0, 0, 0, 0, 0},
+    {"threads", PFX_OPT_INT, TO(threads), 0, PF_THREADS_MAX, 0, 0, 0, 0, 0},
+    {"val_fraction", PFX_OPT_FLOAT, TO(val_fraction), 0, 0.9, 0, 0, 0, 0, 0},
+    {"val_query", PFX_OPT_STR, offsetof(pfx_train_opts, val_query), 0, 0, 0, 0, 0, 0, 0},
+    {"eval_every", PFX_OPT_INT, TO(eval_every), 0, 1e9, 0, 0, 0, 0, 0},
+    {"patience", PFX_OPT_INT, TO(patience), 0, 1e6, 0, 0, 0, 0, 0},
+    {"dtype", PFX_OPT_ENUM, TO(dtype), 0, 0, "f32|f16", 0, 0, 0, 0},
+    {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0, 0, 0},
+    {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0, 0, 0},
+    {"activation_mb", PFX_OPT_INT, TO(activation_mb), 16, 1 << 20, 0, 0, 0, 0, 0},
+    {"init_prefix", PFX_OPT_STR, offsetof(pfx_train_opts, init_hex), 0, 0, 0, 0, 0, 0, 0},
+    {"save_state", PFX_OPT_BOOL, TO(save_state), 0, 0, 0, 0, 0, 0, 0},
+    {"dp", PFX_OPT_OBJ, TO(dp), 0, 0, "{\"epsilon\": 8}", 0, 0, dp_table, (int)(sizeof dp_table / sizeof dp_table[0])},
 };
 
 static int hexval(int c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; }
 
 static const pfx_opt score_table[] = {
-    {"add_eos", PFX_OPT_BOOL, offsetof(pfx_score_opts, add_eos), 0, 0, 0, 0, 0},
-    {"per_token", PFX_OPT_BOOL, offsetof(pfx_score_opts, per_token), 0, 0, 0, 0, 0},
+    {"add_eos", PFX_OPT_BOOL, offsetof(pfx_score_opts, add_eos), 0, 0, 0, 0, 0, 0, 0},
+    {"per_token", PFX_OPT_BOOL, offsetof(pfx_score_opts, per_token), 0, 0, 0, 0, 0, 0, 0},
 };
 
 int pfx_parse_train_options(sqlite3 *db, const char *fn, sqlite3_value *json, pfx_train_opts *o, char ***owned,

@@ -61,7 +61,7 @@ static const char *words[] = {
     "{\"max_steps\": 1, \"prefix_len\": 2047}", "{\"max_steps\": 1, \"val_query\": \"SELECT a, b FROM t\"}",
     "{\"add_eos\": false}", "{\"per_token\": true}", "{\"max_tokens\": 3, \"beam_size\": 3}",
     "{\"max_tokens\": 4, \"beam_size\": 2, \"no_repeat_ngram_size\": 1, \"length_penalty\": -2, \"stop\": [\"a\"]}",
-    "{\"max_steps\": 1, \"save_state\": true}", "[\"Once upon a time\", \"x\"]", "[\"\"]", "[[1]]", "{\"add_special\": false, \"parse_special\": false}", "{\"template\": \"llama3\"}",
+    "{\"max_steps\": 1, \"save_state\": true}", "{\"max_steps\": 2, \"batch_size\": 1, \"dp\": {\"epsilon\": 3, \"noise_seed\": 5}}", "[\"Once upon a time\", \"x\"]", "[\"\"]", "[[1]]", "{\"add_special\": false, \"parse_special\": false}", "{\"template\": \"llama3\"}",
     "{\"batch_size\": 2, \"max_tokens\": 2}", "{}", "[]", "null", "{\"max_tokens\": -1}",
     "[1, 403, 407]", "[0, 511, 512, -1]", "[1.5]", "[\"a\"]",
     "[{\"role\": \"user\", \"content\": \"Hi\"}]", "peft", "{\"peft_type\": \"PREFIX_TUNING\", \"num_virtual_tokens\": 2}", "[{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": \"Q\"}]",

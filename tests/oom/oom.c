@@ -80,6 +80,8 @@ int main(void) {
       {"score", "SELECT prefix_score('m', (SELECT b FROM p), a, b), prefix_score('m', NULL, a, b, '{\"add_eos\": false}') FROM t;", NULL},
       {"train", "SELECT length(prefix_train('m', 'SELECT a, b FROM t', '{\"max_steps\": 2, \"prefix_len\": 2, \"val_query\": \"SELECT a, b FROM t LIMIT 1\"}'));", NULL},
       {"train_agg", "SELECT length(prefix_train_agg('m', a, b, '{\"max_steps\": 1, \"mode\": \"embedding\", \"prefix_len\": 2}')) FROM t;", NULL},
+      {"dp", "SELECT length(prefix_train('m', 'SELECT a, b FROM t', '{\"max_steps\": 2, \"prefix_len\": 2, \"mid_dim\": 4,"
+             " \"dp\": {\"epsilon\": 8, \"noise_seed\": 1}}'));", NULL},
       {"info", "SELECT prefix_info(b) FROM p;", NULL},
       {"beam", "SELECT prefix_generate('m', (SELECT b FROM p), 'Once upon a time', '{\"max_tokens\": 4, \"beam_size\": 3, \"no_repeat_ngram_size\": 2, \"stop\": \"x\"}'),"
                " (SELECT group_concat(text, '|') FROM prefix_generate_batch('m', 'SELECT rowid, NULL, a FROM t', '{\"max_tokens\": 3, \"beam_size\": 2}'));", NULL},
