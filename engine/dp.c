@@ -109,10 +109,11 @@ double pf_dp_epsilon(const pf_dp_run *runs, int n, double delta, double *order) 
 
 int pf_dp_sigma(const pf_dp_run *before, int n_before, double q, long steps, double epsilon, double delta,
                 double *sigma, pf_err *err) {
-  pf_dp_run runs[64];
-  if (n_before > 63) n_before = 63;
-  memcpy(runs, before, sizeof *runs * (size_t)(n_before > 0 ? n_before : 0));
-  int n = (n_before > 0 ? n_before : 0) + 1;
+  pf_dp_run runs[PF_DP_RUNS_MAX];
+  if (n_before < 0 || !before) n_before = 0;
+  if (n_before > PF_DP_RUNS_MAX - 1) n_before = PF_DP_RUNS_MAX - 1;
+  if (n_before) memcpy(runs, before, sizeof *runs * (size_t)n_before);
+  int n = n_before + 1;
   runs[n - 1] = (pf_dp_run){q, 1e4, steps};
   if (pf_dp_epsilon(runs, n, delta, NULL) > epsilon) {
     runs[n - 1].steps = 0;
@@ -148,7 +149,8 @@ int pf_dp_runs_parse(const char *meta, pf_dp_run *runs, int max) {
   p += strlen("\"dp\":{\"runs\":[");
   int n = 0;
   for (p = skip_ws(p); *p != ']'; p = skip_ws(p)) {
-    if (n == max || *p != '[') return -1;
+    if (*p != '[') return -1;
+    if (n == max) return -2;
     double v[3];
     p++;
     for (int i = 0; i < 3; i++) {

@@ -37,7 +37,7 @@ int pf_dp_sigma(const pf_dp_run *before, int n_before, double q, long steps, dou
                 double *sigma, pf_err *err);
 
 /* The runs a prefix BLOB's metadata records ("dp":{"runs":[[q, sigma, steps], ...], ...}, as pf_train writes
-** it): how many (at most max), or -1 when it has none or they are malformed. */
+** it): how many (at most max); -1 when it has none or they are malformed, -2 when there are more than max. */
 #define PF_DP_RUNS_MAX 64
 int pf_dp_runs_parse(const char *meta, pf_dp_run *runs, int max);
 

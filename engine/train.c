@@ -393,7 +393,10 @@ static int run_settle_dp(trun *r, pf_err *err) {
   if (p->val_fraction > 0)
     return pf_seterr(err, PF_ERR, "dp: val_fraction holds out private rows and picks the prefix by their loss, which the "
                      "accountant does not count: give val_query (rows that need no protection) or no validation");
-  if (r->wm && (r->dp_n = pf_dp_runs_parse(r->wm->ip.meta, r->dp_runs, PF_DP_RUNS_MAX - 1)) < 0)
+  if (r->wm && (r->dp_n = pf_dp_runs_parse(r->wm->ip.meta, r->dp_runs, PF_DP_RUNS_MAX - 1)) == -2)
+    return pf_seterr(err, PF_TOOBIG, "dp: init_prefix records more than %d dp runs; the accountant counts at most %d "
+                     "before this one", PF_DP_RUNS_MAX - 1, PF_DP_RUNS_MAX - 1);
+  if (r->wm && r->dp_n < 0)
     return pf_seterr(err, PF_ERR, "dp: init_prefix was trained without dp, so the rows it saw are not protected and its "
                      "spending is unknown: start from a prefix trained with dp, from init_text, or from random");
   if (r->dp_n < 0) r->dp_n = 0;

@@ -102,6 +102,22 @@ static void test_accountant(void) {
         "a target the runs before already spent is refused", "%s", e.msg);
 }
 
+/* A BLOB's record of runs read back; what is not the writer's record is not read as one. */
+static void test_runs_parse(void) {
+  pf_dp_run r[3];
+  int ok = pf_dp_runs_parse("{\"x\":1,\"dp\":{\"runs\":[[0.5,1.25,100],[0.1, 2 ,7]],\"epsilon\":3}}", r, 3) == 2 &&
+           r[0].q == 0.5 && r[0].sigma == 1.25 && r[0].steps == 100 && r[1].steps == 7;
+  ok &= pf_dp_runs_parse("{\"dp\":{\"runs\":[]}}", r, 3) == 0;
+  ok &= pf_dp_runs_parse("{\"options\":{}}", r, 3) == -1;
+  ok &= pf_dp_runs_parse("{\"init_text\":\"\\\"dp\\\":{\\\"runs\\\":[[0.5,1,1]]\"}", r, 3) == -1;   /* inside a string */
+  ok &= pf_dp_runs_parse("{\"dp\":{\"runs\":[[0.5,1]]}}", r, 3) == -1;
+  ok &= pf_dp_runs_parse("{\"dp\":{\"runs\":[[2,1,1]]}}", r, 3) == -1;           /* q > 1 */
+  ok &= pf_dp_runs_parse("{\"dp\":{\"runs\":[[0.5,nan,1]]}}", r, 3) == -1;
+  ok &= pf_dp_runs_parse("{\"dp\":{\"runs\":[[0.5,1,1],[0.5,1,1]", r, 3) == -1;   /* cut */
+  ok &= pf_dp_runs_parse("{\"dp\":{\"runs\":[[0.5,1,1],[0.5,1,1],[0.5,1,1],[0.5,1,1]]}}", r, 3) == -2;
+  CHECK(ok, "a BLOB's dp runs are read back; a record in a string, cut, malformed or too long is not", "");
+}
+
 static void test_chacha(void) {
   /* RFC 8439 appendix A.1: key 0, nonce 0, block counters 0 and 1 */
   uint32_t key[8] = {0}, nonce[3] = {0}, out[16];
@@ -257,6 +273,8 @@ static void test_trainer(const pf_model *m) {
   int r3 = train(m, &p, 6, &c, &cl, &e);
   CHECK(!r1 && !r2 && !r3 && al == bl && !memcmp(a, b, al) && (al != cl || memcmp(a, c, al)),
         "the same noise_seed gives the same BLOB; another seed another", "%s", e.msg);
+  if (!r2) free(b);
+  if (!r3) free(c);
   pf_prefix_decode(a, al, &x, &e);
   pf_dp_run runs[4];
   int nr = pf_dp_runs_parse(x.meta, runs, 4);
@@ -324,6 +342,7 @@ static void test_trainer(const pf_model *m) {
 
 int main(void) {
   test_accountant();
+  test_runs_parse();
   test_chacha();
   pf_err e;
   pf_model *m = pf_model_load(t_model_path("stories260K.gguf"), &e);

@@ -206,7 +206,7 @@ static void test_company(const pf_model *m) {
       if (!same(&solo[i], &many[i], &d)) { ok = 0; if (bad < 0) bad = i; }
       if (d > worst) worst = d;
     }
-    char name[160];
+    char name[256];
     snprintf(name, sizeof name, "%d concurrent requests (greedy, sampling, beams, ensembles, streams, scoring, prefixes or "
              "none) give their solo texts and log-probabilities, in one batch", n);
     CHECK(ok && peak >= n, name, "request %d: '%s' vs solo '%s'; peak rows %d; lp diff %g", bad,
