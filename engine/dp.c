@@ -223,14 +223,6 @@ double pf_csprng_uniform(pf_csprng *r) {
   return ((double)(x >> 11) + 0.5) * 0x1p-53;
 }
 
-double pf_csprng_gauss(pf_csprng *r) {
-  if (r->have_spare) { r->have_spare = 0; return r->spare; }
-  double u = pf_csprng_uniform(r), v = pf_csprng_uniform(r), m = sqrt(-2 * log(u));
-  r->spare = m * sin(2 * M_PI * v);
-  r->have_spare = 1;
-  return m * cos(2 * M_PI * v);
-}
-
 /* 8 normal values from one block: 4 Box-Muller pairs of 53-bit uniforms */
 static void block_normals(const uint32_t w[16], double out[8]) {
   for (int i = 0; i < 4; i++) {

@@ -47,8 +47,6 @@ typedef struct pf_csprng {
   uint64_t block;      /* the next block's counter */
   uint32_t out[16];
   int used;            /* words of out taken */
-  int have_spare;      /* a second Gaussian from the last Box-Muller pair */
-  double spare;
 } pf_csprng;
 /* The key from a 64-bit seed (reproducible: the seed must stay secret), or from the OS (PF_ERR if it has none). */
 void pf_csprng_seed_u64(pf_csprng *r, uint64_t seed);
@@ -56,8 +54,6 @@ int pf_csprng_seed_os(pf_csprng *r, pf_err *err);
 uint32_t pf_csprng_u32(pf_csprng *r);
 /* Uniform in (0, 1) with 53 random bits. */
 double pf_csprng_uniform(pf_csprng *r);
-/* A standard normal value (Box-Muller on 53-bit uniforms). */
-double pf_csprng_gauss(pf_csprng *r);
 /* Add N(0, stddev^2) to each of g[0..n): draw `draw` of the generator's key (each draw its own stream of
 ** ChaCha20 blocks, 8 values per block: the same values whatever the thread count). */
 void pf_csprng_noise(const pf_csprng *r, uint64_t draw, float *g, size_t n, double stddev);

@@ -127,20 +127,26 @@ static void test_chacha(void) {
   ok &= out[0] == 0xbee7079fu && out[1] == 0x7a385155u;
   CHECK(ok, "ChaCha20's block function gives RFC 8439's known answers", "%08x %08x", out[0], out[1]);
 
+  /* the noise the trainer adds: N(0, sd^2) per value, the same for the same key and draw, whatever the threads */
   pf_csprng r, r2;
   pf_csprng_seed_u64(&r, 12345);
   pf_csprng_seed_u64(&r2, 12345);
-  double s = 0, s2 = 0, same = 1;
-  int n = 200000;
-  for (int i = 0; i < n; i++) {
-    double g = pf_csprng_gauss(&r);
-    same = same && g == pf_csprng_gauss(&r2);
-    s += g;
-    s2 += g * g;
-  }
+  size_t n = 200003;
+  float *a = calloc(n, sizeof(float)), *b = calloc(n, sizeof(float)), *c = calloc(n, sizeof(float));
+  int old = pf_threads_push(1);
+  pf_csprng_noise(&r, 7, a, n, 2.0);
+  pf_threads_pop(old);
+  old = pf_threads_push(2);
+  pf_csprng_noise(&r2, 7, b, n, 2.0);
+  pf_csprng_noise(&r2, 8, c, n, 2.0);
+  pf_threads_pop(old);
+  double s = 0, s2 = 0;
+  for (size_t i = 0; i < n; i++) { s += a[i]; s2 += (double)a[i] * a[i]; }
   double mean = s / n, var = s2 / n - mean * mean;
-  CHECK(same && fabs(mean) < 0.01 && fabs(var - 1) < 0.02, "Gaussian noise: mean 0, variance 1, the same for the same seed",
+  CHECK(!memcmp(a, b, n * sizeof(float)) && memcmp(a, c, n * sizeof(float)) && fabs(mean) < 0.02 && fabs(var - 4) < 0.08,
+        "the noise: mean 0, variance sd^2, the same for the same key and step on 1 or 2 threads, another step another",
         "mean %g var %g", mean, var);
+  free(a); free(b); free(c);
   pf_err e;
   CHECK(pf_csprng_seed_os(&r, &e) == PF_OK && pf_csprng_seed_os(&r2, &e) == PF_OK && pf_csprng_u32(&r) != pf_csprng_u32(&r2),
         "the OS seeds two generators differently", "");
