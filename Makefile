@@ -17,6 +17,7 @@
 #                      (ISA=avx2: the AVX2 paths beside an AVX2-only llama.cpp, on any x86 machine)
 #   make eval          the paper's E2E experiments through SQL (docs/evaluation.md; about 7 minutes)
 #   make eval-privacy  held-out loss at epsilon 1, 3, 8 and a planted secret's exposure, with and without dp (docs/evaluation.md)
+#   make bench-customers  time per customer's prefix, steps and held-out loss: schedules side by side (docs/training.md)
 # Run as root on Debian, the targets first install missing packages (tests/deps.sh).
 
 CC      ?= cc
@@ -59,7 +60,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 
-.PHONY: FORCE all cluster cluster-demo bench-cluster bench-serve install-cluster deps demo test test-c test-sql bench bench-compare eval eval-privacy clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
+.PHONY: FORCE all cluster cluster-demo bench-cluster bench-serve install-cluster deps demo test test-c test-sql bench bench-compare eval eval-privacy bench-customers clean sanitize test-loaded test-arm64 dist fuzz fuzz-build oom tsan static install uninstall test-bindings python-package node-package
 all: $(BUILD)/prefix.$(SOEXT) $(BUILD)/libprefix_engine.a $(BUILD)/libsqlite_prefix.a $(TOOLS)
 static: $(BUILD)/libsqlite_prefix.a
 
@@ -193,6 +194,11 @@ eval: deps all
 # (tests/eval/privacy.sh; writes dist/eval/privacy.md; docs/evaluation.md)
 eval-privacy: deps all
 	PREFIX_DATA_DIR=$${PREFIX_DATA_DIR:-../shared/data} BUILD=$(BUILD) tests/eval/privacy.sh
+
+# E2E restaurants as customers, one GROUP BY statement per schedule: seconds per customer, steps, held-out NLL;
+# recall of 16 TinyStories pairs; a 20-pair customer on the 134M model (tests/eval/customers.sh; docs/training.md)
+bench-customers: deps all
+	PREFIX_DATA_DIR=$${PREFIX_DATA_DIR:-../shared/data} BUILD=$(BUILD) tests/eval/customers.sh
 
 # the cluster's figures (docs/scaling.md): prefixes/minute by 1 and 2 workers, tokens/s through a node
 bench-cluster: deps all cluster

@@ -5,9 +5,11 @@
 **   split off validation rows (val_fraction or a given set)
 **   for each step: kv = reparam(params); loss, dkv = step(batch, kv);
 **                  dparams = reparam_backward(dkv); clip; AdamW; schedule
-**   validate every eval_every steps (default: once per epoch); keep the best
-**   prefix by validation loss; stop after `patience` evaluations without
-**   improvement; encode the best (or last) keys/values as a BLOB.
+**   check every eval_every steps (default: whole epochs, at least 10 steps
+**   with validation rows, 25 without): the validation loss (keep the best
+**   prefix by it), or without validation rows the mean training loss since
+**   the last check (the plateau rule); stop after `patience` checks without
+**   an improvement of min_delta; encode the best (or last) keys/values.
 **
 ** Same rows, options, seed and thread count give the same bytes.
 */
@@ -42,6 +44,8 @@ void pf_train_params_default(pf_train_params *p) {
   p->dp_max_grad_norm = 1.0f;
   p->dp_noise_multiplier = -1;
   p->dp_noise_seed = UINT64_MAX;
+  p->patience = -1;
+  p->min_delta = -1;
 }
 
 /* ------------------------------------------------------------- strings */
@@ -209,8 +213,10 @@ static void shuffle(int *a, int n, uint64_t *s) {
 /* Progress on stderr: on a terminal a bar redrawn in place (at most 10 times a second); otherwise (a log
 ** file, a pipe) one line per tenth of the run, no carriage returns. */
 static void draw_bar(const pf_progress *pr, int tty) {
-  char val[32] = "";
+  char val[64] = "";
   if (!isnan(pr->val_loss)) snprintf(val, sizeof val, " val %.4f", pr->val_loss);
+  if (pr->done && pr->stop_reason && strcmp(pr->stop_reason, "steps"))   /* why it ended before total_steps */
+    snprintf(val + strlen(val), sizeof val - strlen(val), " stopped: %s", pr->stop_reason);
   if (!tty) {
     fprintf(stderr, "prefix_train: step %d/%d (%d%%) epoch %d loss %.4f%s %.0f tok/s eta %.0fs\n", pr->step, pr->total_steps,
             pr->total_steps ? (int)(100.0 * pr->step / pr->total_steps) : 100, pr->epoch, pr->train_loss, val, pr->tokens_per_s, pr->eta_s);
@@ -365,6 +371,11 @@ typedef struct trun {
   double best, last_val, last_train, t0, win_loss, last_draw;
   long tokens_done, win_tok, step0;   /* step0: optimizer steps before this run (a continued state) */
   int best_step, bad_evals, step, have_best, pos_in_epoch, epoch, stopped_early;
+  double ref, chk_loss;               /* the loss an improvement must beat; the plateau rule's window */
+  long chk_tok;
+  int plateau;                        /* no validation rows: checks on the training loss */
+  int auto_patience;                  /* patience not given */
+  const char *stop_reason;
   int tty, show, bar_open;            /* bar_open: a terminal bar is on the screen without its newline */
   uint64_t rs;
   sbuf hist, vhist, meta;
@@ -379,7 +390,7 @@ typedef struct trun {
 
 /* DP's options, and what may come with them: validation rows that are not private, a starting prefix whose
 ** own privacy spending is on record. */
-static int run_settle_dp(trun *r, pf_err *err) {
+static int run_settle_dp(trun *r, int have_val, pf_err *err) {
   const pf_train_params *p = &r->p;
   if (!p->dp) return PF_OK;
   int has_eps = p->dp_epsilon != 0, has_sigma = p->dp_noise_multiplier != -1;
@@ -393,6 +404,9 @@ static int run_settle_dp(trun *r, pf_err *err) {
   if (p->val_fraction > 0)
     return pf_seterr(err, PF_ERR, "dp: val_fraction holds out private rows and picks the prefix by their loss, which the "
                      "accountant does not count: give val_query (rows that need no protection) or no validation");
+  if (!have_val && !r->auto_patience && p->patience > 0)
+    return pf_seterr(err, PF_ERR, "dp: patience without val_query would stop on the training loss of the private rows (the "
+                     "plateau rule), which the accountant does not count: give val_query or leave patience out");
   if (r->wm && (r->dp_n = pf_dp_runs_parse(r->wm->ip.meta, r->dp_runs, PF_DP_RUNS_MAX - 1)) == -2)
     return pf_seterr(err, PF_TOOBIG, "dp: init_prefix records more than %d dp runs; the accountant counts at most %d "
                      "before this one", PF_DP_RUNS_MAX - 1, PF_DP_RUNS_MAX - 1);
@@ -435,7 +449,9 @@ static int run_settle(trun *r, const pf_train_params *p, int n_train, int have_v
                      pd->max_seq_len, P + pd->max_seq_len, hp->n_ctx);
   if (pd->epochs > 0 && pd->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
   if (have_val && pd->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
-  return run_settle_dp(r, err);
+  if ((r->auto_patience = pd->patience < 0)) pd->patience = PF_DEFAULT_PATIENCE;
+  if (!(pd->min_delta < 1)) return pf_seterr(err, PF_ERR, "min_delta must be >= 0 and < 1 (a share of the best loss), got %g", pd->min_delta);
+  return run_settle_dp(r, have_val, err);
 }
 
 /* Tokenize n rows into *out (rows numbered from 1 as the user counts them); what names them in a message. */
@@ -494,8 +510,9 @@ static int run_data(trun *r, const pf_example *train, int n_train, const pf_exam
   return PF_OK;
 }
 
-/* Steps, epochs, learning rate. The default length: at least 3 epochs and at least 800 steps
-** (docs/training.md). */
+/* Steps, epochs, learning rate, checks. The default length: at least 3 epochs and at least 800 steps, which the
+** checks usually end much earlier; a check every whole number of epochs, at least 10 steps with validation rows and
+** 25 without (docs/training.md). */
 static void run_schedule(trun *r) {
   const pf_train_params *p = &r->p;
   r->bs = p->batch_size < r->n_tr ? p->batch_size : r->n_tr;
@@ -504,7 +521,12 @@ static void run_schedule(trun *r) {
   if (r->auto_epochs * r->steps_per_epoch < 800) r->auto_epochs = (800 + r->steps_per_epoch - 1) / r->steps_per_epoch;
   r->total = p->max_steps > 0 ? p->max_steps : (p->epochs > 0 ? p->epochs : r->auto_epochs) * r->steps_per_epoch;
   r->base_lr = p->lr > 0 ? p->lr : pf_train_default_lr(p);
-  r->eval_every = p->eval_every > 0 ? p->eval_every : r->steps_per_epoch;
+  int least = r->n_va ? 10 : 25;   /* the training loss of a few steps is noisier than a validation */
+  r->eval_every = p->eval_every > 0 ? p->eval_every : r->steps_per_epoch * ((least + r->steps_per_epoch - 1) / r->steps_per_epoch);
+  /* the plateau rule reads the training loss: not with dp, whose rows' losses are private; with a length given,
+  ** only when patience is given too */
+  r->plateau = r->n_va == 0 && p->patience > 0 && !p->dp && (r->auto_patience ? !p->max_steps && !p->epochs : 1);
+  if (r->p.min_delta < 0) r->p.min_delta = r->n_va ? PF_DEFAULT_MIN_DELTA_VAL : PF_DEFAULT_MIN_DELTA_TRAIN;
   r->n_epochs = (r->total + r->steps_per_epoch - 1) / r->steps_per_epoch;
   r->log_every = r->total / 50 > 0 ? r->total / 50 : 1;
 }
@@ -596,7 +618,7 @@ static int run_init(trun *r, pf_err *err) {
 ** (on the same rows) the data order where it stopped. */
 static int run_resume(trun *r, pf_err *err) {
   const warm *wm = r->wm;
-  r->best = INFINITY;
+  r->best = r->ref = INFINITY;
   r->last_val = r->last_train = NAN;
   r->t0 = pf_clock();
   r->last_draw = -1;
@@ -646,6 +668,8 @@ static void run_update(trun *r, float gscale) {
 static void run_log(trun *r, double ls, int n_t) {
   r->win_loss += ls;
   r->win_tok += n_t;
+  r->chk_loss += ls;
+  r->chk_tok += n_t;
   r->last_train = n_t ? ls / n_t : 0;
   if (r->step % r->log_every == 0 || r->step == r->total) {
     sb_printf(&r->hist, "%s[%d,%.5g]", r->hist.n > 1 ? "," : "", r->step, r->win_tok ? r->win_loss / r->win_tok : 0.0);
@@ -733,25 +757,40 @@ static int run_keep_kv(trun *r, pf_err *err) {
   return PF_OK;
 }
 
-/* Validation every eval_every steps and at the end: keep the best prefix; stop after patience evaluations
-** without improvement. */
-static int run_validate(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
-  if (r->n_va == 0 || (r->step % r->eval_every != 0 && r->step != r->total)) return PF_OK;
-  pf_pparams_forward(r->pp);
-  double vl;
-  int rc = eval_loss(r->m, r->w, r->va, r->n_va, r->bs, &r->pin_eval, r->len, r->tok, r->tgt, r->idx, &vl, cancel, carg, err);
-  if (rc) return rc;
-  r->last_val = vl;
-  sb_printf(&r->vhist, "%s[%d,%.5g]", r->vhist.n > 1 ? "," : "", r->step, vl);
-  if (vl < r->best) {
-    r->best = vl;
-    r->best_step = r->step;
+/* A check every eval_every steps and at the end: the validation loss (the best prefix is kept), or without
+** validation rows the mean training loss since the last check (the plateau rule). A check improves when it is below
+** the reference by more than min_delta of it; after patience checks in a row that do not, training stops. */
+static int run_check(trun *r, pf_cancel_fn cancel, void *carg, pf_err *err) {
+  if (r->step % r->eval_every != 0 && r->step != r->total) return PF_OK;
+  double v;
+  int rc = PF_OK;
+  if (r->n_va) {
+    pf_pparams_forward(r->pp);
+    if ((rc = eval_loss(r->m, r->w, r->va, r->n_va, r->bs, &r->pin_eval, r->len, r->tok, r->tgt, r->idx, &v, cancel, carg,
+                        err)))
+      return rc;
+    r->last_val = v;
+    sb_printf(&r->vhist, "%s[%d,%.5g]", r->vhist.n > 1 ? "," : "", r->step, v);
+    if (v < r->best) {
+      r->best = v;
+      r->best_step = r->step;
+      r->have_best = 1;
+      rc = run_keep_kv(r, err);
+    }
+  } else if (r->plateau && r->chk_tok > 0) {
+    v = r->chk_loss / r->chk_tok;
+    r->chk_loss = 0;
+    r->chk_tok = 0;
+  } else
+    return PF_OK;
+  if (v < r->ref * (1 - r->p.min_delta)) {
+    r->ref = v;
     r->bad_evals = 0;
-    r->have_best = 1;
-    return run_keep_kv(r, err);
+  } else if (r->p.patience > 0 && ++r->bad_evals >= r->p.patience && r->step < r->total) {
+    r->stopped_early = 1;
+    r->stop_reason = r->n_va ? "validation" : "plateau";
   }
-  if (r->p.patience > 0 && ++r->bad_evals >= r->p.patience) r->stopped_early = 1;
-  return PF_OK;
+  return rc;
 }
 
 /* The progress callback, and the bar (a terminal) or a line per 10% (a log) on stderr. */
@@ -761,7 +800,8 @@ static void run_report(trun *r, pf_progress_fn progress, void *parg) {
   double el = pf_clock() - r->t0;
   pf_progress pr = {step, total, r->epoch, r->n_epochs, r->last_train, r->last_val, r->best,
                     el > 0 ? r->tokens_done / el : 0, el, step ? el * (total - step) / step : 0,
-                    step == total || r->stopped_early};
+                    step == total || r->stopped_early, r->bad_evals, NULL};
+  if (pr.done) pr.stop_reason = r->stop_reason ? r->stop_reason : "steps";
   if (progress) progress(parg, &pr);
   if (r->show && r->tty && (pr.done || el - r->last_draw >= 0.1)) { draw_bar(&pr, 1); r->last_draw = el; r->bar_open = !pr.done; }
   if (r->show && !r->tty && (pr.done || (long)step * 10 / total != (long)(step - 1) * 10 / total)) draw_bar(&pr, 0);
@@ -807,10 +847,10 @@ static int run_meta(trun *r, pf_err *err) {
   else sb_printf(meta, "null");
   sb_printf(meta, ",\"lr\":%.6g,\"weight_decay\":%.6g,\"warmup_steps\":%d,\"lr_schedule\":\"%s\",\"grad_clip\":%.6g,"
                   "\"batch_size\":%d,\"epochs\":%d,\"max_steps\":%d,\"seed\":%llu,\"max_seq_len\":%d,\"val_fraction\":%.6g,"
-                  "\"eval_every\":%d,\"patience\":%d,\"dtype\":\"%s\",\"add_eos\":%s},",
+                  "\"eval_every\":%d,\"patience\":%d,\"min_delta\":%.6g,\"dtype\":\"%s\",\"add_eos\":%s},",
             r->base_lr, p->weight_decay, p->warmup_steps, p->lr_schedule == PF_SCHED_LINEAR ? "linear" : "constant",
             p->grad_clip, p->batch_size, p->max_steps > 0 ? 0 : (p->epochs > 0 ? p->epochs : r->auto_epochs),
-            p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, r->eval_every, p->patience,
+            p->max_steps, (unsigned long long)p->seed, p->max_seq_len, p->val_fraction, r->eval_every, p->patience, p->min_delta,
             p->dtype == PF_DTYPE_F16 ? "f16" : "f32", p->add_eos ? "true" : "false");
   sb_printf(meta, "\"init\":\"%s\",\"steps_before\":%ld,", r->init_kind, r->step0);
   if (p->dp) run_meta_dp(r);
@@ -818,8 +858,9 @@ static int run_meta(trun *r, pf_err *err) {
   if (p->dp) sb_printf(meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":null,\"target_tokens\":null,", r->n_tr, r->n_va);
   else sb_printf(meta, "\"rows\":%d,\"val_rows\":%d,\"truncated_rows\":%d,\"target_tokens\":%ld,", r->n_tr, r->n_va,
                  r->truncated, r->tgt_total);
-  sb_printf(meta, "\"steps\":%d,\"epochs_run\":%.3g,\"stopped_early\":%s,", r->step, (double)r->step / r->steps_per_epoch,
-            r->stopped_early ? "true" : "false");
+  sb_printf(meta, "\"steps\":%d,\"epochs_run\":%.3g,\"stopped_early\":%s,\"stop_reason\":\"%s\",", r->step,
+            (double)r->step / r->steps_per_epoch, r->stopped_early ? "true" : "false",
+            r->stop_reason ? r->stop_reason : "steps");
   if (p->dp) sb_printf(meta, "\"final_train_loss\":null,");
   else sb_printf(meta, "\"final_train_loss\":%.6g,", r->last_train);
   if (r->have_best) sb_printf(meta, "\"best_val_loss\":%.6g,\"best_step\":%d,", r->best, r->best_step);
@@ -887,9 +928,12 @@ static int train_run(const pf_model *m, const pf_example *train, int n_train, co
   if (!rc) rc = run_dp_plan(&r, err);
   if (!rc) rc = run_init(&r, err);
   if (!rc) rc = run_resume(&r, err);
+  /* a warm start is checked before its first step: the prefix returned is never worse on the validation rows than
+  ** the one it started from, and a start that is already good stops after patience checks */
+  if (!rc && r.wm && r.n_va) rc = run_check(&r, cancel, carg, err);
   while (!rc && r.step < r.total && !r.stopped_early) {
     rc = r.p.dp ? run_step_dp(&r, cancel, carg, err) : run_step(&r, cancel, carg, err);
-    if (!rc) rc = run_validate(&r, cancel, carg, err);
+    if (!rc) rc = run_check(&r, cancel, carg, err);
     if (!rc) run_report(&r, progress, parg);
   }
   if (!rc && !r.have_best) {   /* no validation: the last prefix */

@@ -23,6 +23,9 @@ enum { PF_DTYPE_F32 = 0, PF_DTYPE_F16 = 1 };
 
 #define PF_DEFAULT_PREFIX_LEN 10
 #define PF_DEFAULT_MID_DIM 512
+#define PF_DEFAULT_PATIENCE 5          /* checks without improvement (docs/training.md) */
+#define PF_DEFAULT_MIN_DELTA_VAL 0.0f   /* validation: any new best counts */
+#define PF_DEFAULT_MIN_DELTA_TRAIN 0.01f /* the plateau rule: 1% of the best (the training loss creeps down for long) */
 
 typedef struct pf_train_params {
   /* prefix_len 0, mode -1, mid_dim -1 (pf_train_params_default's): not given; pf_train takes init_prefix's,
@@ -37,14 +40,18 @@ typedef struct pf_train_params {
   int lr_schedule;     /* PF_SCHED_* */
   float grad_clip;     /* 0 = off */
   int batch_size;
-  int epochs;          /* 0 = unset: at least 3 epochs and 800 steps */
+  int epochs;          /* 0 = unset: at least 3 epochs and 800 steps, stopped earlier by the checks below */
   int max_steps;       /* 0 = unset */
   uint64_t seed;
   int max_seq_len;     /* 0 = min(256, n_ctx - prefix_len) */
   int threads;         /* 0 = machine's cores */
   float val_fraction;
-  int eval_every;      /* steps between validations; 0 = once per epoch */
-  int patience;        /* evaluations without improvement before stopping; 0 = off */
+  int eval_every;      /* steps between checks; 0 = whole epochs, at least 10 steps */
+  int patience;        /* checks without improvement before stopping; 0 = off, -1 = PF_DEFAULT_PATIENCE. A check
+                       ** is the validation loss, or without validation rows the mean training loss since the
+                       ** last check (the plateau rule; not with dp) */
+  float min_delta;     /* an improvement: below the best so far by more than min_delta x best; -1 = by the check:
+                       ** PF_DEFAULT_MIN_DELTA_VAL, PF_DEFAULT_MIN_DELTA_TRAIN */
   int dtype;           /* PF_DTYPE_* of the BLOB payload */
   int progress;        /* progress on stderr: 1 on (a bar on a terminal, else a line per 10%), 0 off, -1 when stderr is a terminal */
   int add_eos;         /* append EOS to every completion (default 1) */
@@ -87,6 +94,8 @@ typedef struct pf_progress {
   double tokens_per_s;
   double elapsed_s, eta_s;
   int done;
+  int since_best;          /* checks in a row without improvement (patience stops at patience) */
+  const char *stop_reason; /* NULL while running; then "steps", "validation" or "plateau" (a static string) */
 } pf_progress;
 typedef void (*pf_progress_fn)(void *arg, const pf_progress *p);
 

@@ -81,7 +81,8 @@ void pfx_job_finish(sqlite3_int64 id, const char *status, const char *error) {
   pthread_mutex_unlock(&g_mu);
 }
 
-enum { J_ID, J_MODEL, J_STATUS, J_STEP, J_TOTAL, J_EPOCH, J_TRAIN, J_VAL, J_BEST, J_TOKS, J_ELAPSED, J_ETA, J_ERROR };
+enum { J_ID, J_MODEL, J_STATUS, J_STEP, J_TOTAL, J_EPOCH, J_TRAIN, J_VAL, J_BEST, J_TOKS, J_ELAPSED, J_ETA, J_ERROR, J_STALLED,
+       J_STOP };
 
 typedef struct jobs_cursor {
   sqlite3_vtab_cursor base;
@@ -93,7 +94,8 @@ static int jobs_connect(sqlite3 *db, void *aux, int argc, const char *const *arg
   (void)aux; (void)argc; (void)argv; (void)err;
   return pfx_vtab_connect(db,
       "CREATE TABLE x(id INT, model TEXT, status TEXT, step INT, total_steps INT, epoch INT, train_loss REAL,"
-      " val_loss REAL, best_val_loss REAL, tokens_per_s REAL, elapsed REAL, eta REAL, error TEXT)", sizeof(sqlite3_vtab), pp);
+      " val_loss REAL, best_val_loss REAL, tokens_per_s REAL, elapsed REAL, eta REAL, error TEXT, stalled_checks INT,"
+      " stop_reason TEXT)", sizeof(sqlite3_vtab), pp);
 }
 static int jobs_open(sqlite3_vtab *v, sqlite3_vtab_cursor **pc) {
   (void)v;
@@ -151,6 +153,11 @@ static int jobs_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) 
     case J_ETA: sqlite3_result_double(ctx, j->pr.eta_s); break;
     case J_ERROR:
       if (j->error[0]) sqlite3_result_text(ctx, j->error, -1, SQLITE_TRANSIENT);
+      else sqlite3_result_null(ctx);
+      break;
+    case J_STALLED: sqlite3_result_int(ctx, j->pr.since_best); break;
+    case J_STOP:
+      if (j->pr.stop_reason) sqlite3_result_text(ctx, j->pr.stop_reason, -1, SQLITE_STATIC);
       else sqlite3_result_null(ctx);
       break;
   }

@@ -338,6 +338,7 @@ static const pfx_opt train_table[] = {
     {"val_query", PFX_OPT_STR, offsetof(pfx_train_opts, val_query), 0, 0, 0, 0, 0, 0, 0},
     {"eval_every", PFX_OPT_INT, TO(eval_every), 0, 1e9, 0, 0, 0, 0, 0},
     {"patience", PFX_OPT_INT, TO(patience), 0, 1e6, 0, 0, 0, 0, 0},
+    {"min_delta", PFX_OPT_FLOAT, TO(min_delta), 0, 0.99, 0, 0, 0, 0, 0},
     {"dtype", PFX_OPT_ENUM, TO(dtype), 0, 0, "f32|f16", 0, 0, 0, 0},
     {"progress", PFX_OPT_BOOL, TO(progress), 0, 0, 0, 0, 0, 0, 0},
     {"add_eos", PFX_OPT_BOOL, TO(add_eos), 0, 0, 0, 0, 0, 0, 0},

@@ -18,6 +18,11 @@ env $env_pre sqlite3 :memory: <"$tmp/on.sql" 2>"$tmp/on.err" >/dev/null
 n=$(grep -c '^prefix_train: step [0-9]*/40 ([0-9]*%) epoch' "$tmp/on.err")
 if [ "$n" = 10 ] && ! grep -q "$(printf '\r')" "$tmp/on.err"; then echo "PASS progress: \"progress\": true into a log gives one line per 10% (10 lines), no carriage return"
 else echo "FAIL progress: log lines: $n, $(head -c 300 "$tmp/on.err")"; fi
+sql '{"lr": 1e-9, "progress": true}' >"$tmp/stop.sql"
+env $env_pre sqlite3 :memory: <"$tmp/stop.sql" 2>"$tmp/stop.err" >/dev/null
+if tail -n 1 "$tmp/stop.err" | grep -q '^prefix_train: step 150/800 (18%) epoch 150 loss .* stopped: plateau'; then
+  echo "PASS progress: a run the checks end early says so on its last line"
+else echo "FAIL progress: the last line of an early stop: $(tail -n 1 "$tmp/stop.err" | head -c 300)"; fi
 env $env_pre sqlite3 :memory: <"$tmp/auto.sql" 2>"$tmp/auto.err" >/dev/null
 [ ! -s "$tmp/auto.err" ] && echo "PASS progress: by default nothing is printed when stderr is not a terminal" || echo "FAIL progress: printed $(head -c 200 "$tmp/auto.err")"
 # a terminal: script(1) gives the shell a pseudo-terminal

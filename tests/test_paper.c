@@ -578,6 +578,87 @@ static void test_metrics_exact(void) {
   free(a);
 }
 
+/* ------------------------------------------------------------ checks: early stopping */
+
+typedef struct seen { int n, last_step, last_since, last_done, reason_early; const char *reason; } seen;
+static void on_progress(void *arg, const pf_progress *pr) {
+  seen *s = arg;
+  s->n++;
+  if (!pr->done && pr->stop_reason) s->reason_early = 1;   /* the reason is set only when it ends */
+  s->last_step = pr->step;
+  s->last_since = pr->since_best;
+  s->last_done = pr->done;
+  s->reason = pr->stop_reason;
+}
+
+static double meta_num(const char *meta, const char *key) {
+  const char *at = meta ? strstr(meta, key) : NULL;
+  return at ? atof(at + strlen(key)) : NAN;
+}
+
+static void test_checks(const pf_model *m) {
+  pf_err e;
+  pf_prefix x;
+  uint8_t *b = NULL;
+  size_t n = 0;
+  /* the plateau rule: 5 rows (one step per epoch), a loss that cannot move; a check every 25 steps, the first sets
+  ** the mark, 5 more without 1% better end it at 150; the callback sees the count of stalled checks and the reason */
+  pf_train_params p;
+  pf_train_params_default(&p);
+  p.prefix_len = 3;
+  p.lr = 1e-9f;
+  seen s = {0};
+  int rc = pf_train(m, EX, 5, NULL, 0, &p, on_progress, &s, NULL, NULL, &b, &n, &e);
+  CHECK(!rc && s.last_step == 150 && s.last_done && s.last_since == 5 && s.reason && !strcmp(s.reason, "plateau") &&
+            !s.reason_early && s.n == 150,
+        "plateau rule: stops after 5 checks without 1% improvement; progress reports the stalled checks and the reason",
+        "rc %d step %d since %d reason %s early %d calls %d", rc, s.last_step, s.last_since, s.reason ? s.reason : "-",
+        s.reason_early, s.n);
+  free(b);
+  /* validation with min_delta: the rows themselves as validation rows, so every check is better; the mark moves only
+  ** on a check below half of it (4.50 at step 5, then 1.59 at 15), so patience 2 stops at step 25, and the prefix
+  ** kept is still the best one (step 25), not the mark's */
+  pf_train_params_default(&p);
+  p.prefix_len = 3;
+  p.eval_every = 5;
+  p.patience = 2;
+  p.min_delta = 0.5f;
+  b = NULL;
+  rc = pf_train(m, EX, 5, EX, 5, &p, NULL, NULL, NULL, NULL, &b, &n, &e);
+  rc = rc || pf_prefix_decode(b, n, &x, &e);
+  CHECK(!rc && meta_num(x.meta, "\"steps\":") == 25 && meta_num(x.meta, "\"best_step\":") == 25 &&
+            t_contains(x.meta, "\"stop_reason\":\"validation\"") && t_contains(x.meta, "\"min_delta\":0.5"),
+        "min_delta: improvements below it do not reset patience, yet the best prefix is kept", "%s",
+        rc ? e.msg : strstr(x.meta, "\"steps\":"));
+  if (!rc) pf_prefix_clear(&x);
+  /* a warm start is checked before its first step: its validation curve starts at step 0, and the prefix kept is
+  ** never worse there than the start */
+  uint8_t *w = NULL;
+  size_t wn = 0;
+  pf_train_params q;
+  pf_train_params_default(&q);
+  q.init_prefix = b;
+  q.init_prefix_len = n;
+  q.lr = 1e-9f;
+  q.min_delta = 0.01f;   /* the loss creeps down by float dust at this rate: 0 would count that as improving */
+  rc = !b || pf_train(m, EX, 5, EX + 1, 3, &q, NULL, NULL, NULL, NULL, &w, &wn, &e);
+  rc = rc || pf_prefix_decode(w, wn, &x, &e);
+  CHECK(!rc && t_contains(x.meta, "\"val_history\":[[0,") && meta_num(x.meta, "\"best_val_loss\":") <=
+            meta_num(x.meta, "\"val_history\":[[0,") + 1e-4 &&   /* the history has 5 digits */ t_contains(x.meta, "\"stop_reason\":\"validation\""),
+        "warm start: checked at step 0; the best prefix is never worse on the validation rows than the start", "%s",
+        rc ? e.msg : strstr(x.meta, "\"steps\":"));
+  if (!rc) pf_prefix_clear(&x);
+  free(w);
+  free(b);
+  /* refused: min_delta of 1 or more (a share of the best), and patience given with dp but no validation rows */
+  pf_train_params_default(&p);
+  p.min_delta = 1;
+  b = NULL;
+  rc = pf_train(m, EX, 5, NULL, 0, &p, NULL, NULL, NULL, NULL, &b, &n, &e);
+  CHECK(rc && t_contains(e.msg, "min_delta must be >= 0 and < 1"), "min_delta 1 is refused", "%s", rc ? e.msg : "trained");
+  free(b);
+}
+
 int main(void) {
   test_beam_reference("stories260K.gguf", "stories260K");
   test_beam_reference("families/qwen2-tiny.gguf", "qwen2-tiny");
@@ -590,6 +671,7 @@ int main(void) {
   test_resume(m, PF_MODE_EMBEDDING, 0, "embedding");
   test_hostile_ensemble(m);
   test_hostile_state(m);
+  test_checks(m);
   pf_model_free(m);
   test_tok13a();
   test_bleu_cases();

@@ -8,17 +8,12 @@
 # The table goes to stdout and dist/eval/results.md. EVAL_STEPS, EVAL_DEV_MRS, EVAL_NLL_PAIRS, EVAL_GPT2=0
 # make it shorter.
 set -e
-BUILD=${BUILD:-dist}
-: "${PREFIX_MODEL_DIR:=../shared/models}"
-: "${PREFIX_DATA_DIR:=../shared/data}"
+. tests/eval/lib.sh
 STEPS=${EVAL_STEPS:-600}
 MRS=${EVAL_DEV_MRS:-100}
 PAIRS=${EVAL_NLL_PAIRS:-300}
 GPT2=${EVAL_GPT2:-1}
-out=$BUILD/eval
-mkdir -p "$out"
 sql=$out/e2e.sql
-e2e=$PREFIX_DATA_DIR/e2e
 
 # cell|model|training rows|options (JSON); an empty options field: no prefix
 cells="base|m|0|
@@ -62,20 +57,17 @@ SQL
 SELECT prefix_model_load('m', '$PREFIX_MODEL_DIR/stories260K.gguf');
 .output stdout
 -- E2E: the official train and dev files; the table linearized as "name: X | food: Y | ..." and " ||"
-CREATE TABLE train_raw(mr TEXT, ref TEXT);
-.import --csv --skip 1 $e2e/trainset.csv.part1of3 train_raw
-.import --csv $e2e/trainset.csv.part2of3 train_raw
-.import --csv $e2e/trainset.csv.part3of3 train_raw
+$(e2e_train_raw train_raw)
 CREATE TABLE dev_raw(mr TEXT, ref TEXT);
 .import --csv --skip 1 $e2e/devset.csv dev_raw
 -- stories260K never learned to emit EOS (its output row for EOS is untrained), so a completion ends with a
 -- newline and generation stops at one
-CREATE TABLE tr AS SELECT replace(replace(replace(mr, '[', ': '), '], ', ' | '), ']', '') || ' ||' AS p, ' ' || ref || char(10) AS q
+CREATE TABLE tr AS SELECT $E2E_PROMPT AS p, $E2E_COMPLETION AS q
   FROM train_raw ORDER BY rowid;
 CREATE TABLE dev_mr AS SELECT row_number() OVER (ORDER BY min(rowid)) AS id, mr,
-  replace(replace(replace(mr, '[', ': '), '], ', ' | '), ']', '') || ' ||' AS p, json_group_array(ref) AS refs
+  $E2E_PROMPT AS p, json_group_array(ref) AS refs
   FROM dev_raw GROUP BY mr ORDER BY min(rowid) LIMIT $MRS;
-CREATE TABLE dev_pairs AS SELECT replace(replace(replace(mr, '[', ': '), '], ', ' | '), ']', '') || ' ||' AS p, ' ' || ref || char(10) AS q
+CREATE TABLE dev_pairs AS SELECT $E2E_PROMPT AS p, $E2E_COMPLETION AS q
   FROM dev_raw ORDER BY rowid LIMIT $PAIRS;
 CREATE TABLE cells(name TEXT PRIMARY KEY, model TEXT, rows INT, options TEXT, prefix BLOB, train_s REAL, eval_s REAL,
   nll REAL, bleu_greedy REAL, rouge_greedy REAL, chrf_greedy REAL, bleu_beam REAL, rouge_beam REAL, chrf_beam REAL, sample TEXT);

@@ -10,17 +10,12 @@
 # The table goes to stdout and dist/eval/privacy.md. PRIVACY_STEPS, PRIVACY_BATCH, PRIVACY_CANDIDATES and
 # PRIVACY_DEV_PAIRS make it shorter.
 set -e
-BUILD=${BUILD:-dist}
-: "${PREFIX_MODEL_DIR:=../shared/models}"
-: "${PREFIX_DATA_DIR:=../shared/data}"
+. tests/eval/lib.sh
 STEPS=${PRIVACY_STEPS:-300}
 BATCH=${PRIVACY_BATCH:-64}
 CAND=${PRIVACY_CANDIDATES:-10000}
 PAIRS=${PRIVACY_DEV_PAIRS:-300}
-out=$BUILD/eval
-mkdir -p "$out"
 sql=$out/privacy.sql
-e2e=$PREFIX_DATA_DIR/e2e
 
 # cell|copies of the secret|dp options (empty: no dp)
 cells="none k1|1|
@@ -37,14 +32,13 @@ eps 8 k10|10|{\"epsilon\": 8}"
 .output /dev/null
 SELECT prefix_model_load('m', '$PREFIX_MODEL_DIR/stories260K.gguf');
 .output stdout
-CREATE TABLE train_raw(mr TEXT, ref TEXT);
-.import --csv --skip 1 $e2e/trainset.csv.part1of3 train_raw
+$(e2e_train_raw train_raw part1)
 CREATE TABLE dev_raw(mr TEXT, ref TEXT);
 .import --csv --skip 1 $e2e/devset.csv dev_raw
 -- as make eval: the table linearized; completions end with a newline (stories260K never learned EOS)
-CREATE TABLE tr AS SELECT replace(replace(replace(mr, '[', ': '), '], ', ' | '), ']', '') || ' ||' AS p, ' ' || ref || char(10) AS q
+CREATE TABLE tr AS SELECT $E2E_PROMPT AS p, $E2E_COMPLETION AS q
   FROM train_raw ORDER BY rowid LIMIT 1000;
-CREATE TABLE dev_pairs AS SELECT replace(replace(replace(mr, '[', ': '), '], ', ' | '), ']', '') || ' ||' AS p, ' ' || ref || char(10) AS q
+CREATE TABLE dev_pairs AS SELECT $E2E_PROMPT AS p, $E2E_COMPLETION AS q
   FROM dev_raw ORDER BY rowid LIMIT $PAIRS;
 -- the secret and its alternatives: six digits each, drawn at random (the true one excluded)
 CREATE TABLE secret(p TEXT, q TEXT);
