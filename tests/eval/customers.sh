@@ -46,12 +46,8 @@ opts_sql() {
 }
 
 {
+  sql_preamble
   cat <<SQL
-.bail on
-.load $BUILD/prefix
-.output /dev/null
-SELECT prefix_model_load('m', '$PREFIX_MODEL_DIR/stories260K.gguf');
-.output stdout
 $(e2e_train_raw raw)
 -- a restaurant's rows in file order; the table linearized as in make eval, a completion ending with a newline
 CREATE TABLE e AS SELECT substr(mr, 6, instr(mr, ']') - 6) AS name,
@@ -164,12 +160,4 @@ n < 16 {
   printf "%d,\"%s\",\" %s\n\"\n", ++n, a, b
 }' "$PREFIX_DATA_DIR/tinystories/tinystories_train_1MiB_a.txt" >"$out/ts-pairs.csv"
 
-t0=$(date +%s)
-sqlite3 -batch :memory: <"$sql" | tee "$out/customers.log" | grep -v '^done ' >"$out/customers.md"
-t1=$(date +%s)
-cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
-{
-  echo
-  echo "$(date -u +%Y-%m-%d), $cpu, $(nproc) threads; $C customers; make bench-customers took $((t1 - t0)) s."
-} >>"$out/customers.md"
-cat "$out/customers.md"
+eval_run "$sql" "$out/customers.log" "$out/customers.md" "$C customers; make bench-customers"

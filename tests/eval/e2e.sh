@@ -50,12 +50,8 @@ SQL
 }
 
 {
+  sql_preamble
   cat <<SQL
-.bail on
-.load $BUILD/prefix
-.output /dev/null
-SELECT prefix_model_load('m', '$PREFIX_MODEL_DIR/stories260K.gguf');
-.output stdout
 -- E2E: the official train and dev files; the table linearized as "name: X | food: Y | ..." and " ||"
 $(e2e_train_raw train_raw)
 CREATE TABLE dev_raw(mr TEXT, ref TEXT);
@@ -137,12 +133,4 @@ SELECT '- ', j.value FROM dev_mr, json_each(dev_mr.refs) j WHERE dev_mr.id = 1;
 SQL
 } >"$sql"
 
-t0=$(date +%s)
-sqlite3 -batch :memory: <"$sql" | tee "$out/run.log" | grep -v '^done ' >"$out/results.md"
-t1=$(date +%s)
-cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
-{
-  echo
-  echo "$(date -u +%Y-%m-%d), $cpu, $(nproc) threads; $STEPS steps per cell, $MRS dev tables, $PAIRS dev pairs; make eval took $((t1 - t0)) s."
-} >>"$out/results.md"
-cat "$out/results.md"
+eval_run "$sql" "$out/run.log" "$out/results.md" "$STEPS steps per cell, $MRS dev tables, $PAIRS dev pairs; make eval"

@@ -20,3 +20,23 @@ e2e_train_raw() {
     echo ".import --csv $e2e/trainset.csv.part3of3 $1"
   fi
 }
+
+# The first lines of every eval script's SQL: stop at the first error, the extension, stories260K as 'm'
+sql_preamble() {
+  printf ".bail on\n.load %s/prefix\n.output /dev/null\nSELECT prefix_model_load('m', '%s/stories260K.gguf');\n.output stdout\n" \
+    "$BUILD" "$PREFIX_MODEL_DIR"
+}
+
+# eval_run SQL LOG MD WHAT: the SQL in one sqlite3 process, all it prints to LOG, the table (without the "done"
+# lines) to MD, then a line with the date, CPU, threads, WHAT and the seconds it took; prints MD
+eval_run() {
+  t0=$(date +%s)
+  sqlite3 -batch :memory: <"$1" | tee "$2" | grep -v '^done ' >"$3"
+  t1=$(date +%s)
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
+  {
+    echo
+    echo "$(date -u +%Y-%m-%d), $cpu, $(nproc) threads; $4 took $((t1 - t0)) s."
+  } >>"$3"
+  cat "$3"
+}

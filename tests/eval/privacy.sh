@@ -26,12 +26,8 @@ none k10|10|
 eps 8 k10|10|{\"epsilon\": 8}"
 
 {
+  sql_preamble
   cat <<SQL
-.bail on
-.load $BUILD/prefix
-.output /dev/null
-SELECT prefix_model_load('m', '$PREFIX_MODEL_DIR/stories260K.gguf');
-.output stdout
 $(e2e_train_raw train_raw part1)
 CREATE TABLE dev_raw(mr TEXT, ref TEXT);
 .import --csv --skip 1 $e2e/devset.csv dev_raw
