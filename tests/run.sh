@@ -31,6 +31,7 @@ for tt in $ctests; do
   t=${tt%%:*}; args=""
   [ "$t" != "$tt" ] && args=$(echo "${tt#*:}" | tr ',' ' ')
   [ -f "$t" ] || continue
+  t0=$(date +%s)
   ${PF_RUN:-} "$t" $args >"$log" 2>&1
   rc=$?
   p=$(grep -c '^PASS ' "$log")
@@ -41,7 +42,7 @@ for tt in $ctests; do
   elif [ $rc -ne 0 ]; then
     tail -5 "$log" | grep -v '^PASS' | grep -v '^FAIL'
   fi
-  echo "$(basename "$t"): $p passed, $f failed"
+  echo "$(basename "$t"): $p passed, $f failed ($(( $(date +%s) - t0 )) s)"
   pass=$((pass + p)); fail=$((fail + f))
 done
 
@@ -53,6 +54,7 @@ done
 tmp=$(mktemp -d)
 work=$(mktemp -d)   # $TMP in the tests: a folder for files they make
 for file in $sqltests; do
+  t0=$(date +%s); p0=$pass; f0=$fail
   rm -f "$tmp"/case_*
   awk -v dir="$tmp" -v build="$BUILD" -v models="$PREFIX_MODEL_DIR" -v work="$work" -v data="$PREFIX_DATA_DIR" '
     function sub_vars(s) { gsub(/\$BUILD/, build, s); gsub(/\$MODELS/, models, s); gsub(/\$TMP/, work, s); gsub(/\$DATA/, data, s); return s }
@@ -77,16 +79,18 @@ for file in $sqltests; do
     fi
     i=$((i + 1))
   done
+  echo "$(basename "$file" .test).test: $((pass - p0)) passed, $((fail - f0)) failed ($(( $(date +%s) - t0 )) s)"
 done
 # shell-level checks: no call cycle between files and no SQLite in the engine (layers.sh); make install, the static library through pkg-config, examples/c, the installed
 # extension's dependencies (install.sh); the progress output on a terminal and in a log (progress.sh);
 # the dqlite cluster of prefix-node and prefix-worker processes on 127.0.0.1 (cluster.sh)
 for t in ${PF_SHELL_TESTS-layers install progress cluster}; do
+  t0=$(date +%s)
   sh "tests/$t.sh" "$BUILD" >"$log" 2>&1
   p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
   # a FAIL line and the indented lines after it (why it failed), and notes
   awk '/^(FAIL|#) / { show = /^FAIL /; print; next } show && /^    / { print; next } { show = 0 }' "$log"
-  echo "$t: $p passed, $f failed"
+  echo "$t: $p passed, $f failed ($(( $(date +%s) - t0 )) s)"
   pass=$((pass + p)); fail=$((fail + f))
 done
 # Every SQL function and module the extension registers has a SQL test.
