@@ -375,7 +375,7 @@ typedef struct trun {
   long chk_tok;
   int plateau;                        /* no validation rows: checks on the training loss */
   int auto_patience;                  /* patience not given */
-  const char *stop_reason;
+  const char *stop_reason;            /* "steps", or the check that ended the run: "validation", "plateau" */
   int tty, show, bar_open;            /* bar_open: a terminal bar is on the screen without its newline */
   uint64_t rs;
   sbuf hist, vhist, meta;
@@ -620,6 +620,7 @@ static int run_resume(trun *r, pf_err *err) {
   const warm *wm = r->wm;
   r->best = r->ref = INFINITY;
   r->last_val = r->last_train = NAN;
+  r->stop_reason = "steps";   /* until a check ends the run early */
   r->t0 = pf_clock();
   r->last_draw = -1;
   r->rs = r->p.seed * 0x2545F4914F6CDD1Dull + 7;
@@ -801,7 +802,7 @@ static void run_report(trun *r, pf_progress_fn progress, void *parg) {
   pf_progress pr = {step, total, r->epoch, r->n_epochs, r->last_train, r->last_val, r->best,
                     el > 0 ? r->tokens_done / el : 0, el, step ? el * (total - step) / step : 0,
                     step == total || r->stopped_early, r->bad_evals, NULL};
-  if (pr.done) pr.stop_reason = r->stop_reason ? r->stop_reason : "steps";
+  if (pr.done) pr.stop_reason = r->stop_reason;
   if (progress) progress(parg, &pr);
   if (r->show && r->tty && (pr.done || el - r->last_draw >= 0.1)) { draw_bar(&pr, 1); r->last_draw = el; r->bar_open = !pr.done; }
   if (r->show && !r->tty && (pr.done || (long)step * 10 / total != (long)(step - 1) * 10 / total)) draw_bar(&pr, 0);
@@ -860,7 +861,7 @@ static int run_meta(trun *r, pf_err *err) {
                  r->truncated, r->tgt_total);
   sb_printf(meta, "\"steps\":%d,\"epochs_run\":%.3g,\"stopped_early\":%s,\"stop_reason\":\"%s\",", r->step,
             (double)r->step / r->steps_per_epoch, r->stopped_early ? "true" : "false",
-            r->stop_reason ? r->stop_reason : "steps");
+            r->stop_reason);
   if (p->dp) sb_printf(meta, "\"final_train_loss\":null,");
   else sb_printf(meta, "\"final_train_loss\":%.6g,", r->last_train);
   if (r->have_best) sb_printf(meta, "\"best_val_loss\":%.6g,\"best_step\":%d,", r->best, r->best_step);
