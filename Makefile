@@ -28,7 +28,7 @@ SAN     ?=
 # the SIMD kernel files' sanitizers (default: SAN's). The fuzz build gives them ASan only: clang's UBSan and
 # coverage instrumentation of their intrinsics take 100 s per file and guide no fuzzer (make sanitize runs UBSan there)
 KERNEL_SAN ?= $(SAN)
-KERNEL_SRC  = engine/kernels_avx2.c engine/kernels_avx512.c
+KERNEL_SRC  = engine/kernels_avx2.c engine/kernels_avxvnni.c engine/kernels_avx512.c
 LDLIBS  = -lopenblas -lutf8proc -lm -lpthread
 # macOS (Homebrew: brew install sqlite openblas utf8proc pkg-config; not tested here, see docs/platforms.md):
 # the extension is prefix.dylib, OpenBLAS (keg-only) and utf8proc come through pkg-config
@@ -79,6 +79,8 @@ $(BUILD)/buildinfo.h: FORCE
 	@printf '#define PF_COMMIT "%s"\n#define PF_BUILD_FLAGS "%s"\n' '$(PF_COMMIT)' '$(strip $(CC) $(CFLAGS) $(SAN))' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 $(BUILD)/obj/ext/fn_help.o $(BUILD)/obj-core/ext/fn_help.o: $(BUILD)/buildinfo.h
+# the AVX-VNNI table is the AVX2 file compiled again
+$(BUILD)/obj/engine/kernels_avxvnni.o $(BUILD)/obj-core/engine/kernels_avxvnni.o: engine/kernels_avx2.c
 FORCE:
 
 $(BUILD)/obj-core/%.o: %.c $(wildcard engine/*.h ext/*.h)

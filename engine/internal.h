@@ -303,8 +303,8 @@ void pf_parallel_range(size_t n, range_fn fn, void *ctx);
 
 /* kernel choice (kernels.c): naive (ops.c's reference loops), blas (OpenBLAS), then the engine's tables
 ** (kernels.h) from least to most capable */
-enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVX512,
-       PF_KERNEL_NEON, PF_KERNEL_COUNT };
+enum { PF_KERNEL_AUTO = 0, PF_KERNEL_NAIVE, PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVXVNNI,
+       PF_KERNEL_AVX512, PF_KERNEL_NEON, PF_KERNEL_COUNT };
 int pf_set_kernel(int kind);          /* returns the kind in effect (a kind the CPU lacks falls back) */
 int pf_get_kernel(void);
 const char *pf_kernel_name(int kind);

@@ -1,6 +1,6 @@
 /*
 ** kernels.c — which kernels run: the table of the best instruction set this CPU has (kernels.h), chosen
-** once per process and timed against OpenBLAS once (PREFIX_KERNEL=naive|blas|portable|avx2|avx512|neon
+** once per process and timed against OpenBLAS once (PREFIX_KERNEL=naive|blas|portable|avx2|avxvnni|avx512|neon
 ** forces one), and the entry points ops.c calls, each passing its work to the table in use:
 **
 **   NT  out (T, N) = A (T, K) · W (N, K)^T      forward projections, logits
@@ -30,6 +30,7 @@ static const pf_isa *isa_of(int kind) {
     case PF_KERNEL_PORTABLE: return &pf_isa_portable;
 #if PF_X86
     case PF_KERNEL_AVX2: return &pf_isa_avx2;
+    case PF_KERNEL_AVXVNNI: return &pf_isa_avxvnni;
     case PF_KERNEL_AVX512: return &pf_isa_avx512;
 #endif
 #if defined(__aarch64__)
@@ -185,6 +186,7 @@ int pf_build_info(char *buf, size_t n) {
                  __builtin_cpu_supports("avx512vl"), __builtin_cpu_supports("avx512vnni")};
   for (int i = 0; i < 8; i++)
     if (have[i]) ADD("%s ", feat[i]);
+  if (cpu_has(PF_KERNEL_AVXVNNI)) ADD("avxvnni ");
 #elif defined(__aarch64__)
   ADD("neon %s", pf_neon_dotprod() ? "dotprod " : "");
 #else
@@ -200,7 +202,7 @@ int pf_build_info(char *buf, size_t n) {
 }
 
 const char *pf_kernel_name(int kind) {
-  static const char *n[PF_KERNEL_COUNT] = {"auto", "naive", "blas", "portable", "avx2", "avx512", "neon"};
+  static const char *n[PF_KERNEL_COUNT] = {"auto", "naive", "blas", "portable", "avx2", "avxvnni", "avx512", "neon"};
   return kind >= 0 && kind < PF_KERNEL_COUNT && n[kind] ? n[kind] : "?";
 }
 

@@ -4,6 +4,7 @@
 **
 **   kernels_avx512.c    AVX-512 F (and VNNI for the integer products, checked at run time)
 **   kernels_avx2.c      AVX2 + FMA + F16C (integer products with vpmaddubsw)
+**   kernels_avxvnni.c   the same compiled again with AVX-VNNI (integer products with vpdpbusd on ymm)
 **   kernels_neon.c      ARM64 NEON (integer products with SDOT where the CPU has dotprod, else SMULL)
 **   kernels_portable.c  plain C11 loops the compiler vectorizes: any CPU, and the fallback of the others
 **   kernels_common.c    what they share: scratch buffers, the packed GEMM's blocking around a table's
@@ -85,7 +86,7 @@ typedef struct pf_isa {
 
 extern const pf_isa pf_isa_portable;
 #if PF_X86
-extern const pf_isa pf_isa_avx2, pf_isa_avx512;
+extern const pf_isa pf_isa_avx2, pf_isa_avxvnni, pf_isa_avx512;
 #endif
 #if defined(__aarch64__)
 extern const pf_isa pf_isa_neon;

@@ -12,16 +12,30 @@
 ** multiply in integers (activations rounded to int8 per 32, vpmaddubsw then vpmaddwd, as llama.cpp does on
 ** AVX2); longer products unpack panels as the GEMM needs them, or run an int8 GEMM. Also: e^x for
 ** softmax, SwiGLU and GELU, the dot product and axpy of attention.
+**
+** kernels_avxvnni.c compiles this file a second time with PF_AVXVNNI: the same kernels for CPUs that also
+** have AVX-VNNI (Intel since the 12th generation and Sapphire Rapids, AMD since Zen 5), where the integer
+** products take one vpdpbusd (ymm) instead of vpmaddubsw + vpmaddwd + vpaddd. No product reaches
+** vpmaddubsw's saturation (below), so both tables give the same bits.
 */
 #include "kernels.h"
 
 #if PF_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef PF_AVXVNNI
+#define T256 __attribute__((target("avx2,fma,avxvnni")))
+#define T256Q __attribute__((target("avx2,fma,f16c,avxvnni")))
+/* s + the sums of 4 products of unsigned bytes u and signed bytes a, per 32-bit lane */
+#define DOT4(s, u, a) _mm256_dpbusd_avx_epi32((s), (u), (a))
+#else
 #define T256 __attribute__((target("avx2,fma")))
 #define T256Q __attribute__((target("avx2,fma,f16c")))
+#define DOT4(s, u, a) _mm256_add_epi32((s), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (a)), _mm256_set1_epi16(1)))
+#endif
 
 #define SM2_MIN 6        /* 6..23 rows: the decode-batch kernel */
 #define G2_MIN_ROWS 24   /* the packed GEMM from this many rows (16-sequence decode is faster on the tiles) */
@@ -779,7 +793,6 @@ T256Q static inline __m256i w_iq4_xs(const uint8_t *b, int c) { return iq4_looku
                                                                      const uint8_t *row) {                             \
     __m256 acc[I2_MAX], acc2[I2_MAX], macc[I2_MAX];                                                                    \
     _Pragma("GCC unroll 8") for (int t = 0; t < I2_MAX; t++) acc[t] = acc2[t] = macc[t] = _mm256_setzero_ps();         \
-    const __m256i ones = _mm256_set1_epi16(1);                                                                         \
     const int nch = a->nch, nb = nch / PER;                                                                            \
     size_t pf = DEC_AHEAD;                                                                                             \
     for (int ib = 0; ib < nb; ib++) {                                                                                  \
@@ -797,7 +810,7 @@ T256Q static inline __m256i w_iq4_xs(const uint8_t *b, int c) { return iq4_looku
           size_t ci = (size_t)t * nch + c;                                                                             \
           __m256i q = _mm256_loadu_si256((const __m256i *)(a->q + 32 * ci));                                           \
           if (SGN) q = _mm256_sign_epi8(q, w);                                                                         \
-          __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(aw, q), ones));                        \
+          __m256 p = _mm256_cvtepi32_ps(DOT4(_mm256_setzero_si256(), aw, q));                                        \
           __m256 s = _mm256_mul_ps(sv, _mm256_broadcast_ss(a->d + ci));                                                \
           if ((cc & 1) && PER > 1) acc2[t] = _mm256_fmadd_ps(p, s, acc2[t]);                                           \
           else acc[t] = _mm256_fmadd_ps(p, s, acc[t]);                                                                 \
@@ -983,7 +996,6 @@ T256Q static inline __attribute__((always_inline)) void ig2_tile(int sgn, int mr
                                                                   const float *cr, int G) {
   float c[IG2_MR][IG2_NR] __attribute__((aligned(32)));
   memset(c, 0, sizeof c);
-  const __m256i ones = _mm256_set1_epi16(1);
   int steps = G / 4;
   for (int g = 0; g < ng; g++) {
     __m256i s[IG2_MR][2];
@@ -1002,8 +1014,8 @@ T256Q static inline __attribute__((always_inline)) void ig2_tile(int sgn, int mr
           memcpy(&a4, aq + (size_t)i * K + off, 4);
           __m256i a = _mm256_set1_epi32(a4);
           __m256i a0 = sgn ? _mm256_sign_epi8(a, b0) : a, a1 = sgn ? _mm256_sign_epi8(a, b1) : a;
-          s[i][0] = _mm256_add_epi32(s[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(u0, a0), ones));
-          s[i][1] = _mm256_add_epi32(s[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(u1, a1), ones));
+          s[i][0] = DOT4(s[i][0], u0, a0);
+          s[i][1] = DOT4(s[i][1], u1, a1);
         }
     }
     __m256 w0 = _mm256_loadu_ps(dw + (size_t)g * IG2_NR), w1 = _mm256_loadu_ps(dw + (size_t)g * IG2_NR + 8);
@@ -1163,11 +1175,23 @@ static void transpose256(float *dst, const float *src, int rows, int cols) {
 
 static int usable256(void) {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+#ifdef PF_AVXVNNI
+  unsigned a, b, c, d;   /* AVX-VNNI: CPUID leaf 7, sub-leaf 1, EAX bit 4 (compilers' feature names differ) */
+  return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+#else
+  return 1;
+#endif
 }
 
+#ifdef PF_AVXVNNI
+const pf_isa pf_isa_avxvnni = {
+  .kind = PF_KERNEL_AVXVNNI, .name = "avxvnni",
+#else
 const pf_isa pf_isa_avx2 = {
-  .kind = PF_KERNEL_AVX2, .name = "avx2", .usable = usable256, .dec_rows = DEC2_MAX,
+  .kind = PF_KERNEL_AVX2, .name = "avx2",
+#endif
+  .usable = usable256, .dec_rows = DEC2_MAX,
   .nt = nt256, .nn_acc = nn_acc256, .nt_w = nt_w256, .nn_w = nn_w256, .nt_dec = nt_dec256,
   .gemm_parallel = gemm_parallel256, .nt_int8 = nt_int8_256, .gemm_int8 = gemm_int8_256, .deq = g_deq256,
   .vexp_sum = vexp_sum256, .silu_mul = silu_mul256, .silu_mul_bwd = silu_mul_bwd256, .gelu = gelu256,

@@ -9,11 +9,13 @@
 # ff 2048, vocab 32000) written in F32 by prefix-mkmodel, then converted by llama.cpp's own
 # llama-quantize into F16, Q8_0, Q4_K_M and Q6_K, as the files users download are made.
 #
-#   make bench-compare [THREADS=n] [ISA=avx2]
+#   make bench-compare [THREADS=n] [ISA=avx2|avxvnni]
 #
 # ISA=avx2 measures the AVX2 paths on any x86 machine, side by side: this project with PREFIX_KERNEL=avx2,
 # and a second llama.cpp built without GGML_NATIVE, with only AVX, AVX2, FMA, F16C and BMI2 enabled
 # ($BUILD/llama.cpp-avx2), so an AVX-512 machine stands in for the laptops and desktops that lack it.
+# ISA=avxvnni does the same for AVX2 + AVX-VNNI (Intel 12th generation and later, AMD Zen 5) where the CPU
+# has it: PREFIX_KERNEL=avxvnni against a llama.cpp built with GGML_AVX_VNNI ($BUILD/llama.cpp-avxvnni).
 set -e
 BUILD=${1:-dist}
 THREADS=${THREADS:-$(nproc)}
@@ -23,9 +25,14 @@ case "$ISA" in
   native) L=$BUILD/llama.cpp; CPU_FLAGS="-DGGML_NATIVE=ON" ;;
   avx2) L=$BUILD/llama.cpp-avx2; export PREFIX_KERNEL=avx2
         CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF" ;;
-  *) echo "bench-compare: ISA is native or avx2, got '$ISA'" >&2; exit 2 ;;
+  avxvnni) L=$BUILD/llama.cpp-avxvnni; export PREFIX_KERNEL=avxvnni
+        CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF" ;;
+  *) echo "bench-compare: ISA is native, avx2 or avxvnni, got '$ISA'" >&2; exit 2 ;;
 esac
 B=$L/build/bin
+if [ "$ISA" = avxvnni ] && ! grep -m1 '^flags' /proc/cpuinfo | grep -qw avx_vnni; then
+  echo "bench-compare: ISA=avxvnni needs a CPU with AVX-VNNI (this one has none)" >&2; exit 2
+fi
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if [ ! -x "$B/llama-bench" ]; then
@@ -103,11 +110,11 @@ echo "ratio: ours / llama.cpp (peak MB: lower is better); best of $ROUNDS rounds
 echo "-npp 26 -ntg 64 -npl 16 (S_TG), llama-simple -n 32; ours: prefix-bench (tests/bench.c, the same shapes)."
 # Training beside PyTorch (Debian's python3-torch, when installed): the same prefix-tuning step as
 # prefix-bench's (tests/bench_torch.py), f32 weights of the same shape; best of ROUNDS, taken in turns with
-# ours above. With ISA=avx2, PyTorch's own kernels and its OpenBLAS are held to AVX2 too.
+# ours above. With ISA=avx2 or avxvnni, PyTorch's own kernels and its OpenBLAS are held to AVX2 too.
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   tt=""
   for r in $(seq "$ROUNDS"); do
-    if [ "$ISA" = avx2 ]; then t=$(ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell /usr/bin/python3 tests/bench_torch.py "$THREADS")
+    if [ "$ISA" != native ]; then t=$(ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell /usr/bin/python3 tests/bench_torch.py "$THREADS")
     else t=$(/usr/bin/python3 tests/bench_torch.py "$THREADS"); fi
     tt=$(best "$t" "$tt")
   done

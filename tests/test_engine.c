@@ -179,7 +179,7 @@ static void test_kernels(void) {
                      {130, 256, 96}, {100, 300, 70}, {70, 600, 33}, {1100, 40, 40}, {40, 200, 150}};
   /* 10..48 rows: the decode-batch kernel (groups of 16 rows); more: the packed GEMM (K blocked past 256 when
   ** T > 64, row blocks past 1008) */
-  int kinds[] = {PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVX512};
+  int kinds[] = {PF_KERNEL_BLAS, PF_KERNEL_PORTABLE, PF_KERNEL_AVX2, PF_KERNEL_AVXVNNI, PF_KERNEL_AVX512};
   int nkinds = (int)(sizeof kinds / sizeof kinds[0]);
   for (int threads = 1; threads <= 2; threads++) {
     pf_set_threads(threads);
