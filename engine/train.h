@@ -24,6 +24,7 @@ enum { PF_DTYPE_F32 = 0, PF_DTYPE_F16 = 1 };
 #define PF_DEFAULT_PREFIX_LEN 10
 #define PF_DEFAULT_MID_DIM 512
 #define PF_DEFAULT_PATIENCE 5          /* checks without improvement (docs/training.md) */
+#define PF_DEFAULT_PATIENCE_WARM 4     /* the same for a warm start (init_prefix) with validation rows */
 #define PF_DEFAULT_MIN_DELTA_VAL 0.0f   /* validation: any new best counts */
 #define PF_DEFAULT_MIN_DELTA_TRAIN 0.01f /* the plateau rule: 1% of the best (the training loss creeps down for long) */
 
@@ -46,8 +47,8 @@ typedef struct pf_train_params {
   int max_seq_len;     /* 0 = min(256, n_ctx - prefix_len) */
   int threads;         /* 0 = machine's cores */
   float val_fraction;
-  int eval_every;      /* steps between checks; 0 = whole epochs, at least 10 steps */
-  int patience;        /* checks without improvement before stopping; 0 = off, -1 = PF_DEFAULT_PATIENCE. A check
+  int eval_every;      /* steps between checks; 0 = whole epochs, at least 5 steps (25 without validation rows) */
+  int patience;        /* checks without improvement before stopping; 0 = off, -1 = PF_DEFAULT_PATIENCE (_WARM). A check
                        ** is the validation loss, or without validation rows the mean training loss since the
                        ** last check (the plateau rule; not with dp) */
   float min_delta;     /* an improvement: below the best so far by more than min_delta x best; -1 = by the check:
