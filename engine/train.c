@@ -449,7 +449,7 @@ static int run_settle(trun *r, const pf_train_params *p, int n_train, int have_v
                      pd->max_seq_len, P + pd->max_seq_len, hp->n_ctx);
   if (pd->epochs > 0 && pd->max_steps > 0) return pf_seterr(err, PF_ERR, "give epochs or max_steps, not both");
   if (have_val && pd->val_fraction > 0) return pf_seterr(err, PF_ERR, "give val_fraction or val_query, not both");
-  if ((r->auto_patience = pd->patience < 0)) pd->patience = PF_DEFAULT_PATIENCE;
+  r->auto_patience = pd->patience < 0;   /* its default is settled with the schedule (run_schedule) */
   if (!(pd->min_delta < 1)) return pf_seterr(err, PF_ERR, "min_delta must be >= 0 and < 1 (a share of the best loss), got %g", pd->min_delta);
   return run_settle_dp(r, have_val, err);
 }
@@ -524,7 +524,7 @@ static void run_schedule(trun *r) {
   r->total = p->max_steps > 0 ? p->max_steps : (p->epochs > 0 ? p->epochs : r->auto_epochs) * r->steps_per_epoch;
   r->base_lr = p->lr > 0 ? p->lr : pf_train_default_lr(p);
   int least = r->n_va ? 5 : 25;   /* the training loss of a few steps is noisier than a validation */
-  if (r->n_va && p->init_prefix && r->auto_patience) r->p.patience = PF_DEFAULT_PATIENCE_WARM;
+  if (r->auto_patience) r->p.patience = r->n_va && p->init_prefix ? PF_DEFAULT_PATIENCE_WARM : PF_DEFAULT_PATIENCE;
   r->eval_every = p->eval_every > 0 ? p->eval_every : r->steps_per_epoch * ((least + r->steps_per_epoch - 1) / r->steps_per_epoch);
   /* the plateau rule reads the training loss: not with dp, whose rows' losses are private; with a length given,
   ** only when patience is given too */
