@@ -69,15 +69,25 @@ __attribute__((constructor)) static void scratch_init(void) {
 
 /* ------------------------------------------------------------ row ranges */
 
+/* columns [k0, k1) of chunk c (32 columns) through the table's decoder: the whole chunk, then the part (an NN
+** panel of 16 columns takes half a chunk); a row's last chunk may be short (F16/BF16 rows), decoded as stored */
+static void deq_part(pf_deq_fn f, const pf_wt *W, const uint8_t *row, int c, int k0, int k1, float *dst) {
+  if (32 * c + 32 > W->cols) { pf_dequant_any(W->type, row, k0, k1, dst); return; }
+  float buf[32];
+  f(row, c, c + 1, buf);
+  memcpy(dst, buf + (k0 - 32 * c), sizeof(float) * (size_t)(k1 - k0));
+}
+
 void pf_wt_deq_with(const pf_deq_fn *deq, const pf_wt *W, int r, int k0, int k1, float *dst) {
   const uint8_t *row = W->data + (size_t)r * W->row_bytes;
   if (k1 <= k0) return;
   pf_deq_fn f = deq ? deq[W->type] : NULL;
+  if (!f) { pf_dequant_any(W->type, row, k0, k1, dst); return; }
   int a0 = (k0 + 31) / 32, a1 = k1 / 32;   /* whole chunks inside the range */
-  if (!f || a0 >= a1) { pf_dequant_any(W->type, row, k0, k1, dst); return; }
-  if (32 * a0 > k0) pf_dequant_any(W->type, row, k0, 32 * a0, dst);
-  f(row, a0, a1, dst + 32 * a0 - k0);
-  if (k1 > 32 * a1) pf_dequant_any(W->type, row, 32 * a1, k1, dst + 32 * a1 - k0);
+  if (a0 > a1) { deq_part(f, W, row, k0 / 32, k0, k1, dst); return; }   /* inside one chunk */
+  if (32 * a0 > k0) deq_part(f, W, row, a0 - 1, k0, 32 * a0, dst);
+  if (a1 > a0) f(row, a0, a1, dst + 32 * a0 - k0);
+  if (k1 > 32 * a1) deq_part(f, W, row, a1, 32 * a1, k1, dst + 32 * a1 - k0);
 }
 
 /* dA[t][c0:c1] += dY[t] · W[:, c0:c1], a chunk of each row of W at a time (no panel memory needed) */

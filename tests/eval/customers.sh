@@ -136,9 +136,10 @@ SQL
     for o in "{\"max_steps\": 10, \"patience\": 0}|10 steps" "{\"val_query\": \$V}|auto+val"; do
       cat <<SQL
 UPDATE clock SET t = julianday('now');
-INSERT INTO bg SELECT '${o#*|}', name, NULL, json_extract(prefix_info(b), '\$.steps'), json_extract(prefix_info(b), '\$.stop_reason')
-  FROM (SELECT name, prefix_train('big', printf('SELECT p, q FROM tr WHERE name = %Q AND k <= 20 ORDER BY k', name), $(opts_sql "${o%|*}" | sed 's/(SELECT hex(b) FROM shared)/NULL/')) AS b
-        FROM (SELECT name FROM cust LIMIT 1));
+INSERT INTO bg WITH t(name, b) AS MATERIALIZED (
+    SELECT name, prefix_train('big', printf('SELECT p, q FROM tr WHERE name = %Q AND k <= 20 ORDER BY k', name), $(opts_sql "${o%|*}" | sed 's/(SELECT hex(b) FROM shared)/NULL/'))
+    FROM (SELECT name FROM cust LIMIT 1))
+  SELECT '${o#*|}', name, NULL, json_extract(prefix_info(b), '\$.steps'), json_extract(prefix_info(b), '\$.stop_reason') FROM t;
 UPDATE bg SET s = (julianday('now') - (SELECT t FROM clock)) * 86400 WHERE s IS NULL;
 SQL
     done
