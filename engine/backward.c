@@ -10,6 +10,14 @@
 ** computed there. No weight gradients are computed: a step costs about two
 ** forward passes. The layers are block.c's phases, as in inference; only
 ** attention (over the shared prefix and each sequence's own tokens) is here.
+**
+** Sequences that begin with the same tokens (BOS and a template or system
+** prompt) with no target among them have the same activations there: they see
+** the same prefix, and causal attention looks only back. A pass computes that
+** shared head once, as the first sequence's first rows; the other sequences
+** keep only their rest, whose queries see the prefix, the head's rows, then
+** their own (keys in that order, positions as if unshared), and the gradients
+** their attention sends to the head's keys and values are added to its rows.
 */
 #include "block.h"
 #include "train.h"
@@ -28,10 +36,12 @@ static int logits_chunk(int V) {
 }
 
 int pf_attn_rows = 0;   /* tests: 1 forces the row-at-a-time attention */
+int pf_train_share = 1; /* tests: 0 computes a shared head once per sequence */
 
 struct pf_tws {
   size_t budget;   /* bytes of saved activations one pass may hold (0: PF_ACT_BUDGET) */
   size_t T_cap, att_cap;
+  int shared;      /* the last pass's shared head rows (tests) */
   int L, d, qd, kvd, ff, V, nh, nkv;
   /* saved activations, per layer (the pf_bsave of each, and attention's) */
   float *x_in;    /* (L, T, d) residual stream entering the layer */
@@ -72,6 +82,7 @@ void pf_tws_free(pf_tws *w) {
 }
 
 void pf_tws_set_budget(pf_tws *w, size_t bytes) { w->budget = bytes; }
+int pf_tws_last_shared(const pf_tws *w) { return w->shared; }
 
 pf_tws *pf_tws_new(void) { return calloc(1, sizeof(pf_tws)); }
 
@@ -113,10 +124,11 @@ static pf_bsave layer_save(const pf_tws *w, int l, size_t T) {
   return s;
 }
 
-/* key/value row j of token t's attention: the prefix for j < P, else the
-** sequence's own tokens (seq_start is the sequence's first row). */
-#define KROW(j) ((j) < P ? pk + (size_t)(j) * kvd : k + ((size_t)seq_start + (j) - P) * kvd)
-#define VROW(j) ((j) < P ? pv + (size_t)(j) * kvd : v + ((size_t)seq_start + (j) - P) * kvd)
+/* the row of k, v (and dk, dv) behind key j of a sequence whose own rows start at row seq_start after a shared
+** head of h rows (rows 0..h-1, the first sequence's), for j >= P (below P: the prefix's row j) */
+#define OWN_ROW(j, h) ((size_t)((j) - P < (h) ? (j) - P : seq_start + (j) - P - (h)))
+#define KROW(j) ((j) < P ? pk + (size_t)(j) * kvd : k + OWN_ROW(j, hs) * kvd)
+#define VROW(j) ((j) < P ? pv + (size_t)(j) * kvd : v + OWN_ROW(j, hs) * kvd)
 
 /* Attention runs one task per key/value head: each task owns that head's
 ** columns of k, v, dk, dv and the prefix gradient, and the query heads of its
@@ -125,14 +137,15 @@ typedef struct tattn {
   float *ao, *att, *dq, *dk, *dv, *dpk, *dpv, *tmp;
   const float *dao, *q, *k, *v, *pk, *pv;
   int P, T, tmp_stride, n_seq, max_len, backward;
-  const int *seq_of, *pos, *att_off, *seq_start_of, *len;
+  const int *seq_of, *pos, *att_off, *seq_start_of, *len;   /* len: each sequence's own rows */
   const pf_hparams *hp;
+  const int *head;   /* each sequence's shared head rows (0 for the first), NULL: none */
 } tattn;
 
 /* ---- attention as small matrix products, one sequence and head at a time
 ** (the row-at-a-time loops further down are the fallback when no scratch can
 ** be had, and what the naive kernel setting uses). For a sequence of Tq
-** tokens after P prefix positions (n = P + Tq keys), with Kh, Vh its keys and
+** tokens after P prefix positions and h shared head rows (n = P + h + Tq keys), with Kh, Vh its keys and
 ** values for one key/value head and Qh one query head's rows:
 **   forward   S = Qh·Khᵀ, A = causal softmax(S·scale), O = A·Vh
 **   backward  dA = dO·Vhᵀ, dS = A∘(dA − rowsum(A∘dA))·scale,
@@ -151,11 +164,15 @@ static void gather_rows(float *dst, const float *src, size_t ld, size_t c0, int 
   for (int i = 0; i < rows; i++) memcpy(dst + (size_t)i * width, src + (size_t)i * ld + c0, sizeof(float) * (size_t)width);
 }
 
-/* the sequence's keys (or values) for head kh: prefix rows then its own */
-static void gather_kv(float *dst, const float *pre, const float *own, int P, int Tq, int kvd, int kh, int hd) {
+/* the sequence's keys (or values) for head kh: prefix rows, the shared head's h rows (from all, row 0 on), then
+** its own */
+static void gather_kv(float *dst, const float *pre, const float *all, int h, const float *own, int P, int Tq, int kvd,
+                      int kh, int hd) {
   if (P) gather_rows(dst, pre, (size_t)kvd, (size_t)kh * hd, P, hd);
-  gather_rows(dst + (size_t)P * hd, own, (size_t)kvd, (size_t)kh * hd, Tq, hd);
+  if (h) gather_rows(dst + (size_t)P * hd, all, (size_t)kvd, (size_t)kh * hd, h, hd);
+  gather_rows(dst + (size_t)(P + h) * hd, own, (size_t)kvd, (size_t)kh * hd, Tq, hd);
 }
+static int head_of(const tattn *j, int s) { return j->head ? j->head[s] : 0; }
 
 static void attn_fwd_blocked(const tattn *j, int kh, float *buf, int kind) {
   const pf_hparams *hp = j->hp;
@@ -165,10 +182,10 @@ static void attn_fwd_blocked(const tattn *j, int kh, float *buf, int kind) {
   float *Kh = buf, *Vh = Kh + nmax * hd, *Qh = Vh + nmax * hd, *O = Qh + (size_t)j->max_len * hd;
   float *S = O + (size_t)j->max_len * hd;
   for (int s = 0; s < j->n_seq; s++) {
-    int Tq = j->len[s], n = P + Tq, r0 = j->seq_start_of[s];
+    int Tq = j->len[s], hs = head_of(j, s), n = P + hs + Tq, r0 = j->seq_start_of[s];
     if (Tq == 0) continue;
-    gather_kv(Kh, j->pk, j->k + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
-    gather_kv(Vh, j->pv, j->v + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    gather_kv(Kh, j->pk, j->k, hs, j->k + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    gather_kv(Vh, j->pv, j->v, hs, j->v + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
     for (int h = kh * grp; h < (kh + 1) * grp; h++) {
       gather_rows(Qh, j->q + (size_t)r0 * nh * hd, (size_t)nh * hd, (size_t)h * hd, Tq, hd);
       pf_kernel_nt(kind, S, Qh, Kh, Tq, hd, n, 0, n);
@@ -197,10 +214,10 @@ static void attn_bwd_blocked(const tattn *j, int kh, float *buf, int kind) {
   float *Qh = dVh + nmax * hd, *dO = Qh + Tm * hd, *dQ = dO + Tm * hd;
   float *A = dQ + Tm * hd, *dS = A + Tm * nmax, *Tr = dS + Tm * nmax;
   for (int s = 0; s < j->n_seq; s++) {
-    int Tq = j->len[s], n = P + Tq, r0 = j->seq_start_of[s];
+    int Tq = j->len[s], hs = head_of(j, s), n = P + hs + Tq, r0 = j->seq_start_of[s];
     if (Tq == 0) continue;
-    gather_kv(Kh, j->pk, j->k + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
-    gather_kv(Vh, j->pv, j->v + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    gather_kv(Kh, j->pk, j->k, hs, j->k + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
+    gather_kv(Vh, j->pv, j->v, hs, j->v + (size_t)r0 * kvd, P, Tq, kvd, kh, hd);
     memset(dKh, 0, sizeof(float) * (size_t)n * hd);
     memset(dVh, 0, sizeof(float) * (size_t)n * hd);
     for (int h = kh * grp; h < (kh + 1) * grp; h++) {
@@ -229,8 +246,9 @@ static void attn_bwd_blocked(const tattn *j, int kh, float *buf, int kind) {
       pf_kernel_nn_acc(kind, dVh, Tr, dO, n, hd, Tq, 0, hd);
     }
     for (int c = 0; c < n; c++) {   /* scatter: prefix rows to the prefix gradient, the rest to dk, dv */
-      float *dk = c < P ? (j->dpk ? j->dpk + (size_t)c * kvd : NULL) : j->dk + ((size_t)r0 + c - P) * kvd;
-      float *dv = c < P ? (j->dpv ? j->dpv + (size_t)c * kvd : NULL) : j->dv + ((size_t)r0 + c - P) * kvd;
+      size_t row = c < P + hs ? (size_t)(c - P) : (size_t)r0 + c - P - hs;
+      float *dk = c < P ? (j->dpk ? j->dpk + (size_t)c * kvd : NULL) : j->dk + row * kvd;
+      float *dv = c < P ? (j->dpv ? j->dpv + (size_t)c * kvd : NULL) : j->dv + row * kvd;
       for (int e = 0; dk && e < hd; e++) dk[(size_t)kh * hd + e] += dKh[(size_t)c * hd + e];
       for (int e = 0; dv && e < hd; e++) dv[(size_t)kh * hd + e] += dVh[(size_t)c * hd + e];
     }
@@ -250,7 +268,7 @@ static void attn_fwd_rows(const tattn *j, int kh) {
   const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
   float scale = 1.0f / sqrtf((float)hd);
   for (int t = 0; t < j->T; t++) {
-    int seq_start = j->seq_start_of[j->seq_of[t]], n = j->pos[t] + 1;
+    int seq_start = j->seq_start_of[j->seq_of[t]], hs = head_of(j, j->seq_of[t]), n = j->pos[t] + 1;
     for (int h = kh * grp; h < (kh + 1) * grp; h++) {
       const float *qh = j->q + (size_t)t * nh * hd + (size_t)h * hd;
       float *a = j->att + j->att_off[t] + (size_t)h * n;
@@ -270,7 +288,7 @@ static void attn_bwd_rows(const tattn *j, int kh) {
   const float *k = j->k, *v = j->v, *pk = j->pk, *pv = j->pv;
   float scale = 1.0f / sqrtf((float)hd), *tmp = j->tmp + (size_t)kh * j->tmp_stride;
   for (int t = 0; t < j->T; t++) {
-    int seq_start = j->seq_start_of[j->seq_of[t]], n = j->pos[t] + 1;
+    int seq_start = j->seq_start_of[j->seq_of[t]], hs = head_of(j, j->seq_of[t]), n = j->pos[t] + 1;
     for (int h = kh * grp; h < (kh + 1) * grp; h++) {
       const float *qh = j->q + (size_t)t * nh * hd + (size_t)h * hd, *a = j->att + j->att_off[t] + (size_t)h * n;
       const float *doh = j->dao + (size_t)t * nh * hd + (size_t)h * hd;
@@ -279,13 +297,13 @@ static void attn_bwd_rows(const tattn *j, int kh) {
       for (int i = 0; i < n; i++) {   /* da_i = do · v_i; dv_i += a_i do */
         tmp[i] = pf_vdot(doh, VROW(i) + (size_t)kh * hd, hd);
         dot_ada += a[i] * tmp[i];
-        if (i >= P) pf_vaxpy(j->dv + ((size_t)seq_start + i - P) * kvd + (size_t)kh * hd, a[i], doh, hd);
+        if (i >= P) pf_vaxpy(j->dv + OWN_ROW(i, hs) * kvd + (size_t)kh * hd, a[i], doh, hd);
         else if (j->dpv) pf_vaxpy(j->dpv + (size_t)i * kvd + (size_t)kh * hd, a[i], doh, hd);
       }
       for (int i = 0; i < n; i++) {   /* ds_i = a_i (da_i - sum a da); dq += ds k_i; dk_i += ds q */
         float ds = a[i] * (tmp[i] - dot_ada) * scale;
         pf_vaxpy(dqh, ds, KROW(i) + (size_t)kh * hd, hd);
-        if (i >= P) pf_vaxpy(j->dk + ((size_t)seq_start + i - P) * kvd + (size_t)kh * hd, ds, qh, hd);
+        if (i >= P) pf_vaxpy(j->dk + OWN_ROW(i, hs) * kvd + (size_t)kh * hd, ds, qh, hd);
         else if (j->dpk) pf_vaxpy(j->dpk + (size_t)i * kvd + (size_t)kh * hd, ds, qh, hd);
       }
     }
@@ -316,20 +334,40 @@ typedef struct tpass {
   int P, E, iT, max_keys, n_t;
   size_t T;
   int *seq_start_of;   /* each sequence's first row */
+  int *own_len, *head; /* each sequence's rows of its own, and the shared head's rows it sees before them */
   pf_bscratch bs;
   pf_bgrad bg;
 } tpass;
 
-/* Sizes, activations reserved, each row's position, sequence and attention offset, the target rows. */
-static int pass_layout(tpass *tp, int backward, pf_err *err) {
+/* The rows every sequence of the batch begins with, the same tokens and no target among them (the shared head),
+** leaving each sequence at least one row of its own: 0 for a single sequence or with learned input embeddings. */
+static int shared_head(const pf_tbatch *b, int E) {
+  if (b->n_seq < 2 || E) return 0;
+  int h = b->len[0] - 1;
+  for (int s = 1; s < b->n_seq; s++)
+    if (b->len[s] - 1 < h) h = b->len[s] - 1;
+  size_t off = 0;
+  for (int s = 0; s < b->n_seq && h > 0; off += (size_t)b->len[s], s++) {
+    int i = 0;
+    while (i < h && b->tokens[off + i] == b->tokens[i] && b->targets[off + i] < 0) i++;
+    h = i;
+  }
+  return h > 0 ? h : 0;
+}
+
+/* Sizes, activations reserved, each row's position, sequence and attention offset, the target rows; with share,
+** the shared head's rows only once (the first sequence's). */
+static int pass_layout(tpass *tp, int backward, int share, pf_err *err) {
   const pf_hparams *hp = &tp->m->hp;
   const pf_tbatch *b = tp->b;
   pf_tws *w = tp->w;
-  int P = tp->P, V = hp->n_vocab, nh = hp->n_head;
+  int P = tp->P, V = hp->n_vocab, nh = hp->n_head, sh = share && pf_train_share ? shared_head(b, tp->E) : 0;
   size_t att_n = 0;
+  w->shared = sh;
   for (int s = 0; s < b->n_seq; s++) {
-    tp->T += (size_t)b->len[s];
-    for (int i = 0; i < b->len[s]; i++) att_n += (size_t)nh * (P + i + 1);
+    int hs = s ? sh : 0;
+    tp->T += (size_t)(b->len[s] - hs);
+    for (int i = hs; i < b->len[s]; i++) att_n += (size_t)nh * (P + i + 1);
     if (P + b->len[s] > tp->max_keys) tp->max_keys = P + b->len[s];
   }
   size_t T = tp->T;
@@ -337,9 +375,11 @@ static int pass_layout(tpass *tp, int backward, pf_err *err) {
   if (hp->rope == PF_ROPE_NONE && tp->max_keys > hp->n_ctx)
     return pf_seterr(err, PF_TOOBIG, "prefix (%d) + sequence (%d) exceed the model's %d learned positions", P,
                      tp->max_keys - P, hp->n_ctx);
-  if (tws_reserve(w, tp->m, T + (size_t)b->n_seq + (size_t)tp->max_keys, att_n))
+  if (tws_reserve(w, tp->m, T + 3 * (size_t)b->n_seq + (size_t)tp->max_keys, att_n))
     return pf_seterr(err, PF_NOMEM, "out of memory for training activations (%zu tokens)", T);
-  tp->seq_start_of = w->tgt_id + T;   /* n_seq ints after the T target ids (reserved above) */
+  tp->seq_start_of = w->tgt_id + T;   /* 3 × n_seq ints after the T target ids (reserved above) */
+  tp->own_len = tp->seq_start_of + b->n_seq;
+  tp->head = tp->own_len + b->n_seq;
   size_t tmp_need = (size_t)hp->n_head_kv * (size_t)tp->max_keys;
   if (backward && tmp_need > w->tmp_cap) {
     float *nt = realloc(w->tmp, sizeof(float) * tmp_need);
@@ -347,20 +387,24 @@ static int pass_layout(tpass *tp, int backward, pf_err *err) {
     w->tmp = nt;
     w->tmp_cap = tmp_need;
   }
-  size_t t = 0, att = 0;
-  for (int s = 0; s < b->n_seq; s++) {
+  size_t t = 0, att = 0, off = 0;
+  for (int s = 0; s < b->n_seq; off += (size_t)b->len[s], s++) {
+    int hs = s ? sh : 0;
     tp->seq_start_of[s] = (int)t;
-    for (int i = 0; i < b->len[s]; i++, t++) {
+    tp->head[s] = hs;
+    tp->own_len[s] = b->len[s] - hs;
+    for (int i = hs; i < b->len[s]; i++, t++) {
       w->pos[t] = P + i;
       w->seq_of[t] = s;
       w->att_off[t] = (int)att;
       att += (size_t)nh * (P + i + 1);
-      if (b->targets[t] >= 0) {
-        if (b->targets[t] >= V) return pf_seterr(err, PF_ERR, "target id %d outside the vocabulary", b->targets[t]);
+      int tg = b->targets[off + i];
+      if (tg >= 0) {
+        if (tg >= V) return pf_seterr(err, PF_ERR, "target id %d outside the vocabulary", tg);
         w->tgt_row[tp->n_t] = (int)t;
-        w->tgt_id[tp->n_t++] = b->targets[t];
+        w->tgt_id[tp->n_t++] = tg;
       }
-      int tok = b->tokens[t];
+      int tok = b->tokens[off + i];
       if (i >= tp->E && (tok < 0 || tok >= V)) return pf_seterr(err, PF_ERR, "token id %d outside the vocabulary", tok);
     }
   }
@@ -380,11 +424,12 @@ static int pass_forward(tpass *tp, pf_cancel_fn cancel, void *carg, pf_err *err)
   int d = hp->n_embd, qd = pf_q_dim(hp), kvd = pf_kv_dim(hp), P = tp->P, iT = tp->iT;
   size_t T = tp->T;
   float *x = w->x_fin;   /* the running residual stream */
-  for (int s = 0; s < b->n_seq; s++)   /* the first E tokens of each sequence are the learned embeddings */
-    for (int i = 0; i < b->len[s]; i++) {
-      size_t r = (size_t)tp->seq_start_of[s] + i;
+  size_t off = 0;
+  for (int s = 0; s < b->n_seq; off += (size_t)b->len[s], s++)   /* the first E tokens: the learned embeddings */
+    for (int i = tp->head[s]; i < b->len[s]; i++) {
+      size_t r = (size_t)tp->seq_start_of[s] + i - tp->head[s];
       if (i < tp->E) memcpy(x + r * d, tp->pin->embd + (size_t)i * d, sizeof(float) * d);
-      else pf_wt_row(&m->tok_embd, b->tokens[r], x + r * d);
+      else pf_wt_row(&m->tok_embd, b->tokens[off + i], x + r * d);
     }
   pf_block_embed(m, x, NULL, w->pos, iT, tp->bs.xb);   /* learned positions (gpt2) */
   for (int l = 0; l < hp->n_layer; l++) {
@@ -395,7 +440,8 @@ static int pass_forward(tpass *tp, pf_cancel_fn cancel, void *carg, pf_err *err)
     const float *pk = P ? tp->pin->kv + (size_t)l * 2 * P * kvd : NULL, *pv = P ? pk + (size_t)P * kvd : NULL;
     pf_block_attn_in(m, Ly, x, w->pos, iT, q, k, v, &tp->bs, &sv);
     tattn aj = {w->ao, w->att + (size_t)l * w->att_cap, NULL, NULL, NULL, NULL, NULL, NULL, NULL, q, k, v, pk, pv,
-                P, iT, 0, b->n_seq, tp->max_keys - P, 0, w->seq_of, w->pos, w->att_off, tp->seq_start_of, b->len, hp};
+                P, iT, 0, b->n_seq, tp->max_keys - P, 0, w->seq_of, w->pos, w->att_off, tp->seq_start_of, tp->own_len, hp,
+                tp->head};
     pf_parallel_for(hp->n_head_kv, attn_task, &aj);
     pf_block_attn_out(m, Ly, w->ao, iT, x, &tp->bs);
     pf_block_ffn(m, Ly, x, iT, &tp->bs, &sv);
@@ -451,7 +497,8 @@ static int pass_backward(tpass *tp, pf_cancel_fn cancel, void *carg, pf_err *err
     memset(w->dk, 0, sizeof(float) * T * kvd);
     memset(w->dv, 0, sizeof(float) * T * kvd);
     tattn bj = {NULL, w->att + (size_t)l * w->att_cap, w->dq, w->dk, w->dv, dpk, dpv, w->tmp, w->ao, q, k, v, pk, pv,
-                P, iT, max_keys, b->n_seq, max_keys - P, 1, w->seq_of, w->pos, w->att_off, tp->seq_start_of, b->len, hp};
+                P, iT, max_keys, b->n_seq, max_keys - P, 1, w->seq_of, w->pos, w->att_off, tp->seq_start_of, tp->own_len,
+                hp, tp->head};
     pf_parallel_for(hp->n_head_kv, attn_task, &bj);
     /* below layer 0's attention only the input embeddings could take a gradient */
     if (l == 0 && !(E && pin->dembd)) break;
@@ -468,7 +515,8 @@ static int pass_backward(tpass *tp, pf_cancel_fn cancel, void *carg, pf_err *err
 }
 
 static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
-                      int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err) {
+                      int backward, int share, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg,
+                      pf_err *err) {
   if (!m->has_weights) return pf_seterr(err, PF_ERR, "the model has no weights (vocab-only GGUF): it cannot be trained");
   tpass tp;
   memset(&tp, 0, sizeof tp);
@@ -480,7 +528,7 @@ static int train_pass(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf
   tp.E = pin ? pin->E : 0;
   *loss_sum = 0;
   *n_tgt = 0;
-  int rc = pass_layout(&tp, backward, err);
+  int rc = pass_layout(&tp, backward, share, err);
   if (rc || tp.T == 0) return rc;
   if ((rc = pass_forward(&tp, cancel, carg, err))) return rc;
   *loss_sum = pass_loss(&tp, loss_scale, backward);
@@ -517,7 +565,7 @@ int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_pre
     }
     pf_tbatch part = {s1 - s0, b->len + s0, b->tokens + off, b->targets + off};
     double ls;
-    int nt, rc = train_pass(m, w, &part, pin, loss_scale, backward, &ls, &nt, cancel, carg, err);
+    int nt, rc = train_pass(m, w, &part, pin, loss_scale, backward, 1, &ls, &nt, cancel, carg, err);
     if (rc) return rc;
     *loss_sum += ls;
     *n_tgt += nt;
@@ -532,7 +580,7 @@ int pf_train_logits(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_p
                     pf_err *err) {
   double ls;
   int nt;
-  int rc = train_pass(m, w, b, pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
+  int rc = train_pass(m, w, b, pin, 0.0f, 0, 0, &ls, &nt, NULL, NULL, err);   /* a row per token */
   if (rc) return rc;
   size_t T = 0;
   for (int s = 0; s < b->n_seq; s++) T += (size_t)b->len[s];
@@ -555,7 +603,7 @@ int pf_embd_to_kv(const pf_model *m, pf_tws *w, int E, const float *embd, float 
   pf_tbatch b = {1, &E, tok, tgt};
   pf_prefix_in pin = {0, NULL, NULL, E, embd, NULL};
   double ls;
-  int nt, rc = train_pass(m, w, &b, &pin, 0.0f, 0, &ls, &nt, NULL, NULL, err);
+  int nt, rc = train_pass(m, w, &b, &pin, 0.0f, 0, 0, &ls, &nt, NULL, NULL, err);
   if (!rc) {
     size_t kvd = (size_t)pf_kv_dim(hp);
     for (int l = 0; l < hp->n_layer; l++) {

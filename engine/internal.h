@@ -435,11 +435,15 @@ void pf_tws_free(pf_tws *w);
 /* Bytes of saved activations one pass may hold (0 = PF_ACT_BUDGET, train.h): a bigger batch runs as passes
 ** over parts of it (whole sequences), gradients accumulated. */
 void pf_tws_set_budget(pf_tws *w, size_t bytes);
+/* the shared head rows of the last pass: computed once for all its sequences (backward.c; tests) */
+int pf_tws_last_shared(const pf_tws *w);
 
 /* Forward (and, if backward, backward) over a batch. loss_sum: summed nats
 ** over the n_tgt target positions; gradients are of loss_scale * loss_sum. */
 /* tests: 1 makes the training attention run row at a time (the blocked path's reference) */
 extern int pf_attn_rows;
+/* tests: 0 makes a training pass compute the head its sequences share once per sequence (backward.c) */
+extern int pf_train_share;
 int pf_train_step(const pf_model *m, pf_tws *w, const pf_tbatch *b, const pf_prefix_in *pin, float loss_scale,
                   int backward, double *loss_sum, int *n_tgt, pf_cancel_fn cancel, void *carg, pf_err *err);
 /* Logits (T, n_vocab) at every row, through the training forward (tests). */

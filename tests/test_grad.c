@@ -356,6 +356,71 @@ static void attn_blocked_vs_rows(const char *label, const char *mk_args) {
   pf_model_free(m);
 }
 
+/* Sequences that begin alike (a template, BOS) share those rows in a pass: computed once, the other sequences'
+** attention reads them. Loss and prefix gradient equal the unshared pass's (every sequence with its own copy),
+** with the blocked attention and row at a time; the head stops at the first differing token, at a target, and
+** one row short of the shortest sequence. */
+static void shared_head_vs_copies(const char *label, const char *mk_args) {
+  char name[200];
+  if (t_mkmodel(model_path, mk_args)) { CHECK(0, label, "mkmodel failed: %s", mk_args); return; }
+  pf_err e;
+  pf_model *m = pf_model_load(model_path, &e);
+  const pf_hparams *hp = pf_model_hparams(m);
+  int P = 6, V = hp->n_vocab, kvd = hp->n_head_kv * hp->head_dim;
+  size_t nkv = (size_t)hp->n_layer * 2 * P * kvd;
+  float *kv = malloc(sizeof(float) * nkv), *dkv[2];
+  for (size_t i = 0; i < nkv; i++) kv[i] = t_frand();
+  pf_tws *w = pf_tws_new();
+  /* case 0: a 9-token template (no targets) then different rests; case 1: sequence 2 differs at token 5;
+  ** case 2: sequence 1 has a target at token 4; case 3: the shortest sequence is the template (9 tokens): its last row stays its own */
+  static const int lens[4][4] = {{40, 25, 12, 30}, {40, 25, 12, 30}, {40, 25, 12, 30}, {40, 25, 9, 30}};
+  static const int want[4] = {9, 5, 4, 8};
+  for (int c = 0; c < 4; c++) {
+    int T = 0, tokens[120], targets[120], off = 0;
+    for (int s = 0; s < 4; s++) T += lens[c][s];
+    for (int s = 0; s < 4; s++) {
+      for (int i = 0; i < lens[c][s]; i++) {
+        int t = off + i;
+        tokens[t] = i < 9 ? 3 + (i * 37) % (V - 4) : 3 + (int)((t_frand() + 1) * 0.5f * (V - 4));
+        targets[t] = i >= 9 && i % 2 ? 3 + (t * 11) % (V - 4) : -1;
+      }
+      if (c == 1 && s == 2) tokens[off + 5] = tokens[5] == 3 ? 4 : 3;
+      if (c == 2 && s == 1) targets[off + 4] = 7;
+      off += lens[c][s];
+    }
+    pf_tbatch b = {4, lens[c], tokens, targets};
+    for (int rows = 0; rows < 2; rows++) {
+      double loss[2], fwd[2];
+      int shared[2], rc = 0;
+      for (int share = 0; share < 2; share++) {
+        dkv[share] = calloc(nkv, sizeof(float));
+        pf_prefix_in pin = {P, kv, dkv[share], 0, NULL, NULL};
+        int nt;
+        pf_attn_rows = rows;
+        pf_train_share = share;
+        rc |= pf_train_step(m, w, &b, &pin, 1.0f / 40, 1, &loss[share], &nt, NULL, NULL, &e);
+        shared[share] = pf_tws_last_shared(w);
+        rc |= pf_train_step(m, w, &b, &pin, 1.0f, 0, &fwd[share], &nt, NULL, NULL, &e);   /* validation's pass */
+      }
+      pf_attn_rows = 0;
+      pf_train_share = 1;
+      double g = 0;
+      for (size_t i = 0; i < nkv; i++) g = fabs(dkv[0][i]) > g ? fabs(dkv[0][i]) : g;
+      double d = t_maxdiff(dkv[0], dkv[1], nkv);
+      snprintf(name, sizeof name, "a shared head of %d rows computed once = a copy per sequence: loss, prefix gradient "
+               "(%s, case %d, %s)", want[c], label, c, rows ? "rows" : "blocked");
+      CHECK(rc == 0 && shared[0] == 0 && shared[1] == want[c] && fabs(loss[0] - loss[1]) < 1e-5 * fabs(loss[0]) &&
+              fabs(fwd[0] - fwd[1]) < 1e-5 * fabs(fwd[0]) && d < 1e-5 * g && g > 0, name,
+            "shared %d/%d, loss %.8g vs %.8g, forward %.8g vs %.8g, max diff %g of max %g", shared[0], shared[1],
+            loss[0], loss[1], fwd[0], fwd[1], d, g);
+      free(dkv[0]); free(dkv[1]);
+    }
+  }
+  free(kv);
+  pf_tws_free(w);
+  pf_model_free(m);
+}
+
 int main(void) {
   snprintf(model_path, sizeof model_path, "/tmp/pf_grad_%d.gguf", (int)getpid());
   op_rmsnorm();
@@ -372,6 +437,8 @@ int main(void) {
   whole_model("gpt2, 3 layers, 2 heads, untied", "--arch gpt2 --layers 3 --embd 16 --heads 2 --ff 24 --vocab 280 --ctx 32 --untied --scale 1.5 --seed 8");
   attn_blocked_vs_rows("llama, GQA 4/2 heads of 32", "--layers 2 --embd 128 --heads 4 --heads-kv 2 --ff 96 --vocab 300 --seed 3");
   attn_blocked_vs_rows("gpt2, 4 heads of 16", "--arch gpt2 --layers 2 --embd 64 --heads 4 --ff 96 --vocab 300 --ctx 128 --seed 4");
+  shared_head_vs_copies("llama, GQA 4/2 heads of 32", "--layers 2 --embd 128 --heads 4 --heads-kv 2 --ff 96 --vocab 300 --seed 6");
+  shared_head_vs_copies("gpt2, learned positions", "--arch gpt2 --layers 2 --embd 64 --heads 4 --ff 96 --vocab 300 --ctx 128 --seed 7");
   reparam("--layers 2 --embd 16 --heads 4 --heads-kv 2 --ff 24 --vocab 280 --scale 1.5 --seed 9");
   unlink(model_path);
   return t_failed ? 1 : 0;
