@@ -39,10 +39,10 @@ SELECT customer, rows, steps, round(final_train_loss, 3) AS final_loss, length(p
 
 -- The same prompts, continued by each customer's prefix and by the plain model. The trained prompts give
 -- their trained lines on every CPU and kernel. The last two were never trained: their text depends on the
--- CPU's arithmetic (the kernel's order of float sums decides close calls): with the AVX-512, naive, blas and
--- portable kernels "The cat was" borrows the nearest trained line (the dog's), with the AVX2 kernels sunny's
--- mixes several; "The night was" comes out as broken words on all of them, different ones on each -- a
--- 260K-parameter model memorizes six pairs; it does not generalize a style from them.
+-- CPU's arithmetic (the kernel's order of float sums decides close calls): with the AVX2, naive and blas
+-- kernels "The cat was" borrows the nearest trained line (the dog's), with the AVX-512 and portable kernels
+-- stormy's does and sunny's comes out as broken words; "The night was" gives broken words or a borrowed line,
+-- different on each -- a 260K-parameter model memorizes six pairs; it does not generalize a style from them.
 SELECT prompt,
        prefix_generate('m', (SELECT prefix FROM live_prefixes WHERE customer = 'sunny'),  prompt, '{"max_tokens": 24, "stop": "\n"}') AS sunny,
        prefix_generate('m', (SELECT prefix FROM live_prefixes WHERE customer = 'stormy'), prompt, '{"max_tokens": 24, "stop": "\n"}') AS stormy,
